@@ -1,0 +1,108 @@
+/**
+ * The contract between the IP layer of the stack (`netstack/stack.ts`) and the
+ * TCP layer (`netstack/tcp/`). The IP layer parses IP, verifies the TCP
+ * checksum (pseudo-header), and hands the TCP segment bytes to
+ * {@linkcode TcpLayerLike.input}. The TCP layer builds whole TCP segments
+ * (header with checksum filled in, plus payload) and hands them to
+ * {@linkcode TcpLayerHost.sendSegment}; the IP layer wraps them in IP.
+ *
+ * Address convention: "local" is our side of the connection (for a connection
+ * a client opened towards us, the original destination it dialled), "remote"
+ * is the other side (the client).
+ *
+ * @module
+ */
+
+import type { IpAddress } from "../addr.ts";
+
+/** The four values that identify a TCP connection, seen from our side. */
+export interface TcpTuple {
+  /** Our address (for an accepted connection: the original destination). */
+  readonly localAddress: IpAddress;
+  /** Our port (for an accepted connection: the original destination port). */
+  readonly localPort: number;
+  /** The peer's address (for an accepted connection: the client). */
+  readonly remoteAddress: IpAddress;
+  /** The peer's port. */
+  readonly remotePort: number;
+}
+
+/** What the TCP layer needs from the stack that owns it. */
+export interface TcpLayerHost {
+  /**
+   * Sends one TCP segment (header with checksum, then payload) from `src` to
+   * `dst`. The IP layer wraps it in an IPv4 or IPv6 header. Called during
+   * `input`, `poll`, or (never) from stream callbacks: stream callbacks only
+   * queue work and call {@linkcode TcpLayerHost.wake}.
+   */
+  sendSegment(src: IpAddress, dst: IpAddress, segment: Uint8Array): void;
+  /**
+   * Tells the owner that state changed outside `input`/`poll` (a stream write,
+   * a read that opened the window, a close) so it should call `poll` soon and
+   * re-read `nextDeadline()`.
+   */
+  wake(): void;
+  /**
+   * A SYN arrived for a tuple with no connection and within the limits. The
+   * owner decides now or later through `request`.
+   */
+  onSyn(request: TcpSynRequest): void;
+}
+
+/**
+ * A connection attempt (a SYN) waiting for the owner's decision. The owner may
+ * decide after the SYN arrived, e.g. after dialling the real destination.
+ * Retransmitted SYNs while pending do not create a second request.
+ */
+export interface TcpSynRequest {
+  /** Who dialled whom. */
+  readonly tuple: TcpTuple;
+  /** 4 or 6. */
+  readonly ipVersion: 4 | 6;
+  /** Accepts: sends SYN-ACK and returns the connection. */
+  accept(): TcpConnectionLike;
+  /** Refuses with a RST. */
+  reset(): void;
+  /** Forgets the SYN without answering (the owner may answer with ICMP). */
+  drop(): void;
+}
+
+/** The face of one TCP connection that users see. */
+export interface TcpConnectionLike extends TcpTuple {
+  /** Bytes from the peer; closes on FIN, errors on RST or timeout. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Bytes to the peer; `close()` sends FIN (half-close), `abort()` sends RST. */
+  readonly writable: WritableStream<Uint8Array>;
+  /** 4 or 6. */
+  readonly ipVersion: 4 | 6;
+  /** Resolves when the connection is fully closed (either way). */
+  readonly closed: Promise<void>;
+  /** Sends RST now and releases the connection. */
+  reset(): void;
+}
+
+/** What the IP layer calls on the TCP layer. */
+export interface TcpLayerLike {
+  /**
+   * One TCP segment whose checksum the IP layer has verified. `segment` is a
+   * view that the caller may reuse after the call returns: copy what you keep.
+   */
+  input(src: IpAddress, dst: IpAddress, segment: Uint8Array, now: number): void;
+  /**
+   * An ICMP error about a segment we sent: `quoted` is the start of our TCP
+   * header as quoted in the ICMP message (at least 8 bytes). `mtu` is set for
+   * "packet too big" / "fragmentation needed"; otherwise it is a hard or soft
+   * unreachable error.
+   */
+  icmpError(
+    src: IpAddress,
+    dst: IpAddress,
+    quoted: Uint8Array,
+    error: { kind: "unreachable" | "packet-too-big"; mtu?: number },
+    now: number,
+  ): void;
+  /** Runs timers that are due and sends everything queued. */
+  poll(now: number): void;
+  /** The monotonic time at which `poll` should next run (`Infinity` if none). */
+  nextDeadline(): number;
+}
