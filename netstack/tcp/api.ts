@@ -105,4 +105,20 @@ export interface TcpLayerLike {
   poll(now: number): void;
   /** The monotonic time at which `poll` should next run (`Infinity` if none). */
   nextDeadline(): number;
+  /**
+   * Active open: sends a SYN from `tuple.localAddress:localPort` to
+   * `tuple.remoteAddress:remotePort` and returns the connection at once; its
+   * writable accepts data immediately (sent once established) and its
+   * readable errors if the connection is refused or times out.
+   */
+  connect(tuple: TcpTuple, now: number): TcpConnectionLike;
 }
+
+/**
+ * How a TCP layer is constructed (implemented by `netstack/tcp/layer.ts` as
+ * `new TcpLayer(host, options)`).
+ */
+export type TcpLayerConstructor<Options> = new (
+  host: TcpLayerHost,
+  options?: Options,
+) => TcpLayerLike;
