@@ -5,4 +5,9 @@
  * @module
  */
 
-export * from "./crypto/backend.ts";
+export * from "./crypto/mod.ts";
+export * from "./keys.ts";
+export * from "./ip.ts";
+export * from "./replay.ts";
+export * from "./allowed_ips.ts";
+export * from "./config.ts";
