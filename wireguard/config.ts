@@ -68,13 +68,13 @@ export interface WgPeer {
   /** `AllowedIPs`: the prefixes routed to this peer, host bits cleared, without repeats. */
   allowedIps: Cidr[];
   /** `Endpoint`: where to send to before the peer has been heard from. */
-  endpoint?: Endpoint;
+  endpoint?: ConfigEndpoint;
   /** `PersistentKeepalive`: seconds between keepalives; 0 (`off`) disables them. */
   persistentKeepalive?: number;
 }
 
 /** A peer endpoint as written: a host name or IP address (no brackets) and a port. */
-export interface Endpoint {
+export interface ConfigEndpoint {
   /** A host name, IPv4 address or IPv6 address (optionally with a `%zone`). */
   host: string;
   /** UDP port, 1–65535. */
@@ -191,7 +191,7 @@ function isIpv6Host(text: string): boolean {
   return percent < 0 || /^[A-Za-z0-9_.-]{1,15}$/.test(text.slice(percent + 1));
 }
 
-function parseEndpoint(text: string): Endpoint | null {
+function parseEndpoint(text: string): ConfigEndpoint | null {
   let host: string;
   let portText: string;
   if (text.startsWith("[")) {
@@ -213,7 +213,7 @@ function parseEndpoint(text: string): Endpoint | null {
   return { host, port };
 }
 
-function formatEndpoint(endpoint: Endpoint): string {
+function formatEndpoint(endpoint: ConfigEndpoint): string {
   const { host, port } = endpoint;
   if (
     typeof host !== "string" ||
@@ -251,7 +251,7 @@ interface PeerDraft {
   presharedKey?: Uint8Array;
   allowedIps: Cidr[];
   allowedIpsSeen: Set<string>;
-  endpoint?: Endpoint;
+  endpoint?: ConfigEndpoint;
   persistentKeepalive?: number;
   seen: SeenKeys;
 }
