@@ -3,16 +3,20 @@
  *
  * Each group compares the native backend (the baseline) with the portable
  * noble backend on the operations WireGuard does: sealing and opening a
- * 1420-byte data packet (the hot path), X25519 (handshakes), BLAKE2s hashing
- * and HMAC (handshakes), and the cost of building `node:crypto` KeyObjects
- * for every X25519 call compared with reusing them.
+ * 1420-byte data packet (the hot path), X25519 (handshakes), BLAKE2s hashing,
+ * HMAC and the 16-byte MAC (handshakes: the old `node:crypto` and
+ * `@noble/hashes` implementations vs. `blake2s.ts`), and the cost of building
+ * `node:crypto` KeyObjects for every X25519 call compared with reusing them.
  *
  * @module
  */
 
 import * as nodeCrypto from "node:crypto";
 import type { Buffer } from "node:buffer";
+import { blake2s as nobleBlake2s } from "npm:@noble/hashes@2.4.0/blake2.js";
+import { hmac as nobleHmac } from "npm:@noble/hashes@2.4.0/hmac.js";
 import { type CryptoBackend, nativeBackend, nobleBackend } from "../wireguard/crypto/mod.ts";
+import * as blake2s from "../wireguard/crypto/blake2s.ts";
 
 const native = nativeBackend();
 if (native === null) throw new Error("The native backend is unavailable in this runtime");
@@ -78,32 +82,75 @@ function dhBenches(backend: CryptoBackend, baseline: boolean): void {
   });
 }
 
-function hashBenches(backend: CryptoBackend, baseline: boolean): void {
-  const chunk = packet.subarray(0, 100);
-  Deno.bench({
-    name: `${backend.name} hash(32 B, 100 B)`,
-    group: "blake2s hash",
-    baseline,
-    fn() {
-      backend.hash(key, chunk);
-    },
-  });
-  Deno.bench({
-    name: `${backend.name} hmac(32 B key, 100 B)`,
-    group: "hmac-blake2s",
-    baseline,
-    fn() {
-      backend.hmac(key, chunk);
-    },
-  });
+// BLAKE2s in the shapes a handshake uses: HASH(h || 32 B), HMAC(32 B chaining
+// key, 32 B) in the KDF, MAC(32 B key, 116 B) for mac1 of an initiation. The
+// old implementations (`node:crypto`, `@noble/hashes`, which the backends
+// used before) are called directly; `blake2s.ts` is what both backends use
+// now, and the backend rows add the backends' argument checks on top.
+const input32 = packet.subarray(0, 32);
+const input116 = packet.subarray(0, 116);
+const macKey = key.subarray(0, 32);
+
+function nodeHash(...parts: Uint8Array[]): Uint8Array {
+  const h = nodeCrypto.createHash("blake2s256");
+  for (let i = 0; i < parts.length; i++) h.update(parts[i]);
+  return new Uint8Array(h.digest());
+}
+
+function nodeHmac(k: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const h = nodeCrypto.createHmac("blake2s256", k);
+  for (let i = 0; i < parts.length; i++) h.update(parts[i]);
+  return new Uint8Array(h.digest());
+}
+
+function nobleHash(...parts: Uint8Array[]): Uint8Array {
+  const h = nobleBlake2s.create();
+  for (let i = 0; i < parts.length; i++) h.update(parts[i]);
+  return h.digest();
+}
+
+function nobleHmacBlake2s(k: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const h = nobleHmac.create(nobleBlake2s, k);
+  for (let i = 0; i < parts.length; i++) h.update(parts[i]);
+  return h.digest();
+}
+
+function nobleMac(k: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const h = nobleBlake2s.create({ key: k, dkLen: 16 });
+  for (let i = 0; i < parts.length; i++) h.update(parts[i]);
+  return h.digest();
+}
+
+function blake2sBenches(): void {
+  const cases: [string, string, () => void][] = [
+    ["blake2s hash(32 B, 32 B)", "old node:crypto createHash", () => nodeHash(key, input32)],
+    ["blake2s hash(32 B, 32 B)", "old @noble/hashes blake2s", () => nobleHash(key, input32)],
+    ["blake2s hash(32 B, 32 B)", "new blake2s.ts hash", () => blake2s.hash(key, input32)],
+    ["blake2s hash(32 B, 32 B)", "native backend hash", () => native!.hash(key, input32)],
+    ["blake2s hash(32 B, 32 B)", "noble backend hash", () => nobleBackend.hash(key, input32)],
+    ["hmac-blake2s(32 B, 32 B)", "old node:crypto createHmac", () => nodeHmac(key, input32)],
+    ["hmac-blake2s(32 B, 32 B)", "old @noble/hashes hmac", () => nobleHmacBlake2s(key, input32)],
+    ["hmac-blake2s(32 B, 32 B)", "new blake2s.ts hmac", () => blake2s.hmac(key, input32)],
+    ["hmac-blake2s(32 B, 32 B)", "native backend hmac", () => native!.hmac(key, input32)],
+    ["hmac-blake2s(32 B, 32 B)", "noble backend hmac", () => nobleBackend.hmac(key, input32)],
+    ["mac 16 B (32 B, 116 B)", "old @noble/hashes blake2s", () => nobleMac(macKey, input116)],
+    ["mac 16 B (32 B, 116 B)", "new blake2s.ts mac16", () => blake2s.mac16(macKey, input116)],
+    ["mac 16 B (32 B, 116 B)", "native backend mac", () => native!.mac(macKey, input116)],
+    ["mac 16 B (32 B, 116 B)", "noble backend mac", () => nobleBackend.mac(macKey, input116)],
+  ];
+  const groups = new Set<string>();
+  for (const [group, name, fn] of cases) {
+    // The first (old) implementation of each group is its baseline.
+    Deno.bench({ name, group, baseline: !groups.has(group), fn });
+    groups.add(group);
+  }
 }
 
 aeadBenches(native, true);
 aeadBenches(nobleBackend, false);
 dhBenches(native, true);
 dhBenches(nobleBackend, false);
-hashBenches(native, true);
-hashBenches(nobleBackend, false);
+blake2sBenches();
 
 // KeyObject cost: what a cache inside the native backend could save, and
 // what importing raw keys as DER instead of JWK would cost.

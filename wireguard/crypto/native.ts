@@ -1,19 +1,21 @@
 /**
  * The native crypto backend: `node:crypto` (native code in both Node and
- * Deno) for ChaCha20-Poly1305, X25519, BLAKE2s-256 and HMAC-BLAKE2s.
+ * Deno) for ChaCha20-Poly1305 and X25519.
  *
  * `node:crypto` is reached through `process.getBuiltinModule`, never a static
  * import, so this module loads in browsers too (where the backend is simply
- * unavailable). Keyed BLAKE2s with a 16-byte output is not offered by
- * `node:crypto`; it comes from the portable backend. XChaCha20-Poly1305 is
- * HChaCha20 (below) followed by the native ChaCha20-Poly1305.
+ * unavailable). BLAKE2s-256, HMAC-BLAKE2s and keyed BLAKE2s come from
+ * `blake2s.ts`, as in the portable backend: on handshake-sized inputs it is
+ * several times faster than `node:crypto`'s per-call overhead.
+ * XChaCha20-Poly1305 is HChaCha20 (below) followed by the native
+ * ChaCha20-Poly1305.
  *
  * @module
  */
 
 import type * as NodeCrypto from "node:crypto";
 import { type CryptoBackend, KEY_LENGTH, NONCE_LENGTH, TAG_LENGTH } from "./backend.ts";
-import { checkAead, checkBytes, checkParts, checkXAead, plaintextLength } from "./_check.ts";
+import { checkAead, checkBytes, checkXAead, plaintextLength } from "./_check.ts";
 import { nobleBackend } from "./noble.ts";
 
 type NodeCryptoModule = typeof NodeCrypto;
@@ -275,21 +277,12 @@ function createNativeBackend(nc: NodeCryptoModule): CryptoBackend {
       return key;
     },
 
-    hash(...parts) {
-      checkParts(parts);
-      const h = nc.createHash("blake2s256");
-      for (let i = 0; i < parts.length; i++) h.update(parts[i]);
-      return new Uint8Array(h.digest());
-    },
-
-    hmac(key, ...data) {
-      checkBytes(key, "key");
-      checkParts(data);
-      const h = nc.createHmac("blake2s256", key);
-      for (let i = 0; i < data.length; i++) h.update(data[i]);
-      return new Uint8Array(h.digest());
-    },
-
+    // BLAKE2s in TypeScript (blake2s.ts, shared with the portable backend)
+    // beats `node:crypto` here: createHash/createHmac cost 3–8 µs a call in
+    // JS wrapper overhead, about 4× the whole TypeScript hash (see
+    // bench/crypto_bench.ts).
+    hash: nobleBackend.hash,
+    hmac: nobleBackend.hmac,
     mac: nobleBackend.mac,
   };
 }
@@ -323,7 +316,7 @@ let cached: CryptoBackend | null | undefined;
 /**
  * The native backend, or `null` when this runtime has no usable
  * `node:crypto` (browsers, old Node without `process.getBuiltinModule`, or a
- * `node:crypto` lacking ChaCha20-Poly1305, BLAKE2s or X25519). The first call
+ * `node:crypto` lacking ChaCha20-Poly1305 or X25519). The first call
  * probes the runtime with a few known answers; later calls return the same
  * object.
  *
@@ -343,7 +336,7 @@ export function nativeBackend(): CryptoBackend | null {
   try {
     if (
       typeof nc.createCipheriv !== "function" || typeof nc.diffieHellman !== "function" ||
-      !nc.getCiphers().includes("chacha20-poly1305") || !nc.getHashes().includes("blake2s256")
+      !nc.getCiphers().includes("chacha20-poly1305")
     ) {
       return cached;
     }
