@@ -14,6 +14,7 @@
  */
 
 import type { IpAddress } from "../addr.ts";
+import type { TcpConnectionStats } from "./connection.ts";
 
 /** The four values that identify a TCP connection, seen from our side. */
 export interface TcpTuple {
@@ -77,6 +78,8 @@ export interface TcpConnectionLike extends TcpTuple {
   readonly ipVersion: 4 | 6;
   /** Resolves when the connection is fully closed (either way). */
   readonly closed: Promise<void>;
+  /** Counters and estimates: bytes, segments, retransmits, RTT, cwnd, state. */
+  readonly stats: TcpConnectionStats;
   /** Sends RST now and releases the connection. */
   reset(): void;
 }

@@ -1,0 +1,1855 @@
+/**
+ * One TCP connection: the RFC 9293 state machine with RFC 5961 (blind
+ * attack mitigations: exact-match RST, challenge ACKs rate-limited per
+ * connection), RFC 7323 (window scale, timestamps, PAWS), RFC 2018 / RFC 6675
+ * (SACK generation and SACK-based loss recovery), RFC 6582 (NewReno when the
+ * peer has no SACK), RFC 3522 (Eifel: a fast recovery whose retransmission
+ * proves spurious by timestamps is undone), RFC 6298 (RTO; Karn's rule also
+ * for timestamp echoes), RFC 5681 + RFC 9438 (congestion control, CUBIC by
+ * default), delayed ACKs (RFC 1122 §4.2.3.2: every second segment or 40 ms),
+ * zero-window probing, optional keepalives; and the web-stream face the user
+ * sees.
+ *
+ * Choices documented here:
+ * - `readable.cancel()` does not reset: the connection keeps ACKing and
+ *   discards further data with a fully open window, so the peer never hangs;
+ *   the user closes the writable (or calls `reset()`) to end the connection.
+ *   If the peer never sends its FIN, a FIN_WAIT_2 without reader ends after
+ *   `timeWait` ms.
+ * - The receive window is the free space of our own receive queue
+ *   (`rcvBuf - queued`); the `ReadableStream` has a high-water mark of 0 and
+ *   pulls from that queue (coalescing up to 64 KiB per read), so bytes the
+ *   consumer has not read hold the window shut. This is the byte-length
+ *   strategy of the brief done by hand, because a stream's high-water mark
+ *   cannot grow. `rcvBuf` starts at `receiveBuffer` (64 KiB) and doubles, up
+ *   to `maxReceiveBuffer` (4 MiB), when in one receiver RTT the peer
+ *   delivered at least half of it while the consumer kept the queue below
+ *   half (the window, not the reader, limited the transfer).
+ * - `write()` resolves once the whole chunk was copied into the send buffer
+ *   (limit `sendBuffer`, 256 KiB, doubling up to `maxSendBuffer` when the
+ *   path window reaches half of it). Buffers are allocated on demand and
+ *   freed when acknowledged: an idle connection holds none.
+ * - After a timeout the sender goes back to SND.UNA but skips SACKed ranges
+ *   (the scoreboard is kept across the first timeout, cleared on the second
+ *   in case the receiver reneged); no new fast recovery starts for data sent
+ *   before the timeout (RFC 6582 §3.2). ssthresh falls once per episode.
+ * - In SACK recovery, a retransmission of the segment at SND.UNA counts as
+ *   lost when data sent after it is SACKed 3 segments beyond, and is sent
+ *   again without waiting for the RTO.
+ * - Pure ACKs carry SND.MAX when the peer's window covers it, so a peer that
+ *   already holds data we are resending after a timeout accepts them; an
+ *   unacceptable pure ACK is answered at most every 500 ms (no ACK wars).
+ * - State changes caused by stream callbacks only set flags and call
+ *   `wake()`; segments go out from `input`/`poll` (`reset()` is a direct user
+ *   call and sends its RST at once).
+ *
+ * @module
+ */
+
+import type { IpAddress } from "../addr.ts";
+import type { TcpConnectionLike } from "./api.ts";
+import {
+  fillTcpChecksum,
+  TCP_ACK,
+  TCP_FIN,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+  tcpHeaderLength,
+  type TcpRepr,
+  writeTcpHeader,
+} from "../wire/tcp.ts";
+import { Assembler } from "./assembler.ts";
+import { type CongestionControl, Cubic, NewReno } from "./congestion.ts";
+import { RttEstimator } from "./rtt.ts";
+import { Scoreboard } from "./scoreboard.ts";
+import { SendBuffer } from "./send_buffer.ts";
+import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
+
+/** Connection states (RFC 9293 §3.3.2). LISTEN lives in the layer. */
+export const TcpState = {
+  /** No connection. */
+  CLOSED: 0,
+  /** Our SYN is out. */
+  SYN_SENT: 1,
+  /** We answered a SYN with SYN-ACK. */
+  SYN_RECEIVED: 2,
+  /** Data flows both ways. */
+  ESTABLISHED: 3,
+  /** We sent FIN, not yet acknowledged. */
+  FIN_WAIT_1: 4,
+  /** Our FIN is acknowledged; waiting for the peer's. */
+  FIN_WAIT_2: 5,
+  /** The peer sent FIN; we may still send. */
+  CLOSE_WAIT: 6,
+  /** Both sent FIN, ours not yet acknowledged. */
+  CLOSING: 7,
+  /** We sent FIN after the peer's; waiting for its ACK. */
+  LAST_ACK: 8,
+  /** Both FINs done; lingering 2·MSL for stray segments. */
+  TIME_WAIT: 9,
+} as const;
+/** A value of {@linkcode TcpState}. */
+export type TcpStateValue = typeof TcpState[keyof typeof TcpState];
+
+const STATE_NAMES = [
+  "CLOSED",
+  "SYN_SENT",
+  "SYN_RECEIVED",
+  "ESTABLISHED",
+  "FIN_WAIT_1",
+  "FIN_WAIT_2",
+  "CLOSE_WAIT",
+  "CLOSING",
+  "LAST_ACK",
+  "TIME_WAIT",
+] as const;
+
+/** Why a connection failed, as the error its streams carry. */
+export class TcpError extends Error {
+  /** ECONNRESET, ECONNREFUSED, ETIMEDOUT, ECONNABORTED or EHOSTUNREACH. */
+  readonly code: string;
+  /** Creates an error with a POSIX-style `code`. */
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = "TcpError";
+    this.code = code;
+  }
+}
+
+/** Keepalive probing (RFC 1122 §4.2.3.6). */
+export interface TcpKeepAliveOptions {
+  /** Idle time before the first probe, ms (default 7 200 000). */
+  idle?: number;
+  /** Time between unanswered probes, ms (default 75 000). */
+  interval?: number;
+  /** Unanswered probes before the connection is dropped (default 9). */
+  count?: number;
+}
+
+/** Options of the TCP layer (all optional). */
+export interface TcpOptions {
+  /** Link MTU used for our MSS: MTU − 40 (IPv4) or − 60 (IPv6). Default 1420. */
+  mtu?: number;
+  /** Initial receive buffer (window) per connection, bytes. Default 65 536. */
+  receiveBuffer?: number;
+  /** Largest receive buffer after growth, bytes. Default 4 MiB. */
+  maxReceiveBuffer?: number;
+  /** Initial send buffer limit, bytes. Default 262 144. */
+  sendBuffer?: number;
+  /** Largest send buffer after growth, bytes. Default 4 MiB. */
+  maxSendBuffer?: number;
+  /** "cubic" (default) or "newreno". */
+  congestionControl?: "cubic" | "newreno";
+  /** Nagle's algorithm (RFC 896). Default false (like TCP_NODELAY). */
+  nagle?: boolean;
+  /** Delayed-ACK timer, ms (≤ 40 recommended). Default 40; 0 ACKs every segment. */
+  delayedAck?: number;
+  /** Offer SACK (RFC 2018). Default true. */
+  sack?: boolean;
+  /** Offer timestamps (RFC 7323). Default true. */
+  timestamps?: boolean;
+  /** Offer window scaling (RFC 7323). Default true. */
+  windowScale?: boolean;
+  /** TIME_WAIT duration (2·MSL), ms. Default 60 000. */
+  timeWait?: number;
+  /** Minimum RTO, ms. Default 200. */
+  minRto?: number;
+  /** Maximum RTO, ms. Default 60 000. */
+  maxRto?: number;
+  /** SYN / SYN-ACK retransmissions before giving up. Default 6. */
+  synRetries?: number;
+  /** Data retransmissions (timeouts in a row) before giving up. Default 12. */
+  retries?: number;
+  /** Keepalive probing; off when absent. */
+  keepAlive?: TcpKeepAliveOptions;
+  /** Most connections (any state) in the table. Default 65 536. */
+  maxConnections?: number;
+  /** Most half-open connections (SYNs awaiting a decision or the final ACK). Default 1024. */
+  maxHalfOpen?: number;
+  /** Most connections in TIME_WAIT; the oldest is dropped beyond it. Default 4096. */
+  maxTimeWait?: number;
+  /** Secret for ISNs and timestamp offsets (8+ bytes). Random by default. */
+  secret?: Uint8Array;
+}
+
+/** Options with every default filled in. */
+export interface ResolvedTcpOptions {
+  /** See {@linkcode TcpOptions}. */
+  mtu: number;
+  /** See {@linkcode TcpOptions}. */
+  receiveBuffer: number;
+  /** See {@linkcode TcpOptions}. */
+  maxReceiveBuffer: number;
+  /** See {@linkcode TcpOptions}. */
+  sendBuffer: number;
+  /** See {@linkcode TcpOptions}. */
+  maxSendBuffer: number;
+  /** See {@linkcode TcpOptions}. */
+  congestionControl: "cubic" | "newreno";
+  /** See {@linkcode TcpOptions}. */
+  nagle: boolean;
+  /** See {@linkcode TcpOptions}. */
+  delayedAck: number;
+  /** See {@linkcode TcpOptions}. */
+  sack: boolean;
+  /** See {@linkcode TcpOptions}. */
+  timestamps: boolean;
+  /** See {@linkcode TcpOptions}. */
+  windowScale: boolean;
+  /** See {@linkcode TcpOptions}. */
+  timeWait: number;
+  /** See {@linkcode TcpOptions}. */
+  minRto: number;
+  /** See {@linkcode TcpOptions}. */
+  maxRto: number;
+  /** See {@linkcode TcpOptions}. */
+  synRetries: number;
+  /** See {@linkcode TcpOptions}. */
+  retries: number;
+  /** Keepalive, or null when off. */
+  keepAlive: Required<TcpKeepAliveOptions> | null;
+  /** See {@linkcode TcpOptions}. */
+  maxConnections: number;
+  /** See {@linkcode TcpOptions}. */
+  maxHalfOpen: number;
+  /** See {@linkcode TcpOptions}. */
+  maxTimeWait: number;
+}
+
+/** Fills in defaults and validates `o`; throws `RangeError` on bad values. */
+export function resolveTcpOptions(o: TcpOptions = {}): ResolvedTcpOptions {
+  const num = (name: string, v: number | undefined, def: number, min: number, max: number) => {
+    const x = v ?? def;
+    if (typeof x !== "number" || !(x >= min && x <= max)) {
+      throw new RangeError(`TCP option ${name} must be between ${min} and ${max}, not ${x}`);
+    }
+    return x;
+  };
+  const r: ResolvedTcpOptions = {
+    mtu: num("mtu", o.mtu, 1420, 576, 65535),
+    receiveBuffer: num("receiveBuffer", o.receiveBuffer, 65536, 1024, 1 << 30),
+    maxReceiveBuffer: 0,
+    sendBuffer: num("sendBuffer", o.sendBuffer, 262144, 1024, 1 << 30),
+    maxSendBuffer: 0,
+    congestionControl: o.congestionControl ?? "cubic",
+    nagle: o.nagle ?? false,
+    delayedAck: num("delayedAck", o.delayedAck, 40, 0, 500),
+    sack: o.sack ?? true,
+    timestamps: o.timestamps ?? true,
+    windowScale: o.windowScale ?? true,
+    timeWait: num("timeWait", o.timeWait, 60_000, 0, 240_000),
+    minRto: num("minRto", o.minRto, 200, 1, 60_000),
+    maxRto: num("maxRto", o.maxRto, 60_000, 100, 600_000),
+    synRetries: num("synRetries", o.synRetries, 6, 0, 20),
+    retries: num("retries", o.retries, 12, 1, 30),
+    keepAlive: o.keepAlive
+      ? {
+        idle: num("keepAlive.idle", o.keepAlive.idle, 7_200_000, 1, 2 ** 31),
+        interval: num("keepAlive.interval", o.keepAlive.interval, 75_000, 1, 2 ** 31),
+        count: num("keepAlive.count", o.keepAlive.count, 9, 1, 100),
+      }
+      : null,
+    maxConnections: num("maxConnections", o.maxConnections, 65536, 1, 1 << 24),
+    maxHalfOpen: num("maxHalfOpen", o.maxHalfOpen, 1024, 1, 1 << 20),
+    maxTimeWait: num("maxTimeWait", o.maxTimeWait, 4096, 0, 1 << 24),
+  };
+  r.maxReceiveBuffer = num(
+    "maxReceiveBuffer",
+    o.maxReceiveBuffer,
+    Math.max(4 << 20, r.receiveBuffer),
+    r.receiveBuffer,
+    1 << 30,
+  );
+  r.maxSendBuffer = num(
+    "maxSendBuffer",
+    o.maxSendBuffer,
+    Math.max(4 << 20, r.sendBuffer),
+    r.sendBuffer,
+    1 << 30,
+  );
+  if (r.congestionControl !== "cubic" && r.congestionControl !== "newreno") {
+    throw new RangeError(`Unknown congestion control ${r.congestionControl}`);
+  }
+  return r;
+}
+
+/** Per-connection counters and estimates. */
+export interface TcpConnectionStats {
+  /** RFC 9293 state name. */
+  state: string;
+  /** Payload bytes received in sequence (delivered or discarded). */
+  bytesIn: number;
+  /** Payload bytes sent, retransmissions included. */
+  bytesOut: number;
+  /** Segments received. */
+  segmentsIn: number;
+  /** Segments sent. */
+  segmentsOut: number;
+  /** Segments retransmitted (timeouts, fast retransmit, SACK recovery). */
+  retransmits: number;
+  /** Retransmission timeouts. */
+  timeouts: number;
+  /** Fast recoveries undone because the retransmission was spurious (RFC 3522). */
+  spuriousRecoveries: number;
+  /** Fast-recovery episodes. */
+  fastRecoveries: number;
+  /** Smoothed RTT, ms. */
+  srtt: number;
+  /** RTT variation, ms. */
+  rttvar: number;
+  /** Current RTO, ms. */
+  rto: number;
+  /** Congestion window, bytes. */
+  cwnd: number;
+  /** Slow-start threshold, bytes. */
+  ssthresh: number;
+  /** Peer's window, bytes. */
+  sendWindow: number;
+  /** Our current receive buffer size, bytes. */
+  receiveBuffer: number;
+  /** Sender MSS in effect. */
+  mss: number;
+  /** Segments dropped: out of window, PAWS, or reassembly limits. */
+  dropped: number;
+  /** Challenge ACKs sent (RFC 5961). */
+  challengeAcks: number;
+}
+
+/** What a connection needs from the layer that owns it (internal). */
+export interface ConnectionOwner {
+  /** Resolved options. */
+  readonly options: ResolvedTcpOptions;
+  /** Scratch representation for building segments. */
+  readonly scratch: TcpRepr;
+  /** The last `now` seen by the layer. */
+  readonly lastNow: number;
+  /** Sends a finished segment. */
+  transmit(conn: Connection, segment: Uint8Array): void;
+  /** The connection needs `poll` soon (state changed from a stream callback). */
+  wakeConnection(conn: Connection): void;
+  /** The connection entered TIME_WAIT. */
+  enteredTimeWait(conn: Connection): void;
+  /** The connection is gone (CLOSED). */
+  released(conn: Connection): void;
+}
+
+/** Negotiated SYN options. */
+export interface SynOptions {
+  /** Peer MSS or -1. */
+  mss: number;
+  /** Peer window shift or -1. */
+  windowScale: number;
+  /** Peer sent SACK-permitted. */
+  sackPermitted: boolean;
+  /** Peer sent timestamps. */
+  hasTimestamp: boolean;
+  /** Peer TSval. */
+  tsVal: number;
+}
+
+const S = TcpState;
+const EMPTY = new Uint8Array(0);
+const OUR_WSCALE = 7;
+
+/** A TCP connection. Created by the layer; users see it as {@linkcode TcpConnectionLike}. */
+export class Connection implements TcpConnectionLike {
+  /** Our address. */
+  readonly localAddress: IpAddress;
+  /** Our port. */
+  readonly localPort: number;
+  /** Peer address. */
+  readonly remoteAddress: IpAddress;
+  /** Peer port. */
+  readonly remotePort: number;
+  /** 4 or 6. */
+  readonly ipVersion: 4 | 6;
+  /** Table key (layer-internal). */
+  readonly key: string;
+  /** Bytes from the peer. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Bytes to the peer. */
+  readonly writable: WritableStream<Uint8Array>;
+  /** Resolves when the connection is fully closed. */
+  readonly closed: Promise<void>;
+
+  /** Current state. */
+  state: TcpStateValue = S.CLOSED;
+  /** Time-ordered heap bookkeeping (layer-internal). */
+  heapAt: number = Infinity;
+  /** In the layer's wake list (layer-internal). */
+  dirty = false;
+  /** Insertion order for half-open / TIME_WAIT eviction (layer-internal). */
+  released = false;
+
+  readonly #owner: ConnectionOwner;
+  readonly #o: ResolvedTcpOptions;
+
+  // Send sequence space.
+  #iss = 0;
+  #sndUna = 0;
+  #sndNxt = 0;
+  #sndMax = 0;
+  #sndWnd = 0;
+  #sndWl1 = 0;
+  #sndWl2 = 0;
+  #maxSndWnd = 0;
+  #sndShift = 0;
+  #sndMss: number;
+  #sendBuf: SendBuffer | null = null;
+  #sendLimit: number;
+  #finQueued = false;
+  #finSent = false;
+  #finSeq = 0;
+  #finAcked = false;
+  #abortQueued = false;
+
+  // Receive sequence space.
+  #irs = 0;
+  #rcvNxt = 0;
+  #rcvAdvEdge = 0;
+  #rcvShift = 0;
+  #rcvBuf: number;
+  #rcvMss = 536;
+  #rcvQueue: Uint8Array[] | null = null;
+  #rcvQueued = 0;
+  #asm: Assembler | null = null;
+  #finReceived = false;
+  #oooFinSeq = -1;
+  #discard = false;
+  /** Receiver-side RTT estimate (ms) for buffer growth; 0 when unknown. */
+  #rcvRtt = 0;
+  #rcvEpochStart = 0;
+  #rcvEpochBytes = 0;
+  #synAt = 0;
+
+  // Options.
+  #wscaleOk = false;
+  #sackOk = false;
+  #tsOk = false;
+  #tsRecent = 0;
+  #tsOffset = 0;
+  #lastAckSent = 0;
+
+  // Timers (absolute ms, Infinity when off).
+  #rtoAt = Infinity;
+  #persistAt = Infinity;
+  #delackAt = Infinity;
+  #timeWaitAt = Infinity;
+  #keepaliveAt = Infinity;
+  #persistBackoff = 0;
+  #probeOut = false;
+  #probesUnanswered = 0;
+  #retries = 0;
+
+  // Loss recovery.
+  #dupAcks = 0;
+  #inRecovery = false;
+  #recover = 0;
+  #highRxt = 0;
+  #rexmitUna = false;
+  #sb: Scoreboard | null = null;
+  #rtt: RttEstimator;
+  #rttSeq = 0;
+  #rttTime = -1;
+  #cc: CongestionControl;
+
+  // ACK scheduling.
+  #ackNow = false;
+  #unackedSegs = 0;
+  #windowUpdate = false;
+
+  // Stream plumbing.
+  #readCtrl!: ReadableStreamDefaultController<Uint8Array>;
+  #writeCtrl!: WritableStreamDefaultController;
+  #readDone = false;
+  #writeDone = false;
+  #pullWaiting = false;
+  #abortHooked = false;
+  #pendingWrite: {
+    chunk: Uint8Array;
+    offset: number;
+    resolve: () => void;
+    reject: (e: unknown) => void;
+  } | null = null;
+  #resolveClosed!: () => void;
+  #error: TcpError | null = null;
+
+  // Stats.
+  #bytesIn = 0;
+  #bytesOut = 0;
+  #segsIn = 0;
+  #segsOut = 0;
+  #retransmits = 0;
+  #timeouts = 0;
+  #fastRecoveries = 0;
+  #spuriousRecoveries = 0;
+  #undoPossible = false;
+  #undoCwnd = 0;
+  #undoSsthresh = 0;
+  #rexmitTsVal = 0;
+  /** TSval of our latest retransmission while some data is unacknowledged, or -1. */
+  #rexmitTs = -1;
+  /** SND.UNA when we last retransmitted the segment there (-1 none), and SND.MAX then. */
+  #unaRexmitSeq = -1;
+  #unaRexmitMark = 0;
+  #dropped = 0;
+  #challengeAcks = 0;
+  #challengeStart = -Infinity;
+  #oowAckAt = -Infinity;
+  #challengeBudget = 0;
+
+  /** Creates a connection in CLOSED; the layer then calls `openActive`/`openPassive`. */
+  constructor(
+    owner: ConnectionOwner,
+    tuple: {
+      localAddress: IpAddress;
+      localPort: number;
+      remoteAddress: IpAddress;
+      remotePort: number;
+    },
+    key: string,
+    iss: number,
+    tsOffset: number,
+  ) {
+    this.#owner = owner;
+    this.#o = owner.options;
+    this.localAddress = tuple.localAddress;
+    this.localPort = tuple.localPort;
+    this.remoteAddress = tuple.remoteAddress;
+    this.remotePort = tuple.remotePort;
+    this.ipVersion = tuple.localAddress.length === 4 ? 4 : 6;
+    this.key = key;
+    this.#iss = iss;
+    this.#sndUna =
+      this.#sndNxt =
+      this.#sndMax =
+      this.#recover =
+        iss;
+    this.#tsOffset = tsOffset;
+    this.#sndMss = this.ipVersion === 4 ? 536 : 1220;
+    this.#rcvBuf = this.#o.receiveBuffer;
+    this.#sendLimit = this.#o.sendBuffer;
+    this.#rtt = new RttEstimator({ minRto: this.#o.minRto, maxRto: this.#o.maxRto });
+    this.#cc = this.#o.congestionControl === "cubic"
+      ? new Cubic(this.#sndMss)
+      : new NewReno(this.#sndMss);
+    this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
+    this.readable = new ReadableStream<Uint8Array>(
+      {
+        start: (c) => {
+          this.#readCtrl = c;
+        },
+        pull: () => this.#onPull(),
+        cancel: () => this.#onCancel(),
+      },
+      { highWaterMark: 0 },
+    );
+    this.writable = new WritableStream<Uint8Array>(
+      {
+        start: (c) => {
+          this.#writeCtrl = c;
+        },
+        write: (chunk) => this.#onWrite(chunk),
+        close: () => this.#onClose(),
+        abort: (reason) => this.#onAbort(reason),
+      },
+      { highWaterMark: 1 },
+    );
+  }
+
+  // ---------------------------------------------------------------- opening
+
+  /** Our MSS for this address family. */
+  #ourMss(): number {
+    return this.#o.mtu - (this.ipVersion === 4 ? 40 : 60);
+  }
+
+  /** Active open: sends SYN (RFC 9293 §3.10.1). */
+  openActive(now: number): void {
+    this.state = S.SYN_SENT;
+    this.#sndNxt = this.#sndMax = seqAdd(this.#iss, 1);
+    this.#sendSyn(now, false);
+    this.#synAt = now;
+    this.#rtoAt = now + this.#rtt.rto;
+  }
+
+  /** Passive open from a SYN the owner accepted: sends SYN-ACK. */
+  openPassive(seq: number, syn: SynOptions, now: number): void {
+    this.state = S.SYN_RECEIVED;
+    this.#irs = seq;
+    this.#rcvNxt = this.#rcvAdvEdge = seqAdd(seq, 1);
+    this.#applySynOptions(syn, true);
+    this.#sndNxt = this.#sndMax = seqAdd(this.#iss, 1);
+    this.#sendSyn(now, true);
+    this.#synAt = now;
+    this.#rtoAt = now + this.#rtt.rto;
+  }
+
+  #applySynOptions(syn: SynOptions, passive: boolean): void {
+    const o = this.#o;
+    const ours = this.#ourMss();
+    const peerMss = syn.mss > 0 ? syn.mss : (this.ipVersion === 4 ? 536 : 1220);
+    this.#sndMss = Math.max(64, Math.min(peerMss, ours));
+    this.#rcvMss = ours;
+    this.#cc = o.congestionControl === "cubic"
+      ? new Cubic(this.#sndMss)
+      : new NewReno(this.#sndMss);
+    // An option is on only when both sides sent it (RFC 7323 §2.2, §3.2; RFC 2018 §2).
+    this.#wscaleOk = o.windowScale && syn.windowScale >= 0;
+    this.#sndShift = this.#wscaleOk ? Math.min(14, syn.windowScale) : 0;
+    this.#rcvShift = this.#wscaleOk ? OUR_WSCALE : 0;
+    this.#sackOk = o.sack && syn.sackPermitted;
+    this.#tsOk = o.timestamps && syn.hasTimestamp;
+    if (this.#tsOk) this.#tsRecent = syn.tsVal;
+    void passive;
+  }
+
+  #sendSyn(now: number, ack: boolean): void {
+    const r = this.#owner.scratch;
+    r.clear();
+    r.srcPort = this.localPort;
+    r.dstPort = this.remotePort;
+    r.seq = this.#iss;
+    r.ack = this.#rcvNxt;
+    r.flags = TCP_SYN | (ack ? TCP_ACK : 0);
+    r.window = Math.min(65535, this.#rcvBuf);
+    r.mss = this.#ourMss();
+    const o = this.#o;
+    if (ack) {
+      // Answer only with what the peer offered.
+      if (this.#wscaleOk) r.windowScale = OUR_WSCALE;
+      r.sackPermitted = this.#sackOk;
+      if (this.#tsOk) {
+        r.hasTimestamp = true;
+        r.tsVal = this.#tsNow(now);
+        r.tsEcr = this.#tsRecent;
+      }
+      this.#rcvAdvEdge = seqAdd(this.#rcvNxt, r.window);
+      this.#lastAckSent = this.#rcvNxt;
+    } else {
+      if (o.windowScale) r.windowScale = OUR_WSCALE;
+      r.sackPermitted = o.sack;
+      if (o.timestamps) {
+        r.hasTimestamp = true;
+        r.tsVal = this.#tsNow(now);
+        r.tsEcr = 0;
+      }
+    }
+    this.#transmit(r, null, 0, 0);
+  }
+
+  #tsNow(now: number): number {
+    return (Math.floor(now) + this.#tsOffset) >>> 0;
+  }
+
+  // ---------------------------------------------------------------- input
+
+  /** Processes one segment for this connection (RFC 9293 §3.10.7). */
+  input(seg: TcpRepr, now: number): void {
+    this.#segsIn++;
+    if (this.state === S.CLOSED) return;
+    if (this.#o.keepAlive && this.state !== S.TIME_WAIT) {
+      this.#keepaliveAt = now + this.#o.keepAlive.idle;
+      this.#probesUnanswered = 0;
+    }
+    if (this.state === S.SYN_SENT) {
+      this.#inputSynSent(seg, now);
+      this.#output(now);
+      return;
+    }
+    let flags = seg.flags;
+    let seq = seg.seq;
+    let payload = seg.payload;
+
+    // PAWS (RFC 7323 §5.3): an old timestamp on a non-RST segment is dropped.
+    if (
+      this.#tsOk && seg.hasTimestamp && !(flags & TCP_RST) && seqLt(seg.tsVal, this.#tsRecent)
+    ) {
+      this.#dropped++;
+      if (this.#oowReplyAllowed(seg, now)) this.#ackNow = true;
+      this.#output(now);
+      return;
+    }
+
+    if (this.state === S.SYN_RECEIVED && (flags & TCP_SYN) && seq === this.#irs) {
+      if (!(flags & TCP_ACK)) {
+        // The peer's SYN again: our SYN-ACK was lost.
+        this.#sendSyn(now, true);
+        return;
+      }
+      // Simultaneous open: the peer's SYN-ACK. Its SYN is old; keep the ACK.
+      flags &= ~TCP_SYN;
+      seq = seqAdd(seq, 1);
+    }
+
+    // Sequence acceptability (RFC 9293 §3.10.7.4, first check).
+    const wnd = Math.max(0, seqDiff(this.#rcvAdvEdge, this.#rcvNxt));
+    const segLen = payload.length + (flags & TCP_SYN ? 1 : 0) + (flags & TCP_FIN ? 1 : 0);
+    let ok: boolean;
+    if (payload.length === 0 && seq === this.#rcvNxt) ok = true;
+    else if (segLen === 0) {
+      ok = wnd === 0
+        ? seq === this.#rcvNxt
+        : seqGe(seq, this.#rcvNxt) && seqLt(seq, seqAdd(this.#rcvNxt, wnd));
+    } else if (wnd === 0) ok = false;
+    else {
+      const last = seqAdd(seq, segLen - 1);
+      const edge = seqAdd(this.#rcvNxt, wnd);
+      ok = (seqGe(seq, this.#rcvNxt) && seqLt(seq, edge)) ||
+        (seqGe(last, this.#rcvNxt) && seqLt(last, edge));
+    }
+    if (!ok) {
+      if (flags & TCP_RST) {
+        this.#dropped++;
+        return;
+      }
+      if (wnd === 0 && seq === this.#rcvNxt && !(flags & TCP_SYN)) {
+        // Zero window: keep the ACK and window information, drop the data.
+        payload = EMPTY;
+        flags &= ~TCP_FIN;
+        this.#ackNow = true;
+      } else {
+        this.#dropped++;
+        if (this.state === S.TIME_WAIT && (flags & TCP_FIN)) {
+          // A retransmitted FIN: our last ACK was lost; restart 2·MSL.
+          this.#timeWaitAt = now + this.#o.timeWait;
+        }
+        if (this.#oowReplyAllowed(seg, now)) this.#ackNow = true;
+        this.#output(now);
+        return;
+      }
+    }
+
+    // RST (RFC 5961 §3.2): exact match resets; in window draws a challenge ACK.
+    if (flags & TCP_RST) {
+      if (seq === this.#rcvNxt) {
+        const refused = this.state === S.SYN_RECEIVED;
+        this.#terminate(
+          refused
+            ? new TcpError("ECONNREFUSED", "Connection refused by peer")
+            : new TcpError("ECONNRESET", "Connection reset by peer"),
+          false,
+        );
+      } else {
+        this.#challengeAck(now);
+      }
+      return;
+    }
+    // SYN in a synchronized state (RFC 5961 §4.2): challenge ACK.
+    if (flags & TCP_SYN) {
+      this.#challengeAck(now);
+      return;
+    }
+    if (!(flags & TCP_ACK)) {
+      this.#dropped++;
+      return;
+    }
+
+    // Trim to the window (data before RCV.NXT, data beyond the right edge).
+    if (seqLt(seq, this.#rcvNxt)) {
+      const cut = seqDiff(this.#rcvNxt, seq);
+      payload = cut >= payload.length ? EMPTY : payload.subarray(cut);
+      seq = this.#rcvNxt;
+    }
+    const room = Math.max(0, seqDiff(this.#rcvAdvEdge, seq));
+    if (payload.length > room) {
+      payload = payload.subarray(0, room);
+      flags &= ~TCP_FIN;
+    }
+
+    // ACK acceptability (RFC 5961 §5.2).
+    const ack = seg.ack;
+    if (this.state === S.SYN_RECEIVED) {
+      // RFC 9293 §3.10.7.4: an unacceptable ACK in SYN-RECEIVED draws <SEQ=SEG.ACK><RST>.
+      if (!seqGt(ack, this.#sndUna) || seqGt(ack, this.#sndMax)) {
+        this.#sendRst(ack, 0, false, now);
+        return;
+      }
+      this.#establish(seg, seq, now);
+    } else if (seqGt(ack, this.#sndMax)) {
+      this.#ackNow = true;
+      this.#output(now);
+      return;
+    } else if (seqLt(ack, (this.#sndUna - this.#maxSndWnd - 1) >>> 0)) {
+      this.#challengeAck(now);
+      return;
+    }
+
+    // Timestamps (RFC 7323 §4.3): remember TSval of the segment at the left edge.
+    if (this.#tsOk && seg.hasTimestamp && seqLe(seg.seq, this.#lastAckSent)) {
+      this.#tsRecent = seg.tsVal;
+    }
+
+    this.#processAck(seg, seq, payload.length, flags, now);
+    if (this.#isClosed()) return;
+
+    const receiving = this.state === S.ESTABLISHED || this.state === S.FIN_WAIT_1 ||
+      this.state === S.FIN_WAIT_2;
+    if (payload.length > 0 && receiving) {
+      if (this.#tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
+        // Receiver RTT (RFC 7323 §4 style): time since we sent the echoed TSval.
+        const sample = Math.max(1, seqDiff(this.#tsNow(now), seg.tsEcr));
+        this.#rcvRtt = this.#rcvRtt === 0 || sample < this.#rcvRtt
+          ? sample
+          : 0.875 * this.#rcvRtt + 0.125 * sample;
+      }
+      this.#receiveData(seq, payload);
+    }
+    if ((flags & TCP_FIN) && !this.#finReceived) {
+      const finSeq = seqAdd(seq, payload.length);
+      if (finSeq === this.#rcvNxt) this.#receiveFin(now);
+      else if (receiving && seqGt(finSeq, this.#rcvNxt)) this.#oooFinSeq = finSeq;
+    }
+    this.#output(now);
+  }
+
+  /**
+   * Whether to answer an unacceptable segment with an ACK. Segments with data,
+   * SYN or FIN are always answered (the peer needs our ACK); a pure ACK is
+   * answered at most every 500 ms, so two confused ends cannot ping-pong ACKs.
+   */
+  #oowReplyAllowed(seg: TcpRepr, now: number): boolean {
+    if (seg.payload.length > 0 || (seg.flags & (TCP_SYN | TCP_FIN))) return true;
+    if (now - this.#oowAckAt < 500) return false;
+    this.#oowAckAt = now;
+    return true;
+  }
+
+  #challengeAck(now: number): void {
+    // At most 10 challenge ACKs per second per connection (RFC 5961 §7); a
+    // per-connection budget leaks nothing about other connections.
+    if (now - this.#challengeStart >= 1000) {
+      this.#challengeStart = now;
+      this.#challengeBudget = 10;
+    }
+    if (this.#challengeBudget <= 0) {
+      this.#dropped++;
+      return;
+    }
+    this.#challengeBudget--;
+    this.#challengeAcks++;
+    this.#ackNow = true;
+    this.#output(now);
+  }
+
+  #inputSynSent(seg: TcpRepr, now: number): void {
+    const f = seg.flags;
+    if (f & TCP_ACK) {
+      // RFC 9293 §3.10.7.3: the ACK must cover our SYN and nothing more.
+      if (!seqGt(seg.ack, this.#iss) || seqGt(seg.ack, this.#sndMax)) {
+        if (!(f & TCP_RST)) this.#sendRst(seg.ack, 0, false, now);
+        this.#dropped++;
+        return;
+      }
+    }
+    if (f & TCP_RST) {
+      if (f & TCP_ACK) {
+        this.#terminate(new TcpError("ECONNREFUSED", "Connection refused"), false);
+      } else this.#dropped++;
+      return;
+    }
+    if (!(f & TCP_SYN)) {
+      this.#dropped++;
+      return;
+    }
+    this.#irs = seg.seq;
+    this.#rcvNxt = seqAdd(seg.seq, 1);
+    this.#rcvAdvEdge = this.#rcvNxt;
+    this.#applySynOptions(seg, false);
+    if (f & TCP_ACK) {
+      this.#establish(seg, seg.seq, now);
+      this.#ackNow = true;
+    } else {
+      // Simultaneous open (RFC 9293 §3.5, figure 7).
+      this.state = S.SYN_RECEIVED;
+      this.#sendSyn(now, true);
+    }
+  }
+
+  /** SYN-ACK exchange finished: the connection is ESTABLISHED. */
+  #establish(seg: TcpRepr, seq: number, now: number): void {
+    this.state = S.ESTABLISHED;
+    // The ACK of our SYN counts as the first RTT sample when not retransmitted.
+    if (this.#retries === 0) {
+      if (this.#tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
+        this.#rtt.sample(Math.max(0, seqDiff(this.#tsNow(now), seg.tsEcr)));
+      }
+      this.#rcvRtt = Math.max(1, now - this.#synAt);
+    }
+    this.#rcvEpochStart = now;
+    this.#retries = 0;
+    this.#rtt.resetBackoff();
+    this.#sndUna = seqAdd(this.#iss, 1);
+    if (seqLt(this.#sndNxt, this.#sndUna)) this.#sndNxt = this.#sndUna;
+    this.#sndWnd = seg.window << (seg.flags & TCP_SYN ? 0 : this.#sndShift);
+    this.#maxSndWnd = this.#sndWnd;
+    this.#sndWl1 = seq;
+    this.#sndWl2 = seg.ack;
+    this.#rtoAt = Infinity;
+    this.#cc.setMss(this.#dataMss());
+    this.#cc.cwnd = Math.min(10 * this.#dataMss(), Math.max(2 * this.#dataMss(), 14600));
+    if (this.#o.keepAlive) this.#keepaliveAt = now + this.#o.keepAlive.idle;
+  }
+
+  /** Payload bytes per full segment (MSS minus the timestamp option). */
+  #dataMss(): number {
+    return this.#sndMss - (this.#tsOk ? 12 : 0);
+  }
+
+  #processAck(seg: TcpRepr, seq: number, payloadLen: number, flags: number, now: number): void {
+    const ack = seg.ack;
+    const wasWnd = this.#sndWnd;
+    const newWnd = seg.window << this.#sndShift;
+    let sackedNew = false;
+    if (this.#sackOk && seg.sackCount > 0 && seqGt(this.#sndMax, this.#sndUna)) {
+      const sb = this.#sb ??= new Scoreboard();
+      const before = sb.sacked;
+      for (let i = 0; i < seg.sackCount; i++) {
+        const l = seg.sackBlocks[2 * i], r = seg.sackBlocks[2 * i + 1];
+        // Only blocks within (SND.UNA, SND.MAX] (D-SACK and bogus blocks ignored).
+        if (seqLt(l, r) && seqGt(l, ack) && seqGe(l, this.#sndUna) && seqLe(r, this.#sndMax)) {
+          sb.add(l, r, this.#sndUna);
+        }
+      }
+      sackedNew = sb.sacked > before;
+      // Lost retransmission (the idea of RFC 6675 §5's note, done as Linux
+      // does): data sent after our retransmission at SND.UNA is SACKed well
+      // beyond it while SND.UNA has not moved, so that retransmission was lost.
+      if (
+        this.#inRecovery && ack === this.#sndUna && this.#unaRexmitSeq === ack &&
+        seqGe(sb.highest(ack), seqAdd(this.#unaRexmitMark, 3 * this.#dataMss()))
+      ) {
+        this.#rexmitUna = true;
+        this.#unaRexmitSeq = -1;
+      }
+    }
+
+    if (seqGt(ack, this.#sndUna)) {
+      this.#ackAdvance(ack, seg, now);
+    } else if (
+      ack === this.#sndUna && payloadLen === 0 && !(flags & (TCP_SYN | TCP_FIN)) &&
+      newWnd === wasWnd && newWnd > 0 && this.#sndMax !== this.#sndUna
+    ) {
+      // Duplicate ACK (RFC 5681 §2).
+      this.#dupAcks++;
+      if (this.#inRecovery) {
+        if (!this.#sackOk) this.#cc.cwnd += this.#dataMss(); // RFC 6582 inflation
+      } else if (this.#dupAcks >= 3 && seqGe(this.#sndUna, this.#recover)) {
+        this.#enterRecovery(now);
+      }
+    }
+    if (
+      !this.#inRecovery && this.#sackOk && sackedNew && this.#sb &&
+      this.#sb.sacked >= 3 * this.#dataMss() && seqGe(this.#sndUna, this.#recover)
+    ) {
+      // RFC 6582 §3.2 step 2 / RFC 6675 §5: no new recovery for data sent
+      // before the last one (or before a timeout) was repaired.
+      this.#enterRecovery(now);
+    }
+
+    // Send window update (RFC 9293 §3.10.7.4, fifth check).
+    if (
+      seqLt(this.#sndWl1, seq) || (this.#sndWl1 === seq && seqLe(this.#sndWl2, ack))
+    ) {
+      this.#sndWnd = newWnd;
+      this.#sndWl1 = seq;
+      this.#sndWl2 = ack;
+      if (newWnd > this.#maxSndWnd) this.#maxSndWnd = newWnd;
+      if (newWnd > 0) {
+        this.#persistAt = Infinity;
+        this.#persistBackoff = 0;
+        if (this.#probeOut && ack === this.#sndUna) {
+          // The window opened without taking the probe byte: send it again as data.
+          this.#sndNxt = this.#sndUna;
+        }
+        this.#probeOut = false;
+      }
+    }
+    this.#probesUnanswered = 0;
+  }
+
+  #enterRecovery(now: number): void {
+    this.#inRecovery = true;
+    this.#fastRecoveries++;
+    if (this.#tsOk) {
+      // Eifel detection (RFC 3522): remember what to restore and the TSval
+      // our retransmission carries.
+      this.#undoCwnd = this.#cc.cwnd;
+      this.#undoSsthresh = this.#cc.ssthresh;
+      this.#rexmitTsVal = this.#tsNow(now);
+      this.#undoPossible = true;
+    }
+    this.#recover = this.#sndMax;
+    const flight = seqDiff(this.#sndMax, this.#sndUna);
+    this.#cc.onCongestion(flight, now);
+    if (!this.#sackOk) this.#cc.cwnd = this.#cc.ssthresh + 3 * this.#dataMss();
+    this.#highRxt = this.#sndUna;
+    this.#rexmitUna = true;
+    this.#rttTime = -1; // Karn: no sample across a retransmission
+  }
+
+  #ackAdvance(ack: number, seg: TcpRepr, now: number): void {
+    const flightBefore = seqDiff(this.#sndMax, this.#sndUna);
+    let acked = seqDiff(ack, this.#sndUna);
+    if (this.#finSent && !this.#finAcked && seqGt(ack, this.#finSeq)) {
+      this.#finAcked = true;
+      acked -= 1;
+    }
+    const buf = this.#sendBuf;
+    if (buf && acked > 0) buf.drop(acked);
+    this.#sndUna = ack;
+    this.#probeOut = false;
+    if (seqLt(this.#sndNxt, ack)) this.#sndNxt = ack;
+    this.#sb?.prune(ack);
+
+    // RTT (RFC 7323 §4.1 with timestamps, else one timed segment, Karn's rule).
+    if (this.#tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
+      // Karn's rule for timestamps: after a retransmission, an echo older than
+      // it may belong to an ACK-less stretch long ago (the receiver does not
+      // take TSval from duplicates); only echoes of newer segments count.
+      if (this.#rexmitTs < 0 || seqGe(seg.tsEcr, this.#rexmitTs)) {
+        this.#rtt.sample(Math.max(0, seqDiff(this.#tsNow(now), seg.tsEcr)));
+      }
+    } else if (this.#rttTime >= 0 && seqGe(ack, this.#rttSeq)) {
+      this.#rtt.sample(Math.max(0, now - this.#rttTime));
+      this.#rttTime = -1;
+    }
+    this.#retries = 0;
+    this.#rtt.resetBackoff();
+
+    if (this.#undoPossible) {
+      this.#undoPossible = false;
+      // The first ACK after the retransmission echoes the original's TSval:
+      // the original arrived, the "loss" was reordering (RFC 3522 §2).
+      if (
+        this.#inRecovery && seg.hasTimestamp && seg.tsEcr !== 0 &&
+        seqLt(seg.tsEcr, this.#rexmitTsVal)
+      ) {
+        this.#spuriousRecoveries++;
+        this.#inRecovery = false;
+        this.#rexmitUna = false;
+        this.#cc.cwnd = Math.max(this.#cc.cwnd, this.#undoCwnd);
+        this.#cc.ssthresh = Math.max(this.#cc.ssthresh, this.#undoSsthresh);
+      }
+    }
+    if (this.#inRecovery) {
+      if (seqGe(ack, this.#recover)) {
+        // Full ACK: leave recovery (RFC 6582 §3.2 step 3, RFC 6675 §5).
+        this.#inRecovery = false;
+        const flight = seqDiff(this.#sndMax, this.#sndUna);
+        this.#cc.cwnd = Math.min(
+          this.#cc.ssthresh,
+          Math.max(flight, this.#dataMss()) + this.#dataMss(),
+        );
+        this.#cc.cwnd = Math.max(this.#cc.cwnd, this.#dataMss());
+      } else {
+        // Partial ACK: retransmit the next hole.
+        if (!this.#sackOk) {
+          this.#cc.cwnd = Math.max(this.#dataMss(), this.#cc.cwnd - acked + this.#dataMss());
+          this.#rexmitUna = true;
+        } else if (seqLt(this.#highRxt, ack)) this.#highRxt = ack;
+      }
+    } else if (flightBefore * 2 >= this.#cc.cwnd) {
+      // Grow only while the window is actually used (RFC 7661 spirit).
+      this.#cc.onAck(acked, this.#rtt.srtt, now);
+    }
+    this.#dupAcks = 0;
+    if (this.#sndUna === this.#sndMax) this.#rexmitTs = -1;
+    this.#rtoAt = this.#sndUna === this.#sndMax ? Infinity : now + this.#rtt.rto;
+
+    // Grow the send buffer when the path can use more (up to maxSendBuffer).
+    const pathWindow = Math.min(this.#cc.cwnd, this.#sndWnd);
+    if (this.#sendLimit < this.#o.maxSendBuffer && pathWindow * 2 > this.#sendLimit) {
+      this.#sendLimit = Math.min(this.#o.maxSendBuffer, this.#sendLimit * 2);
+      if (buf) buf.limit = this.#sendLimit;
+    }
+    this.#fillFromPendingWrite();
+
+    if (this.#finAcked) {
+      if (this.state === S.FIN_WAIT_1) {
+        this.state = S.FIN_WAIT_2;
+        // Nobody reads any more: do not wait forever for the peer's FIN.
+        if (this.#discard) this.#timeWaitAt = now + this.#o.timeWait;
+      } else if (this.state === S.CLOSING) this.#enterTimeWait(now);
+      else if (this.state === S.LAST_ACK) this.#terminate(null, false);
+    }
+  }
+
+  #receiveData(seq: number, payload: Uint8Array): void {
+    const len = payload.length;
+    if (len > this.#rcvMss && len <= 65535) this.#rcvMss = len;
+    if (seq === this.#rcvNxt) {
+      this.#deliver(payload.slice());
+      this.#rcvNxt = seqAdd(this.#rcvNxt, len);
+      let filled = false;
+      const asm = this.#asm;
+      if (asm && !asm.empty) {
+        for (let c = asm.take(this.#rcvNxt); c; c = asm.take(this.#rcvNxt)) {
+          this.#deliver(c);
+          this.#rcvNxt = seqAdd(this.#rcvNxt, c.length);
+          filled = true;
+        }
+        if (asm.empty) this.#asm = null;
+      }
+      this.#unackedSegs++;
+      // ACK at least every second full-sized segment (RFC 5681 §4.2); at once
+      // when a hole was filled or out-of-order data remains (RFC 5681 §4.2).
+      if (filled || this.#asm || this.#unackedSegs >= 2 || this.#o.delayedAck === 0) {
+        this.#ackNow = true;
+      } else if (this.#delackAt === Infinity) {
+        this.#delackAt = this.#owner.lastNow + this.#o.delayedAck;
+      }
+      if (this.#oooFinSeq >= 0 && this.#oooFinSeq === this.#rcvNxt) {
+        this.#oooFinSeq = -1;
+        this.#receiveFin(this.#owner.lastNow);
+      }
+      this.#maybeGrowReceiveBuffer(len);
+    } else {
+      const asm = this.#asm ??= new Assembler();
+      if (!asm.insert(seq, payload, this.#rcvNxt)) this.#dropped++;
+      if (asm.empty) this.#asm = null;
+      this.#ackNow = true; // duplicate ACK with SACK blocks
+    }
+  }
+
+  #deliver(chunk: Uint8Array): void {
+    this.#bytesIn += chunk.length;
+    if (this.#discard || this.#readDone) return;
+    if (this.#pullWaiting && this.#rcvQueued === 0) {
+      this.#pullWaiting = false;
+      this.#readCtrl.enqueue(chunk);
+      return;
+    }
+    (this.#rcvQueue ??= []).push(chunk);
+    this.#rcvQueued += chunk.length;
+  }
+
+  /**
+   * Receive-buffer growth ("dynamic right-sizing" in the spirit of Linux):
+   * per receiver RTT, when the peer delivered at least half the buffer and the
+   * consumer kept the queue under half of it, the window is what limits the
+   * transfer, so the buffer doubles (up to `maxReceiveBuffer`). A consumer that
+   * does not read never grows it.
+   */
+  #maybeGrowReceiveBuffer(len: number): void {
+    const max = this.#o.maxReceiveBuffer;
+    if (this.#rcvBuf >= max) return;
+    this.#rcvEpochBytes += len;
+    const now = this.#owner.lastNow;
+    const rtt = Math.max(1, this.#rcvRtt || this.#rtt.srtt || 100);
+    if (now - this.#rcvEpochStart < rtt) return;
+    if (this.#rcvEpochBytes * 2 >= this.#rcvBuf && this.#rcvQueued * 2 < this.#rcvBuf) {
+      this.#rcvBuf = Math.min(max, Math.max(this.#rcvBuf * 2, this.#rcvEpochBytes * 2));
+      this.#windowUpdate = true;
+    }
+    this.#rcvEpochStart = now;
+    this.#rcvEpochBytes = 0;
+  }
+
+  #receiveFin(now: number): void {
+    this.#finReceived = true;
+    this.#rcvNxt = seqAdd(this.#rcvNxt, 1);
+    this.#ackNow = true;
+    if (!this.#readDone && this.#rcvQueued === 0 && !this.#discard) {
+      this.#readDone = true;
+      this.#pullWaiting = false;
+      this.#readCtrl.close();
+    }
+    switch (this.state) {
+      case S.SYN_RECEIVED:
+      case S.ESTABLISHED:
+        this.state = S.CLOSE_WAIT;
+        break;
+      case S.FIN_WAIT_1:
+        if (this.#finAcked) this.#enterTimeWait(now);
+        else this.state = S.CLOSING;
+        break;
+      case S.FIN_WAIT_2:
+        this.#enterTimeWait(now);
+        break;
+    }
+  }
+
+  #enterTimeWait(now: number): void {
+    this.state = S.TIME_WAIT;
+    this.#timeWaitAt = now + this.#o.timeWait;
+    this.#rtoAt = this.#persistAt = this.#keepaliveAt = Infinity;
+    this.#sendBuf = null;
+    this.#asm = null;
+    this.#sb = null;
+    this.#finishStreams();
+    this.#resolveClosed();
+    this.#owner.enteredTimeWait(this);
+  }
+
+  // ---------------------------------------------------------------- output
+
+  /** Sends what is due: retransmissions, new data, FIN, ACKs and window updates. */
+  #output(now: number): void {
+    const st = this.state;
+    if (st === S.CLOSED) return;
+    if (this.#abortQueued) {
+      this.#abortQueued = false;
+      this.#sendRst(this.#sndNxt, 0, false, now);
+      this.#terminate(new TcpError("ECONNABORTED", "Connection aborted"), false);
+      return;
+    }
+    if (this.#delackAt <= now) this.#ackNow = true;
+    if (this.#windowUpdate) {
+      this.#windowUpdate = false;
+      const cur = Math.max(0, seqDiff(this.#rcvAdvEdge, this.#rcvNxt));
+      if (this.#freeSpace() - cur >= Math.min(this.#rcvBuf >> 1, 2 * this.#rcvMss)) {
+        this.#ackNow = true;
+      }
+    }
+    if (st === S.SYN_SENT || st === S.SYN_RECEIVED || st === S.TIME_WAIT) {
+      if (this.#ackNow && st !== S.SYN_SENT) this.#sendControl(TCP_ACK, this.#ackSeq(), now);
+      return;
+    }
+    let sent = 0;
+    const canSend = !this.#finAcked;
+    while (canSend && sent < 1024) {
+      if (!this.#sendOne(now)) break;
+      sent++;
+    }
+    if (this.#ackNow) this.#sendControl(TCP_ACK, this.#ackSeq(), now);
+    // Persist timer: data waiting, peer window zero, nothing in flight.
+    const pending = this.#unsentBytes() > 0 || (this.#finQueued && !this.#finSent);
+    if (
+      pending && this.#sndWnd === 0 && this.#sndMax === this.#sndUna &&
+      this.#persistAt === Infinity
+    ) {
+      this.#persistAt = now + Math.min(this.#o.maxRto, this.#rtt.rto * 2 ** this.#persistBackoff);
+    }
+  }
+
+  #unsentBytes(): number {
+    const buf = this.#sendBuf;
+    if (!buf) return 0;
+    return buf.length - seqDiff(this.#sndNxt, this.#sndUna);
+  }
+
+  /** Bytes in flight as RFC 6675 "pipe" (SACK) or SND.NXT − SND.UNA. */
+  #pipe(): number {
+    const flight = seqDiff(this.#sndNxt, this.#sndUna);
+    if (!this.#inRecovery || !this.#sackOk || !this.#sb) return flight;
+    const sb = this.#sb;
+    const from = seqGt(this.#highRxt, this.#sndUna) ? this.#highRxt : this.#sndUna;
+    // Holes above HighRxt and below the highest SACK are deemed lost.
+    return Math.max(0, flight - sb.sacked - sb.holeBytes(from));
+  }
+
+  #hole: [number, number] = [0, 0];
+
+  /** Sends one segment if allowed; returns false when nothing (more) can go. */
+  #sendOne(now: number): boolean {
+    const buf = this.#sendBuf;
+    const bufLen = buf ? buf.length : 0;
+    const mss = this.#dataMss() - this.#sackOptionLength();
+    const cwnd = this.#cc.cwnd;
+
+    // 1. Retransmission at SND.UNA (fast retransmit, NewReno partial ACK).
+    if (this.#rexmitUna) {
+      this.#rexmitUna = false;
+      let end = this.#sndMax;
+      if (this.#sackOk && this.#sb) {
+        const h = this.#sb.nextHole(this.#sndUna, this.#hole);
+        if (h) end = h[1];
+      }
+      const avail = Math.min(bufLen, seqDiff(end, this.#sndUna));
+      const len = Math.min(mss, avail);
+      if (len > 0 || (this.#finSent && !this.#finAcked)) {
+        this.#unaRexmitSeq = this.#sndUna;
+        this.#unaRexmitMark = this.#sndMax;
+        this.#sendData(this.#sndUna, len, now, true);
+        if (this.#sackOk) this.#highRxt = seqAdd(this.#sndUna, len);
+        return true;
+      }
+    }
+    // 2. SACK recovery: lost holes below the highest SACK (RFC 6675 §5 NextSeg rule 1).
+    if (this.#inRecovery && this.#sackOk && this.#sb) {
+      const from = seqGt(this.#highRxt, this.#sndUna) ? this.#highRxt : this.#sndUna;
+      const h = this.#sb.nextHole(from, this.#hole);
+      if (h) {
+        const len = Math.min(mss, seqDiff(h[1], h[0]), bufLen - seqDiff(h[0], this.#sndUna));
+        if (len > 0 && cwnd - this.#pipe() >= len) {
+          if (h[0] === this.#sndUna) {
+            this.#unaRexmitSeq = this.#sndUna;
+            this.#unaRexmitMark = this.#sndMax;
+          }
+          this.#sendData(h[0], len, now, true);
+          this.#highRxt = seqAdd(h[0], len);
+          return true;
+        }
+        if (len > 0) return false;
+      }
+    }
+    // 3. New data (or data again after a timeout) at SND.NXT.
+    let sackLimit = Infinity;
+    if (this.#sb && !this.#sb.empty && seqLt(this.#sndNxt, this.#sndMax)) {
+      // Going back after a timeout: skip what the peer SACKed.
+      this.#sndNxt = this.#sb.skipSacked(this.#sndNxt);
+      sackLimit = this.#sb.sackedAfter(this.#sndNxt);
+    }
+    const offset = seqDiff(this.#sndNxt, this.#sndUna);
+    const avail = bufLen - offset;
+    const wndRoom = this.#sndWnd - offset;
+    const cwndRoom = cwnd - this.#pipe();
+    let len = Math.min(avail, mss, wndRoom, cwndRoom, sackLimit);
+    if (len < 0) len = 0;
+    const retransmit = seqLt(this.#sndNxt, this.#sndMax);
+    if (len > 0) {
+      if (len < mss && len < avail && !retransmit) {
+        // Sender SWS avoidance (RFC 9293 §3.8.6.2.1); not for data already sent.
+        const idle = this.#sndNxt === this.#sndUna;
+        if (!(len >= this.#maxSndWnd / 2 || (idle && len === wndRoom))) return false;
+      }
+      if (
+        this.#o.nagle && !retransmit && len < mss && this.#sndNxt !== this.#sndUna &&
+        !this.#finQueued
+      ) {
+        return false;
+      }
+      this.#sendData(this.#sndNxt, len, now, retransmit);
+      return true;
+    }
+    // 4. A lone FIN once all data is out.
+    if (this.#finQueued && avail === 0 && (!this.#finSent || seqLe(this.#sndNxt, this.#finSeq))) {
+      this.#sendData(this.#sndNxt, 0, now, this.#finSent);
+      return true;
+    }
+    return false;
+  }
+
+  #sackOptionLength(): number {
+    if (!this.#sackOk || !this.#asm) return 0;
+    return 4 +
+      8 * Math.min(this.#tsOk ? 3 : 4, this.#asm.sackBlocks(this.#owner.scratch.sackBlocks, 4));
+  }
+
+  /** Sends `len` bytes at `seq` (plus FIN when the data ends there and we are closing). */
+  #sendData(seq: number, len: number, now: number, retransmit: boolean): void {
+    const bufLen = this.#sendBuf ? this.#sendBuf.length : 0;
+    const offset = seqDiff(seq, this.#sndUna);
+    const fin = this.#finQueued && offset + len === bufLen;
+    let flags = TCP_ACK;
+    if (fin) flags |= TCP_FIN;
+    if (len > 0 && offset + len === bufLen) flags |= TCP_PSH;
+    this.#emit(flags, seq, offset, len, now);
+    const end = seqAdd(seq, len + (fin ? 1 : 0));
+    if (fin && !this.#finSent) {
+      this.#finSent = true;
+      this.#finSeq = seqAdd(seq, len);
+      if (this.state === S.ESTABLISHED) this.state = S.FIN_WAIT_1;
+      else if (this.state === S.CLOSE_WAIT) this.state = S.LAST_ACK;
+    }
+    if (retransmit) {
+      this.#retransmits++;
+      this.#rexmitTs = this.#tsNow(now);
+    } else if (len > 0 && this.#rttTime < 0 && !this.#tsOk) {
+      this.#rttTime = now;
+      this.#rttSeq = end;
+    }
+    if (seqGt(end, this.#sndNxt) && seqLe(seq, this.#sndNxt)) this.#sndNxt = end;
+    if (seqGt(end, this.#sndMax)) this.#sndMax = end;
+    if (this.#rtoAt === Infinity) this.#rtoAt = now + this.#rtt.rto;
+    this.#persistAt = Infinity;
+  }
+
+  /**
+   * The sequence number of a pure ACK: SND.MAX when the peer's window covers
+   * it, else SND.NXT. After a timeout SND.NXT falls back to SND.UNA while the
+   * peer may already hold bytes up to SND.MAX; an ACK below its RCV.NXT would
+   * be unacceptable there, and its ACK field ignored.
+   */
+  #ackSeq(): number {
+    return seqLe(this.#sndMax, seqAdd(this.#sndUna, this.#sndWnd)) ? this.#sndMax : this.#sndNxt;
+  }
+
+  #sendControl(flags: number, seq: number, now: number): void {
+    this.#emit(flags, seq, 0, 0, now);
+  }
+
+  #freeSpace(): number {
+    if (this.#discard || this.#readDone) return this.#rcvBuf;
+    return Math.max(0, this.#rcvBuf - this.#rcvQueued);
+  }
+
+  /** The window field to advertise; moves the advertised right edge (never left). */
+  #advertise(): number {
+    const shift = this.#rcvShift;
+    const cur = Math.max(0, seqDiff(this.#rcvAdvEdge, this.#rcvNxt));
+    const free = this.#freeSpace();
+    let w = cur;
+    // Receiver SWS avoidance (RFC 9293 §3.8.6.2.2): move the edge only by a
+    // meaningful amount.
+    if (free > cur && (free - cur >= Math.min(this.#rcvBuf >> 1, this.#rcvMss) || cur === 0)) {
+      w = free;
+      if (cur === 0 && free < Math.min(this.#rcvBuf >> 1, this.#rcvMss)) w = 0;
+    }
+    let field = Math.ceil(w / 2 ** shift);
+    if (field > 65535) field = 65535;
+    if (field * 2 ** shift < cur) field = Math.min(65535, Math.ceil(cur / 2 ** shift));
+    this.#rcvAdvEdge = seqAdd(this.#rcvNxt, field * 2 ** shift);
+    return field;
+  }
+
+  /** Builds and sends a non-SYN segment; every one carries ACK except a bare RST. */
+  #emit(flags: number, seq: number, offset: number, len: number, now: number): void {
+    const r = this.#owner.scratch;
+    r.clear();
+    r.srcPort = this.localPort;
+    r.dstPort = this.remotePort;
+    r.seq = seq;
+    r.flags = flags;
+    if (flags & TCP_ACK) {
+      r.ack = this.#rcvNxt;
+      r.window = this.#advertise();
+    }
+    if (this.#tsOk) {
+      r.hasTimestamp = true;
+      r.tsVal = this.#tsNow(now);
+      r.tsEcr = this.#tsRecent;
+    }
+    if (this.#sackOk && this.#asm && (flags & TCP_ACK)) {
+      r.sackCount = this.#asm.sackBlocks(r.sackBlocks, this.#tsOk ? 3 : 4);
+    }
+    this.#transmit(r, this.#sendBuf, offset, len);
+    this.#bytesOut += len;
+    if (flags & TCP_ACK) {
+      this.#ackNow = false;
+      this.#unackedSegs = 0;
+      this.#delackAt = Infinity;
+      this.#lastAckSent = this.#rcvNxt;
+    }
+  }
+
+  #transmit(r: TcpRepr, buf: SendBuffer | null, offset: number, len: number): void {
+    const hl = tcpHeaderLength(r);
+    const out = new Uint8Array(hl + len);
+    writeTcpHeader(r, out, hl);
+    if (len > 0 && buf) buf.copyOut(offset, out, hl, len);
+    fillTcpChecksum(out, this.localAddress, this.remoteAddress);
+    this.#segsOut++;
+    this.#owner.transmit(this, out);
+  }
+
+  #sendRst(seq: number, ack: number, withAck: boolean, now: number): void {
+    const r = this.#owner.scratch;
+    r.clear();
+    r.srcPort = this.localPort;
+    r.dstPort = this.remotePort;
+    r.seq = seq;
+    r.ack = ack;
+    r.flags = TCP_RST | (withAck ? TCP_ACK : 0);
+    if (this.#tsOk && withAck) {
+      r.hasTimestamp = true;
+      r.tsVal = this.#tsNow(now);
+      r.tsEcr = this.#tsRecent;
+    }
+    this.#transmit(r, null, 0, 0);
+  }
+
+  // ---------------------------------------------------------------- timers
+
+  /** The earliest timer of this connection (ms), or Infinity. */
+  deadline(): number {
+    return Math.min(
+      this.#rtoAt,
+      this.#persistAt,
+      this.#delackAt,
+      this.#timeWaitAt,
+      this.#keepaliveAt,
+    );
+  }
+
+  /** Runs due timers and flushes queued work. */
+  poll(now: number): void {
+    if (this.state === S.CLOSED) return;
+    if (this.#timeWaitAt <= now) {
+      this.#terminate(null, false);
+      return;
+    }
+    if (this.#rtoAt <= now) {
+      this.#onRto(now);
+      if (this.#isClosed()) return;
+    }
+    if (this.#persistAt <= now) {
+      this.#onPersist(now);
+      if (this.#isClosed()) return;
+    }
+    if (this.#keepaliveAt <= now) {
+      this.#onKeepalive(now);
+      if (this.#isClosed()) return;
+    }
+    this.#output(now);
+  }
+
+  #onRto(now: number): void {
+    this.#rtoAt = Infinity;
+    this.#timeouts++;
+    const st = this.state;
+    if (st === S.SYN_SENT || st === S.SYN_RECEIVED) {
+      if (this.#retries >= this.#o.synRetries) {
+        this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"), false);
+        return;
+      }
+      this.#retries++;
+      this.#rtt.backOff();
+      this.#retransmits++;
+      this.#sendSyn(now, st === S.SYN_RECEIVED);
+      this.#rtoAt = now + this.#rtt.rto;
+      return;
+    }
+    if (this.#sndMax === this.#sndUna) return;
+    if (this.#sndWnd === 0) {
+      // The peer's window is shut: this is zero-window probing, not loss.
+      this.#sndNxt = this.#sndUna;
+      this.#persistAt = now;
+      return;
+    }
+    if (this.#retries >= this.#o.retries) {
+      this.#sendRst(this.#sndNxt, 0, false, now);
+      this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"), false);
+      return;
+    }
+    this.#retries++;
+    // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off, collapse cwnd, go back N.
+    // ssthresh falls once per loss episode, not again on each backoff.
+    if (this.#retries === 1) this.#cc.onTimeout(seqDiff(this.#sndMax, this.#sndUna), now);
+    else this.#cc.cwnd = this.#dataMss();
+    this.#rtt.backOff();
+    this.#inRecovery = false;
+    this.#rexmitUna = false;
+    this.#undoPossible = false;
+    this.#dupAcks = 0;
+    this.#recover = this.#sndMax;
+    // Keep SACK information across the first timeout (resend only the holes);
+    // forget it after a second one in case the receiver reneged (RFC 2018 §8).
+    if (this.#retries >= 2) this.#sb?.clear();
+    this.#rttTime = -1;
+    this.#sndNxt = this.#sndUna;
+    this.#rtoAt = now + this.#rtt.rto;
+  }
+
+  #onPersist(now: number): void {
+    this.#persistAt = Infinity;
+    if (this.#sndWnd !== 0 || seqDiff(this.#sndNxt, this.#sndUna) > 1) return;
+    this.#probesUnanswered++;
+    if (this.#probesUnanswered > this.#o.retries) {
+      this.#sendRst(this.#sndNxt, 0, false, now);
+      this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"), false);
+      return;
+    }
+    // Zero-window probe (RFC 9293 §3.8.6.1): one byte of new data (or the FIN).
+    const buf = this.#sendBuf;
+    if (buf && buf.length > 0) {
+      this.#emit(TCP_ACK, this.#sndUna, 0, 1, now);
+      const next = seqAdd(this.#sndUna, 1);
+      if (seqGt(next, this.#sndMax)) this.#sndMax = next;
+      // The byte counts as sent: an ACK of it advances normally.
+      this.#sndNxt = next;
+      this.#probeOut = true;
+    } else if (this.#finQueued) {
+      this.#sendData(this.#sndNxt, 0, now, this.#finSent);
+    }
+    this.#persistBackoff++;
+    this.#persistAt = Infinity;
+    this.#rtoAt = Infinity;
+    this.#persistAt = now + Math.min(this.#o.maxRto, this.#rtt.rto * 2 ** this.#persistBackoff);
+  }
+
+  #onKeepalive(now: number): void {
+    const ka = this.#o.keepAlive!;
+    if (this.state !== S.ESTABLISHED && this.state !== S.CLOSE_WAIT) {
+      this.#keepaliveAt = Infinity;
+      return;
+    }
+    if (this.#sndMax !== this.#sndUna) {
+      // Data in flight: the retransmission timer watches the peer.
+      this.#keepaliveAt = now + ka.idle;
+      return;
+    }
+    if (this.#probesUnanswered >= ka.count) {
+      this.#sendRst(this.#sndNxt, 0, false, now);
+      this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out (keepalive)"), false);
+      return;
+    }
+    this.#probesUnanswered++;
+    // SEG.SEQ = SND.NXT − 1 with no data draws an ACK (RFC 1122 §4.2.3.6).
+    this.#sendControl(TCP_ACK, seqAdd(this.#sndNxt, -1), now);
+    this.#keepaliveAt = now + ka.interval;
+  }
+
+  // ---------------------------------------------------------------- ICMP
+
+  /** An ICMP error quoting our segment with sequence number `seq`. */
+  icmpError(kind: "unreachable" | "packet-too-big", mtu: number | undefined, seq: number): void {
+    // Only errors about bytes in flight count (RFC 5927 §4.1).
+    const inFlight = seqGe(seq, this.#sndUna) && seqLt(seq, this.#sndMax);
+    if (this.state === S.SYN_SENT && kind === "unreachable" && seq === this.#iss) {
+      this.#terminate(new TcpError("EHOSTUNREACH", "Destination unreachable"), false);
+      return;
+    }
+    if (kind !== "packet-too-big" || !inFlight || mtu === undefined) return;
+    const mss = Math.max(this.ipVersion === 4 ? 536 : 1220, mtu - (this.ipVersion === 4 ? 40 : 60));
+    if (mss >= this.#sndMss) return;
+    this.#sndMss = mss;
+    this.#cc.setMss(this.#dataMss());
+    // Resend what is in flight in smaller segments, without a congestion response.
+    this.#sndNxt = this.#sndUna;
+    this.#sb?.clear();
+    this.#inRecovery = false;
+    this.#owner.wakeConnection(this);
+  }
+
+  // ---------------------------------------------------------------- streams
+
+  #onPull(): void {
+    const q = this.#rcvQueue;
+    if (q && q.length > 0) {
+      let chunk: Uint8Array;
+      if (q.length === 1 || q[0].length >= 65536) chunk = q.shift()!;
+      else {
+        // Coalesce small segments into one read of up to 64 KiB.
+        let n = 0, k = 0;
+        while (k < q.length && n + q[k].length <= 65536) n += q[k++].length;
+        if (k <= 1) chunk = q.shift()!;
+        else {
+          chunk = new Uint8Array(n);
+          let at = 0;
+          for (let i = 0; i < k; i++) {
+            chunk.set(q[i], at);
+            at += q[i].length;
+          }
+          q.splice(0, k);
+        }
+      }
+      this.#rcvQueued -= chunk.length;
+      if (q.length === 0) this.#rcvQueue = null;
+      this.#readCtrl.enqueue(chunk);
+      this.#maybeWindowUpdate();
+      if (this.#rcvQueued === 0 && this.#finReceived && !this.#readDone) {
+        this.#readDone = true;
+        this.#readCtrl.close();
+      }
+      return;
+    }
+    if (this.#finReceived) {
+      if (!this.#readDone) {
+        this.#readDone = true;
+        this.#readCtrl.close();
+      }
+      return;
+    }
+    this.#pullWaiting = true;
+  }
+
+  #maybeWindowUpdate(): void {
+    if (this.state < S.ESTABLISHED || this.state === S.TIME_WAIT) return;
+    if (this.#finReceived) return;
+    const cur = Math.max(0, seqDiff(this.#rcvAdvEdge, this.#rcvNxt));
+    const free = this.#freeSpace();
+    if (free - cur >= Math.min(this.#rcvBuf >> 1, 2 * this.#rcvMss)) {
+      if (!this.#windowUpdate) {
+        this.#windowUpdate = true;
+        this.#owner.wakeConnection(this);
+      }
+    }
+  }
+
+  #onCancel(): void {
+    // Keep ACKing and discard (see module doc): the window opens fully.
+    this.#discard = true;
+    this.#readDone = true;
+    this.#pullWaiting = false;
+    this.#rcvQueue = null;
+    this.#rcvQueued = 0;
+    if (this.state === S.FIN_WAIT_2) {
+      this.#timeWaitAt = this.#owner.lastNow + this.#o.timeWait;
+      this.#owner.wakeConnection(this);
+    }
+    this.#maybeWindowUpdate();
+  }
+
+  #onWrite(chunk: Uint8Array): Promise<void> | void {
+    if (!(chunk instanceof Uint8Array)) {
+      throw new TypeError("A TCP writable accepts Uint8Array chunks only");
+    }
+    if (this.#error) throw this.#error;
+    if (this.state === S.CLOSED || this.state === S.TIME_WAIT || this.#finQueued) {
+      throw new TypeError("The connection is closed for writing");
+    }
+    if (chunk.length === 0) return;
+    const buf = this.#sendBuf ??= new SendBuffer(this.#sendLimit);
+    const n = buf.push(chunk);
+    this.#owner.wakeConnection(this);
+    if (n === chunk.length) return;
+    if (!this.#abortHooked) {
+      // abort() waits for a pending write() before it calls the sink's abort:
+      // end that write at once, so a stalled peer cannot hang abort(). Hooked
+      // on the first write that has to wait (idle connections stay small).
+      this.#abortHooked = true;
+      const signal = this.#writeCtrl.signal;
+      signal.addEventListener("abort", () => this.#onAbortSignal(signal.reason), { once: true });
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#pendingWrite = { chunk, offset: n, resolve, reject };
+    });
+  }
+
+  #fillFromPendingWrite(): void {
+    const p = this.#pendingWrite;
+    if (!p) return;
+    const buf = this.#sendBuf ??= new SendBuffer(this.#sendLimit);
+    p.offset += buf.push(p.chunk.subarray(p.offset));
+    if (p.offset === p.chunk.length) {
+      this.#pendingWrite = null;
+      p.resolve();
+    }
+  }
+
+  #onClose(): void {
+    if (this.#error) throw this.#error;
+    this.#writeDone = true;
+    if (this.state === S.CLOSED || this.state === S.TIME_WAIT) return;
+    this.#finQueued = true;
+    this.#owner.wakeConnection(this);
+  }
+
+  #onAbortSignal(reason: unknown): void {
+    const p = this.#pendingWrite;
+    if (p) {
+      this.#pendingWrite = null;
+      p.reject(reason);
+    }
+    this.#onAbort(reason);
+  }
+
+  #onAbort(_reason: unknown): void {
+    this.#writeDone = true;
+    if (this.state === S.CLOSED || this.state === S.TIME_WAIT) return;
+    this.#abortQueued = true;
+    this.#owner.wakeConnection(this);
+  }
+
+  /** Sends RST now and releases the connection (users call this). */
+  reset(): void {
+    if (this.state === S.CLOSED) return;
+    if (this.state !== S.TIME_WAIT) {
+      this.#sendRst(this.#sndNxt, this.#rcvNxt, this.state !== S.SYN_SENT, this.#owner.lastNow);
+    }
+    this.#terminate(new TcpError("ECONNABORTED", "Connection reset locally"), false);
+  }
+
+  /** Drops the connection without a segment (half-open eviction, layer shutdown). */
+  abandon(error: TcpError): void {
+    if (this.state === S.CLOSED && (this.#error || this.#readDone)) return;
+    this.#terminate(error, false);
+  }
+
+  /** Flushes work queued by stream callbacks (from the layer's poll). */
+  flush(now: number): void {
+    this.#output(now);
+  }
+
+  #finishStreams(): void {
+    // A graceful end: the readable closes once drained (FIN seen); the writable is done.
+    if (!this.#writeDone) {
+      this.#writeDone = true;
+      try {
+        this.#writeCtrl.error(new TcpError("ECONNABORTED", "Connection closed"));
+      } catch { /* already closed */ }
+    }
+  }
+
+  /** Moves to CLOSED, errors the streams when `error` is set, and releases. */
+  #terminate(error: TcpError | null, _sendRst: boolean): void {
+    const wasTimeWait = this.state === S.TIME_WAIT;
+    this.state = S.CLOSED;
+    this.#rtoAt =
+      this.#persistAt =
+      this.#delackAt =
+      this.#timeWaitAt =
+      this.#keepaliveAt =
+        Infinity;
+    if (error) {
+      this.#error = error;
+      if (!this.#readDone) {
+        this.#readDone = true;
+        try {
+          this.#readCtrl.error(error);
+        } catch { /* already closed */ }
+      }
+      if (!this.#writeDone) {
+        this.#writeDone = true;
+        try {
+          this.#writeCtrl.error(error);
+        } catch { /* already closed */ }
+      }
+      const p = this.#pendingWrite;
+      if (p) {
+        this.#pendingWrite = null;
+        p.reject(error);
+      }
+      this.#rcvQueue = null;
+      this.#rcvQueued = 0;
+    } else if (!this.#readDone && this.#rcvQueued > 0) {
+      // A graceful end with unread data: the readable closes once drained.
+      this.#finReceived = true;
+    } else if (!this.#readDone) {
+      this.#readDone = true;
+      try {
+        this.#readCtrl.close();
+      } catch { /* already closed */ }
+    }
+    if (!wasTimeWait) this.#finishStreams();
+    this.#sendBuf = null;
+    this.#asm = null;
+    this.#sb = null;
+    this.#resolveClosed();
+    this.#owner.released(this);
+  }
+
+  // ---------------------------------------------------------------- inspection
+
+  #isClosed(): boolean {
+    return this.state === S.CLOSED;
+  }
+
+  /** True in TIME_WAIT. */
+  get inTimeWait(): boolean {
+    return this.state === S.TIME_WAIT;
+  }
+
+  /** RCV.NXT (for TIME_WAIT reuse decisions). */
+  get rcvNxt(): number {
+    return this.#rcvNxt;
+  }
+
+  /** Counters, estimates and windows. */
+  get stats(): TcpConnectionStats {
+    return {
+      state: STATE_NAMES[this.state],
+      bytesIn: this.#bytesIn,
+      bytesOut: this.#bytesOut,
+      segmentsIn: this.#segsIn,
+      segmentsOut: this.#segsOut,
+      retransmits: this.#retransmits,
+      timeouts: this.#timeouts,
+      fastRecoveries: this.#fastRecoveries,
+      spuriousRecoveries: this.#spuriousRecoveries,
+      srtt: this.#rtt.srtt,
+      rttvar: this.#rtt.rttvar,
+      rto: this.#rtt.rto,
+      cwnd: this.#cc.cwnd,
+      ssthresh: this.#cc.ssthresh,
+      sendWindow: this.#sndWnd,
+      receiveBuffer: this.#rcvBuf,
+      mss: this.#sndMss,
+      dropped: this.#dropped,
+      challengeAcks: this.#challengeAcks,
+    };
+  }
+}

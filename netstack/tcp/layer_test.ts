@@ -1,0 +1,324 @@
+import assert from "node:assert/strict";
+import type { TcpConnectionLike, TcpLayerHost } from "./api.ts";
+import { TcpError } from "./connection.ts";
+import { TcpLayer } from "./layer.ts";
+import { Harness, LOCAL, LPORT, PEER_ISS, REMOTE, RPORT } from "./test_helpers.ts";
+
+Deno.test("TCP layer", async (t) => {
+  await t.step("ACK to no connection → RST with SEQ = SEG.ACK", () => {
+    const h = new Harness();
+    h.send({ flags: "A", seq: 5, ack: 12345 });
+    h.expect({ flags: "R", seq: 12345 });
+    assert.equal(h.layer.stats.resetsSent, 1);
+  });
+
+  await t.step("non-ACK segment to no connection → RST+ACK covering it", () => {
+    const h = new Harness();
+    h.send({ flags: "F", seq: 77, data: "abc" });
+    h.expect({ flags: "RA", seq: 0, ack: 81 });
+  });
+
+  await t.step("RST to no connection → nothing", () => {
+    const h = new Harness();
+    h.send({ flags: "R", seq: 77 });
+    h.expectNothing();
+  });
+
+  await t.step("owner refuses: reset() answers the SYN with RST+ACK", () => {
+    const h = new Harness();
+    h.onSyn = "reset";
+    h.send({ flags: "S", seq: PEER_ISS });
+    h.expect({ flags: "RA", seq: 0, ack: PEER_ISS + 1 });
+    assert.equal(h.layer.stats.halfOpen, 0);
+  });
+
+  await t.step("owner drops: nothing is sent, a later SYN asks again", () => {
+    const h = new Harness();
+    h.onSyn = "drop";
+    h.send({ flags: "S", seq: PEER_ISS });
+    h.expectNothing();
+    h.send({ flags: "S", seq: PEER_ISS }, 1000);
+    assert.equal(h.syns.length, 2);
+  });
+
+  await t.step(
+    "pending SYN: retransmissions do not create a second request; late accept works",
+    () => {
+      const h = new Harness();
+      h.onSyn = "keep";
+      h.send({ flags: "S", seq: PEER_ISS });
+      h.send({ flags: "S", seq: PEER_ISS }, 1000);
+      assert.equal(h.syns.length, 1);
+      h.expectNothing();
+      h.now = 1500;
+      h.layer.poll(1500);
+      const conn = h.syns[0].accept();
+      h.expect({ flags: "SA", seq: h.out[0]?.seq ?? 0, ack: PEER_ISS + 1 });
+      assert.equal(conn.remotePort, RPORT);
+      assert.throws(() => h.syns[0].accept(), TypeError);
+    },
+  );
+
+  await t.step("SYN flood: half-open entries stay bounded, the oldest is evicted", async () => {
+    const h = new Harness({ maxHalfOpen: 8 });
+    h.onSyn = "keep";
+    for (let i = 0; i < 1000; i++) h.send({ flags: "S", seq: i }, i, 1024 + i);
+    assert.equal(h.layer.stats.halfOpen, 8);
+    assert.equal(h.layer.stats.halfOpenEvicted, 992);
+    // An evicted request hands back an aborted connection; no segment goes out.
+    const c = h.syns[0].accept();
+    h.expectNothing();
+    await assert.rejects(
+      c.readable.getReader().read(),
+      (e: unknown) => e instanceof TcpError && e.code === "ECONNABORTED",
+    );
+    // The newest ones are still answerable.
+    h.syns[999].accept();
+    h.expect({ flags: "SA", seq: h.out[0]?.seq ?? 0, ack: 1000 });
+  });
+
+  await t.step("SYN flood with accepting owner: SYN_RECEIVED connections are evicted too", () => {
+    const h = new Harness({ maxHalfOpen: 16 });
+    for (let i = 0; i < 500; i++) h.send({ flags: "S", seq: i }, 0, 2000 + i);
+    h.out.length = 0;
+    assert.equal(h.layer.stats.halfOpen, 16);
+    assert.equal(h.layer.stats.connections, 16);
+  });
+
+  await t.step("connection limit: SYNs beyond it are dropped and counted", () => {
+    const h = new Harness({ maxConnections: 4 });
+    for (let i = 0; i < 10; i++) h.send({ flags: "S", seq: i }, 0, 3000 + i);
+    assert.equal(h.layer.stats.connections, 4);
+    assert.equal(h.layer.stats.synDropped, 6);
+  });
+
+  await t.step("TIME_WAIT is bounded: the oldest is dropped", async () => {
+    const h = new Harness({ maxTimeWait: 3 });
+    for (let i = 0; i < 6; i++) {
+      const port = 4000 + i;
+      h.send({ flags: "S", seq: PEER_ISS }, 0, port);
+      const iss = h.out.shift()!.seq;
+      h.send({ flags: "A", seq: PEER_ISS + 1, ack: iss + 1 }, 0, port);
+      const conn = h.accepted[h.accepted.length - 1];
+      await conn.writable.close();
+      h.poll(0);
+      h.out.length = 0;
+      h.send({ flags: "FA", seq: PEER_ISS + 1, ack: iss + 2 }, 0, port);
+      h.out.length = 0;
+    }
+    assert.equal(h.layer.stats.timeWait, 3);
+    assert.equal(h.layer.stats.timeWaitEvicted, 3);
+    assert.equal(h.layer.stats.connections, 3);
+  });
+
+  await t.step("malformed segments are counted, not thrown", () => {
+    const h = new Harness();
+    h.layer.input(REMOTE, LOCAL, new Uint8Array(10), 0);
+    const bad = new Uint8Array(24);
+    bad[12] = 0x60; // 24-byte header
+    bad[20] = 2; // MSS option with
+    bad[21] = 9; // a bad length
+    h.layer.input(REMOTE, LOCAL, bad, 0);
+    assert.equal(h.layer.stats.malformed, 2);
+    h.expectNothing();
+  });
+
+  await t.step("connect() argument errors throw TypeError/RangeError", () => {
+    const h = new Harness();
+    assert.throws(
+      () =>
+        h.layer.connect(
+          { localAddress: LOCAL, localPort: 0, remoteAddress: REMOTE, remotePort: 1 },
+          0,
+        ),
+      RangeError,
+    );
+    assert.throws(
+      () =>
+        h.layer.connect(
+          { localAddress: LOCAL, localPort: 1, remoteAddress: new Uint8Array(16), remotePort: 1 },
+          0,
+        ),
+      TypeError,
+    );
+    const tuple = {
+      localAddress: LOCAL,
+      localPort: LPORT,
+      remoteAddress: REMOTE,
+      remotePort: RPORT,
+    };
+    h.layer.connect(tuple, 0);
+    assert.throws(() => h.layer.connect(tuple, 0), TypeError);
+    assert.throws(() => new TcpLayer(h as unknown as TcpLayerHost, { mtu: 10 }), TypeError);
+  });
+
+  await t.step("bad options throw RangeError", () => {
+    const host: TcpLayerHost = { sendSegment() {}, wake() {}, onSyn() {} };
+    assert.throws(() => new TcpLayer(host, { mtu: 10 }), RangeError);
+    assert.throws(() => new TcpLayer(host, { delayedAck: -1 }), RangeError);
+  });
+
+  await t.step("ISNs differ per tuple and are stable for a secret (RFC 6528)", () => {
+    const h = new Harness();
+    h.send({ flags: "S", seq: 1 }, 0, 5000);
+    h.send({ flags: "S", seq: 1 }, 0, 5001);
+    const [a, b] = h.out;
+    assert.notEqual(a.seq, b.seq);
+    const h2 = new Harness();
+    h2.send({ flags: "S", seq: 1 }, 0, 5000);
+    assert.equal(h2.out[0].seq, a.seq);
+  });
+
+  await t.step("nextDeadline stays exact across many connections", async () => {
+    const h = new Harness();
+    const conns: TcpConnectionLike[] = [];
+    const isses: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      h.send({ flags: "S", seq: PEER_ISS, mss: 1000 }, 0, 10000 + i);
+      const iss = h.out.shift()!.seq;
+      isses.push(iss);
+      h.send({ flags: "A", seq: PEER_ISS + 1, ack: iss + 1 }, 0, 10000 + i);
+      conns.push(h.accepted[h.accepted.length - 1]);
+    }
+    assert.equal(h.layer.nextDeadline(), Infinity);
+    // Data on connection i at time i: RTO (1 s) due at 1000 + i.
+    for (let i = 0; i < 200; i++) {
+      h.now = i;
+      const w = conns[i].writable.getWriter();
+      await w.write(new Uint8Array(10));
+      w.releaseLock();
+      h.layer.poll(i);
+    }
+    h.out.length = 0;
+    assert.equal(h.layer.nextDeadline(), 1000);
+    // ACK connection 0: the next deadline becomes connection 1's.
+    h.send({ flags: "A", seq: PEER_ISS + 1, ack: isses[0] + 11 }, 50, 10000);
+    assert.equal(h.layer.nextDeadline(), 1001);
+    h.poll(1001);
+    assert.equal(h.out.length, 1);
+    assert.equal(h.layer.nextDeadline(), 1002);
+  });
+});
+
+Deno.test("10,000 idle established connections stay small", () => {
+  const host: TcpLayerHost = { sendSegment() {}, wake() {}, onSyn: (r) => void r.accept() };
+  const layer = new TcpLayer(host, { secret: new Uint8Array(8) });
+  const seg = (port: number, flags: number, seq: number, ack: number) => {
+    const b = new Uint8Array(20);
+    const v = new DataView(b.buffer);
+    v.setUint16(0, port);
+    v.setUint16(2, 80);
+    v.setUint32(4, seq);
+    v.setUint32(8, ack);
+    b[12] = 0x50;
+    b[13] = flags;
+    v.setUint16(14, 65535);
+    return b;
+  };
+  const issOf: number[] = [];
+  const capture: TcpLayerHost = {
+    sendSegment(_s, _d, s) {
+      issOf.push(new DataView(s.buffer, s.byteOffset).getUint32(4));
+    },
+    wake() {},
+    onSyn: (r) => void r.accept(),
+  };
+  const l2 = new TcpLayer(capture, { secret: new Uint8Array(8), maxHalfOpen: 20000 });
+  void layer;
+  const N = 10_000;
+  // deno-lint-ignore no-explicit-any
+  const gc = (globalThis as any).gc as (() => void) | undefined;
+  gc?.();
+  const before = Deno.memoryUsage().heapUsed;
+  for (let i = 0; i < N; i++) {
+    const port = 1024 + i;
+    l2.input(REMOTE, LOCAL, seg(port, 0x02, 1, 0), 0);
+    l2.input(REMOTE, LOCAL, seg(port, 0x10, 2, (issOf[i] + 1) >>> 0), 0);
+  }
+  gc?.();
+  const per = (Deno.memoryUsage().heapUsed - before) / N;
+  assert.equal(l2.stats.connections, N);
+  assert.equal(l2.stats.halfOpen, 0);
+  console.log(`~${Math.round(per)} bytes of heap per idle connection`);
+  assert.ok(per < 20_000, `${per} bytes per connection`);
+});
+
+Deno.test("IPv6 active open: MSS is MTU − 60", () => {
+  const sent: Uint8Array[] = [];
+  const host: TcpLayerHost = {
+    sendSegment: (_s, _d, seg) => void sent.push(seg),
+    wake() {},
+    onSyn() {},
+  };
+  const layer = new TcpLayer(host);
+  const a = new Uint8Array(16), b = new Uint8Array(16);
+  a[15] = 1;
+  b[15] = 2;
+  const c = layer.connect(
+    { localAddress: a, localPort: 1234, remoteAddress: b, remotePort: 443 },
+    0,
+  );
+  assert.equal(c.ipVersion, 6);
+  assert.equal(sent.length, 1);
+  // MSS option is the first option: kind 2, length 4, value.
+  assert.equal((sent[0][22] << 8) | sent[0][23], 1360);
+  c.reset();
+});
+
+Deno.test("random segments never throw (fuzz)", async () => {
+  let s = 12345;
+  const rnd = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
+  for (let round = 0; round < 20; round++) {
+    const h = new Harness({ keepAlive: { idle: 50, interval: 10, count: 3 }, maxHalfOpen: 4 });
+    const { conn, iss } = h.open({ sackPerm: true, ts: [1, 0], ws: 3 }, [2, 0]);
+    const w = conn.writable.getWriter();
+    w.write(new Uint8Array(3000)).catch(() => {});
+    const reader = conn.readable.getReader();
+    reader.read().catch(() => {});
+    let now = 0;
+    for (let i = 0; i < 2000; i++) {
+      now += rnd() % 50;
+      const kind = rnd() % 4;
+      if (kind === 0) {
+        // Raw garbage of random length.
+        const b = new Uint8Array(rnd() % 80);
+        for (let j = 0; j < b.length; j++) b[j] = rnd();
+        if (b.length >= 4) {
+          b[0] = RPORT >> 8;
+          b[1] = RPORT & 0xff;
+          b[2] = 0;
+          b[3] = LPORT;
+        }
+        h.layer.input(REMOTE, LOCAL, b, now);
+      } else {
+        const flags = ["A", "PA", "FA", "R", "S", "SA", "RA", "F", ""][rnd() % 9];
+        const near = (base: number) => (base + (rnd() % 20000) - 10000) >>> 0;
+        h.send(
+          {
+            flags,
+            seq: rnd() % 3 === 0 ? rnd() : near(PEER_ISS),
+            ack: rnd() % 3 === 0 ? rnd() : near(iss),
+            win: rnd() % 65536,
+            ts: rnd() % 2 ? [rnd(), rnd()] : undefined,
+            sack: rnd() % 3 === 0 ? [[near(iss), near(iss)]] : undefined,
+            data: new Uint8Array(rnd() % 1500),
+          },
+          now,
+          rnd() % 5 === 0 ? 1024 + (rnd() % 8) : RPORT,
+        );
+      }
+      if (rnd() % 10 === 0) h.poll(now);
+      h.out.length = 0;
+      h.trace.length = 0;
+    }
+    h.poll(now + 1_000_000);
+    await new Promise((r) => setTimeout(r, 0));
+  }
+});
