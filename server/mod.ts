@@ -1,10 +1,24 @@
 /**
- * `@wgstack/server`: sockets, timers and `serve()`, joining `@wgstack/wireguard`
- * and `@wgstack/netstack`. Not implemented yet (see the server issue); this
- * package currently exports only its version.
+ * `@wgstack/server`: sockets, timers and {@linkcode serve}, joining
+ * `@wgstack/wireguard` and `@wgstack/netstack`. Every TCP connection and UDP
+ * flow a WireGuard client opens is handed over as a web stream pair.
+ *
+ * Under Deno, add `"unstable": ["net"]` to your deno.json to use the fast
+ * `Deno.listenDatagram` adapter; without it, `node:dgram` is used.
+ *
+ * @example Echo server
+ * ```ts ignore
+ * import { serve } from "@wgstack/server";
+ * const server = await serve({
+ *   privateKey: Deno.env.get("WG_PRIVATE_KEY")!,
+ *   peers: [{ publicKey: "…", allowedIps: ["10.0.0.2/32"] }],
+ *   onTcp: (conn) => conn.readable.pipeTo(conn.writable),
+ * });
+ * await server.finished;
+ * ```
  *
  * @module
  */
 
-/** The version of this package. */
-export const VERSION = "0.1.0";
+export * from "./serve.ts";
+export * from "./udp.ts";

@@ -1,0 +1,524 @@
+/**
+ * `serve()`: a WireGuard endpoint whose clients' TCP connections and UDP flows
+ * come out as web stream pairs. This is the only layer with sockets and timers.
+ *
+ * @module
+ */
+
+import {
+  defaultBackend,
+  Device,
+  type DeviceEvent,
+  keyFromBase64,
+  keyToBase64,
+  type Peer,
+  publicKey as derivePublicKey,
+} from "@wgstack/wireguard";
+import { NetStack, type TcpConnection, type TcpRequest, type UdpFlow } from "@wgstack/netstack";
+import { openUdpSocket, type UdpEndpoint, type UdpSocket, type UdpSocketStats } from "./udp.ts";
+
+/** A peer (client) the server accepts. */
+export interface ServePeer {
+  /** The peer's public key, base64 or 32 bytes. */
+  publicKey: string | Uint8Array;
+  /** Optional preshared key, base64 or 32 bytes. */
+  presharedKey?: string | Uint8Array;
+  /** Inner addresses the peer may use as source, e.g. `["10.0.0.2/32", "fd00::2/128"]`. */
+  allowedIps: string[];
+  /** Where to reach the peer before it contacts us (`host:port` or an endpoint). */
+  endpoint?: UdpEndpoint;
+  /** Persistent keepalive interval in seconds (0 or absent: off). */
+  persistentKeepalive?: number;
+  /** A name for logs. */
+  name?: string;
+}
+
+/** Who sent a connection or flow and where it was going. */
+export interface FlowInfo {
+  /** The WireGuard peer it came through. */
+  readonly peer: PeerInfo;
+  /** 4 or 6. */
+  readonly ipVersion: 4 | 6;
+  /** The original source (the client's inner address and port). */
+  readonly source: UdpEndpoint;
+  /** The original destination the client dialled. */
+  readonly destination: UdpEndpoint;
+}
+
+/** A peer as seen by handlers. */
+export interface PeerInfo {
+  /** The peer's public key, base64. */
+  readonly publicKey: string;
+  /** The name given in {@linkcode ServePeer.name}, if any. */
+  readonly name?: string;
+  /** The peer's current outer endpoint (roaming updates it). */
+  readonly endpoint: UdpEndpoint | undefined;
+}
+
+/** One TCP connection from a client. */
+export interface TcpStream extends FlowInfo {
+  /** Always `"tcp"`. */
+  readonly protocol: "tcp";
+  /** Bytes from the client; ends on FIN, errors on RST. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Bytes to the client; `close()` sends FIN, `abort()` sends RST. */
+  readonly writable: WritableStream<Uint8Array>;
+  /** Resolves when the connection is fully closed. */
+  readonly closed: Promise<void>;
+  /** Sends RST now. */
+  reset(): void;
+}
+
+/** One UDP flow (4-tuple) from a client. */
+export interface UdpStream extends FlowInfo {
+  /** Always `"udp"`. */
+  readonly protocol: "udp";
+  /** Datagrams from the client, one `Uint8Array` each. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Datagrams back to the client's source address and port. */
+  readonly writable: WritableStream<Uint8Array>;
+}
+
+/** What {@linkcode ServeOptions.accept} decides for a new TCP connection. */
+export type AcceptDecision = boolean | "accept" | "rst" | "icmp" | "drop";
+
+/** A log record handed to {@linkcode ServeOptions.logger}. */
+export interface ServeLogRecord {
+  /** Severity. */
+  level: "debug" | "info" | "warn" | "error";
+  /** What happened, e.g. `"handshake"`, `"tcp-open"`, `"handler-error"`. */
+  event: string;
+  /** Details. */
+  [field: string]: unknown;
+}
+
+/** Options of {@linkcode serve}. */
+export interface ServeOptions {
+  /** The server's private key, base64 or 32 bytes. */
+  privateKey: string | Uint8Array;
+  /** Address to listen on. Default `"::"` (IPv4 and IPv6). */
+  hostname?: string;
+  /** UDP port. Default 51820; `0` picks a free port. */
+  port?: number;
+  /** Peers allowed to connect. More can be added with {@linkcode Server.addPeer}. */
+  peers?: ServePeer[];
+  /**
+   * Called for each accepted TCP connection. Without it, connections are
+   * yielded by the server's async iterator.
+   */
+  onTcp?: (stream: TcpStream) => void | Promise<void>;
+  /** Called for each new UDP flow. Without it, flows are yielded by the iterator. */
+  onUdp?: (flow: UdpStream) => void | Promise<void>;
+  /**
+   * Decides, before the SYN-ACK, whether to accept a TCP connection: e.g. dial
+   * the real destination first and accept only if that worked. Default: accept.
+   */
+  accept?: (info: FlowInfo) => AcceptDecision | Promise<AcceptDecision>;
+  /** Inner MTU. Default 1420. */
+  mtu?: number;
+  /** Limits. */
+  limits?: {
+    /** Connections and flows waiting in the iterator before new ones are refused. Default 256. */
+    pendingStreams?: number;
+    /** Passed to the netstack. */
+    netstack?: Record<string, number>;
+  };
+  /** Aborting it shuts the server down. */
+  signal?: AbortSignal;
+  /** Receives log records (default: none). */
+  logger?: (record: ServeLogRecord) => void;
+  /** How long `shutdown()` waits for open connections before RST. Default 5000 ms. */
+  shutdownTimeout?: number;
+  /** Bring your own socket (tests, custom transports). */
+  socket?: UdpSocket;
+  /**
+   * A tap on every inner IP packet: `"in"` right after decryption (before the
+   * netstack), `"out"` right before encryption. `packet` is valid only during
+   * the call (copy it to keep it); `peer` is the sender for `"in"` and
+   * `undefined` for `"out"`. Must not throw.
+   */
+  onPacket?: (packet: Uint8Array, direction: "in" | "out", peer: PeerInfo | undefined) => void;
+}
+
+/** Counters of a running server. */
+export interface ServerStats {
+  /** WireGuard device counters. */
+  wireguard: ReturnType<Device["stats"]>;
+  /** Netstack counters. */
+  netstack: ReturnType<NetStack["stats"]>;
+  /** Socket counters. */
+  socket: UdpSocketStats;
+  /** Open TCP connections. */
+  tcpOpen: number;
+  /** Open UDP flows. */
+  udpOpen: number;
+}
+
+/** A running server. Async-iterate it to get connections when no handler is set. */
+export interface Server extends AsyncIterable<TcpStream | UdpStream> {
+  /** The bound UDP address. */
+  readonly addr: UdpEndpoint;
+  /** The server's public key, base64. */
+  readonly publicKey: string;
+  /** Resolves when the server has shut down. */
+  readonly finished: Promise<void>;
+  /**
+   * Stops accepting, sends FIN on open connections, RSTs what is still open
+   * after the shutdown timeout, and closes the socket.
+   */
+  shutdown(): Promise<void>;
+  /** Same as {@linkcode Server.shutdown}. */
+  [Symbol.asyncDispose](): Promise<void>;
+  /** Sends a UDP datagram from any inner source to a client's inner address. */
+  sendDatagram(from: UdpEndpoint, to: UdpEndpoint, payload: Uint8Array): void;
+  /** Adds a peer at runtime. Throws `RangeError` for a duplicate key. */
+  addPeer(peer: ServePeer): void;
+  /** Removes a peer at runtime; true when it existed. */
+  removePeer(publicKey: string | Uint8Array): boolean;
+  /** Counters. */
+  stats(): ServerStats;
+}
+
+function toKey(key: string | Uint8Array): Uint8Array {
+  return typeof key === "string" ? keyFromBase64(key) : key;
+}
+
+/** A bounded queue with async take, for the server's async iterator. */
+class StreamQueue<T> {
+  #items: T[] = [];
+  #waiters: ((r: IteratorResult<T>) => void)[] = [];
+  #closed = false;
+  constructor(readonly limit: number) {}
+  push(item: T): boolean {
+    if (this.#closed) return false;
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      waiter({ value: item, done: false });
+      return true;
+    }
+    if (this.#items.length >= this.limit) return false;
+    this.#items.push(item);
+    return true;
+  }
+  next(): Promise<IteratorResult<T>> {
+    const item = this.#items.shift();
+    if (item !== undefined) return Promise.resolve({ value: item, done: false });
+    if (this.#closed) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+  close(): T[] {
+    this.#closed = true;
+    for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true });
+    return this.#items.splice(0);
+  }
+}
+
+/**
+ * Starts a WireGuard server. Every TCP connection and UDP flow a peer opens
+ * through the tunnel, to any address, is terminated here and handed over as a
+ * `ReadableStream`/`WritableStream` pair with its origin and destination.
+ *
+ * @example Echo every TCP connection back
+ * ```ts ignore
+ * import { serve } from "@wgstack/server";
+ * const server = await serve({
+ *   privateKey: "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=",
+ *   peers: [{ publicKey: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", allowedIps: ["10.0.0.2/32"] }],
+ *   onTcp: (conn) => conn.readable.pipeTo(conn.writable),
+ * });
+ * ```
+ */
+export async function serve(options: ServeOptions): Promise<Server> {
+  const privateKey = toKey(options.privateKey);
+  const backend = defaultBackend();
+  const log = options.logger ?? (() => {});
+  const shutdownTimeout = options.shutdownTimeout ?? 5000;
+  const queue = new StreamQueue<TcpStream | UdpStream>(options.limits?.pendingStreams ?? 256);
+  const peerNames = new Map<Peer, string | undefined>();
+  const openTcp = new Set<TcpStream>();
+  const openUdp = new Set<UdpStream>();
+  const now = () => performance.now();
+
+  const socket = options.socket ??
+    await openUdpSocket({ hostname: options.hostname, port: options.port ?? 51820 });
+
+  // The peer whose packet is being handed to the netstack right now: new
+  // connections and flows are attributed to it (set only during input).
+  let currentPeer: Peer | undefined;
+  let stopping = false;
+  let closedSocket = false;
+
+  const peerInfo = (peer: Peer): PeerInfo => ({
+    publicKey: keyToBase64(peer.publicKey),
+    name: peerNames.get(peer),
+    get endpoint() {
+      return peer.endpoint;
+    },
+  });
+
+  const device = new Device({
+    privateKey,
+    backend,
+    wallClock: () => Date.now(),
+    sendDatagram: (datagram, to) => socket.send(datagram, to),
+    deliverPacket: (packet, peer) => {
+      if (options.onPacket) options.onPacket(packet, "in", peerInfo(peer));
+      currentPeer = peer;
+      try {
+        stack.input(packet, now());
+      } finally {
+        currentPeer = undefined;
+      }
+    },
+    onEvent: (event: DeviceEvent) => {
+      const peer = "peer" in event ? event.peer as Peer : undefined;
+      log({
+        level: "info",
+        ...event,
+        event: event.type,
+        peer: peer ? peerNames.get(peer) ?? keyToBase64(peer.publicKey) : undefined,
+      });
+    },
+  });
+
+  const stack: NetStack = new NetStack({
+    mtu: options.mtu,
+    limits: options.limits?.netstack,
+    output: (packet) => {
+      if (options.onPacket) options.onPacket(packet, "out", undefined);
+      device.send(packet, now());
+    },
+    wake: () => pollSoon(),
+    onTcpConnection: (request) => onTcpRequest(request),
+    onUdpFlow: (flow) => onUdpFlow(flow),
+  });
+
+  function infoOf(
+    peer: Peer | undefined,
+    ipVersion: 4 | 6,
+    source: UdpEndpoint,
+    destination: UdpEndpoint,
+  ): FlowInfo | undefined {
+    if (!peer) return undefined;
+    return { peer: peerInfo(peer), ipVersion, source, destination };
+  }
+
+  function onTcpRequest(request: TcpRequest): void {
+    const info = infoOf(
+      currentPeer,
+      request.ipVersion,
+      { address: request.remoteAddress, port: request.remotePort },
+      { address: request.localAddress, port: request.localPort },
+    );
+    if (stopping || !info) {
+      request.reject("rst");
+      return;
+    }
+    if (!options.accept) {
+      deliverTcp(info, request.accept());
+      return;
+    }
+    let decision: AcceptDecision | Promise<AcceptDecision>;
+    try {
+      decision = options.accept(info);
+    } catch (err) {
+      log({ level: "error", event: "accept-error", error: String(err) });
+      request.reject("rst");
+      return;
+    }
+    Promise.resolve(decision).then((d) => {
+      if (stopping) d = "rst";
+      if (d === true || d === "accept") deliverTcp(info, request.accept());
+      else request.reject(d === false ? "rst" : d);
+      pollSoon();
+    }, (err) => {
+      log({ level: "error", event: "accept-error", error: String(err) });
+      request.reject("rst");
+      pollSoon();
+    });
+  }
+
+  function deliverTcp(info: FlowInfo, conn: TcpConnection): void {
+    const stream: TcpStream = {
+      ...info,
+      protocol: "tcp",
+      readable: conn.readable,
+      writable: conn.writable,
+      closed: conn.closed,
+      reset: () => conn.reset(),
+    };
+    openTcp.add(stream);
+    log({
+      level: "info",
+      event: "tcp-open",
+      peer: info.peer.name ?? info.peer.publicKey,
+      source: info.source,
+      destination: info.destination,
+    });
+    conn.closed.finally(() => {
+      openTcp.delete(stream);
+      log({
+        level: "info",
+        event: "tcp-close",
+        source: info.source,
+        destination: info.destination,
+      });
+    });
+    if (options.onTcp) runHandler(() => options.onTcp!(stream), () => conn.reset());
+    else if (!queue.push(stream)) conn.reset();
+  }
+
+  function onUdpFlow(flow: UdpFlow): void {
+    const info = infoOf(
+      currentPeer,
+      flow.ipVersion,
+      { address: flow.remoteAddress, port: flow.remotePort },
+      { address: flow.localAddress, port: flow.localPort },
+    );
+    if (stopping || !info) {
+      flow.close();
+      return;
+    }
+    const stream: UdpStream = {
+      ...info,
+      protocol: "udp",
+      readable: flow.readable,
+      writable: flow.writable,
+    };
+    openUdp.add(stream);
+    flow.closed.finally(() => openUdp.delete(stream));
+    if (options.onUdp) runHandler(() => options.onUdp!(stream), () => flow.close());
+    else if (!queue.push(stream)) flow.close();
+  }
+
+  function runHandler(fn: () => void | Promise<void>, onError: () => void): void {
+    try {
+      const r = fn();
+      if (r instanceof Promise) {
+        r.catch((err) => {
+          log({ level: "error", event: "handler-error", error: String(err) });
+          onError();
+        });
+      }
+    } catch (err) {
+      log({ level: "error", event: "handler-error", error: String(err) });
+      onError();
+    }
+  }
+
+  // One timer for the nearest deadline of both cores; wakes coalesce into one
+  // microtask.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timerAt = Infinity;
+  let pollQueued = false;
+  function pollNow(): void {
+    pollQueued = false;
+    const t = now();
+    device.poll(t);
+    stack.poll(t);
+    arm();
+  }
+  function pollSoon(): void {
+    if (pollQueued || closedSocket) return;
+    pollQueued = true;
+    queueMicrotask(pollNow);
+  }
+  function arm(): void {
+    if (closedSocket) return;
+    const deadline = Math.min(device.nextDeadline(), stack.nextDeadline());
+    if (deadline === timerAt && timer !== undefined) return;
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    timerAt = deadline;
+    if (deadline === Infinity) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      timerAt = Infinity;
+      pollNow();
+    }, Math.max(0, Math.ceil(deadline - now())));
+  }
+
+  for (const peer of options.peers ?? []) addPeer(peer);
+
+  function addPeer(p: ServePeer): void {
+    const peer = device.addPeer({
+      publicKey: toKey(p.publicKey),
+      presharedKey: p.presharedKey === undefined ? undefined : toKey(p.presharedKey),
+      allowedIps: p.allowedIps,
+      endpoint: p.endpoint,
+      persistentKeepalive: p.persistentKeepalive,
+    });
+    peerNames.set(peer, p.name);
+    arm();
+  }
+
+  const listening = socket.listen((data, from) => {
+    device.receive(data, from, now());
+    arm();
+  });
+
+  let finishedResolve!: () => void;
+  const finished = new Promise<void>((resolve) => finishedResolve = resolve);
+  let shutdownPromise: Promise<void> | undefined;
+
+  function shutdown(): Promise<void> {
+    if (shutdownPromise) return shutdownPromise;
+    stopping = true;
+    shutdownPromise = (async () => {
+      for (const s of queue.close()) {
+        if (s.protocol === "tcp") s.reset();
+      }
+      for (const s of openTcp) {
+        if (!s.writable.locked) s.writable.close().catch(() => {});
+      }
+      pollSoon();
+      const all = Promise.all([...openTcp].map((s) => s.closed.catch(() => {})));
+      let deadline: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        all,
+        new Promise<void>((r) => deadline = setTimeout(r, shutdownTimeout)),
+      ]);
+      clearTimeout(deadline);
+      for (const s of openTcp) s.reset();
+      pollNow();
+      closedSocket = true;
+      if (timer !== undefined) clearTimeout(timer);
+      socket.close();
+      await listening;
+      finishedResolve();
+    })();
+    return shutdownPromise;
+  }
+
+  options.signal?.addEventListener("abort", () => void shutdown(), { once: true });
+  if (options.signal?.aborted) void shutdown();
+
+  const publicKeyText = keyToBase64(derivePublicKey(privateKey, backend));
+  log({ level: "info", event: "listening", address: socket.addr, publicKey: publicKeyText });
+
+  return {
+    addr: socket.addr,
+    publicKey: publicKeyText,
+    finished,
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+    [Symbol.asyncIterator]: () => ({ next: () => queue.next() }),
+    sendDatagram(from, to, payload) {
+      stack.sendUdp(from, to, payload, now());
+      arm();
+    },
+    addPeer,
+    removePeer(key) {
+      const removed = device.removePeer(toKey(key));
+      arm();
+      return removed;
+    },
+    stats: () => ({
+      wireguard: device.stats(),
+      netstack: stack.stats(),
+      socket: socket.stats(),
+      tcpOpen: openTcp.size,
+      udpOpen: openUdp.size,
+    }),
+  };
+}

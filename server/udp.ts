@@ -1,0 +1,194 @@
+/**
+ * UDP socket adapters: one interface, with a Deno implementation
+ * (`Deno.listenDatagram`) and a Node implementation (`node:dgram`). The server
+ * picks the fast one for the runtime it runs on.
+ *
+ * @module
+ */
+
+/** An outer UDP endpoint (where a WireGuard datagram came from or goes to). */
+export interface UdpEndpoint {
+  /** IPv4 or IPv6 address text (IPv4-mapped IPv6 addresses are unmapped). */
+  readonly address: string;
+  /** UDP port. */
+  readonly port: number;
+}
+
+/** Options for {@linkcode openUdpSocket}. */
+export interface UdpSocketOptions {
+  /** Address to bind; `"::"` (the default) is dual-stack on Linux. */
+  hostname?: string;
+  /** Port to bind; `0` picks a free one. */
+  port: number;
+  /** Most datagrams handed to the OS and not yet sent; more are dropped and counted. Default 4096. */
+  maxPendingSends?: number;
+}
+
+/** Counters of one socket. */
+export interface UdpSocketStats {
+  /** Datagrams received. */
+  received: number;
+  /** Datagrams handed to the OS. */
+  sent: number;
+  /** Datagrams dropped because too many sends were pending. */
+  sendDropped: number;
+  /** Sends the OS failed (e.g. unreachable). */
+  sendErrors: number;
+}
+
+/** The socket face the server uses; implemented for Deno and Node. */
+export interface UdpSocket {
+  /** The bound address. */
+  readonly addr: UdpEndpoint;
+  /**
+   * Starts delivering datagrams to `onDatagram`. `data` is valid only during
+   * the call. Resolves when the socket is closed.
+   */
+  listen(onDatagram: (data: Uint8Array, from: UdpEndpoint) => void): Promise<void>;
+  /** Sends `data` (copied) to `to`; never throws for network errors. */
+  send(data: Uint8Array, to: UdpEndpoint): void;
+  /** Counters. */
+  stats(): UdpSocketStats;
+  /** Closes the socket; `listen` resolves. */
+  close(): void;
+}
+
+/** Removes the `::ffff:` prefix of IPv4-mapped IPv6 addresses. */
+export function unmapAddress(address: string): string {
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}
+
+/**
+ * Opens a UDP socket with the fastest adapter for the current runtime:
+ * `Deno.listenDatagram` under Deno, `node:dgram` elsewhere.
+ *
+ * @example
+ * ```ts ignore
+ * const socket = await openUdpSocket({ port: 51820 });
+ * socket.listen((data, from) => console.log(data.length, from));
+ * ```
+ */
+export function openUdpSocket(options: UdpSocketOptions): Promise<UdpSocket> {
+  if (
+    typeof (globalThis as { Deno?: { listenDatagram?: unknown } }).Deno?.listenDatagram ===
+      "function"
+  ) {
+    return Promise.resolve(openDenoUdpSocket(options));
+  }
+  return openNodeUdpSocket(options);
+}
+
+/** A socket on `Deno.listenDatagram` (needs `"unstable": ["net"]`). */
+export function openDenoUdpSocket(options: UdpSocketOptions): UdpSocket {
+  const hostname = options.hostname ?? "::";
+  const conn = Deno.listenDatagram({ transport: "udp", hostname, port: options.port });
+  const local = conn.addr as Deno.NetAddr;
+  const maxPending = options.maxPendingSends ?? 4096;
+  const counters: UdpSocketStats = { received: 0, sent: 0, sendDropped: 0, sendErrors: 0 };
+  let pending = 0;
+  let closed = false;
+  const onSent = () => {
+    pending--;
+  };
+  const onError = () => {
+    pending--;
+    counters.sendErrors++;
+  };
+  return {
+    addr: { address: unmapAddress(local.hostname), port: local.port },
+    async listen(onDatagram) {
+      while (!closed) {
+        let result: [Uint8Array, Deno.Addr];
+        try {
+          result = await conn.receive();
+        } catch (err) {
+          if (closed || err instanceof Deno.errors.BadResource) return;
+          // ICMP errors surface as receive errors on some systems: keep going.
+          continue;
+        }
+        const from = result[1] as Deno.NetAddr;
+        counters.received++;
+        onDatagram(result[0], { address: unmapAddress(from.hostname), port: from.port });
+      }
+    },
+    send(data, to) {
+      if (closed) return;
+      if (pending >= maxPending) {
+        counters.sendDropped++;
+        return;
+      }
+      pending++;
+      counters.sent++;
+      // Deno reads the buffer asynchronously: hand it a copy it owns.
+      conn.send(data.slice(), { transport: "udp", hostname: to.address, port: to.port })
+        .then(onSent, onError);
+    },
+    stats: () => ({ ...counters }),
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
+
+/** A socket on `node:dgram` (for Node, Bun and other runtimes). */
+export async function openNodeUdpSocket(options: UdpSocketOptions): Promise<UdpSocket> {
+  const dgram = await import("node:dgram");
+  const hostname = options.hostname ?? "::";
+  const type = hostname.includes(":") ? "udp6" : "udp4";
+  const socket = dgram.createSocket({ type, ipv6Only: false });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("error", reject);
+    socket.bind(options.port, hostname, () => {
+      socket.off("error", reject);
+      resolve();
+    });
+  });
+  const local = socket.address();
+  const maxPending = options.maxPendingSends ?? 4096;
+  const counters: UdpSocketStats = { received: 0, sent: 0, sendDropped: 0, sendErrors: 0 };
+  let pending = 0;
+  let closed = false;
+  let finish: () => void = () => {};
+  const done = new Promise<void>((resolve) => finish = resolve);
+  socket.on("close", () => finish());
+  socket.on("error", () => counters.sendErrors++);
+  const afterSend = (err: Error | null) => {
+    pending--;
+    if (err) counters.sendErrors++;
+  };
+  return {
+    addr: { address: unmapAddress(local.address), port: local.port },
+    listen(onDatagram) {
+      socket.on("message", (msg: Uint8Array, rinfo: { address: string; port: number }) => {
+        counters.received++;
+        onDatagram(msg, { address: unmapAddress(rinfo.address), port: rinfo.port });
+      });
+      return done;
+    },
+    send(data, to) {
+      if (closed) return;
+      if (pending >= maxPending) {
+        counters.sendDropped++;
+        return;
+      }
+      pending++;
+      counters.sent++;
+      const address = type === "udp6" && !to.address.includes(":")
+        ? `::ffff:${to.address}`
+        : to.address;
+      socket.send(data.slice(), to.port, address, afterSend);
+    },
+    stats: () => ({ ...counters }),
+    close() {
+      if (closed) return;
+      closed = true;
+      socket.close();
+    },
+  };
+}

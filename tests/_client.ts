@@ -1,0 +1,161 @@
+/**
+ * A test-only WireGuard client made of our own cores: a `Device` (initiator)
+ * and a `NetStack`, over a UDP socket on loopback. It lets end-to-end tests of
+ * `serve()` run without root, namespaces or wireguard-go.
+ *
+ * @module
+ */
+
+import { Device, generatePrivateKey, type Peer, publicKey } from "@wgstack/wireguard";
+import { NetStack, type TcpConnection, type UdpFlow } from "@wgstack/netstack";
+
+/** Options of {@linkcode startTestClient}. */
+export interface TestClientOptions {
+  /** The server's public key. */
+  serverPublicKey: Uint8Array;
+  /** The server's UDP port on 127.0.0.1. */
+  serverPort: number;
+  /** Our tunnel addresses (used as sources). */
+  address4?: string;
+  /** Our IPv6 tunnel address. */
+  address6?: string;
+  /** Our private key (default: a fresh one). */
+  privateKey?: Uint8Array;
+  /** Called with every decrypted inner packet the client receives. */
+  onPacket?: (packet: Uint8Array) => void;
+}
+
+/** A running test client. */
+export interface TestClient {
+  /** Our public key (to register with the server). */
+  readonly publicKey: Uint8Array;
+  /** The client device. */
+  readonly device: Device;
+  /** The client netstack. */
+  readonly stack: NetStack;
+  /** The server as a peer of the client device. */
+  readonly peer: Peer;
+  /** The local UDP port of the client socket. */
+  readonly port: number;
+  /** UDP flows the client received (replies to datagrams it sent). */
+  readonly flows: UdpFlow[];
+  /** Opens a TCP connection through the tunnel. */
+  connect(address: string, port: number): TcpConnection;
+  /** Sends an inner IP packet as is (e.g. a hand-built ICMP echo). */
+  sendPacket(packet: Uint8Array): void;
+  /** Sends a UDP datagram through the tunnel. */
+  sendUdp(from: { address: string; port: number }, to: {
+    address: string;
+    port: number;
+  }, payload: Uint8Array): void;
+  /** Resolves once a handshake completed. */
+  handshake(): Promise<void>;
+  /** Stops the client. */
+  close(): void;
+}
+
+/** Starts a client; `registerWithServer` must add its public key on the server first. */
+export function startTestClient(options: TestClientOptions): TestClient {
+  const address4 = options.address4 ?? "10.7.0.2";
+  const address6 = options.address6 ?? "fd00:7::2";
+  const privateKey = options.privateKey ?? generatePrivateKey();
+  const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const now = () => performance.now();
+  const flows: UdpFlow[] = [];
+  let closed = false;
+  let handshakeDone: () => void = () => {};
+  const handshaken = new Promise<void>((resolve) => handshakeDone = resolve);
+
+  const device: Device = new Device({
+    privateKey,
+    wallClock: () => Date.now(),
+    sendDatagram: (datagram, to) => {
+      if (closed) return;
+      socket.send(datagram.slice(), { transport: "udp", hostname: to.address, port: to.port })
+        .catch(() => {});
+    },
+    deliverPacket: (packet) => {
+      options.onPacket?.(packet);
+      stack.input(packet, now());
+    },
+    onEvent: (event) => {
+      if (event.type === "handshake") handshakeDone();
+    },
+  });
+  const stack: NetStack = new NetStack({
+    output: (packet) => {
+      device.send(packet, now());
+    },
+    wake: () => queueMicrotask(tick),
+    onUdpFlow: (flow) => flows.push(flow),
+  });
+  const peer = device.addPeer({
+    publicKey: options.serverPublicKey,
+    allowedIps: ["0.0.0.0/0", "::/0"],
+    endpoint: { address: "127.0.0.1", port: options.serverPort },
+  });
+
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  function tick(): void {
+    if (closed) return;
+    const t = now();
+    device.poll(t);
+    stack.poll(t);
+    if (timer !== undefined) clearTimeout(timer);
+    const deadline = Math.min(device.nextDeadline(), stack.nextDeadline());
+    timer = deadline === Infinity
+      ? undefined
+      : setTimeout(tick, Math.max(0, Math.ceil(deadline - now())));
+  }
+  (async () => {
+    while (!closed) {
+      try {
+        const [data, from] = await socket.receive();
+        const addr = from as Deno.NetAddr;
+        device.receive(data, { address: addr.hostname, port: addr.port }, now());
+        tick();
+      } catch {
+        return;
+      }
+    }
+  })();
+  device.initiate(peer, now());
+  tick();
+
+  return {
+    publicKey: publicKey(privateKey),
+    device,
+    stack,
+    peer,
+    port: (socket.addr as Deno.NetAddr).port,
+    flows,
+    connect(address, port) {
+      const v6 = address.includes(":");
+      const conn = stack.connect({
+        localAddress: v6 ? address6 : address4,
+        remoteAddress: address,
+        remotePort: port,
+      }, now());
+      tick();
+      return conn;
+    },
+    sendPacket(packet) {
+      device.send(packet, now());
+      tick();
+    },
+    sendUdp(from, to, payload) {
+      stack.sendUdp(from, to, payload, now());
+      tick();
+    },
+    handshake: () => handshaken,
+    close() {
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+      try {
+        socket.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
