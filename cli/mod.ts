@@ -1,9 +1,81 @@
 /**
- * `@wgstack/cli`: the `wgstack` command line. Not implemented yet (see the CLI
- * issue); this package currently exports only its version.
+ * `@wgstack/cli`: the `wgstack` command line. One command starts a
+ * WireGuard server; on first run it writes the server config and a client
+ * config (printed with a QR code for the WireGuard mobile apps). Every TCP
+ * connection and UDP flow of the clients is forwarded to its real
+ * destination (or echoed back) and logged; `--pcap` records the decrypted
+ * packets.
+ *
+ * ```sh
+ * deno run -A cli/main.ts                     # wg.conf; forward mode
+ * deno run -A cli/main.ts wg.conf --mode echo # everything comes back
+ * deno run -A cli/main.ts add-peer laptop     # one more client
+ * deno run -A cli/main.ts --help
+ * ```
+ *
+ * - **First run**: when CONFIG (default `wg.conf`) does not exist, it is
+ *   created (mode 0600) with a new key, `ListenPort = 51820` and the tunnel
+ *   addresses `10.44.0.1/24` and `fdXX:XXXX:XXXX::1/64` (a random unique
+ *   local prefix; `--address` picks others), plus a first client
+ *   `client-1` written beside it as `wg-client-1.conf`. Files are never
+ *   overwritten. Peer names live in `# Name = …` comments inside each
+ *   `[Peer]`, so the file stays what `wg` and wg-quick read.
+ * - **Client configs**: `Endpoint` is this machine's address (detected from
+ *   its interfaces; `--endpoint` overrides), `DNS` the server's tunnel
+ *   addresses, `AllowedIPs = 0.0.0.0/0, ::/0`. Each start prints them with
+ *   a QR code.
+ * - **Forward mode**: a TCP connection is dialled at its destination before
+ *   the client gets its SYN-ACK (refused → RST, timed out → ICMP
+ *   unreachable), then relayed with backpressure and half-close. UDP flows
+ *   get a socket each. DNS to the tunnel address goes to the machine's
+ *   resolver. Loopback destinations and other tunnel addresses are refused.
+ * - **Logs**: one line per connection or flow open and close (peer, source →
+ *   destination, bytes each way, duration, how it ended), handshakes,
+ *   roaming, errors; `--log-format json` for one object per line; a
+ *   summary on SIGINT/SIGTERM, which shut down gracefully.
+ * - **Exit codes**: 0 done, 1 internal error, 2 usage or config error (one
+ *   line on standard error naming the file and line or the flag).
+ *
+ * The pieces are reusable: {@linkcode Forwarder} and {@linkcode Echo} are
+ * `serve()` handlers, {@linkcode PcapWriter} writes pcap files,
+ * {@linkcode runCli} runs the whole command.
  *
  * @module
  */
 
-/** The version of this package. */
-export const VERSION = "0.1.0";
+export { type CliIo, type ListeningServer, runCli, VERSION } from "./run.ts";
+export {
+  type CliArgs,
+  HELP,
+  type HostPort,
+  type LogLevel,
+  type Mode,
+  parseCliArgs,
+  UsageError,
+} from "./args.ts";
+export type { DnsUpstream } from "./dns.ts";
+export { Forwarder, relayTcp } from "./forward.ts";
+export type {
+  ClientTcp,
+  ClientUdp,
+  Decision,
+  Endpoint,
+  FlowMeta,
+  ForwarderOptions,
+  ForwarderStats,
+  RelayResult,
+  UpstreamConn,
+} from "./forward.ts";
+export { Echo, type EchoStats } from "./echo.ts";
+export { LINKTYPE_RAW, pcapFileHeader, PcapWriter, type PcapWriterOptions } from "./pcap.ts";
+export { createLogger, type Logger, type LoggerOptions, type LogRecord } from "./log.ts";
+export {
+  addPeer,
+  type ClientFile,
+  type EnsureResult,
+  ensureServerConfig,
+  type GenerateOptions,
+  loadServerConfig,
+  type ServerSetup,
+  type SetupPeer,
+} from "./setup.ts";

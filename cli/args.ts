@@ -1,0 +1,325 @@
+/**
+ * Command line flags of `wgstack`, parsed strictly with `node:util`
+ * `parseArgs`: an unknown flag or a bad value is a {@linkcode UsageError}
+ * (exit code 2) with one clear line.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** A mistake of the person running the command: printed as one line, exit code 2. */
+export class UsageError extends Error {
+  /** The process exit code for user errors. */
+  readonly exitCode = 2;
+  /**
+   * Creates the error.
+   *
+   * @param message One line, in sentence case, naming the file or flag at fault.
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Log severities, lowest first. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** What the server does with the connections and flows of its clients. */
+export type Mode = "forward" | "echo";
+
+/** A `HOST:PORT` value of a flag; `hostname` is absent for `:PORT`. */
+export interface HostPort {
+  /** Host name or IP address, without brackets; absent when only a port was given. */
+  hostname?: string;
+  /** Port, absent when only a host was given. */
+  port?: number;
+}
+
+/** The command to run and its settings. */
+export interface CliArgs {
+  /** `serve` runs the server; the others are the subcommands. */
+  command: "serve" | "genkey" | "genpsk" | "pubkey" | "add-peer" | "help" | "version";
+  /** Path of the server config file (default `wg.conf`). */
+  config: string;
+  /** The new peer's name (`add-peer`). */
+  peerName?: string;
+  /** `forward` (default) or `echo`. */
+  mode: Mode;
+  /** `--listen`: address and port to bind, overriding the config's `ListenPort`. */
+  listen?: HostPort;
+  /** `--endpoint`: host (and optional port) clients dial, instead of the detected one. */
+  endpoint?: HostPort;
+  /** `--pcap`: file receiving every inner packet. */
+  pcap?: string;
+  /** Lowest severity logged. */
+  logLevel: LogLevel;
+  /** `text` (default) or `json` (one object per line). */
+  logFormat: "text" | "json";
+  /** `--dns-upstream`: resolver the tunnel's DNS address forwards to. */
+  dnsUpstream?: HostPort;
+  /** `--address`: the server's tunnel addresses when a new config is generated. */
+  addresses?: string[];
+  /** `--connect-timeout` in milliseconds (forward mode dial timeout). */
+  connectTimeoutMs: number;
+  /** False with `--no-qr`. */
+  qr: boolean;
+}
+
+/** The usage text printed by `--help`. */
+export const HELP = `wgstack: a userspace WireGuard server. Every TCP connection and UDP flow
+of its clients is terminated here, forwarded to its destination (or echoed)
+and logged.
+
+Usage:
+  wgstack [CONFIG] [flags]         run the server (CONFIG defaults to wg.conf;
+                                   created with one client on first run)
+  wgstack add-peer NAME [CONFIG]   add a client: appends a [Peer] to CONFIG and
+                                   writes its client file beside it
+  wgstack genkey                   print a new private key
+  wgstack genpsk                   print a new preshared key
+  wgstack pubkey < private.key     print the public key of a private key
+
+Flags:
+  -m, --mode forward|echo          forward (default): dial each connection's real
+                                   destination; echo: send everything back
+  -l, --listen HOST:PORT           UDP address to bind (default [::]:ListenPort)
+  -e, --endpoint HOST[:PORT]       address clients reach the server at (default:
+                                   detected from this machine's interfaces)
+      --pcap FILE                  write every decrypted packet to FILE (pcap)
+      --log-level debug|info|warn|error   (default info)
+      --log-format text|json       (default text)
+      --dns-upstream HOST[:PORT]   resolver for DNS sent to the tunnel address
+                                   (default: first nameserver in /etc/resolv.conf)
+      --address CIDR[,CIDR]        server tunnel addresses for a new config
+                                   (default 10.44.0.1/24 and a random fdXX::1/64)
+      --connect-timeout SECONDS    forward mode dial timeout (default 10)
+      --no-qr                      do not print QR codes
+  -h, --help                       show this help
+  -V, --version                    show the version
+
+Exit codes: 0 ok, 1 internal error, 2 usage or config error.`;
+
+const SUBCOMMANDS = new Set(["genkey", "genpsk", "pubkey", "add-peer"]);
+
+/**
+ * Parses `args` (without the program name).
+ *
+ * @throws {UsageError} For unknown flags, missing or bad values, and extra arguments.
+ *
+ * @example
+ * ```ts
+ * import { parseCliArgs } from "./args.ts";
+ * parseCliArgs(["server.conf", "--mode", "echo"]).mode; // "echo"
+ * ```
+ */
+export function parseCliArgs(args: string[]): CliArgs {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: true,
+      options: {
+        mode: { type: "string", short: "m" },
+        listen: { type: "string", short: "l" },
+        endpoint: { type: "string", short: "e" },
+        pcap: { type: "string" },
+        "log-level": { type: "string" },
+        "log-format": { type: "string" },
+        "dns-upstream": { type: "string" },
+        address: { type: "string" },
+        "connect-timeout": { type: "string" },
+        "no-qr": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError(parseArgsMessage(error));
+  }
+  const { values, positionals } = parsed;
+  const base: CliArgs = {
+    command: "serve",
+    config: "wg.conf",
+    mode: "forward",
+    logLevel: "info",
+    logFormat: "text",
+    connectTimeoutMs: 10_000,
+    qr: !values["no-qr"],
+  };
+  if (values.help) return { ...base, command: "help" };
+  if (values.version) return { ...base, command: "version" };
+
+  const rest = [...positionals];
+  if (rest.length > 0 && SUBCOMMANDS.has(rest[0])) {
+    base.command = rest.shift() as CliArgs["command"];
+  }
+  if (base.command === "genkey" || base.command === "genpsk" || base.command === "pubkey") {
+    if (rest.length > 0) {
+      throw new UsageError(`${base.command} takes no arguments (got "${rest[0]}")`);
+    }
+  } else if (base.command === "add-peer") {
+    const name = rest.shift();
+    if (name === undefined) {
+      throw new UsageError("add-peer needs a NAME, e.g. wgstack add-peer phone");
+    }
+    base.peerName = validatePeerName(name);
+  }
+  if (base.command === "serve" || base.command === "add-peer") {
+    if (rest.length > 0) base.config = rest.shift()!;
+    if (rest.length > 0) throw new UsageError(`Unexpected argument "${rest[0]}" (see --help)`);
+    if (base.config === "") throw new UsageError("The config file name is empty");
+  }
+
+  if (values.mode !== undefined) {
+    if (values.mode !== "forward" && values.mode !== "echo") {
+      throw new UsageError(`--mode must be forward or echo, not "${values.mode}"`);
+    }
+    base.mode = values.mode;
+  }
+  if (values.listen !== undefined) {
+    const listen = parseHostPort(values.listen, "--listen");
+    if (listen.port === undefined) {
+      throw new UsageError(`--listen needs a port, e.g. 0.0.0.0:51820 (got "${values.listen}")`);
+    }
+    base.listen = listen;
+  }
+  if (values.endpoint !== undefined) {
+    base.endpoint = parseHostPort(values.endpoint, "--endpoint");
+    if (base.endpoint.hostname === undefined) {
+      throw new UsageError(`--endpoint needs a host (got "${values.endpoint}")`);
+    }
+  }
+  if (values.pcap !== undefined) {
+    if (values.pcap === "") throw new UsageError("--pcap needs a file name");
+    base.pcap = values.pcap;
+  }
+  const level = values["log-level"];
+  if (level !== undefined) {
+    if (!["debug", "info", "warn", "error"].includes(level)) {
+      throw new UsageError(`--log-level must be debug, info, warn or error, not "${level}"`);
+    }
+    base.logLevel = level as LogLevel;
+  }
+  const format = values["log-format"];
+  if (format !== undefined) {
+    if (format !== "text" && format !== "json") {
+      throw new UsageError(`--log-format must be text or json, not "${format}"`);
+    }
+    base.logFormat = format;
+  }
+  if (values["dns-upstream"] !== undefined) {
+    const dns = parseHostPort(values["dns-upstream"], "--dns-upstream");
+    if (dns.hostname === undefined) {
+      throw new UsageError(`--dns-upstream needs a host (got "${values["dns-upstream"]}")`);
+    }
+    base.dnsUpstream = dns;
+  }
+  if (values.address !== undefined) {
+    base.addresses = values.address.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    if (base.addresses.length === 0) throw new UsageError("--address needs at least one CIDR");
+  }
+  const timeout = values["connect-timeout"];
+  if (timeout !== undefined) {
+    const seconds = Number(timeout);
+    if (timeout.trim() === "" || !Number.isFinite(seconds) || seconds <= 0 || seconds > 600) {
+      throw new UsageError(`--connect-timeout must be seconds between 0 and 600, not "${timeout}"`);
+    }
+    base.connectTimeoutMs = Math.round(seconds * 1000);
+  }
+  return base;
+}
+
+/**
+ * Checks a peer name: it becomes part of a file name and a config comment, so
+ * 1 to 32 letters, digits, `.`, `_` or `-`, not starting with `.` or `-`.
+ *
+ * @throws {UsageError} When the name has other characters.
+ */
+export function validatePeerName(name: string): string {
+  if (!/^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$/.test(name)) {
+    throw new UsageError(
+      `Peer name "${name}" is not allowed: use 1 to 32 letters, digits, ".", "_" or "-"`,
+    );
+  }
+  return name;
+}
+
+/**
+ * Parses `HOST`, `HOST:PORT`, `[IPV6]`, `[IPV6]:PORT`, a bare IPv6 address,
+ * `:PORT` or `PORT`.
+ *
+ * @throws {UsageError} When the port is not 0–65535 or brackets are unbalanced.
+ *
+ * @example
+ * ```ts
+ * import { parseHostPort } from "./args.ts";
+ * parseHostPort("[2001:db8::1]:51820", "--endpoint"); // { hostname: "2001:db8::1", port: 51820 }
+ * ```
+ */
+export function parseHostPort(text: string, flag: string): HostPort {
+  const bad = (why: string) => new UsageError(`${flag} "${text}": ${why}`);
+  const value = text.trim();
+  if (value === "") throw bad("empty value");
+  let host: string | undefined;
+  let portText: string | undefined;
+  if (value.startsWith("[")) {
+    const close = value.indexOf("]");
+    if (close < 0) throw bad("missing ]");
+    host = value.slice(1, close);
+    const after = value.slice(close + 1);
+    if (after !== "") {
+      if (!after.startsWith(":")) throw bad("expected :PORT after ]");
+      portText = after.slice(1);
+    }
+    if (!host.includes(":")) throw bad("brackets are only for IPv6 addresses");
+  } else if (/^\d+$/.test(value)) {
+    portText = value;
+  } else {
+    const colons = value.split(":").length - 1;
+    if (colons === 0) host = value;
+    else if (colons === 1) {
+      const i = value.indexOf(":");
+      host = value.slice(0, i) || undefined;
+      portText = value.slice(i + 1);
+    } else host = value; // a bare IPv6 address
+  }
+  if (host !== undefined && /[\s/]/.test(host)) throw bad("not a host name or address");
+  const result: HostPort = {};
+  if (host !== undefined) result.hostname = host;
+  if (portText !== undefined) {
+    if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
+      throw bad("the port must be a number from 0 to 65535");
+    }
+    result.port = Number(portText);
+  }
+  return result;
+}
+
+/** Formats `host:port`, bracketing IPv6 addresses. */
+export function formatHostPort(hostname: string, port: number): string {
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
+function parseArgsMessage(error: unknown): string {
+  const e = error as { code?: string; message?: string };
+  const message = e.message ?? String(error);
+  const flag = /'([^']+)'/.exec(message)?.[1];
+  switch (e.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `Unknown flag ${flag ?? message} (see --help)`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      if (/ambiguous/.test(message)) {
+        const name = flag?.match(/--[\w-]+/)?.[0] ?? flag;
+        return `Flag ${name} needs a value; for one starting with "-", write ${name}=VALUE`;
+      }
+      if (/argument missing/.test(message)) {
+        return `Flag ${flag?.match(/--[\w-]+/)?.[0] ?? flag} needs a value`;
+      }
+      return `${message.split(".")[0]} (see --help)`;
+    default:
+      return `${message.split(".")[0]} (see --help)`;
+  }
+}

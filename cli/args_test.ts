@@ -1,0 +1,130 @@
+import assert from "node:assert/strict";
+import {
+  formatHostPort,
+  parseCliArgs,
+  parseHostPort,
+  UsageError,
+  validatePeerName,
+} from "./args.ts";
+
+Deno.test("parseCliArgs", async (t) => {
+  await t.step("defaults: serve wg.conf in forward mode", () => {
+    const a = parseCliArgs([]);
+    assert.equal(a.command, "serve");
+    assert.equal(a.config, "wg.conf");
+    assert.equal(a.mode, "forward");
+    assert.equal(a.logLevel, "info");
+    assert.equal(a.logFormat, "text");
+    assert.equal(a.connectTimeoutMs, 10_000);
+    assert.equal(a.qr, true);
+  });
+
+  await t.step("all serve flags", () => {
+    const a = parseCliArgs([
+      "server.conf",
+      "--mode=echo",
+      "-l",
+      "[::1]:5000",
+      "--endpoint",
+      "vpn.example.com",
+      "--pcap",
+      "x.pcap",
+      "--log-level",
+      "debug",
+      "--log-format",
+      "json",
+      "--dns-upstream",
+      "192.0.2.53:5353",
+      "--address",
+      "198.18.0.1/24, fd00:1::1/64",
+      "--connect-timeout",
+      "2.5",
+      "--no-qr",
+    ]);
+    assert.equal(a.config, "server.conf");
+    assert.equal(a.mode, "echo");
+    assert.deepEqual(a.listen, { hostname: "::1", port: 5000 });
+    assert.deepEqual(a.endpoint, { hostname: "vpn.example.com" });
+    assert.equal(a.pcap, "x.pcap");
+    assert.equal(a.logLevel, "debug");
+    assert.equal(a.logFormat, "json");
+    assert.deepEqual(a.dnsUpstream, { hostname: "192.0.2.53", port: 5353 });
+    assert.deepEqual(a.addresses, ["198.18.0.1/24", "fd00:1::1/64"]);
+    assert.equal(a.connectTimeoutMs, 2500);
+    assert.equal(a.qr, false);
+  });
+
+  await t.step("subcommands", () => {
+    assert.equal(parseCliArgs(["genkey"]).command, "genkey");
+    assert.equal(parseCliArgs(["genpsk"]).command, "genpsk");
+    assert.equal(parseCliArgs(["pubkey"]).command, "pubkey");
+    const add = parseCliArgs(["add-peer", "phone", "s.conf", "-e", "192.0.2.1:1234"]);
+    assert.equal(add.command, "add-peer");
+    assert.equal(add.peerName, "phone");
+    assert.equal(add.config, "s.conf");
+    assert.deepEqual(add.endpoint, { hostname: "192.0.2.1", port: 1234 });
+    assert.equal(parseCliArgs(["--help"]).command, "help");
+    assert.equal(parseCliArgs(["-V"]).command, "version");
+  });
+
+  const errors: [string[], RegExp][] = [
+    [["--foo"], /^Unknown flag --foo/],
+    [["-x"], /^Unknown flag -x/],
+    [["--mode"], /^Flag --mode needs a value/],
+    [["--mode", "proxy"], /--mode must be forward or echo/],
+    [["--listen", "0.0.0.0"], /--listen needs a port/],
+    [["--listen", "0.0.0.0:70000"], /port must be a number from 0 to 65535/],
+    [["--log-level", "loud"], /--log-level must be/],
+    [["--log-format", "xml"], /--log-format must be text or json/],
+    [["a.conf", "b.conf"], /Unexpected argument "b.conf"/],
+    [["genkey", "x"], /genkey takes no arguments/],
+    [["add-peer"], /add-peer needs a NAME/],
+    [["add-peer", "../evil"], /Peer name "..\/evil" is not allowed/],
+    [["--connect-timeout", "soon"], /--connect-timeout must be/],
+    [["--endpoint", ":51820"], /--endpoint needs a host/],
+    [["--no-qr=yes"], /does not take an argument/],
+  ];
+  for (const [args, message] of errors) {
+    await t.step(`rejects ${args.join(" ")}`, () => {
+      assert.throws(() => parseCliArgs(args), (e: unknown) => {
+        assert.ok(e instanceof UsageError);
+        assert.equal(e.exitCode, 2);
+        assert.match(e.message, message);
+        assert.ok(!e.message.includes("\n"), "one line");
+        return true;
+      });
+    });
+  }
+});
+
+Deno.test("parseHostPort", async (t) => {
+  const cases: [string, object][] = [
+    ["192.0.2.1:51820", { hostname: "192.0.2.1", port: 51820 }],
+    ["192.0.2.1", { hostname: "192.0.2.1" }],
+    ["[2001:db8::1]:443", { hostname: "2001:db8::1", port: 443 }],
+    ["[2001:db8::1]", { hostname: "2001:db8::1" }],
+    ["2001:db8::1", { hostname: "2001:db8::1" }],
+    [":51820", { port: 51820 }],
+    ["51820", { port: 51820 }],
+    ["vpn.example.com:1", { hostname: "vpn.example.com", port: 1 }],
+  ];
+  for (const [text, expected] of cases) {
+    await t.step(text, () => assert.deepEqual(parseHostPort(text, "--x"), expected));
+  }
+  await t.step("errors", () => {
+    assert.throws(() => parseHostPort("[2001:db8::1", "--x"), /missing \]/);
+    assert.throws(() => parseHostPort("[192.0.2.1]:5", "--x"), /only for IPv6/);
+    assert.throws(() => parseHostPort("host:port", "--x"), /port must be a number/);
+    assert.throws(() => parseHostPort("", "--x"), /empty/);
+  });
+  await t.step("formatHostPort brackets IPv6", () => {
+    assert.equal(formatHostPort("2001:db8::1", 5), "[2001:db8::1]:5");
+    assert.equal(formatHostPort("192.0.2.1", 5), "192.0.2.1:5");
+  });
+  await t.step("validatePeerName", () => {
+    assert.equal(validatePeerName("phone_2.b-c"), "phone_2.b-c");
+    assert.throws(() => validatePeerName(".hidden"), UsageError);
+    assert.throws(() => validatePeerName("a".repeat(33)), UsageError);
+    assert.throws(() => validatePeerName("a/b"), UsageError);
+  });
+});

@@ -1,0 +1,139 @@
+/**
+ * Echo mode: every TCP connection and UDP datagram a client sends through
+ * the tunnel, to any address and port, comes back unchanged. A quick way to
+ * check a client setup and measure the tunnel without touching any network.
+ *
+ * @module
+ */
+
+import type { ClientTcp, ClientUdp } from "./forward.ts";
+import type { Logger } from "./log.ts";
+
+/** Counters of {@linkcode Echo}. */
+export interface EchoStats {
+  /** TCP connections echoed. */
+  tcpConnections: number;
+  /** UDP flows echoed. */
+  udpFlows: number;
+  /** Bytes echoed (TCP and UDP payload). */
+  bytes: number;
+}
+
+/** The echo mode handlers, for `serve()`'s `onTcp` and `onUdp`. */
+export class Echo {
+  #log: Logger;
+  #stats: EchoStats = { tcpConnections: 0, udpFlows: 0, bytes: 0 };
+  #open = new Set<ReadableStreamDefaultReader<Uint8Array>>();
+  #closed = false;
+
+  /**
+   * Creates the handlers.
+   *
+   * @param logger Receives one record per connection/flow open and close.
+   */
+  constructor(logger: Logger) {
+    this.#log = logger;
+  }
+
+  /** Counters so far. */
+  stats(): EchoStats {
+    return { ...this.#stats };
+  }
+
+  /** Sends every byte back; the client's FIN is answered with a FIN. */
+  async onTcp(stream: ClientTcp): Promise<void> {
+    this.#stats.tcpConnections++;
+    const label = {
+      peer: stream.peer.name ?? stream.peer.publicKey,
+      source: stream.source,
+      destination: stream.destination,
+    };
+    this.#log.log({ level: "info", event: "tcp-open", ...label });
+    const started = performance.now();
+    let bytes = 0;
+    let end = "closed";
+    let error: string | undefined;
+    const reader = stream.readable.getReader();
+    const writer = stream.writable.getWriter();
+    this.#open.add(reader);
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        await writer.write(value);
+        bytes += value.length;
+        this.#stats.bytes += value.length;
+      }
+      if (this.#closed) end = "shutdown";
+      await writer.close();
+    } catch (e) {
+      end = "client reset";
+      error = e instanceof Error ? e.message : String(e);
+      writer.abort().catch(() => {});
+      reader.cancel().catch(() => {});
+    } finally {
+      this.#open.delete(reader);
+    }
+    this.#log.log({
+      level: "info",
+      event: "tcp-close",
+      ...label,
+      bytesUp: bytes,
+      bytesDown: bytes,
+      durationMs: Math.round(performance.now() - started),
+      end,
+      error,
+    });
+  }
+
+  /** Sends every datagram back to its sender until the flow expires. */
+  async onUdp(flow: ClientUdp): Promise<void> {
+    this.#stats.udpFlows++;
+    const label = {
+      peer: flow.peer.name ?? flow.peer.publicKey,
+      source: flow.source,
+      destination: flow.destination,
+    };
+    this.#log.log({ level: "info", event: "udp-open", ...label });
+    const started = performance.now();
+    let bytes = 0;
+    let datagrams = 0;
+    const reader = flow.readable.getReader();
+    const writer = flow.writable.getWriter();
+    this.#open.add(reader);
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        await writer.write(value);
+        bytes += value.length;
+        datagrams++;
+        this.#stats.bytes += value.length;
+      }
+    } catch {
+      // the flow was closed under us (shutdown)
+    } finally {
+      this.#open.delete(reader);
+      writer.close().catch(() => {});
+    }
+    this.#log.log({
+      level: "info",
+      event: "udp-close",
+      ...label,
+      bytesUp: bytes,
+      bytesDown: bytes,
+      datagrams,
+      durationMs: Math.round(performance.now() - started),
+    });
+  }
+
+  /**
+   * Stops reading from every open connection and flow: each TCP connection
+   * gets its FIN after what was already read is echoed. For shutdown.
+   */
+  close(): void {
+    this.#closed = true;
+    for (const reader of this.#open) reader.cancel().catch(() => {});
+    this.#open.clear();
+  }
+}

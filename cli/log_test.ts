@@ -1,0 +1,65 @@
+import assert from "node:assert/strict";
+import { createLogger, formatBytes, formatDuration, formatJson, formatText } from "./log.ts";
+
+const time = new Date("2026-01-02T03:04:05.678Z");
+
+Deno.test("log", async (t) => {
+  await t.step("json: one object per line, endpoints as text", () => {
+    const line = formatJson({
+      level: "info",
+      event: "tcp-close",
+      peer: "phone",
+      source: { address: "10.44.0.2", port: 50000 },
+      destination: { address: "2001:db8::1", port: 443 },
+      bytesUp: 10,
+      skipped: undefined,
+    }, time);
+    assert.ok(!line.includes("\n"));
+    assert.deepEqual(JSON.parse(line), {
+      time: "2026-01-02T03:04:05.678Z",
+      level: "info",
+      event: "tcp-close",
+      peer: "phone",
+      source: "10.44.0.2:50000",
+      destination: "[2001:db8::1]:443",
+      bytesUp: 10,
+    });
+  });
+
+  await t.step("text: readable fields", () => {
+    const line = formatText({
+      level: "warn",
+      event: "tcp-close",
+      peer: "phone",
+      source: { address: "10.44.0.2", port: 50000 },
+      destination: { address: "192.0.2.1", port: 80 },
+      bytesUp: 1234,
+      bytesDown: 5_600_000,
+      durationMs: 1500,
+      end: "upstream reset",
+    }, time);
+    assert.equal(
+      line,
+      '2026-01-02T03:04:05.678Z WARN  tcp-close phone 10.44.0.2:50000 → 192.0.2.1:80 bytesUp=1.2 kB bytesDown=5.6 MB durationMs=1.50s end="upstream reset"',
+    );
+  });
+
+  await t.step("levels filter", () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: "warn", write: (l) => lines.push(l), now: () => time });
+    log.log({ level: "info", event: "a" });
+    log.log({ level: "error", event: "b" });
+    log.log({ level: "debug", event: "c" });
+    assert.equal(lines.length, 1);
+    assert.match(lines[0], /ERROR b$/);
+    assert.equal(log.enabled("warn"), true);
+    assert.equal(log.enabled("info"), false);
+  });
+
+  await t.step("units", () => {
+    assert.equal(formatBytes(999), "999 B");
+    assert.equal(formatBytes(52_428_800), "52 MB");
+    assert.equal(formatDuration(12), "12ms");
+    assert.equal(formatDuration(61_000), "1m01s");
+  });
+});

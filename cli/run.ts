@@ -1,0 +1,477 @@
+/**
+ * `runCli(args)`: the whole `wgstack` command, returning its exit code.
+ *
+ * @module
+ */
+
+import type { ServeLogRecord, Server } from "@wgstack/server";
+import {
+  generatePresharedKey,
+  generatePrivateKey,
+  keyFromBase64,
+  keyToBase64,
+  publicKey as derivePublicKey,
+} from "@wgstack/wireguard";
+import { type CliArgs, formatHostPort, HELP, parseCliArgs, UsageError } from "./args.ts";
+import { type DnsUpstream, systemResolver } from "./dns.ts";
+import { Echo, type EchoStats } from "./echo.ts";
+import { Forwarder, type ForwarderStats } from "./forward.ts";
+import { createLogger, type Logger, type LogRecord } from "./log.ts";
+import { detectEndpointAddress, ipVersionOf } from "./net.ts";
+import { PcapWriter } from "./pcap.ts";
+import { qrPayload, renderQr } from "./qr.ts";
+import {
+  addPeer,
+  type ClientFile,
+  ensureServerConfig,
+  readClientFiles,
+  type ServerSetup,
+  tunnelAddresses,
+  withEndpoint,
+} from "./setup.ts";
+
+/** The version printed by `--version`. */
+export const VERSION = "0.1.0";
+
+/** Where the command reads and writes; defaults to the process's standard streams. */
+export interface CliIo {
+  /** Human output (help, keys, client configs, QR codes). */
+  stdout(text: string): void;
+  /** Errors and notices. */
+  stderr(text: string): void;
+  /** All of standard input (for `pubkey`). */
+  readStdin(): Promise<string>;
+  /** Log lines (default: standard output). */
+  logLine(line: string): void;
+  /** Whether standard output is a terminal (coloured QR codes). */
+  isTerminal: boolean;
+  /** Aborts the server as SIGINT/SIGTERM do; default: the real signals. */
+  signal?: AbortSignal;
+  /** Called once the server listens (tests). */
+  onListening?(server: ListeningServer): void;
+}
+
+/** What {@linkcode CliIo.onListening} is told about the running server. */
+export interface ListeningServer {
+  /** The bound UDP address. */
+  readonly addr: { readonly address: string; readonly port: number };
+  /** The server's public key, base64. */
+  readonly publicKey: string;
+  /** Shuts the server down (the command then prints its summary and returns 0). */
+  shutdown(): Promise<void>;
+}
+
+const encoder = new TextEncoder();
+
+function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): void {
+  let bytes = encoder.encode(text);
+  while (bytes.length > 0) bytes = bytes.subarray(file.writeSync(bytes));
+}
+
+function defaultIo(): CliIo {
+  return {
+    stdout: (text) => writeAll(Deno.stdout, text),
+    stderr: (text) => writeAll(Deno.stderr, text),
+    readStdin: () => new Response(Deno.stdin.readable).text(),
+    logLine: (line) => {
+      try {
+        writeAll(Deno.stdout, line + "\n");
+      } catch {
+        // standard output closed
+      }
+    },
+    isTerminal: Deno.stdout.isTerminal(),
+  };
+}
+
+/**
+ * Runs `wgstack` with `args` (without the program name) and resolves to the
+ * exit code: 0 done, 1 internal error, 2 usage or configuration error (one
+ * line on standard error).
+ *
+ * @example
+ * ```ts ignore
+ * import { runCli } from "@wgstack/cli";
+ * Deno.exit(await runCli(["wg.conf", "--mode", "echo"]));
+ * ```
+ */
+export async function runCli(args: string[], io: Partial<CliIo> = {}): Promise<number> {
+  const out: CliIo = { ...defaultIo(), ...io };
+  try {
+    const cli = parseCliArgs(args);
+    switch (cli.command) {
+      case "help":
+        out.stdout(HELP + "\n");
+        return 0;
+      case "version":
+        out.stdout(`wgstack ${VERSION}\n`);
+        return 0;
+      case "genkey":
+        out.stdout(keyToBase64(generatePrivateKey()) + "\n");
+        return 0;
+      case "genpsk":
+        out.stdout(keyToBase64(generatePresharedKey()) + "\n");
+        return 0;
+      case "pubkey":
+        return await pubkey(out);
+      case "add-peer":
+        return await addPeerCommand(cli, out);
+      case "serve":
+        return await runServer(cli, out);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      out.stderr(`wgstack: ${error.message}\n`);
+      return error.exitCode;
+    }
+    out.stderr(`wgstack: internal error: ${(error as Error)?.stack ?? error}\n`);
+    return 1;
+  }
+}
+
+async function pubkey(io: CliIo): Promise<number> {
+  const text = await io.readStdin();
+  let key: Uint8Array;
+  try {
+    key = keyFromBase64(text);
+  } catch (error) {
+    throw new UsageError(
+      `pubkey: standard input is not a private key: ${(error as Error).message}`,
+    );
+  }
+  io.stdout(keyToBase64(derivePublicKey(key)) + "\n");
+  return 0;
+}
+
+/** `--listen`'s host when it is one address (not a wildcard): clients can reach us there. */
+function listenHost(cli: CliArgs): string | undefined {
+  const host = cli.listen?.hostname;
+  return host && host !== "0.0.0.0" && host !== "::" ? host : undefined;
+}
+
+function endpointOptions(cli: CliArgs) {
+  return {
+    endpointHost: cli.endpoint?.hostname ?? listenHost(cli),
+    endpointPort: cli.endpoint?.port,
+    detectEndpoint: detectEndpointAddress,
+  };
+}
+
+async function addPeerCommand(cli: CliArgs, io: CliIo): Promise<number> {
+  const client = await addPeer(cli.config, cli.peerName!, endpointOptions(cli));
+  io.stderr(`Added peer "${client.name}" to ${cli.config} and wrote ${client.path}.\n`);
+  io.stderr("Restart the server to let the new client in.\n\n");
+  await showClient(client, cli, io, undefined);
+  return 0;
+}
+
+async function showClient(
+  client: ClientFile,
+  cli: CliArgs,
+  io: CliIo,
+  endpoint: string | undefined,
+): Promise<void> {
+  const text = endpoint ? withEndpoint(client.text, endpoint) : client.text;
+  io.stderr(`--- ${client.name} (${client.path}) ---\n${text}`);
+  if (cli.qr) {
+    io.stderr(await renderQr(qrPayload(text), { type: io.isTerminal ? "terminal" : "utf8" }));
+    io.stderr("\n");
+  }
+}
+
+/** Log records of the server, with its per-connection records demoted (ours say more). */
+function serverLogger(logger: Logger): (record: ServeLogRecord) => void {
+  return (record) => {
+    const { level, event, type: _type, ...rest } = record;
+    let l = level;
+    if (event === "tcp-open" || event === "tcp-close") l = "debug";
+    if (event === "handshake-failed" && l === "info") l = "warn";
+    logger.log({ ...rest, level: l, event });
+  };
+}
+
+async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
+  const logger = createLogger({ level: cli.logLevel, format: cli.logFormat, write: io.logLine });
+  const started = performance.now();
+
+  const { setup, created } = await ensureServerConfig(cli.config, {
+    ...endpointOptions(cli),
+    addresses: cli.addresses,
+    listenPort: cli.listen?.port,
+  });
+  if (created.length > 0) {
+    io.stderr(`Created ${created.join(" and ")} (mode 0600).\n`);
+    if (!cli.endpoint && !listenHost(cli) && detectEndpointAddress() === undefined) {
+      io.stderr(
+        "No network address found on this machine: the client config says 127.0.0.1;\n" +
+          "pass --endpoint HOST to print it with the address clients can reach.\n",
+      );
+    }
+  } else if (cli.addresses) {
+    logger.log({
+      level: "warn",
+      event: "config",
+      warning: `--address is ignored: ${cli.config} exists (it only applies to a new config)`,
+    });
+  }
+  for (const warning of setup.warnings) logger.log({ level: "warn", event: "config", warning });
+  for (const peer of setup.peers) {
+    if (peer.endpoint && ipVersionOf(peer.endpoint.host) === undefined) {
+      logger.log({
+        level: "warn",
+        event: "config",
+        peer: peer.name ?? peer.publicKey,
+        warning: `${setup.path}:${peer.line}: Endpoint host names are not resolved; ` +
+          "the peer is reached once it connects",
+      });
+    }
+  }
+
+  let dns: DnsUpstream | undefined;
+  if (cli.mode === "forward") {
+    dns = cli.dnsUpstream
+      ? { hostname: cli.dnsUpstream.hostname!, port: cli.dnsUpstream.port ?? 53 }
+      : await systemResolver();
+    if (!dns) {
+      logger.log({
+        level: "warn",
+        event: "dns",
+        message: "no nameserver in /etc/resolv.conf; DNS through the tunnel is off",
+      });
+    }
+  }
+
+  let pcap: PcapTap | undefined;
+  if (cli.pcap) {
+    try {
+      pcap = new PcapTap(PcapWriter.create(cli.pcap), logger);
+    } catch (error) {
+      throw new UsageError(`--pcap ${cli.pcap}: ${(error as Error).message}`);
+    }
+  }
+
+  const local = tunnelAddresses(setup);
+  const forwarder = cli.mode === "forward"
+    ? new Forwarder({
+      logger,
+      localAddresses: local,
+      tunnelSubnets: setup.addresses,
+      dns,
+      connectTimeoutMs: cli.connectTimeoutMs,
+    })
+    : undefined;
+  const echo = cli.mode === "echo" ? new Echo(logger) : undefined;
+
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  // Our handlers hold their streams: end them so the server need not wait.
+  controller.signal.addEventListener("abort", () => {
+    forwarder?.close();
+    echo?.close();
+  }, { once: true });
+  io.signal?.addEventListener("abort", stop, { once: true });
+  const signals: Deno.Signal[] = io.signal
+    ? []
+    : Deno.build.os === "windows"
+    ? ["SIGINT", "SIGBREAK"]
+    : ["SIGINT", "SIGTERM"];
+  let interrupts = 0;
+  const onSignal = () => {
+    if (++interrupts > 1) {
+      io.stderr("wgstack: second interrupt, exiting now\n");
+      pcap?.close();
+      Deno.exit(130);
+    }
+    stop();
+  };
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+
+  let server: Server;
+  const port = cli.listen?.port ?? setup.listenPort;
+  try {
+    // Loaded here so that the key and config commands start without the whole stack.
+    const { serve } = await import("@wgstack/server");
+    server = await serve({
+      privateKey: setup.privateKey,
+      hostname: cli.listen?.hostname,
+      port,
+      mtu: setup.mtu,
+      peers: setup.peers.map((p) => ({
+        publicKey: p.publicKey,
+        presharedKey: p.presharedKey,
+        allowedIps: p.allowedIps,
+        name: p.name,
+        persistentKeepalive: p.persistentKeepalive,
+        endpoint: p.endpoint && ipVersionOf(p.endpoint.host) !== undefined
+          ? { address: p.endpoint.host, port: p.endpoint.port }
+          : undefined,
+      })),
+      accept: forwarder ? (info) => forwarder.accept(info) : undefined,
+      onTcp: forwarder ? (s) => forwarder.onTcp(s) : (s) => echo!.onTcp(s),
+      onUdp: forwarder ? (f) => forwarder.onUdp(f) : (f) => echo!.onUdp(f),
+      logger: serverLogger(logger),
+      onPacket: pcap?.onPacket,
+      signal: controller.signal,
+    });
+  } catch (error) {
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+    pcap?.close();
+    throw bindError(error, cli.listen?.hostname, port);
+  }
+  io.onListening?.(server);
+
+  await printBanner(setup, server, cli, io);
+
+  await server.finished;
+  for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  forwarder?.close();
+  pcap?.close();
+  logger.log(summaryRecord({
+    uptimeMs: Math.round(performance.now() - started),
+    stats: server.stats(),
+    forwarder: forwarder?.stats(),
+    echo: echo?.stats(),
+    pcapPackets: pcap?.packets,
+    full: cli.logFormat === "json",
+  }));
+  return 0;
+}
+
+/** The shutdown summary: the main counters flat, drops only when there were any. */
+function summaryRecord(parts: {
+  uptimeMs: number;
+  stats: ReturnType<Server["stats"]>;
+  forwarder?: ForwarderStats;
+  echo?: EchoStats;
+  pcapPackets?: number;
+  full: boolean;
+}): LogRecord {
+  const wg = parts.stats.wireguard as unknown as Record<string, unknown>;
+  const drops: Record<string, number> = {};
+  for (const [reason, n] of Object.entries((wg.drops ?? {}) as Record<string, number>)) {
+    if (n > 0) drops[reason] = n;
+  }
+  return {
+    level: "info",
+    event: "summary",
+    uptimeMs: parts.uptimeMs,
+    ...(parts.forwarder ?? {}),
+    ...(parts.echo
+      ? {
+        tcpConnections: parts.echo.tcpConnections,
+        udpFlows: parts.echo.udpFlows,
+        bytesEchoed: parts.echo.bytes,
+      }
+      : {}),
+    handshakes: wg.handshakesCompleted,
+    packetsIn: wg.rxPackets,
+    packetsOut: wg.txPackets,
+    drops: Object.keys(drops).length > 0 ? drops : undefined,
+    pcapPackets: parts.pcapPackets,
+    ...(parts.full
+      ? { wireguard: wg, netstack: parts.stats.netstack, socket: parts.stats.socket }
+      : {}),
+  };
+}
+
+/**
+ * The capture as the server's packet tap: a write or flush error (disk full)
+ * is logged once and ends the capture, never the server.
+ */
+class PcapTap {
+  #pcap: PcapWriter | undefined;
+  #logger: Logger;
+  #timer: ReturnType<typeof setInterval>;
+  constructor(pcap: PcapWriter, logger: Logger) {
+    this.#pcap = pcap;
+    this.#logger = logger;
+    this.#timer = setInterval(() => this.#guard(() => pcap.flush()), 1000);
+  }
+  readonly onPacket = (packet: Uint8Array): void => {
+    const pcap = this.#pcap;
+    if (pcap) this.#guard(() => pcap.write(packet));
+  };
+  #packets = 0;
+  /** Packets captured (kept after close). */
+  get packets(): number {
+    return this.#pcap?.packets ?? this.#packets;
+  }
+  #guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.#logger.log({
+        level: "error",
+        event: "pcap",
+        error: (error as Error).message,
+        message: "capture stopped",
+      });
+      this.close(false);
+    }
+  }
+  /** Ends the capture; `report` false after a failure already logged. */
+  close(report = true): void {
+    clearInterval(this.#timer);
+    const pcap = this.#pcap;
+    if (!pcap) return;
+    this.#packets = pcap.packets;
+    this.#pcap = undefined;
+    try {
+      pcap.close();
+    } catch (error) {
+      if (report) {
+        this.#logger.log({ level: "error", event: "pcap", error: (error as Error).message });
+      }
+    }
+  }
+}
+
+function bindError(error: unknown, hostname: string | undefined, port: number): unknown {
+  const where = formatHostPort(hostname ?? "::", port);
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new UsageError(
+      `UDP ${where} is already in use (another WireGuard or wgstack?); choose another with --listen`,
+    );
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return new UsageError(`Cannot listen on ${where}: the address is not on this machine`);
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return new UsageError(`Cannot listen on ${where}: permission denied`);
+  }
+  if (error instanceof RangeError || error instanceof TypeError) {
+    return new UsageError(`Cannot start: ${error.message}`);
+  }
+  return error;
+}
+
+async function printBanner(
+  setup: ServerSetup,
+  server: Server,
+  cli: CliArgs,
+  io: CliIo,
+): Promise<void> {
+  const endpoint = cli.endpoint
+    ? formatHostPort(cli.endpoint.hostname!, cli.endpoint.port ?? server.addr.port)
+    : undefined;
+  const clients = await readClientFiles(setup);
+  for (const client of clients) await showClient(client, cli, io, endpoint);
+  const unnamed = setup.peers.length - clients.length;
+  if (unnamed > 0) {
+    io.stderr(`(${unnamed} more peer(s) without a client file beside ${setup.path})\n`);
+  }
+  const addr = formatHostPort(server.addr.address, server.addr.port);
+  io.stderr(
+    `wgstack ${VERSION}: ${cli.mode} mode, listening on UDP ${addr}, public key ${server.publicKey}\n`,
+  );
+  if (cli.mode === "echo") {
+    const target = tunnelAddresses(setup)[0] ?? "192.0.2.1";
+    io.stderr(
+      `Echo mode: every TCP connection and UDP datagram, to any address, comes back.\n` +
+        `Connect a client, then try: nc ${target} 7   or   nc -u ${target} 7\n`,
+    );
+  } else {
+    io.stderr("Forward mode: client connections go to their real destinations.\n");
+  }
+  io.stderr("Press Ctrl-C to stop.\n");
+}

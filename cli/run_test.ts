@@ -1,0 +1,292 @@
+/**
+ * `runCli` in-process on loopback, no root needed: the command generates its
+ * config, and a WireGuard client made from our own `Device` and the
+ * generated client file sends inner UDP through the tunnel to echo mode.
+ */
+import assert from "node:assert/strict";
+import { Device, type Endpoint, parseConfig } from "@wgstack/wireguard";
+import { buildUdpPacket, parseUdpPacket } from "../tests/netns.ts";
+import { type ListeningServer, runCli } from "./run.ts";
+
+/** A WireGuard client: our Device on a loopback UDP socket (replaceable, to roam), with a timer. */
+class LoopbackClient {
+  socket!: Deno.DatagramConn;
+  readonly device: Device;
+  readonly delivered: Uint8Array[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #loops: Promise<void>[] = [];
+  #closed = false;
+
+  constructor(clientText: string, serverPort: number) {
+    const { config } = parseConfig(clientText);
+    this.device = new Device({
+      privateKey: config.interface.privateKey,
+      wallClock: () => Date.now(),
+      sendDatagram: (d, to: Endpoint) => {
+        this.socket.send(d.slice(), { transport: "udp", hostname: to.address, port: to.port })
+          .catch(() => {});
+      },
+      deliverPacket: (p) => void this.delivered.push(p.slice()),
+    });
+    const peer = config.peers[0];
+    this.device.addPeer({
+      publicKey: peer.publicKey,
+      presharedKey: peer.presharedKey,
+      allowedIps: ["0.0.0.0/0", "::/0"],
+      endpoint: { address: "127.0.0.1", port: serverPort },
+    });
+    this.roam();
+  }
+
+  /** Moves to a new socket (a new outer port), as a phone changing networks does. */
+  roam(): void {
+    const old = this.socket;
+    const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    this.socket = socket;
+    old?.close();
+    this.#loops.push((async () => {
+      try {
+        for await (const [data, addr] of socket) {
+          const a = addr as Deno.NetAddr;
+          this.device.receive(data, { address: a.hostname, port: a.port }, performance.now());
+          this.#arm();
+        }
+      } catch {
+        // closed
+      }
+    })());
+  }
+
+  get port(): number {
+    return (this.socket.addr as Deno.NetAddr).port;
+  }
+
+  #arm(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#timer);
+    const deadline = this.device.nextDeadline();
+    if (deadline === Infinity) return;
+    this.#timer = setTimeout(() => {
+      this.device.poll(performance.now());
+      this.#arm();
+    }, Math.max(0, Math.ceil(deadline - performance.now())));
+  }
+
+  send(packet: Uint8Array): void {
+    this.device.send(packet, performance.now());
+    this.#arm();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.socket.close();
+    await Promise.all(this.#loops);
+  }
+}
+
+/** The packets of a pcap file, after checking its header (LE, LINKTYPE_RAW). */
+function pcapRecords(file: Uint8Array): Uint8Array[] {
+  const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
+  assert.equal(view.getUint32(0, true), 0xa1b2c3d4);
+  assert.equal(view.getUint32(20, true), 101);
+  const out: Uint8Array[] = [];
+  for (let o = 24; o < file.length;) {
+    const captured = view.getUint32(o + 8, true);
+    out.push(file.subarray(o + 16, o + 16 + captured));
+    o += 16 + captured;
+  }
+  return out;
+}
+
+async function until<T>(what: string, f: () => T | undefined, ms = 10_000): Promise<T> {
+  const end = performance.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (performance.now() > end) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+Deno.test({
+  name: "runCli: first run, a client through the tunnel, echo, pcap, shutdown",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    const dir = await Deno.makeTempDir({ prefix: "wgstack-run-" });
+    const stderr: string[] = [];
+    const logs: Record<string, unknown>[] = [];
+    const controller = new AbortController();
+    let server: ListeningServer | undefined;
+    const exit = runCli([
+      `${dir}/wg.conf`,
+      "--mode",
+      "echo",
+      "--listen",
+      "127.0.0.1:0",
+      "--address",
+      "198.18.0.1/24,fd00:44::1/64",
+      "--endpoint",
+      "127.0.0.1",
+      "--log-format",
+      "json",
+      "--log-level",
+      "debug",
+      "--pcap",
+      `${dir}/t.pcap`,
+    ], {
+      stderr: (s) => void stderr.push(s),
+      stdout: (s) => void stderr.push(s),
+      logLine: (l) => void logs.push(JSON.parse(l)),
+      isTerminal: false,
+      signal: controller.signal,
+      onListening: (s) => server = s,
+    });
+    let client: LoopbackClient | undefined;
+    try {
+      const listening = await until("the server", () => server);
+      await t.step("banner: client config with the real port, QR code", async () => {
+        await until("the banner", () => stderr.join("").includes("Press Ctrl-C") || undefined);
+        const text = stderr.join("");
+        assert.match(text, /Created .*wg\.conf and .*wg-client-1\.conf \(mode 0600\)/);
+        assert.match(text, new RegExp(`Endpoint = 127\\.0\\.0\\.1:${listening.addr.port}\\n`));
+        assert.match(text, /[█▀▄]{10}/);
+        assert.match(text, /echo mode, listening on UDP 127\.0\.0\.1:\d+/);
+      });
+
+      const clientText = await Deno.readTextFile(`${dir}/wg-client-1.conf`);
+      client = new LoopbackClient(clientText, listening.addr.port);
+
+      await t.step("inner UDP (v4 and v6) is echoed through the tunnel", async () => {
+        const cases = [
+          { src: "198.18.0.2", dst: "192.0.2.9" },
+          { src: "fd00:44::2", dst: "2001:db8::9" },
+        ];
+        for (const { src, dst } of cases) {
+          const payload = new TextEncoder().encode(`hello ${dst}`);
+          const before = client!.delivered.length;
+          client!.send(buildUdpPacket({ src, dst, srcPort: 40000, dstPort: 9, payload }));
+          const reply = parseUdpPacket(
+            await until(`the echo from ${dst}`, () => client!.delivered[before]),
+          );
+          assert.equal(reply.src, dst);
+          assert.equal(reply.dst, src);
+          assert.equal(reply.srcPort, 9);
+          assert.equal(reply.dstPort, 40000);
+          assert.ok(reply.udpChecksumOk);
+          assert.deepEqual(reply.payload, payload);
+        }
+        assert.ok(logs.some((r) => r.event === "handshake" && r.peer === "client-1"), "handshake");
+        assert.ok(logs.some((r) => r.event === "udp-open" && r.peer === "client-1"), "udp-open");
+      });
+
+      await t.step("the client roams: logged, and answers follow it", async () => {
+        const from = client!.port;
+        client!.roam();
+        const payload = new TextEncoder().encode("after roaming");
+        const before = client!.delivered.length;
+        client!.send(
+          buildUdpPacket({
+            src: "198.18.0.2",
+            dst: "192.0.2.9",
+            srcPort: 40000,
+            dstPort: 9,
+            payload,
+          }),
+        );
+        const reply = parseUdpPacket(await until("the echo", () => client!.delivered[before]));
+        assert.deepEqual(reply.payload, payload);
+        const roam = logs.findLast((r) => r.event === "roam");
+        assert.ok(roam, "roam logged");
+        assert.equal(roam.peer, "client-1");
+        assert.equal(roam.from, `127.0.0.1:${from}`);
+        assert.equal(roam.to, `127.0.0.1:${client!.port}`);
+      });
+
+      await t.step("abort: exit code 0, summary logged, pcap has both directions", async () => {
+        controller.abort();
+        assert.equal(await exit, 0);
+        const summary = logs.find((r) => r.event === "summary");
+        assert.ok(summary);
+        assert.equal(summary.udpFlows, 2);
+        assert.equal(summary.handshakes, 1);
+        assert.ok((summary.pcapPackets as number) >= 4);
+        const packets = pcapRecords(await Deno.readFile(`${dir}/t.pcap`));
+        // The client's v4 packet decrypted, then the echo before encryption.
+        const first = parseUdpPacket(packets[0]);
+        assert.equal(first.src, "198.18.0.2");
+        assert.equal(first.dst, "192.0.2.9");
+        const second = parseUdpPacket(packets[1]);
+        assert.equal(second.src, "192.0.2.9", "the echo, before encryption");
+      });
+    } finally {
+      controller.abort();
+      await exit;
+      await client?.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "runCli: a capture that cannot be written (disk full) is logged once, the server goes on",
+  ignore: Deno.build.os !== "linux",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wgstack-run-" });
+    const logs: Record<string, unknown>[] = [];
+    const controller = new AbortController();
+    let server: ListeningServer | undefined;
+    const exit = runCli([
+      `${dir}/wg.conf`,
+      "--mode=echo",
+      "--listen=127.0.0.1:0",
+      "--address=198.18.0.1/24",
+      "--endpoint=127.0.0.1",
+      "--log-format=json",
+      "--no-qr",
+      "--pcap=/dev/full",
+    ], {
+      stderr: () => {},
+      stdout: () => {},
+      logLine: (l) => void logs.push(JSON.parse(l)),
+      signal: controller.signal,
+      onListening: (s) => server = s,
+    });
+    let client: LoopbackClient | undefined;
+    try {
+      const listening = await until("the server", () => server);
+      client = new LoopbackClient(
+        await Deno.readTextFile(`${dir}/wg-client-1.conf`),
+        listening.addr.port,
+      );
+      for (let i = 0; i < 3; i++) {
+        const payload = new Uint8Array(1000).fill(i);
+        const before = client.delivered.length;
+        client.send(
+          buildUdpPacket({
+            src: "198.18.0.2",
+            dst: "192.0.2.9",
+            srcPort: 4000,
+            dstPort: 9,
+            payload,
+          }),
+        );
+        await until("the echo", () => client!.delivered[before]);
+        if (i === 0) await until("the flush", () => logs.find((r) => r.event === "pcap"), 3000);
+      }
+      controller.abort();
+      assert.equal(await exit, 0);
+      const errors = logs.filter((r) => r.event === "pcap");
+      assert.equal(errors.length, 1, JSON.stringify(errors));
+      assert.equal(errors[0].level, "error");
+    } finally {
+      controller.abort();
+      await exit;
+      await client?.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
