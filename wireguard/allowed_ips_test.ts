@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { AllowedIps, type Cidr, formatCidr, parseCidr } from "./allowed_ips.ts";
 import { parseIp } from "./ip.ts";
+import { xorshift32 } from "../tests/_prng.ts";
 
 function ip(text: string): Uint8Array {
   const address = parseIp(text);
@@ -10,19 +11,6 @@ function ip(text: string): Uint8Array {
 
 function texts(cidrs: Cidr[]): string[] {
   return cidrs.map(formatCidr);
-}
-
-/** xorshift32: a small seeded generator so failures reproduce. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
 }
 
 /** The obvious model: a list of prefixes, scanned in full for each lookup. */
@@ -286,7 +274,7 @@ Deno.test("AllowedIps", async (t) => {
 
   await t.step("matches a linear-scan model on random prefixes", () => {
     for (const seed of [1, 2, 3, 4]) {
-      const next = prng(0xa5a5a5a5 ^ seed);
+      const next = xorshift32(0xa5a5a5a5 ^ seed);
       const table = new AllowedIps<number>();
       const model = new NaiveTable<number>();
       // Addresses drawn from a few clustered bases make prefixes overlap and

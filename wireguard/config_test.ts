@@ -9,6 +9,7 @@ import {
   type WgPeer,
 } from "./config.ts";
 import { formatIp, parseIp } from "./ip.ts";
+import { xorshift32 } from "../tests/_prng.ts";
 
 /** A deterministic 32-byte key: bytes seed, seed+7, seed+14, … (mod 256). */
 function key(seed: number): Uint8Array {
@@ -993,21 +994,8 @@ Deno.test("ip helpers used by the config agree", () => {
   assert.equal(formatIp(config.interface.dns![0]), "2606:4700:4700::1111");
 });
 
-/** xorshift32: a small seeded generator so failures reproduce. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
-
 Deno.test("formatConfig then parseConfig is the identity on random configs", () => {
-  const next = prng(20261124);
+  const next = xorshift32(20261124);
   const bytes = (n: number) => Uint8Array.from({ length: n }, () => next() & 0xff);
   const address = () => {
     const a = next() % 2 === 0 ? bytes(4) : bytes(16);

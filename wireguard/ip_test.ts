@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { isIP } from "node:net";
 import { formatIp, parseIp, parseIpPrefix } from "./ip.ts";
+import { xorshift32 } from "../tests/_prng.ts";
 
 function bytes(...values: number[]): Uint8Array {
   return new Uint8Array(values);
@@ -14,19 +15,6 @@ function v6(...groups: number[]): Uint8Array {
     out[2 * i + 1] = g & 0xff;
   });
   return out;
-}
-
-/** xorshift32: a small seeded generator so failures reproduce. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
 }
 
 Deno.test("parseIp", async (t) => {
@@ -119,7 +107,7 @@ Deno.test("parseIp", async (t) => {
   });
 
   await t.step("agrees with node:net isIP on random near-addresses", () => {
-    const next = prng(0x1f2e3d4c);
+    const next = xorshift32(0x1f2e3d4c);
     const hexDigits = "0123456789abcdefABCDEFg";
     const piece = (): string => {
       const kind = next() % 10;
@@ -188,7 +176,7 @@ Deno.test("formatIp", async (t) => {
   });
 
   await t.step("random addresses round-trip through text", () => {
-    const next = prng(7);
+    const next = xorshift32(7);
     for (let n = 0; n < 20_000; n++) {
       const address = new Uint8Array(n % 3 === 0 ? 4 : 16);
       for (let i = 0; i < address.length; i++) {

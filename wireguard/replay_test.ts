@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { ReplayWindow } from "./replay.ts";
+import { xorshift32 } from "../tests/_prng.ts";
 
 /** The obvious model: remember every counter, accept within the window. */
 class NaiveWindow {
@@ -16,19 +17,6 @@ class NaiveWindow {
     if (counter > this.greatest) this.greatest = counter;
     return true;
   }
-}
-
-/** xorshift32: a small seeded generator so failures reproduce. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
 }
 
 Deno.test("ReplayWindow", async (t) => {
@@ -188,7 +176,7 @@ Deno.test("ReplayWindow", async (t) => {
 
   await t.step("matches a Set-based model on random traffic", () => {
     for (const [seed, size] of [[1, 8192], [2, 64], [3, 32], [4, 1024]] as const) {
-      const next = prng(0x9e3779b9 ^ seed);
+      const next = xorshift32(0x9e3779b9 ^ seed);
       const w = new ReplayWindow(size);
       const model = new NaiveWindow(size);
       let sent = 0;

@@ -4,20 +4,14 @@ import assert from "node:assert/strict";
 import type { TcpConnectionLike, TcpLayerHost } from "./api.ts";
 import type { Connection, TcpOptions } from "./connection.ts";
 import { TcpLayer } from "./layer.ts";
+import { xorshift32 } from "../../tests/_prng.ts";
 
 const A = new Uint8Array([10, 0, 0, 1]);
 const B = new Uint8Array([10, 0, 0, 2]);
 
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32;
-  };
+function rng(seed: number): () => number {
+  const next = xorshift32(seed);
+  return () => next() / 2 ** 32;
 }
 
 interface LinkOpts {
