@@ -102,6 +102,7 @@ function fakeConnection(tuple: TcpTuple): TcpConnectionLike {
       dropped: 0,
       challengeAcks: 0,
     },
+    close: () => {},
     reset: () => {},
   };
 }

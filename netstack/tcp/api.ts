@@ -80,6 +80,11 @@ export interface TcpConnectionLike extends TcpTuple {
   readonly closed: Promise<void>;
   /** Counters and estimates: bytes, segments, retransmits, RTT, cwnd, state. */
   readonly stats: TcpConnectionStats;
+  /**
+   * Half-closes our side even while the writable is locked (e.g. by a pipe):
+   * data already written is sent, then FIN; later writes fail.
+   */
+  close(): void;
   /** Sends RST now and releases the connection. */
   reset(): void;
 }

@@ -1734,6 +1734,27 @@ export class Connection implements TcpConnectionLike {
     this.#owner.wakeConnection(this);
   }
 
+  /**
+   * Half-closes our side whoever holds the writable (a writer or a pipe): the
+   * data already in the send buffer is sent, then FIN. A write still waiting
+   * for buffer space is rejected, and the writable is errored so that later
+   * writes (and a pipe into it) fail with a `TypeError`.
+   */
+  close(): void {
+    if (this.#writeDone || this.#error) return;
+    if (this.state === S.CLOSED || this.state === S.TIME_WAIT) return;
+    const closedForWriting = new TypeError("The connection is closed for writing");
+    const p = this.#pendingWrite;
+    if (p) {
+      this.#pendingWrite = null;
+      p.reject(closedForWriting);
+    }
+    this.#writeCtrl.error(closedForWriting);
+    this.#writeDone = true;
+    this.#finQueued = true;
+    this.#owner.wakeConnection(this);
+  }
+
   /** Sends RST now and releases the connection (users call this). */
   reset(): void {
     if (this.state === S.CLOSED) return;

@@ -442,6 +442,38 @@ Deno.test("closing", async (t) => {
     await conn.closed;
   });
 
+  await t.step("close() while a pipe holds the writable: data, then FIN", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open();
+    const w = conn.writable.getWriter(); // the writable is locked, as by pipeTo
+    await w.write(new TextEncoder().encode("tail"));
+    conn.close();
+    h.poll(1);
+    h.expect({ flags: "FPA", seq: iss + 1, ack: P, data: "tail" });
+    assert.equal(stats(conn).state, "FIN_WAIT_1");
+    await assert.rejects(w.write(new Uint8Array(1)), TypeError);
+    conn.close(); // idempotent
+    h.send({ flags: "A", seq: P, ack: iss + 6 }, 2);
+    assert.equal(stats(conn).state, "FIN_WAIT_2");
+  });
+
+  await t.step("close() rejects a write waiting on a shut window, sends what was buffered", async () => {
+    const h = new Harness({ sendBuffer: 2000, maxSendBuffer: 2000 });
+    const { conn, iss } = h.open({ mss: 1000, win: 0 });
+    const w = conn.writable.getWriter();
+    const stuck = w.write(filler(10_000));
+    stuck.catch(() => {});
+    await settle();
+    conn.close();
+    await assert.rejects(stuck, TypeError);
+    // The window opens: the 2000 buffered bytes go out, FIN on the last one.
+    h.send({ flags: "A", seq: P, ack: iss + 1, win: 4000 }, 1);
+    h.poll(1);
+    const sent = filler(10_000);
+    h.expect({ flags: "A", seq: iss + 1, ack: P, data: sent.subarray(0, 1000) });
+    h.expect({ flags: "FPA", seq: iss + 1001, ack: P, data: sent.subarray(1000, 2000) });
+  });
+
   await t.step("reset() sends RST+ACK at once", async () => {
     const h = new Harness();
     const { conn, iss } = h.open();
