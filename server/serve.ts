@@ -235,7 +235,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const shutdownTimeout = options.shutdownTimeout ?? 5000;
   const queue = new StreamQueue<TcpStream | UdpStream>(options.limits?.pendingStreams ?? 256);
   const peerNames = new Map<Peer, string | undefined>();
-  const openTcp = new Set<TcpStream>();
+  const openTcp = new Map<TcpStream, TcpConnection>();
   const openUdp = new Set<UdpStream>();
   const now = () => performance.now();
 
@@ -347,7 +347,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       closed: conn.closed,
       reset: () => conn.reset(),
     };
-    openTcp.add(stream);
+    openTcp.set(stream, conn);
     log({
       level: "info",
       event: "tcp-open",
@@ -392,17 +392,17 @@ export async function serve(options: ServeOptions): Promise<Server> {
   }
 
   function runHandler(fn: () => void | Promise<void>, onError: () => void): void {
-    try {
-      const r = fn();
-      if (r instanceof Promise) {
-        r.catch((err) => {
-          log({ level: "error", event: "handler-error", error: String(err) });
-          onError();
-        });
-      }
-    } catch (err) {
+    const fail = (err: unknown) => {
+      // During shutdown, handlers see their streams closed under them.
+      if (stopping) return log({ level: "debug", event: "handler-end", error: String(err) });
       log({ level: "error", event: "handler-error", error: String(err) });
       onError();
+    };
+    try {
+      const r = fn();
+      if (r instanceof Promise) r.catch(fail);
+    } catch (err) {
+      fail(err);
     }
   }
 
@@ -426,7 +426,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
   function arm(): void {
     if (closedSocket) return;
     const deadline = Math.min(device.nextDeadline(), stack.nextDeadline());
-    if (deadline === timerAt && timer !== undefined) return;
+    // Keep the armed timer unless the deadline moved earlier: re-arming per
+    // packet costs more than an early wake-up (which just re-arms).
+    if (timer !== undefined && timerAt <= deadline) return;
     if (timer !== undefined) clearTimeout(timer);
     timer = undefined;
     timerAt = deadline;
@@ -468,18 +470,17 @@ export async function serve(options: ServeOptions): Promise<Server> {
       for (const s of queue.close()) {
         if (s.protocol === "tcp") s.reset();
       }
-      for (const s of openTcp) {
-        if (!s.writable.locked) s.writable.close().catch(() => {});
-      }
+      // FIN after what was already written, whoever holds the writable.
+      for (const conn of openTcp.values()) conn.close();
       pollSoon();
-      const all = Promise.all([...openTcp].map((s) => s.closed.catch(() => {})));
+      const all = Promise.all([...openTcp.values()].map((c) => c.closed.catch(() => {})));
       let deadline: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
         all,
         new Promise<void>((r) => deadline = setTimeout(r, shutdownTimeout)),
       ]);
       clearTimeout(deadline);
-      for (const s of openTcp) s.reset();
+      for (const conn of openTcp.values()) conn.reset();
       pollNow();
       closedSocket = true;
       if (timer !== undefined) clearTimeout(timer);

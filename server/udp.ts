@@ -97,10 +97,13 @@ export function openDenoUdpSocket(options: UdpSocketOptions): UdpSocket {
   return {
     addr: { address: unmapAddress(local.hostname), port: local.port },
     async listen(onDatagram) {
+      // One buffer for every datagram: `data` is valid only during the call,
+      // and without it Deno allocates a fresh 64 KiB array per datagram.
+      const buffer = new Uint8Array(65536);
       while (!closed) {
         let result: [Uint8Array, Deno.Addr];
         try {
-          result = await conn.receive();
+          result = await conn.receive(buffer);
         } catch (err) {
           if (closed || err instanceof Deno.errors.BadResource) return;
           // ICMP errors surface as receive errors on some systems: keep going.
