@@ -457,7 +457,7 @@ Deno.test("closing", async (t) => {
     assert.equal(stats(conn).state, "FIN_WAIT_2");
   });
 
-  await t.step("close() rejects a write waiting on a shut window, sends what was buffered", async () => {
+  await t.step("close() rejects a write stuck on a shut window, sends the buffer", async () => {
     const h = new Harness({ sendBuffer: 2000, maxSendBuffer: 2000 });
     const { conn, iss } = h.open({ mss: 1000, win: 0 });
     const w = conn.writable.getWriter();
