@@ -212,11 +212,21 @@ export async function requireOrSkip(what: string): Promise<NetnsRequirement> {
 // ---------------------------------------------------------------------------
 
 let counter = 0;
-/** A name unique to this process: `prefix-<pid>-<n>`, or shorter when `max` requires. */
+/**
+ * A tag unique to this module instance: `deno test --parallel` runs test files
+ * in workers of one process, so the pid alone does not tell them apart.
+ */
+const WORKER_TAG = crypto.getRandomValues(new Uint32Array(1))[0].toString(36).padStart(7, "0")
+  .slice(-5);
+/**
+ * A name unique to this process and worker: `prefix-<pid>-<tag><n>`, or
+ * `prefix<tag><n>` when `max` requires (interface names have 15 characters).
+ */
 export function uniqueName(prefix: string, max = 64): string {
-  const name = `${prefix}-${Deno.pid}-${counter++}`;
+  const n = (counter++).toString(36);
+  const name = `${prefix}-${Deno.pid}-${WORKER_TAG}${n}`;
   if (name.length <= max) return name;
-  const short = `${prefix}${Deno.pid}${(counter - 1).toString(36)}`;
+  const short = `${prefix}${WORKER_TAG}${n}`;
   if (short.length > max) throw new RangeError(`Name ${short} is longer than ${max} characters`);
   return short;
 }
@@ -294,16 +304,16 @@ async function usedRootV4(): Promise<Set<string>> {
   return used;
 }
 
-let subnetCounter = 0;
+let subnetCounter = crypto.getRandomValues(new Uint16Array(1))[0];
 /**
  * Picks a /30 in 198.19.0.0/16 (benchmarking range, RFC 2544) and a matching
- * fd00:19:<n>::/64, starting from the pid so parallel processes pick apart,
- * skipping any /30 already used in the root namespace.
+ * fd00:19:<n>::/64, starting from a random place per worker so parallel test
+ * files pick apart, skipping any /30 already used in the root namespace.
  */
 async function pickSubnet(): Promise<{ v4: [string, string]; v6: [string, string] }> {
   const used = await usedRootV4();
   for (let tries = 0; tries < 16384; tries++) {
-    const i = (Deno.pid * 13 + subnetCounter++) % 16384;
+    const i = subnetCounter++ % 16384;
     const third = i >> 6;
     const fourth = (i & 63) * 4;
     const a = `198.19.${third}.${fourth + 1}`;

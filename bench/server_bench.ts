@@ -1,0 +1,541 @@
+/**
+ * Throughput and latency of `serve()` in forward mode against `wireguard-go`
+ * with kernel IP forwarding, measured in the same run.
+ *
+ * Run (root, Linux; needs wireguard-go, wg, ip, iperf3, curl, python3):
+ *
+ * ```sh
+ * deno run -A bench/server_bench.ts              # ~10 s per iperf3 run
+ * deno run -A bench/server_bench.ts --seconds 3  # shorter
+ * deno run -A bench/server_bench.ts --only baseline   # or: --only ours
+ * deno run -A bench/server_bench.ts --metrics upload,download   # also: http, latency
+ * deno run -A bench/server_bench.ts --rmem 4194304   # UDP receive buffer default in S
+ * deno run -A bench/server_bench.ts --only ours --metrics upload --profile /tmp/prof
+ *   # our server runs with --cpu-prof; the .cpuprofile lands in /tmp/prof
+ * ```
+ *
+ * Topology (all inside namespaces this script creates, deleted at the end):
+ *
+ * ```
+ *  C (client)                         S (server)                       T (target)
+ *  wg0 192.0.2.2 ──udp── wireguard-go :51820 wg0 192.0.2.1 ─ip_forward─┐
+ *  wg1 192.0.2.6 ──udp── ours :51821 (serve + cli Forwarder, Deno.connect)─veth─ 198.18.0.10 (via wg0)
+ *  iperf3 -c, curl, py                                                   198.18.0.20 (via wg1)
+ *                                                                         iperf3 -s, http.server, py
+ * ```
+ *
+ * Both client interfaces are wireguard-go in namespace C with MTU 1420. The
+ * target has two addresses: traffic to 198.18.0.10 goes through the
+ * wireguard-go server and the kernel's forwarding, traffic to 198.18.0.20
+ * through our server, which dials the destination with `Deno.connect` (the
+ * CLI's `Forwarder`) and pipes both ways. Each metric is measured for both
+ * paths in the same run, one after the other, and printed with the ratio
+ * ours / wireguard-go (for times: wireguard-go / ours, so > 1 is always
+ * better for us).
+ *
+ * Run with `--serve CONFIG_JSON` (done by the script itself inside S) it is
+ * the server process instead.
+ *
+ * @module
+ */
+
+import { createVeth, Netns, run, waitFor, wgGenKeyPair, WireGuardGo } from "../tests/netns.ts";
+
+const TARGET_BASE = "198.18.0.10";
+const TARGET_OURS = "198.18.0.20";
+const HTTP_PORT = 8080;
+const LAT_PORT = 7000;
+const HTTP_SIZE = 50 * 1024 * 1024;
+
+interface ServeConfig {
+  privateKey: string;
+  hostname: string;
+  port: number;
+  peerPublicKey: string;
+  peerAddress: string;
+  tunnelAddress: string;
+}
+
+// ---------------------------------------------------------------------------
+// Server mode (inside namespace S)
+// ---------------------------------------------------------------------------
+
+async function serveMode(config: ServeConfig): Promise<void> {
+  const { serve } = await import("../server/serve.ts");
+  const { Forwarder } = await import("../cli/forward.ts");
+  const logger = {
+    level: "error" as const,
+    enabled: (l: string) => l === "error",
+    log: (r: { level: string }) => {
+      if (r.level === "error") console.error(JSON.stringify(r));
+    },
+  };
+  const fwd = new Forwarder({ logger, localAddresses: [config.tunnelAddress] });
+  const ac = new AbortController();
+  const onTerm = () => ac.abort();
+  Deno.addSignalListener("SIGTERM", onTerm);
+  const server = await serve({
+    privateKey: config.privateKey,
+    hostname: config.hostname,
+    port: config.port,
+    peers: [{ publicKey: config.peerPublicKey, allowedIps: [`${config.peerAddress}/32`] }],
+    accept: (i) => fwd.accept(i),
+    onTcp: (s) => fwd.onTcp(s),
+    onUdp: (f) => fwd.onUdp(f),
+    signal: ac.signal,
+    shutdownTimeout: 500,
+  });
+  console.log(JSON.stringify({ ready: server.addr }));
+  // Counters on stdin EOF / signal help spot drops when a number looks off.
+  await server.finished;
+  Deno.removeSignalListener("SIGTERM", onTerm);
+  console.error(JSON.stringify({ stats: server.stats() }));
+  // Ends the process the normal way, so that --cpu-prof writes its profile.
+}
+
+// ---------------------------------------------------------------------------
+// Helper processes
+// ---------------------------------------------------------------------------
+
+/** A background child; killed (by its own pid) on stop. */
+class Child {
+  #child: Deno.ChildProcess;
+  #out = "";
+  #done: Promise<void>;
+  constructor(argv: string[], env?: Record<string, string>) {
+    this.#child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+      env,
+    }).spawn();
+    const collect = async (s: ReadableStream<Uint8Array>) => {
+      const dec = new TextDecoder();
+      for await (const c of s) this.#out += dec.decode(c, { stream: true });
+    };
+    this.#done = Promise.all([collect(this.#child.stdout), collect(this.#child.stderr)]).then(
+      () => {},
+    );
+  }
+  get output(): string {
+    return this.#out;
+  }
+  async stop(): Promise<void> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch {
+      // gone
+    }
+    const t = setTimeout(() => {
+      try {
+        this.#child.kill("SIGKILL");
+      } catch {
+        // gone
+      }
+    }, 3000);
+    await this.#child.status;
+    clearTimeout(t);
+    await this.#done;
+  }
+}
+
+const LATENCY_SERVER = `
+import socket, sys, threading
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(512)
+print("ready", flush=True)
+def handle(c):
+    try:
+        buf = b""
+        while len(buf) < 64:
+            d = c.recv(64 - len(buf))
+            if not d: break
+            buf += d
+        c.sendall(b"r" * 256)
+    finally:
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+`;
+
+const LATENCY_CLIENT = `
+import socket, sys, time, json
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+times = []
+for i in range(n + 5):
+    t0 = time.perf_counter()
+    c = socket.create_connection((host, port), timeout=10)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.sendall(b"q" * 64)
+    got = 0
+    while got < 256:
+        d = c.recv(4096)
+        if not d: raise SystemExit("short response")
+        got += len(d)
+    c.close()
+    if i >= 5: times.append((time.perf_counter() - t0) * 1000)
+times.sort()
+print(json.dumps({"median": times[len(times)//2], "p99": times[min(len(times)-1, int(len(times)*0.99))]}))
+`;
+
+// ---------------------------------------------------------------------------
+// Measurements (run in namespace C)
+// ---------------------------------------------------------------------------
+
+/** UDP counters of a namespace (/proc/net/snmp): receive-buffer overflows show up as RcvbufErrors. */
+async function udpSnmp(ns: Netns): Promise<Record<string, number>> {
+  const text = (await ns.run(["cat", "/proc/net/snmp"])).stdout;
+  const [names, values] = text.split("\n").filter((l) => l.startsWith("Udp:"));
+  const keys = names.split(/\s+/).slice(1);
+  const nums = values.split(/\s+/).slice(1).map(Number);
+  return Object.fromEntries(keys.map((k, i) => [k, nums[i]]));
+}
+
+const CLOCK_TICKS = 100; // USER_HZ on Linux
+
+/** CPU seconds (user + system) used so far by every process in namespace `ns`. */
+async function nsCpuSeconds(ns: Netns): Promise<number> {
+  const pids = (await run(["ip", "netns", "pids", ns.name])).stdout.trim().split(/\s+/);
+  let ticks = 0;
+  for (const pid of pids) {
+    if (!pid) continue;
+    try {
+      const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return ticks / CLOCK_TICKS;
+}
+
+/**
+ * Throughput in Mbit/s, and the server namespace's CPU seconds per GB moved
+ * (a load-independent cost: wall-clock throughput on a shared 2-core machine
+ * swings with what else runs; CPU per byte much less).
+ */
+async function iperf(
+  ns: Netns,
+  target: string,
+  seconds: number,
+  reverse: boolean,
+  server: Netns,
+): Promise<{ mbps: number; cpuPerGB: number }> {
+  const args = ["iperf3", "-c", target, "-t", String(seconds), "-J", "-O", "1"];
+  if (reverse) args.push("-R");
+  const cpuBefore = await nsCpuSeconds(server);
+  const r = await ns.run(args, { check: false });
+  const cpu = await nsCpuSeconds(server) - cpuBefore;
+  let json;
+  try {
+    json = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`iperf3 to ${target} printed no JSON: ${r.stderr}\n${r.stdout}`);
+  }
+  if (json.error) throw new Error(`iperf3 to ${target}: ${json.error}`);
+  const bytes = json.end.sum_received.bytes as number;
+  return { mbps: json.end.sum_received.bits_per_second / 1e6, cpuPerGB: cpu / (bytes / 1e9) };
+}
+
+async function httpDownload(ns: Netns, target: string): Promise<number> {
+  const r = await ns.run([
+    "curl",
+    "-sS",
+    "-o",
+    "/dev/null",
+    "--max-time",
+    "120",
+    "-w",
+    "%{time_total} %{size_download}",
+    `http://${target}:${HTTP_PORT}/blob`,
+  ]);
+  const [time, size] = r.stdout.trim().split(" ").map(Number);
+  if (size !== HTTP_SIZE) {
+    throw new Error(`curl from ${target} got ${size} bytes, not ${HTTP_SIZE}`);
+  }
+  return time * 1000;
+}
+
+async function latency(ns: Netns, target: string, n: number) {
+  const r = await ns.run(["python3", "-c", LATENCY_CLIENT, target, String(LAT_PORT), String(n)]);
+  return JSON.parse(r.stdout) as { median: number; p99: number };
+}
+
+interface Results {
+  upload: number;
+  uploadCpu: number;
+  download: number;
+  downloadCpu: number;
+  http: number;
+  latMedian: number;
+  latP99: number;
+}
+
+const METRICS = ["upload", "download", "http", "latency"] as const;
+type Metric = typeof METRICS[number];
+
+async function measure(
+  c: Netns,
+  s: Netns,
+  target: string,
+  seconds: number,
+  metrics: Set<Metric>,
+): Promise<Partial<Results>> {
+  const r: Partial<Results> = {};
+  if (metrics.has("upload")) {
+    ({ mbps: r.upload, cpuPerGB: r.uploadCpu } = await iperf(c, target, seconds, false, s));
+  }
+  if (metrics.has("download")) {
+    ({ mbps: r.download, cpuPerGB: r.downloadCpu } = await iperf(c, target, seconds, true, s));
+  }
+  if (metrics.has("http")) {
+    // Warm once (page cache, handshake), then time.
+    await httpDownload(c, target);
+    r.http = await httpDownload(c, target);
+  }
+  if (metrics.has("latency")) {
+    const lat = await latency(c, target, 200);
+    r.latMedian = lat.median;
+    r.latP99 = lat.p99;
+  }
+  return r;
+}
+
+function loadavg(): string {
+  return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+}
+
+// ---------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const argIdx = (name: string) => Deno.args.indexOf(name);
+  const serveIdx = argIdx("--serve");
+  if (serveIdx >= 0) return serveMode(JSON.parse(Deno.args[serveIdx + 1]));
+  const secIdx = argIdx("--seconds");
+  const seconds = secIdx >= 0 ? Number(Deno.args[secIdx + 1]) : 10;
+  const onlyIdx = argIdx("--only");
+  const only = onlyIdx >= 0 ? Deno.args[onlyIdx + 1] : undefined;
+  const metricsIdx = argIdx("--metrics");
+  const metrics = new Set(
+    (metricsIdx >= 0 ? Deno.args[metricsIdx + 1].split(",") : METRICS) as Metric[],
+  );
+  const rmemIdx = argIdx("--rmem");
+  const rmem = rmemIdx >= 0 ? Number(Deno.args[rmemIdx + 1]) : undefined;
+  const profIdx = argIdx("--profile");
+  const profileDir = profIdx >= 0 ? Deno.args[profIdx + 1] : undefined;
+
+  if (Deno.uid() !== 0) {
+    console.error("server_bench needs root (network namespaces, TUN)");
+    Deno.exit(2);
+  }
+  console.log(`load average before: ${loadavg()} (nproc ${navigator.hardwareConcurrency})`);
+
+  const cleanup: (() => Promise<void>)[] = [];
+  try {
+    const c = await Netns.create("wgbc");
+    cleanup.push(() => c.destroy());
+    const s = await Netns.create("wgbs");
+    cleanup.push(() => s.destroy());
+    const t = await Netns.create("wgbt");
+    cleanup.push(() => t.destroy());
+    const cs = await createVeth(c, s);
+    const st = await createVeth(s, t);
+    // Target addresses and routes.
+    await t.run(["ip", "addr", "add", `${TARGET_BASE}/32`, "dev", "lo"]);
+    await t.run(["ip", "addr", "add", `${TARGET_OURS}/32`, "dev", "lo"]);
+    await t.run(["ip", "route", "add", "192.0.2.0/24", "via", st.a.v4]);
+    await s.run(["ip", "route", "add", "198.18.0.0/24", "via", st.b.v4]);
+    await s.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    if (rmem !== undefined) {
+      // Per-namespace on current kernels: the default UDP receive buffer of
+      // sockets created in S (Deno cannot set SO_RCVBUF itself).
+      await s.run(["sysctl", "-qw", `net.core.rmem_default=${rmem}`]);
+      await s.run(["sysctl", "-qw", `net.core.rmem_max=${Math.max(rmem, 4194304)}`]);
+      console.log(`namespace S: net.core.rmem_default=${rmem}`);
+    }
+
+    // Target services.
+    const blobDir = await Deno.makeTempDir({ prefix: "wgstack-bench-" });
+    cleanup.push(() => Deno.remove(blobDir, { recursive: true }));
+    const blob = new Uint8Array(HTTP_SIZE);
+    for (let i = 0; i < blob.length; i += 65536) {
+      crypto.getRandomValues(blob.subarray(i, Math.min(blob.length, i + 65536)));
+    }
+    await Deno.writeFile(`${blobDir}/blob`, blob);
+    const services = [
+      new Child(["ip", "netns", "exec", t.name, "iperf3", "-s"]),
+      new Child([
+        "ip",
+        "netns",
+        "exec",
+        t.name,
+        "python3",
+        "-m",
+        "http.server",
+        String(HTTP_PORT),
+        "--bind",
+        "0.0.0.0",
+        "--directory",
+        blobDir,
+      ]),
+      new Child(["ip", "netns", "exec", t.name, "python3", "-c", LATENCY_SERVER, String(LAT_PORT)]),
+    ];
+    cleanup.push(async () => {
+      for (const p of services) await p.stop();
+    });
+    for (const port of [5201, HTTP_PORT, LAT_PORT]) {
+      await waitFor(`port ${port} in ${t.name}`, async () => {
+        const r = await t.run(["ss", "-ltnH", `sport = :${port}`]);
+        return r.stdout.trim() ? true : undefined;
+      });
+    }
+
+    const clientKeys0 = await wgGenKeyPair();
+    const clientKeys1 = await wgGenKeyPair();
+    const baseKeys = await wgGenKeyPair();
+    const ourKeys = await wgGenKeyPair();
+
+    // Baseline: wireguard-go in S, kernel forwarding to T.
+    const wgS = await WireGuardGo.start(s, "wg0");
+    cleanup.push(() => wgS.stop());
+    await wgS.configure({
+      privateKey: baseKeys.privateKey,
+      listenPort: 51820,
+      peers: [{ publicKey: clientKeys0.publicKey, allowedIps: ["192.0.2.2/32"] }],
+    });
+    await wgS.up({ addresses: ["192.0.2.1/32"], routes: ["192.0.2.2/32"] });
+
+    const wgC0 = await WireGuardGo.start(c, "wg0");
+    cleanup.push(() => wgC0.stop());
+    await wgC0.configure({
+      privateKey: clientKeys0.privateKey,
+      peers: [{
+        publicKey: baseKeys.publicKey,
+        endpoint: `${cs.b.v4}:51820`,
+        allowedIps: ["192.0.2.1/32", `${TARGET_BASE}/32`],
+      }],
+    });
+    await wgC0.up({ addresses: ["192.0.2.2/32"], routes: ["192.0.2.1/32", `${TARGET_BASE}/32`] });
+
+    // Ours: serve() + Forwarder in S (a child process of this script).
+    const wgC1 = await WireGuardGo.start(c, "wg1");
+    cleanup.push(() => wgC1.stop());
+    await wgC1.configure({
+      privateKey: clientKeys1.privateKey,
+      peers: [{
+        publicKey: ourKeys.publicKey,
+        endpoint: `${cs.b.v4}:51821`,
+        allowedIps: ["192.0.2.5/32", `${TARGET_OURS}/32`],
+      }],
+    });
+    await wgC1.up({ addresses: ["192.0.2.6/32"], routes: ["192.0.2.5/32", `${TARGET_OURS}/32`] });
+
+    let base: Partial<Results> | undefined;
+    let ours: Partial<Results> | undefined;
+    if (only !== "ours") {
+      console.log("measuring wireguard-go + kernel forwarding …");
+      const udpBefore = await udpSnmp(s);
+      base = await measure(c, s, TARGET_BASE, seconds, metrics);
+      const udpAfter = await udpSnmp(s);
+      console.log(
+        `wireguard-go in S: UDP RcvbufErrors +${udpAfter.RcvbufErrors - udpBefore.RcvbufErrors}, ` +
+          `InDatagrams +${udpAfter.InDatagrams - udpBefore.InDatagrams}`,
+      );
+      console.log(JSON.stringify(base));
+    }
+    if (only !== "baseline") {
+      const config: ServeConfig = {
+        privateKey: ourKeys.privateKey,
+        hostname: cs.b.v4,
+        port: 51821,
+        peerPublicKey: clientKeys1.publicKey,
+        peerAddress: "192.0.2.6",
+        tunnelAddress: "192.0.2.5",
+      };
+      const denoArgs = ["run", "-A", "--unstable-net"];
+      if (profileDir) denoArgs.push("--cpu-prof", `--cpu-prof-dir=${profileDir}`);
+      const server = new Child([
+        "ip",
+        "netns",
+        "exec",
+        s.name,
+        Deno.execPath(),
+        ...denoArgs,
+        new URL(import.meta.url).pathname,
+        "--serve",
+        JSON.stringify(config),
+      ]);
+      cleanup.push(() => server.stop());
+      await waitFor("our server to be ready", () => {
+        if (server.output.includes('"ready"')) return true;
+        if (server.output.includes("error")) throw new Error(server.output);
+        return undefined;
+      }, { timeoutMs: 60_000 });
+      console.log("measuring ours (serve + Forwarder) …");
+      try {
+        const udpBefore = await udpSnmp(s);
+        ours = await measure(c, s, TARGET_OURS, seconds, metrics);
+        const udpAfter = await udpSnmp(s);
+        console.log(
+          `ours in S: UDP RcvbufErrors +${udpAfter.RcvbufErrors - udpBefore.RcvbufErrors}, ` +
+            `InDatagrams +${udpAfter.InDatagrams - udpBefore.InDatagrams}`,
+        );
+      } catch (error) {
+        console.error(`our server output:\n${server.output}`);
+        throw error;
+      }
+      console.log(JSON.stringify(ours));
+      await server.stop();
+      const statsLine = server.output.split("\n").find((l) => l.startsWith('{"stats"'));
+      if (statsLine) {
+        const { stats } = JSON.parse(statsLine);
+        const drops = Object.entries(stats.wireguard.drops).filter(([, n]) => n !== 0);
+        console.log(
+          `our server: socket ${JSON.stringify(stats.socket)}, wireguard drops ${
+            JSON.stringify(Object.fromEntries(drops))
+          }, netstack drops ${JSON.stringify(stats.netstack.drops)}`,
+        );
+      } else console.log(`our server said:\n${server.output}`);
+    }
+    printTable(base, ours);
+    console.log(`load average after: ${loadavg()}`);
+  } finally {
+    for (const fn of cleanup.reverse()) await fn().catch((e) => console.error(String(e)));
+  }
+}
+
+function printTable(base: Partial<Results> | undefined, ours: Partial<Results> | undefined): void {
+  const rows: [string, keyof Results, string, boolean][] = [
+    ["upload (iperf3)", "upload", "Mbit/s", true],
+    ["download (iperf3 -R)", "download", "Mbit/s", true],
+    ["server CPU, upload", "uploadCpu", "CPU s/GB", false],
+    ["server CPU, download", "downloadCpu", "CPU s/GB", false],
+    ["50 MB HTTP download (curl)", "http", "ms", false],
+    ["connect+req+resp median", "latMedian", "ms", false],
+    ["connect+req+resp p99", "latP99", "ms", false],
+  ];
+  const fmt = (v: number | undefined) => v === undefined ? "-" : v.toFixed(v >= 100 ? 0 : 2);
+  console.log("");
+  console.log(
+    "| metric | unit | ours | wireguard-go | ratio (>1 = ours better) |\n|---|---|---|---|---|",
+  );
+  for (const [label, k, unit, higherBetter] of rows) {
+    const o = ours?.[k];
+    const b = base?.[k];
+    const ratio = o !== undefined && b !== undefined ? (higherBetter ? o / b : b / o) : undefined;
+    console.log(
+      `| ${label} | ${unit} | ${fmt(o)} | ${fmt(b)} | ${
+        ratio === undefined ? "-" : ratio.toFixed(2) + "×"
+      } |`,
+    );
+  }
+}
+
+if (import.meta.main) await main();
