@@ -9,12 +9,19 @@ import {
   defaultBackend,
   Device,
   type DeviceEvent,
+  type DeviceLimits,
   keyFromBase64,
   keyToBase64,
   type Peer,
   publicKey as derivePublicKey,
 } from "@wgstack/wireguard";
-import { NetStack, type TcpConnection, type TcpRequest, type UdpFlow } from "@wgstack/netstack";
+import {
+  NetStack,
+  type NetStackLimits,
+  type TcpConnection,
+  type TcpRequest,
+  type UdpFlow,
+} from "@wgstack/netstack";
 import { openUdpSocket, type UdpEndpoint, type UdpSocket, type UdpSocketStats } from "./udp.ts";
 
 /** A peer (client) the server accepts. */
@@ -120,8 +127,10 @@ export interface ServeOptions {
   limits?: {
     /** Connections and flows waiting in the iterator before new ones are refused. Default 256. */
     pendingStreams?: number;
-    /** Passed to the netstack. */
-    netstack?: Record<string, number>;
+    /** Netstack limits: connections, half-open SYNs, UDP flows, reassembly, ICMP rate. */
+    netstack?: NetStackLimits;
+    /** WireGuard device limits: handshake load threshold, per-peer queue, peers. */
+    wireguard?: DeviceLimits;
   };
   /** Aborting it shuts the server down. */
   signal?: AbortSignal;
@@ -259,6 +268,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const device = new Device({
     privateKey,
     backend,
+    limits: { mtu: options.mtu ?? 1420, ...options.limits?.wireguard },
     wallClock: () => Date.now(),
     sendDatagram: (datagram, to) => socket.send(datagram, to),
     deliverPacket: (packet, peer) => {
