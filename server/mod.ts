@@ -22,3 +22,4 @@
 
 export * from "./serve.ts";
 export * from "./udp.ts";
+export { openFfiUdpSocket } from "./udp_ffi.ts";

@@ -1,10 +1,13 @@
 /**
- * UDP socket adapters: one interface, with a Deno implementation
- * (`Deno.listenDatagram`) and a Node implementation (`node:dgram`). The server
+ * UDP socket adapters: one interface, with Deno implementations (batching
+ * `recvmmsg`/`sendmmsg` through FFI on Linux, see `udp_ffi.ts`, and
+ * `Deno.listenDatagram`) and a Node implementation (`node:dgram`). The server
  * picks the fast one for the runtime it runs on.
  *
  * @module
  */
+
+import { openFfiUdpSocket } from "./udp_ffi.ts";
 
 /** An outer UDP endpoint (where a WireGuard datagram came from or goes to). */
 export interface UdpEndpoint {
@@ -22,7 +25,17 @@ export interface UdpSocketOptions {
   port: number;
   /** Most datagrams handed to the OS and not yet sent; more are dropped and counted. Default 4096. */
   maxPendingSends?: number;
+  /**
+   * Which adapter {@linkcode openUdpSocket} uses: `"auto"` (the default; the
+   * `WGSTACK_UDP` environment variable, `ffi`, `deno` or `node`, can choose
+   * instead), `"ffi"` (Deno on Linux: batching through libc), `"deno"`
+   * (`Deno.listenDatagram`) or `"node"` (`node:dgram`).
+   */
+  adapter?: UdpAdapter;
 }
+
+/** The UDP socket implementations {@linkcode openUdpSocket} can pick. */
+export type UdpAdapter = "auto" | "ffi" | "deno" | "node";
 
 /** Counters of one socket. */
 export interface UdpSocketStats {
@@ -59,8 +72,12 @@ export function unmapAddress(address: string): string {
 }
 
 /**
- * Opens a UDP socket with the fastest adapter for the current runtime:
- * `Deno.listenDatagram` under Deno, `node:dgram` elsewhere.
+ * Opens a UDP socket with the fastest adapter for the current runtime: under
+ * Deno on Linux the batching FFI adapter, falling back to
+ * `Deno.listenDatagram` (other systems, no FFI permission); `node:dgram`
+ * elsewhere. `options.adapter` (or, when it is `"auto"`, the `WGSTACK_UDP`
+ * environment variable) forces one; a forced adapter that is unavailable
+ * throws.
  *
  * @example
  * ```ts ignore
@@ -69,13 +86,61 @@ export function unmapAddress(address: string): string {
  * ```
  */
 export function openUdpSocket(options: UdpSocketOptions): Promise<UdpSocket> {
-  if (
-    typeof (globalThis as { Deno?: { listenDatagram?: unknown } }).Deno?.listenDatagram ===
-      "function"
-  ) {
-    return Promise.resolve(openDenoUdpSocket(options));
+  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+  const hasDeno = typeof deno?.listenDatagram === "function";
+  let adapter = options.adapter ?? "auto";
+  if (adapter === "auto" && deno !== undefined) {
+    try {
+      // Query first: a bare env read would prompt on a terminal without --allow-env.
+      const query = { name: "env", variable: "WGSTACK_UDP" } as const;
+      if (deno.permissions.querySync(query).state === "granted") {
+        const chosen = deno.env.get("WGSTACK_UDP");
+        if (chosen !== undefined && chosen !== "") adapter = chosen as UdpAdapter;
+      }
+    } catch {
+      // no env permission: auto
+    }
   }
-  return openNodeUdpSocket(options);
+  switch (adapter) {
+    case "auto":
+      if (!hasDeno) return openNodeUdpSocket(options);
+      try {
+        const socket = openFfiUdpSocket(options);
+        if (socket !== null) return Promise.resolve(socket);
+        return Promise.resolve(openDenoUdpSocket(options));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    case "ffi": {
+      try {
+        const socket = openFfiUdpSocket(options);
+        if (socket !== null) return Promise.resolve(socket);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return Promise.reject(
+        new Error(
+          "The FFI UDP adapter is not available here (needs Deno on Linux x86_64/aarch64, " +
+            "--allow-ffi and an IP address hostname)",
+        ),
+      );
+    }
+    case "deno":
+      if (!hasDeno) {
+        return Promise.reject(new Error("The Deno UDP adapter needs Deno.listenDatagram"));
+      }
+      try {
+        return Promise.resolve(openDenoUdpSocket(options));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    case "node":
+      return openNodeUdpSocket(options);
+    default:
+      return Promise.reject(
+        new TypeError(`Unknown UDP adapter "${adapter}": use auto, ffi, deno or node`),
+      );
+  }
 }
 
 /** A socket on `Deno.listenDatagram` (needs `"unstable": ["net"]`). */

@@ -1,0 +1,179 @@
+/**
+ * Per-datagram cost of the UDP socket adapters on loopback: the batching FFI
+ * adapter (`server/udp_ffi.ts`) against the `Deno.listenDatagram` adapter
+ * (the baseline), measured in the same run with 1452-byte datagrams (a
+ * full-MTU WireGuard data message).
+ *
+ * Run: `deno run -A bench/udp_bench.ts [--seconds 1]`
+ *
+ * - send: the adapter sends bursts of 64 datagrams to a socket nobody reads
+ *   (the kernel drops what does not fit); wall time per datagram until the
+ *   sends completed (Deno: the send promises resolved; FFI: the microtask
+ *   flush ran), and CPU time of this process per datagram.
+ * - receive: a separate process blasts datagrams with the FFI adapter; this
+ *   process receives with the adapter under test for the given time.
+ *   Datagrams received per second, and CPU per received datagram: of the
+ *   whole process and of the JS thread alone (the server's bottleneck). The
+ *   kernel drops what a receiver cannot take.
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { openDenoUdpSocket, type UdpSocket } from "../server/udp.ts";
+import { openFfiUdpSocket } from "../server/udp_ffi.ts";
+
+const SIZE = 1452;
+const BURST = 64;
+
+function flag(name: string, fallback: number): number {
+  const i = Deno.args.indexOf(name);
+  return i >= 0 ? Number(Deno.args[i + 1]) : fallback;
+}
+
+/** CPU time (ms) of the whole process. */
+function processCpu(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+/** CPU time (ms) of the calling thread (the JS thread), at 10 ms resolution. */
+function threadCpu(): number {
+  const fields = Deno.readTextFileSync("/proc/thread-self/stat").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10; // utime, stime in 1/100 s
+}
+
+interface Measure {
+  count: number;
+  wall: number;
+  cpu: number;
+  jsCpu: number;
+}
+
+async function measure(count: () => number, run: () => Promise<void>): Promise<Measure> {
+  const cpu0 = processCpu();
+  const js0 = threadCpu();
+  const start = performance.now();
+  await run();
+  return {
+    count: count(),
+    wall: performance.now() - start,
+    cpu: processCpu() - cpu0,
+    jsCpu: threadCpu() - js0,
+  };
+}
+
+async function sendFfi(n: number, sinkPort: number): Promise<void> {
+  const socket = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 });
+  if (socket === null) throw new Error("The FFI adapter is not available here");
+  const data = new Uint8Array(SIZE).fill(1);
+  const to = { address: "127.0.0.1", port: sinkPort };
+  for (let done = 0; done < n; done += BURST) {
+    for (let i = 0; i < BURST; i++) socket.send(data, to);
+    await Promise.resolve(); // the queued microtask flush runs before this resumes
+  }
+  const stats = socket.stats();
+  socket.close();
+  if (stats.sent + stats.sendDropped !== n) throw new Error("FFI send count mismatch");
+}
+
+async function sendDeno(n: number, sinkPort: number): Promise<void> {
+  // The Deno adapter's send path with its completion observable: one
+  // `conn.send(data.slice(), addr)` per datagram.
+  const conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const data = new Uint8Array(SIZE).fill(1);
+  const to = { transport: "udp" as const, hostname: "127.0.0.1", port: sinkPort };
+  for (let done = 0; done < n; done += BURST) {
+    const burst: Promise<number>[] = [];
+    for (let i = 0; i < BURST; i++) burst.push(conn.send(data.slice(), to));
+    await Promise.all(burst);
+  }
+  conn.close();
+}
+
+async function receive(socket: UdpSocket, seconds: number): Promise<Measure> {
+  let received = 0;
+  let wrongSize = 0;
+  const blaster = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(import.meta.url).pathname, "--blast", String(socket.addr.port)],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  // Start counting once the blaster is up (first datagram).
+  let first!: () => void;
+  const started = new Promise<void>((r) => first = r);
+  const listening = socket.listen((data) => {
+    if (received++ === 0) first();
+    if (data.length !== SIZE) wrongSize++;
+  });
+  await started;
+  const result = await measure(() => received, async () => {
+    const from = received;
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    received -= from;
+  });
+  blaster.kill("SIGTERM");
+  await blaster.status;
+  socket.close();
+  await listening;
+  if (wrongSize > 0) throw new Error(`${wrongSize} datagrams of the wrong size`);
+  return result;
+}
+
+async function blast(port: number): Promise<void> {
+  const socket = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!;
+  const data = new Uint8Array(SIZE).fill(7);
+  const to = { address: "127.0.0.1", port };
+  // A full send ring flushes at once; SIGTERM ends the process.
+  for (;;) {
+    for (let i = 0; i < BURST * 16; i++) socket.send(data, to);
+    await Promise.resolve();
+  }
+}
+
+function row(name: string, m: Measure): void {
+  const rate = m.count / (m.wall / 1000);
+  console.log(
+    `${name.padEnd(14)} ${(rate / 1000).toFixed(0).padStart(5)} k/s  wall ${
+      (m.wall * 1000 / m.count).toFixed(2).padStart(5)
+    } µs  cpu ${(m.cpu * 1000 / m.count).toFixed(2).padStart(5)} µs  js-thread ${
+      (m.jsCpu * 1000 / m.count).toFixed(2).padStart(5)
+    } µs  per datagram`,
+  );
+}
+
+async function main(): Promise<void> {
+  const seconds = flag("--seconds", 1);
+  const sink = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const sinkPort = (sink.addr as Deno.NetAddr).port;
+  const count = 128 * 1024;
+
+  await sendDeno(8192, sinkPort); // warm-up
+  await sendFfi(8192, sinkPort);
+  const denoSend = await measure(() => count, () => sendDeno(count, sinkPort));
+  const ffiSend = await measure(() => count, () => sendFfi(count, sinkPort));
+  sink.close();
+  const denoRecv = await receive(openDenoUdpSocket({ hostname: "127.0.0.1", port: 0 }), seconds);
+  const ffiRecv = await receive(openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!, seconds);
+
+  console.log(`UDP adapters, ${SIZE}-byte datagrams on loopback (${Deno.build.arch})`);
+  row("send deno", denoSend);
+  row("send ffi", ffiSend);
+  row("recv deno", denoRecv);
+  row("recv ffi", ffiRecv);
+  const ratio = (base: Measure, ours: Measure) => {
+    const r = (m: Measure, k: "wall" | "cpu" | "jsCpu") => m[k] / m.count;
+    return `rate ${(r(base, "wall") / r(ours, "wall")).toFixed(2)}×, cpu ${
+      (r(base, "cpu") / r(ours, "cpu")).toFixed(2)
+    }×, js-thread cpu ${(r(base, "jsCpu") / r(ours, "jsCpu")).toFixed(2)}×`;
+  };
+  console.log(`send ffi vs deno: ${ratio(denoSend, ffiSend)}`);
+  console.log(`recv ffi vs deno: ${ratio(denoRecv, ffiRecv)}`);
+  console.log(
+    "(recv rates are capped by the blaster when both receivers keep up with it; the CPU " +
+      "per datagram is the comparison then. The FFI receive syscall runs off the JS thread.)",
+  );
+}
+
+if (Deno.args[0] === "--blast") await blast(Number(Deno.args[1]));
+else await main();
