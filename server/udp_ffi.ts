@@ -30,6 +30,7 @@
  * @module
  */
 
+import { formatAddress, parseAddress } from "@wgstack/netstack";
 import {
   type UdpEndpoint,
   type UdpSocket,
@@ -559,22 +560,31 @@ function encodeBindAddress(hostname: string, out: Uint8Array): number {
  */
 export function encodeAddress(address: string, out: Uint8Array, v6: boolean): number {
   out.fill(0);
-  const v4 = parseIpv4(address);
-  if (v4 !== null) {
+  // An optional numeric zone (`fe80::1%3`) becomes sin6_scope_id.
+  let scope = 0;
+  const percent = address.indexOf("%");
+  if (percent >= 0) {
+    const zone = address.slice(percent + 1);
+    if (!/^[0-9]{1,10}$/.test(zone) || Number(zone) > 0xffffffff) return 0;
+    scope = Number(zone);
+    address = address.slice(0, percent);
+  }
+  if (address.startsWith("[") && address.endsWith("]")) address = address.slice(1, -1);
+  const bytes = parseAddress(address);
+  if (bytes === null) return 0;
+  if (bytes.length === 4) {
+    if (percent >= 0) return 0;
     if (v6) {
       out[0] = AF_INET6;
       out[18] = 0xff;
       out[19] = 0xff;
-      writeU32Be(out, 20, v4);
+      out.set(bytes, 20);
       return AF_INET6;
     }
     out[0] = AF_INET;
-    writeU32Be(out, 4, v4);
+    out.set(bytes, 4);
     return AF_INET;
   }
-  const bytes = new Uint8Array(16);
-  const scope = parseIpv6(address, bytes);
-  if (scope < 0) return 0;
   if (!v6) {
     if (!isMapped(bytes, 0)) return 0;
     out[0] = AF_INET;
@@ -604,7 +614,7 @@ export function decodeSockaddr(b: Uint8Array, offset: number): UdpEndpoint | und
   // sin6_scope_id is in host order (little-endian on x86_64 and aarch64).
   const scopeId = (b[offset + 24] | (b[offset + 25] << 8) | (b[offset + 26] << 16) |
     (b[offset + 27] << 24)) >>> 0;
-  const text = formatIpv6(b, offset + 8);
+  const text = formatAddress(b.subarray(offset + 8, offset + 24));
   return { address: unmapAddress(scopeId === 0 ? text : `${text}%${scopeId}`), port };
 }
 
@@ -622,104 +632,6 @@ function readU32Be(b: Uint8Array, offset: number): number {
   return ((b[offset] << 24) | (b[offset + 1] << 16) | (b[offset + 2] << 8) | b[offset + 3]) >>> 0;
 }
 
-function writeU32Be(b: Uint8Array, offset: number, value: number): void {
-  b[offset] = value >>> 24;
-  b[offset + 1] = (value >>> 16) & 0xff;
-  b[offset + 2] = (value >>> 8) & 0xff;
-  b[offset + 3] = value & 0xff;
-}
-
 function formatIpv4(ip: number): string {
   return `${ip >>> 24}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
-}
-
-/** RFC 5952 text: lowercase, no leading zeros, the longest run (≥ 2) of zero groups as `::`. */
-function formatIpv6(b: Uint8Array, offset: number): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 8; i++) groups.push((b[offset + 2 * i] << 8) | b[offset + 2 * i + 1]);
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = (from: number, to: number) =>
-    groups.slice(from, to).map((g) => g.toString(16)).join(":");
-  if (bestStart < 0) return hex(0, 8);
-  return `${hex(0, bestStart)}::${hex(bestStart + bestLength, 8)}`;
-}
-
-/** Parses dotted-quad IPv4 text into a 32-bit number, or `null`. */
-function parseIpv4(text: string): number | null {
-  const parts = text.split(".");
-  if (parts.length !== 4) return null;
-  let value = 0;
-  for (const part of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(part)) return null;
-    const n = Number(part);
-    if (n > 255) return null;
-    value = value * 256 + n;
-  }
-  return value;
-}
-
-/**
- * Parses IPv6 text (with `::`, an embedded dotted IPv4 tail and an optional
- * numeric `%scope`) into 16 bytes. Returns the scope id, or -1 when invalid.
- */
-function parseIpv6(text: string, out: Uint8Array): number {
-  let scope = 0;
-  const percent = text.indexOf("%");
-  if (percent >= 0) {
-    const zone = text.slice(percent + 1);
-    if (!/^[0-9]{1,10}$/.test(zone) || Number(zone) > 0xffffffff) return -1;
-    scope = Number(zone);
-    text = text.slice(0, percent);
-  }
-  if (text.startsWith("[") && text.endsWith("]")) text = text.slice(1, -1);
-  const halves = text.split("::");
-  if (halves.length > 2) return -1;
-  const toGroups = (part: string, allowV4: boolean): number[] | null => {
-    if (part === "") return [];
-    const pieces = part.split(":");
-    const groups: number[] = [];
-    for (let i = 0; i < pieces.length; i++) {
-      const piece = pieces[i];
-      if (allowV4 && i === pieces.length - 1 && piece.includes(".")) {
-        const v4 = parseIpv4(piece);
-        if (v4 === null) return null;
-        groups.push(v4 >>> 16, v4 & 0xffff);
-      } else if (/^[0-9a-fA-F]{1,4}$/.test(piece)) {
-        groups.push(parseInt(piece, 16));
-      } else {
-        return null;
-      }
-    }
-    return groups;
-  };
-  let groups: number[];
-  if (halves.length === 2) {
-    const head = toGroups(halves[0], false);
-    const tail = toGroups(halves[1], true);
-    if (head === null || tail === null || head.length + tail.length > 7) return -1;
-    groups = [...head, ...new Array(8 - head.length - tail.length).fill(0), ...tail];
-  } else {
-    const all = toGroups(text, true);
-    if (all === null || all.length !== 8) return -1;
-    groups = all;
-  }
-  for (let i = 0; i < 8; i++) {
-    out[2 * i] = groups[i] >> 8;
-    out[2 * i + 1] = groups[i] & 0xff;
-  }
-  return scope;
 }
