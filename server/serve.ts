@@ -161,6 +161,8 @@ export interface ServerStats {
   tcpOpen: number;
   /** Open UDP flows. */
   udpOpen: number;
+  /** Times the cores' timers and queued work ran (stays still while idle). */
+  polls: number;
 }
 
 /** A running server. Async-iterate it to get connections when no handler is set. */
@@ -421,8 +423,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timerAt = Infinity;
   let pollQueued = false;
+  let polls = 0;
   function pollNow(): void {
     pollQueued = false;
+    polls++;
     const t = now();
     device.poll(t);
     stack.poll(t);
@@ -530,6 +534,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       socket: socket.stats(),
       tcpOpen: openTcp.size,
       udpOpen: openUdp.size,
+      polls,
     }),
   };
 }

@@ -187,6 +187,21 @@ Deno.test("serve() on loopback with our own client", async (t) => {
     await env.server.finished;
   });
 
+  await t.step("100 idle peers: no timer runs (CPU stays at zero)", async () => {
+    await using server = await serve({
+      privateKey: generatePrivateKey(),
+      hostname: "127.0.0.1",
+      port: 0,
+      peers: Array.from({ length: 100 }, (_, i) => ({
+        publicKey: publicKey(generatePrivateKey()),
+        allowedIps: [`10.8.${i >> 8}.${i & 0xff}/32`],
+      })),
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(server.stats().wireguard.peers, 100);
+    assert.equal(server.stats().polls, 0, "no timer or wake-up while nothing happens");
+  });
+
   await t.step("an unknown client key gets no answer at all", async () => {
     await using env = await setup();
     await env.client.handshake();
