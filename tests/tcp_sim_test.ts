@@ -610,6 +610,22 @@ Deno.test("tcp: bidirectional transfers over a lossy link are byte-exact", async
       }
     },
   );
+  await step(t, "1 Gbit/s, 10 ms RTT, no loss: 16 MB each way is not window-limited", () => {
+    // 125,000 B/ms and 10 ms RTT: the bandwidth-delay product is 1.25 MB. At
+    // the initial 64 KiB receive window the transfer would take 16 MB /
+    // (64 KiB / 10 ms) ≈ 2.6 s; the bound is line rate (134 ms) plus 300 ms
+    // for slow start and receive-buffer growth (both double per RTT).
+    const link = { delay: 5, bandwidth: 125_000, queueLimit: 4 << 20 };
+    return bidirectional({
+      seed: 71,
+      loss: 0,
+      duplicate: 0,
+      reorder: 0,
+      bytes: 16 << 20,
+      link,
+      bound: 134 + 300,
+    });
+  });
   await step(t, "IPv6, loss 5 %, seed 61, 512 KB", () =>
     bidirectional({
       seed: 61,
