@@ -32,7 +32,7 @@ export interface ServePeer {
   presharedKey?: string | Uint8Array;
   /** Inner addresses the peer may use as source, e.g. `["10.0.0.2/32", "fd00::2/128"]`. */
   allowedIps: string[];
-  /** Where to reach the peer before it contacts us (`host:port` or an endpoint). */
+  /** Where to reach the peer before it contacts us (an IP address and port). */
   endpoint?: UdpEndpoint;
   /** Persistent keepalive interval in seconds (0 or absent: off). */
   persistentKeepalive?: number;
@@ -245,7 +245,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const log = options.logger ?? (() => {});
   const shutdownTimeout = options.shutdownTimeout ?? 5000;
   const queue = new StreamQueue<TcpStream | UdpStream>(options.limits?.pendingStreams ?? 256);
-  const peerNames = new Map<Peer, string | undefined>();
+  // One PeerInfo per peer, made when the peer is added (handlers and the
+  // packet tap see the same object; it follows the peer's endpoint).
+  const peerInfos = new Map<Peer, PeerInfo>();
   const openTcp = new Map<TcpStream, TcpConnection>();
   const openUdp = new Set<UdpStream>();
   const now = () => performance.now();
@@ -259,13 +261,15 @@ export async function serve(options: ServeOptions): Promise<Server> {
   let stopping = false;
   let closedSocket = false;
 
-  const peerInfo = (peer: Peer): PeerInfo => ({
+  const describePeer = (peer: Peer, name?: string): PeerInfo => ({
     publicKey: keyToBase64(peer.publicKey),
-    name: peerNames.get(peer),
+    name,
     get endpoint() {
       return peer.endpoint;
     },
   });
+  // A removed peer can still be named by a late event: describe it afresh.
+  const peerInfo = (peer: Peer): PeerInfo => peerInfos.get(peer) ?? describePeer(peer);
 
   const device = new Device({
     privateKey,
@@ -288,7 +292,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         level: "info",
         ...event,
         event: event.type,
-        peer: peer ? peerNames.get(peer) ?? keyToBase64(peer.publicKey) : undefined,
+        peer: peer ? (peerInfo(peer).name ?? peerInfo(peer).publicKey) : undefined,
       });
     },
   });
@@ -464,7 +468,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       endpoint: p.endpoint,
       persistentKeepalive: p.persistentKeepalive,
     });
-    peerNames.set(peer, p.name);
+    peerInfos.set(peer, describePeer(peer, p.name));
     arm();
   }
 
@@ -524,7 +528,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
     },
     addPeer,
     removePeer(key) {
-      const removed = device.removePeer(toKey(key));
+      const publicKey = toKey(key);
+      const peer = device.getPeer(publicKey);
+      const removed = device.removePeer(publicKey);
+      if (peer) peerInfos.delete(peer);
       arm();
       return removed;
     },
