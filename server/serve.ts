@@ -473,8 +473,17 @@ export async function serve(options: ServeOptions): Promise<Server> {
   }
 
   const listening = socket.listen((data, from) => {
-    device.receive(data, from, now());
+    try {
+      device.receive(data, from, now());
+    } catch (err) {
+      // The cores drop bad input without throwing: this is a bug or a
+      // throwing user callback (a handler's tap). Keep serving.
+      log({ level: "error", event: "receive-error", error: String(err) });
+    }
     arm();
+  }).catch((err) => {
+    log({ level: "error", event: "socket-error", error: String(err) });
+    void shutdown();
   });
 
   let finishedResolve!: () => void;

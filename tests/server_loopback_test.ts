@@ -187,6 +187,25 @@ Deno.test("serve() on loopback with our own client", async (t) => {
     await env.server.finished;
   });
 
+  await t.step("a throwing packet tap is logged and the server keeps serving", async () => {
+    const errors: string[] = [];
+    let thrown = false;
+    await using env = await setup({
+      onPacket: (_packet, direction) => {
+        if (direction === "in" && !thrown) {
+          thrown = true;
+          throw new Error("tap failed");
+        }
+      },
+      logger: (r) => {
+        if (r.level === "error") errors.push(`${r.event}: ${r.error}`);
+      },
+    });
+    await env.client.handshake();
+    await echoRoundTrip(env.client, "192.0.2.84", 20_000, 8);
+    assert.deepEqual(errors, ["receive-error: Error: tap failed"]);
+  });
+
   await t.step("100 idle peers: no timer runs (CPU stays at zero)", async () => {
     await using server = await serve({
       privateKey: generatePrivateKey(),
