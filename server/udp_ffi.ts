@@ -14,7 +14,24 @@
  *   the pages are only touched as far as datagrams fill them.
  * - send ring: the same layout with {@linkcode SEND_SLOT} bytes per slot;
  *   bigger datagrams go out at once with `sendto` (after the queue, to keep
- *   the order).
+ *   the order). Behind it a second header array and one control message per
+ *   header for UDP GSO (below).
+ *
+ * UDP GSO (Linux ≥ 4.18, `UDP_SEGMENT`): at a flush, runs of queued
+ * datagrams to the same destination with the same length (the last one of a
+ * run may be shorter) go out as ONE message whose iovecs are the ring slots
+ * (no copying) with a `UDP_SEGMENT` control message carrying the length; the
+ * kernel cuts it back into the same datagrams (in software or on the NIC),
+ * so the per-datagram syscall and stack work is paid once per run. At most
+ * {@linkcode GSO_MAX_SEGMENTS} datagrams and 65507 payload bytes (65527 to a
+ * native IPv6 destination) per message. Receivers see ordinary datagrams.
+ * Support is probed once per socket with `setsockopt(UDP_SEGMENT)`; if a GSO
+ * send still fails with EIO, EINVAL, ENOPROTOOPT or EOPNOTSUPP, GSO is turned
+ * off for that socket and the datagrams are sent again without it (on
+ * EMSGSIZE, a segment larger than the path MTU allows, only datagrams of at
+ * least that size stop being grouped). Off with `WGSTACK_UDP_GSO=0` in the
+ * environment or `openFfiUdpSocket(options, { gso: false })`;
+ * {@linkcode ffiUdpGsoStatus} tells what happened.
  *
  * The receive ring is written by the kernel only while a `recvmmsg` call is
  * in flight and read by JS only after it has resolved; the send ring is only
@@ -47,6 +64,12 @@ const RECV_SLOT = 65536;
 export const SEND_BATCH = 64;
 /** Bytes per send slot; bigger datagrams are sent directly with `sendto`. */
 export const SEND_SLOT = 2048;
+/** Most datagrams in one GSO message (the kernel's UDP_MAX_SEGMENTS: 64, 128 on newer kernels). */
+export const GSO_MAX_SEGMENTS = 64;
+/** Most payload bytes in one GSO message to an IPv4 (or IPv4-mapped) destination. */
+export const GSO_MAX_BYTES_V4 = 65507;
+/** Most payload bytes in one GSO message to an IPv6 destination. */
+export const GSO_MAX_BYTES_V6 = 65527;
 /** Longest a receive call blocks before it checks whether the socket closed. */
 const RECV_TIMEOUT_MS = 200;
 /** Requested kernel socket buffer sizes. */
@@ -65,10 +88,17 @@ const SO_SNDBUFFORCE = 32;
 const SO_RCVBUFFORCE = 33;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
+const SOL_UDP = 17;
+const UDP_SEGMENT = 103;
 const MSG_DONTWAIT = 0x40;
 const MSG_WAITFORONE = 0x10000;
 const SHUT_RD = 0;
 const EINTR = 4;
+const EIO = 5;
+const EINVAL = 22;
+const EMSGSIZE = 90;
+const ENOPROTOOPT = 92;
+const EOPNOTSUPP = 95;
 const EAGAIN = 11;
 const EACCES = 13;
 const ENOBUFS = 105;
@@ -83,6 +113,10 @@ const IOV_SIZE = 16;
 const SA_STRIDE = 32; // sockaddr_in6 is 28 bytes
 const SA6_LEN = 28;
 const SA4_LEN = 16;
+// struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; } + u16:
+// CMSG_LEN(2) = 18 (checked exactly by the kernel), CMSG_SPACE(2) = 24.
+const GSO_CMSG_LEN = 18;
+const GSO_CMSG_SPACE = 24;
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -108,6 +142,51 @@ const SYMBOLS = {
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>;
 
+/** Options of the FFI adapter beyond {@linkcode UdpSocketOptions}. */
+export interface FfiUdpOptions {
+  /**
+   * Whether to send with UDP GSO where the kernel supports it. Default: on,
+   * unless the environment has `WGSTACK_UDP_GSO=0` (read only when env
+   * access to that variable is granted).
+   */
+  gso?: boolean;
+}
+
+/** What UDP GSO did on one socket (see {@linkcode ffiUdpGsoStatus}). */
+export interface FfiUdpGsoStatus {
+  /** GSO is in use now (asked for, supported, and not turned off by a failure). */
+  enabled: boolean;
+  /** GSO messages sent (each carrying 2 or more datagrams). */
+  messages: number;
+  /** Datagrams sent inside GSO messages (also counted in `stats().sent`). */
+  segments: number;
+  /** GSO messages the kernel refused that were sent again as plain datagrams. */
+  fallbacks: number;
+  /** The errno of the failure that turned GSO off, or 0. */
+  disabledErrno: number;
+}
+
+/**
+ * The GSO state of a socket opened by {@linkcode openFfiUdpSocket}, or
+ * `undefined` for other sockets. Flushes the send queue first.
+ */
+export function ffiUdpGsoStatus(socket: UdpSocket): FfiUdpGsoStatus | undefined {
+  return socket instanceof FfiUdpSocket ? socket.gsoStatus() : undefined;
+}
+
+/** `false` when the environment says `WGSTACK_UDP_GSO=0` (and may be read). */
+function gsoFromEnv(deno: typeof Deno): boolean {
+  try {
+    // Query first: a bare env read would prompt on a terminal without --allow-env.
+    const query = { name: "env", variable: "WGSTACK_UDP_GSO" } as const;
+    if (deno.permissions.querySync(query).state !== "granted") return true;
+    const value = deno.env.get("WGSTACK_UDP_GSO")?.trim().toLowerCase();
+    return !(value === "0" || value === "off" || value === "false" || value === "no");
+  } catch {
+    return true;
+  }
+}
+
 /**
  * Opens a batching UDP socket through libc, or returns `null` when that is
  * not possible here (not Linux x86_64/aarch64, no FFI permission, no
@@ -115,7 +194,8 @@ type Libc = Deno.DynamicLibrary<typeof SYMBOLS>;
  * back to another adapter. Bind errors (address in use, …) throw.
  *
  * `options.maxPendingSends` does not apply: sends are queued in a fixed ring
- * that is flushed when full.
+ * that is flushed when full. `ffiOptions.gso` turns UDP GSO on or off
+ * (default: on unless `WGSTACK_UDP_GSO=0`).
  *
  * @example
  * ```ts ignore
@@ -123,7 +203,10 @@ type Libc = Deno.DynamicLibrary<typeof SYMBOLS>;
  * socket?.listen((data, from) => socket.send(data, from));
  * ```
  */
-export function openFfiUdpSocket(options: UdpSocketOptions): UdpSocket | null {
+export function openFfiUdpSocket(
+  options: UdpSocketOptions,
+  ffiOptions: FfiUdpOptions = {},
+): UdpSocket | null {
   const deno = (globalThis as { Deno?: typeof Deno }).Deno;
   if (deno?.build?.os !== "linux" || typeof deno.dlopen !== "function") return null;
   if (deno.build.arch !== "x86_64" && deno.build.arch !== "aarch64") return null;
@@ -140,7 +223,8 @@ export function openFfiUdpSocket(options: UdpSocketOptions): UdpSocket | null {
     return null;
   }
   try {
-    return new FfiUdpSocket(lib, family, bindAddress, options.port);
+    const gso = ffiOptions.gso ?? gsoFromEnv(deno);
+    return new FfiUdpSocket(lib, family, bindAddress, options.port, gso);
   } catch (err) {
     lib.close();
     throw err;
@@ -184,6 +268,21 @@ class FfiUdpSocket implements UdpSocket {
   readonly #scratchSa = new Uint8Array(SA6_LEN);
   readonly #scratchSa4 = this.#scratchSa.subarray(0, SA4_LEN);
   #pending = 0;
+
+  // UDP GSO: one header (and control message) per outgoing message.
+  #gso: boolean;
+  /** Longest datagram still grouped (lowered when the kernel says EMSGSIZE). */
+  #gsoSegmentLimit = SEND_SLOT;
+  readonly #gsoHeaders: Deno.PointerValue[] = [];
+  readonly #gsoHeaderWord: number; // u32 index of the GSO header array
+  readonly #gsoCmsgWord: number; // u32 index of the control messages
+  /** First slot of each GSO-path message, and the slot count after the last. */
+  readonly #messageStart = new Int32Array(SEND_BATCH + 1);
+  #gsoMessages = 0;
+  #gsoSegments = 0;
+  #gsoFallbacks = 0;
+  #gsoErrno = 0;
+
   #flushScheduled = false;
   #inBatch = false;
   readonly #flushTask = () => {
@@ -191,7 +290,7 @@ class FfiUdpSocket implements UdpSocket {
     this.#flush();
   };
 
-  constructor(lib: Libc, family: number, bindAddress: Uint8Array, port: number) {
+  constructor(lib: Libc, family: number, bindAddress: Uint8Array, port: number, gso: boolean) {
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw new RangeError(`The port must be an integer from 0 to 65535, got ${port}`);
     }
@@ -219,6 +318,17 @@ class FfiUdpSocket implements UdpSocket {
       if (c.setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, intBytes, 4) !== 0) {
         c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, intBytes, 4);
       }
+      if (gso) {
+        // Probe: kernels before 4.18 refuse the option (ENOPROTOOPT) and would
+        // silently ignore the control message, sending one big datagram.
+        // 0 = no socket-wide segmentation; sizes come per message.
+        int[0] = 0;
+        if (c.setsockopt(fd, SOL_UDP, UDP_SEGMENT, intBytes, 4) !== 0) {
+          this.#gsoErrno = this.#readErrno();
+          gso = false;
+        }
+      }
+      this.#gso = gso;
       const timeval = new BigInt64Array([0n, BigInt(RECV_TIMEOUT_MS * 1000)]);
       c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, new Uint8Array(timeval.buffer), 16);
       bindAddress[2] = port >> 8;
@@ -258,10 +368,14 @@ class FfiUdpSocket implements UdpSocket {
       this.#recvSlots.push(this.#recvU8.subarray(data, data + RECV_SLOT));
     }
 
-    // Send ring: same layout, smaller slots.
+    // Send ring: headers | iovecs | sockaddrs | GSO headers | cmsgs | data.
     this.#sendIov = SEND_BATCH * MMSG_SIZE;
     this.#sendSa = this.#sendIov + SEND_BATCH * IOV_SIZE;
-    this.#sendData = this.#sendSa + SEND_BATCH * SA_STRIDE;
+    const gsoHeaders = this.#sendSa + SEND_BATCH * SA_STRIDE;
+    const gsoCmsgs = gsoHeaders + SEND_BATCH * MMSG_SIZE;
+    this.#gsoHeaderWord = gsoHeaders >> 2;
+    this.#gsoCmsgWord = gsoCmsgs >> 2;
+    this.#sendData = gsoCmsgs + SEND_BATCH * GSO_CMSG_SPACE;
     this.#sendBuffer = new ArrayBuffer(this.#sendData + SEND_BATCH * SEND_SLOT);
     this.#sendU8 = new Uint8Array(this.#sendBuffer);
     this.#sendU32 = new Uint32Array(this.#sendBuffer);
@@ -277,6 +391,14 @@ class FfiUdpSocket implements UdpSocket {
         this.#sendData + i * SEND_SLOT,
       );
       this.#sendHeaders.push(Deno.UnsafePointer.offset(sendPointer!, i * MMSG_SIZE));
+      // GSO header i: its control message is fixed, the rest is set per flush.
+      const header = gsoHeaders + i * MMSG_SIZE;
+      const cmsg = gsoCmsgs + i * GSO_CMSG_SPACE;
+      writePointer(this.#sendU32, header + 32, sendBase + BigInt(cmsg)); // msg_control
+      writePointer(this.#sendU32, cmsg, BigInt(GSO_CMSG_LEN)); // cmsg_len
+      this.#sendU32[(cmsg >> 2) + 2] = SOL_UDP; // cmsg_level
+      this.#sendU32[(cmsg >> 2) + 3] = UDP_SEGMENT; // cmsg_type
+      this.#gsoHeaders.push(Deno.UnsafePointer.offset(sendPointer!, header));
     }
   }
 
@@ -400,15 +522,43 @@ class FfiUdpSocket implements UdpSocket {
     this.#lib.close();
   }
 
+  /** The GSO state of this socket (after sending what is queued). */
+  gsoStatus(): FfiUdpGsoStatus {
+    this.#flush();
+    return {
+      enabled: this.#gso,
+      messages: this.#gsoMessages,
+      segments: this.#gsoSegments,
+      fallbacks: this.#gsoFallbacks,
+      disabledErrno: this.#gsoErrno,
+    };
+  }
+
   /** Sends every queued datagram with as few `sendmmsg` calls as possible. */
   #flush(): void {
     const total = this.#pending;
     if (total === 0 || this.#released) return;
     this.#pending = 0;
+    if (this.#gso && total > 1) {
+      const messages = this.#groupMessages(total);
+      if (messages < total) {
+        this.#sendGso(messages, total);
+        return;
+      }
+    }
+    this.#sendPlain(0, total, total);
+  }
+
+  /**
+   * Sends slots `[from, to)` as one datagram each. Returns `false` when the
+   * socket buffer is full: then the slots from there up to `total` are
+   * counted as dropped (the caller sends nothing more in this flush).
+   */
+  #sendPlain(from: number, to: number, total: number): boolean {
     const counters = this.#counters;
-    let done = 0;
-    while (done < total) {
-      const n = this.#c.sendmmsg(this.#fd, this.#sendHeaders[done], total - done, MSG_DONTWAIT);
+    let done = from;
+    while (done < to) {
+      const n = this.#c.sendmmsg(this.#fd, this.#sendHeaders[done], to - done, MSG_DONTWAIT);
       if (n > 0) {
         counters.sent += n;
         done += n;
@@ -419,10 +569,134 @@ class FfiUdpSocket implements UdpSocket {
       if (errno === EAGAIN || errno === ENOBUFS) {
         // The socket buffer is full: drop the rest rather than block.
         counters.sendDropped += total - done;
-        return;
+        return false;
       }
       // This datagram failed (unreachable, bad address, ...): skip it.
       counters.sendErrors++;
+      done++;
+    }
+    return true;
+  }
+
+  /**
+   * Fills the GSO headers for slots `[0, total)`: each message is a run of
+   * slots to the same destination with the same length (the last may be
+   * shorter), within the kernel's limits, or a single slot without a control
+   * message. Returns the number of messages; `#messageStart` tells their
+   * slots.
+   */
+  #groupMessages(total: number): number {
+    const u32 = this.#sendU32;
+    const starts = this.#messageStart;
+    const iovLen = (this.#sendIov >> 2) + 2; // + 4 * slot: iov_len (low half)
+    const saWord = this.#sendSa >> 2; // + 8 * slot
+    const limit = this.#gsoSegmentLimit;
+    let messages = 0;
+    let first = 0;
+    while (first < total) {
+      const slotHeader = first * (MMSG_SIZE >> 2);
+      const size = u32[iovLen + first * 4];
+      const nameLen = u32[slotHeader + 2];
+      let end = first + 1;
+      if (size > 0 && size <= limit) {
+        const sa = saWord + first * (SA_STRIDE >> 2);
+        const words = nameLen >> 2;
+        // Native IPv6 goes out with a 40-byte header, IPv4 (also mapped) with 20.
+        const maxBytes = nameLen === SA6_LEN &&
+            !(u32[sa + 2] === 0 && u32[sa + 3] === 0 && u32[sa + 4] === 0xffff0000)
+          ? GSO_MAX_BYTES_V6
+          : GSO_MAX_BYTES_V4;
+        const last = Math.min(total, first + GSO_MAX_SEGMENTS);
+        let bytes = size;
+        while (end < last) {
+          const next = u32[iovLen + end * 4];
+          if (next > size || next === 0 || bytes + next > maxBytes) break;
+          if (u32[end * (MMSG_SIZE >> 2) + 2] !== nameLen) break;
+          const other = saWord + end * (SA_STRIDE >> 2);
+          let same = true;
+          for (let w = 0; w < words; w++) {
+            if (u32[sa + w] !== u32[other + w]) {
+              same = false;
+              break;
+            }
+          }
+          if (!same) break;
+          bytes += next;
+          end++;
+          if (next < size) break; // a shorter datagram ends the run
+        }
+      }
+      const header = this.#gsoHeaderWord + messages * (MMSG_SIZE >> 2);
+      u32[header] = u32[slotHeader]; // msg_name: the first slot's sockaddr
+      u32[header + 1] = u32[slotHeader + 1];
+      u32[header + 2] = nameLen;
+      u32[header + 4] = u32[slotHeader + 4]; // msg_iov: the first slot's iovec,
+      u32[header + 5] = u32[slotHeader + 5]; // followed by those of the others
+      u32[header + 6] = end - first; // msg_iovlen
+      if (end - first > 1) {
+        u32[header + 10] = GSO_CMSG_SPACE; // msg_controllen
+        u32[this.#gsoCmsgWord + messages * (GSO_CMSG_SPACE >> 2) + 4] = size; // u16 segment size
+      } else {
+        u32[header + 10] = 0;
+      }
+      starts[messages++] = first;
+      first = end;
+    }
+    starts[messages] = total;
+    return messages;
+  }
+
+  /** Sends the messages built by {@linkcode #groupMessages}. */
+  #sendGso(messages: number, total: number): void {
+    const counters = this.#counters;
+    const starts = this.#messageStart;
+    let done = 0;
+    while (done < messages) {
+      const n = this.#c.sendmmsg(this.#fd, this.#gsoHeaders[done], messages - done, MSG_DONTWAIT);
+      if (n > 0) {
+        for (let k = done; k < done + n; k++) {
+          const segments = starts[k + 1] - starts[k];
+          if (segments > 1) {
+            this.#gsoMessages++;
+            this.#gsoSegments += segments;
+          }
+        }
+        counters.sent += starts[done + n] - starts[done];
+        done += n;
+        continue;
+      }
+      const errno = n < 0 ? this.#readErrno() : EAGAIN; // 0 sent: treat as full
+      if (errno === EINTR) continue;
+      const first = starts[done];
+      const end = starts[done + 1];
+      if (errno === EAGAIN || errno === ENOBUFS) {
+        counters.sendDropped += total - first;
+        return;
+      }
+      if (end - first === 1) {
+        counters.sendErrors++;
+        done++;
+        continue;
+      }
+      // The kernel refused a GSO message: send its datagrams again, one each.
+      this.#gsoFallbacks++;
+      if (
+        errno === EIO || errno === EINVAL || errno === ENOPROTOOPT || errno === EOPNOTSUPP
+      ) {
+        // Not supported here (or not on this route): no more GSO on this socket.
+        this.#gso = false;
+        this.#gsoErrno = errno;
+        this.#sendPlain(first, total, total);
+        return;
+      }
+      if (errno === EMSGSIZE) {
+        // A segment does not fit the path MTU (a plain datagram gets fragmented).
+        this.#gsoSegmentLimit = Math.min(
+          this.#gsoSegmentLimit,
+          this.#sendU32[(this.#sendIov >> 2) + first * 4 + 2] - 1,
+        );
+      }
+      if (!this.#sendPlain(first, end, total)) return;
       done++;
     }
   }

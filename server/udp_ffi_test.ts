@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import {
   decodeSockaddr,
   encodeAddress,
+  ffiUdpGsoStatus,
+  GSO_MAX_BYTES_V4,
+  GSO_MAX_BYTES_V6,
   openFfiUdpSocket,
   RECV_BATCH,
   SEND_BATCH,
@@ -12,8 +15,8 @@ import { openUdpSocket, type UdpEndpoint, type UdpSocket } from "./udp.ts";
 const supported = Deno.build.os === "linux" &&
   (Deno.build.arch === "x86_64" || Deno.build.arch === "aarch64");
 
-function open(hostname: string): UdpSocket {
-  const socket = openFfiUdpSocket({ hostname, port: 0 });
+function open(hostname: string, gso?: boolean): UdpSocket {
+  const socket = openFfiUdpSocket({ hostname, port: 0 }, { gso });
   assert.ok(socket !== null, "the FFI adapter opens on Linux with --allow-ffi");
   return socket;
 }
@@ -301,6 +304,271 @@ Deno.test({
       peer.close();
       ours.close();
       await atOurs.listening;
+    });
+  },
+});
+
+/** `pattern(length, seed)` with `seed` in the first 4 bytes (when they fit). */
+function numbered(length: number, seed: number): Uint8Array {
+  const out = pattern(length, seed);
+  if (length >= 4) new DataView(out.buffer).setUint32(0, seed);
+  return out;
+}
+
+/**
+ * Runs `fn` with the descriptor of `socket` (found by its bound port among
+ * this process's sockets) and a libc `setsockopt`, to put the socket into
+ * states the kernel refuses GSO in.
+ */
+function withDescriptor(
+  socket: UdpSocket,
+  fn: (fd: number, setsockopt: (level: number, name: number, value: number) => void) => void,
+): void {
+  const lib = Deno.dlopen("libc.so.6", {
+    getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+    setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  });
+  try {
+    const found: number[] = [];
+    for (const entry of Deno.readDirSync("/proc/self/fd")) {
+      const fd = Number(entry.name);
+      let link: string;
+      try {
+        link = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (!link.startsWith("socket:")) continue;
+      const sa = new Uint8Array(28);
+      const len = new Uint32Array([28]);
+      if (lib.symbols.getsockname(fd, sa, new Uint8Array(len.buffer)) !== 0) continue;
+      const family = sa[0] | (sa[1] << 8);
+      if (family !== 2 && family !== 10) continue;
+      if (decodeSockaddr(sa, 0)?.port === socket.addr.port) found.push(fd);
+    }
+    assert.equal(found.length, 1, "exactly one socket has the port");
+    fn(found[0], (level, name, value) => {
+      const int = new Int32Array([value]);
+      const rc = lib.symbols.setsockopt(found[0], level, name, new Uint8Array(int.buffer), 4);
+      assert.equal(rc, 0, `setsockopt(${level}, ${name})`);
+    });
+  } finally {
+    lib.close();
+  }
+}
+
+Deno.test({
+  name: "udp_ffi: UDP GSO on send",
+  ignore: !supported,
+  async fn(t) {
+    for (const host of ["127.0.0.1", "::1"]) {
+      for (const gso of [true, false]) {
+        await t.step(
+          `${host}, GSO ${gso ? "on" : "off"}: 200 × 1452 B and a shorter tail arrive ` +
+            `one by one at a Deno.listenDatagram peer`,
+          async () => {
+            const ours = open(host, gso);
+            const peer = Deno.listenDatagram({ transport: "udp", hostname: host, port: 0 });
+            const to = { address: host, port: (peer.addr as Deno.NetAddr).port };
+            const sizes = [...Array(200).fill(1452), 100];
+            // Bursts of one full send ring (one flush each), drained in
+            // between: the peer's default receive buffer holds about 90.
+            for (let first = 0; first < sizes.length; first += SEND_BATCH) {
+              const last = Math.min(sizes.length, first + SEND_BATCH);
+              for (let i = first; i < last; i++) ours.send(numbered(sizes[i], i), to);
+              for (let i = first; i < last; i++) {
+                const [data, from] = await peer.receive();
+                assert.deepEqual(data, numbered(sizes[i], i), `datagram ${i}`);
+                assert.equal((from as Deno.NetAddr).port, ours.addr.port);
+              }
+            }
+            assert.deepEqual(ours.stats(), {
+              received: 0,
+              sent: sizes.length,
+              sendDropped: 0,
+              sendErrors: 0,
+            });
+            const status = ffiUdpGsoStatus(ours)!;
+            if (gso) {
+              // Per full ring 45 + 19 (45 × 1452 B is the most under 64 KiB),
+              // then 8 × 1452 B + 100 B in one message.
+              assert.deepEqual(status, {
+                enabled: true,
+                messages: 7,
+                segments: 201,
+                fallbacks: 0,
+                disabledErrno: 0,
+              });
+            } else {
+              assert.equal(status.enabled, false);
+              assert.equal(status.messages, 0);
+            }
+            peer.close();
+            ours.close();
+          },
+        );
+      }
+    }
+
+    for (
+      const [local, remote] of [["127.0.0.1", "127.0.0.1"], ["::1", "::1"], ["::", "127.0.0.1"]]
+    ) {
+      for (const gso of [true, false]) {
+        await t.step(
+          `${local} → ${remote}, GSO ${gso ? "on" : "off"}: mixed sizes to two interleaved ` +
+            `destinations keep content and order per destination`,
+          async () => {
+            const ours = open(local, gso);
+            const b = open(remote, false);
+            const c = open(remote, false);
+            const atB = collect(b);
+            const atC = collect(c);
+            // Runs of 1 to 70 datagrams to one destination, then the other;
+            // per run one size, sometimes ended by a shorter or longer one.
+            const plan: { to: UdpSocket; size: number }[] = [];
+            const runSizes = [1452, 1452, 1452, 1, 100, 1000, SEND_SLOT, 0, 1452, 77];
+            let run = 0;
+            while (plan.length < 1500) {
+              const to = run % 3 === 1 ? c : b; // b, c, b, b, c, b, ...
+              const size = runSizes[run % runSizes.length];
+              const length = 1 + ((run * 37) % 70);
+              for (let i = 0; i < length; i++) plan.push({ to, size });
+              if (run % 4 === 1) plan.push({ to, size: Math.max(0, size - 50) });
+              if (run % 5 === 3) plan.push({ to, size: size + 60 }); // may exceed a slot
+              run++;
+            }
+            for (let i = 0; i < plan.length; i++) {
+              ours.send(numbered(plan[i].size, i), { address: remote, port: plan[i].to.addr.port });
+              if (i % 500 === 499) await new Promise((r) => setTimeout(r, 0));
+            }
+            const expectB = plan.flatMap((p, i) => p.to === b ? [numbered(p.size, i)] : []);
+            const expectC = plan.flatMap((p, i) => p.to === c ? [numbered(p.size, i)] : []);
+            const gotB = await atB.until(expectB.length);
+            const gotC = await atC.until(expectC.length);
+            assert.deepEqual(gotB.map((r) => r.data), expectB);
+            assert.deepEqual(gotC.map((r) => r.data), expectC);
+            assert.deepEqual(gotB[0].from, { address: remote, port: ours.addr.port });
+            assert.equal(ours.stats().sent, plan.length);
+            const status = ffiUdpGsoStatus(ours)!;
+            assert.equal(status.fallbacks, 0);
+            if (gso) assert.ok(status.messages > 0 && status.segments > status.messages);
+            else assert.equal(status.messages, 0);
+            for (const s of [ours, b, c]) s.close();
+            await atB.listening;
+            await atC.listening;
+          },
+        );
+      }
+    }
+
+    await t.step(
+      "runs at the byte limits: 65507 B (IPv4), 65527 B (IPv6) per message",
+      async () => {
+        for (const [host, limit] of [["127.0.0.1", GSO_MAX_BYTES_V4], ["::1", GSO_MAX_BYTES_V6]]) {
+          for (const extra of [0, 1]) {
+            const ours = open(host as string);
+            const rx = open(host as string, false);
+            const at = collect(rx);
+            // 31 full slots and a tail that reaches the limit (or passes it by 1).
+            const sizes = [
+              ...Array(31).fill(SEND_SLOT),
+              (limit as number) - 31 * SEND_SLOT + extra,
+            ];
+            assert.ok(sizes[31] <= SEND_SLOT);
+            const to = { address: host as string, port: rx.addr.port };
+            sizes.forEach((size, i) => ours.send(numbered(size, i), to));
+            const got = await at.until(sizes.length);
+            assert.deepEqual(got.map((r) => r.data), sizes.map((size, i) => numbered(size, i)));
+            const status = ffiUdpGsoStatus(ours)!;
+            assert.equal(status.fallbacks, 0, "the kernel took every message");
+            // Within the limit: one message; past it: the tail goes alone.
+            assert.equal(status.segments, extra === 0 ? 32 : 31);
+            ours.close();
+            rx.close();
+            await at.listening;
+          }
+        }
+      },
+    );
+
+    await t.step("WGSTACK_UDP_GSO=0 turns GSO off; an explicit option wins", () => {
+      const previous = Deno.env.get("WGSTACK_UDP_GSO");
+      try {
+        Deno.env.set("WGSTACK_UDP_GSO", "0");
+        const off = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!;
+        assert.equal(ffiUdpGsoStatus(off)!.enabled, false);
+        const on = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 }, { gso: true })!;
+        assert.equal(ffiUdpGsoStatus(on)!.enabled, true);
+        Deno.env.delete("WGSTACK_UDP_GSO");
+        const dflt = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!;
+        assert.equal(ffiUdpGsoStatus(dflt)!.enabled, true);
+        for (const s of [off, on, dflt]) s.close();
+      } finally {
+        if (previous === undefined) Deno.env.delete("WGSTACK_UDP_GSO");
+        else Deno.env.set("WGSTACK_UDP_GSO", previous);
+      }
+    });
+
+    await t.step(
+      "a GSO send the kernel refuses (EINVAL) is resent plainly and GSO turns off",
+      async () => {
+        const ours = open("127.0.0.1", true);
+        const rx = open("127.0.0.1", false);
+        const at = collect(rx);
+        // SO_NO_CHECK (no UDP checksums) makes the kernel refuse GSO with EINVAL.
+        withDescriptor(ours, (_fd, setsockopt) => setsockopt(1, 11, 1));
+        const to = { address: "127.0.0.1", port: rx.addr.port };
+        for (let i = 0; i < 100; i++) ours.send(numbered(1452, i), to);
+        await Promise.resolve();
+        for (let i = 100; i < 150; i++) ours.send(numbered(1452, i), to);
+        const got = await at.until(150);
+        for (let i = 0; i < 150; i++) assert.deepEqual(got[i].data, numbered(1452, i), `${i}`);
+        assert.deepEqual(ours.stats(), { received: 0, sent: 150, sendDropped: 0, sendErrors: 0 });
+        assert.deepEqual(ffiUdpGsoStatus(ours), {
+          enabled: false,
+          messages: 0,
+          segments: 0,
+          fallbacks: 1,
+          disabledErrno: 22,
+        });
+        ours.close();
+        rx.close();
+        await at.listening;
+      },
+    );
+
+    await t.step("segments over the path MTU (EMSGSIZE) are resent plainly", async () => {
+      const ours = open("::1", true);
+      const rx = open("::1", false);
+      const at = collect(rx);
+      // IPV6_MTU 1280: a 1452-byte datagram needs fragments, a GSO segment may not.
+      withDescriptor(ours, (_fd, setsockopt) => setsockopt(41, 24, 1280));
+      const to = { address: "::1", port: rx.addr.port };
+      for (let i = 0; i < 40; i++) ours.send(numbered(1452, i), to);
+      await Promise.resolve();
+      assert.deepEqual(
+        { ...ffiUdpGsoStatus(ours)!, disabledErrno: 0 },
+        { enabled: true, messages: 0, segments: 0, fallbacks: 1, disabledErrno: 0 },
+      );
+      // Later runs of that size go out plainly at once; smaller ones still use GSO.
+      for (let i = 40; i < 80; i++) ours.send(numbered(1452, i), to);
+      await Promise.resolve();
+      for (let i = 80; i < 120; i++) ours.send(numbered(1000, i), to);
+      const got = await at.until(120);
+      for (let i = 0; i < 120; i++) {
+        assert.deepEqual(got[i].data, numbered(i < 80 ? 1452 : 1000, i), `${i}`);
+      }
+      assert.deepEqual(ours.stats(), { received: 0, sent: 120, sendDropped: 0, sendErrors: 0 });
+      assert.deepEqual(ffiUdpGsoStatus(ours), {
+        enabled: true,
+        messages: 1,
+        segments: 40,
+        fallbacks: 1,
+        disabledErrno: 0,
+      });
+      ours.close();
+      rx.close();
+      await at.listening;
     });
   },
 });
