@@ -22,4 +22,9 @@
 
 export * from "./serve.ts";
 export * from "./udp.ts";
-export { openFfiUdpSocket } from "./udp_ffi.ts";
+export {
+  type FfiUdpGsoStatus,
+  ffiUdpGsoStatus,
+  type FfiUdpOptions,
+  openFfiUdpSocket,
+} from "./udp_ffi.ts";
