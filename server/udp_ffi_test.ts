@@ -11,6 +11,7 @@ import {
   SEND_SLOT,
 } from "./udp_ffi.ts";
 import { openUdpSocket, type UdpEndpoint, type UdpSocket } from "./udp.ts";
+import { xorshift32 } from "../tests/_prng.ts";
 
 const supported = Deno.build.os === "linux" &&
   (Deno.build.arch === "x86_64" || Deno.build.arch === "aarch64");
@@ -24,13 +25,8 @@ function open(hostname: string, gso?: boolean): UdpSocket {
 /** Deterministic bytes, different per (length, seed). */
 function pattern(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
-  let s = (seed * 2654435761 + length) >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = s & 0xff;
-  }
+  const next = xorshift32(seed * 2654435761 + length);
+  for (let i = 0; i < length; i++) out[i] = next() & 0xff;
   return out;
 }
 

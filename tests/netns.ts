@@ -98,6 +98,31 @@ function findInPath(name: string): string | null {
 // Capability check and skip semantics
 // ---------------------------------------------------------------------------
 
+/**
+ * Reads `stream` as UTF-8 text to its end, calling `onText` with each decoded
+ * chunk and `onLine` with each complete line (without the newline).
+ */
+export async function forEachLine(
+  stream: ReadableStream<Uint8Array>,
+  onLine?: (line: string) => void,
+  onText?: (text: string) => void,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  let pending = "";
+  for await (const chunk of stream) {
+    const text = decoder.decode(chunk, { stream: true });
+    onText?.(text);
+    if (!onLine) continue;
+    pending += text;
+    let nl;
+    while ((nl = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      onLine(line);
+    }
+  }
+}
+
 /** Whether this machine can run the namespace interop tests, and why not. */
 export type NetnsCapability = { ok: true } | { ok: false; reason: string };
 
@@ -409,21 +434,10 @@ class Background {
     return this.#log;
   }
 
-  async #pump(stream: ReadableStream<Uint8Array>, lines: boolean): Promise<void> {
-    const textDecoder = new TextDecoder();
-    let pending = "";
-    for await (const chunk of stream) {
-      const text = textDecoder.decode(chunk, { stream: true });
+  #pump(stream: ReadableStream<Uint8Array>, lines: boolean): Promise<void> {
+    return forEachLine(stream, lines ? (line) => this.onLine?.(line) : undefined, (text) => {
       this.#log += text;
-      if (!lines) continue;
-      pending += text;
-      let nl;
-      while ((nl = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        this.onLine?.(line);
-      }
-    }
+    });
   }
 
   /** Sends SIGTERM (then SIGKILL after `graceMs`) and waits for the exit and the output. */

@@ -23,6 +23,7 @@
 import assert from "node:assert/strict";
 import {
   createVeth,
+  forEachLine,
   isCI,
   Netns,
   requireOrSkip,
@@ -77,7 +78,6 @@ const CLIENT_V6 = "fd00:99::2";
 const CLIENT_PORT = 51820;
 const MTU = 1420;
 
-const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
 /** A client namespace with wireguard-go, and our server bound to the veth's root end. */
@@ -198,23 +198,15 @@ class Interactive {
       stderr: "piped",
     }).spawn();
     this.#stdin = this.#child.stdin.getWriter();
-    const pump = async () => {
-      let buf = "";
-      for await (const chunk of this.#child.stdout) {
-        buf += decoder.decode(chunk, { stream: true });
-        let nl;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          this.#lines.push(buf.slice(0, nl));
-          buf = buf.slice(nl + 1);
-          for (const w of this.#waiters.splice(0)) w();
-        }
-      }
+    const wake = () => {
       for (const w of this.#waiters.splice(0)) w();
     };
-    const pumpErr = async () => {
-      for await (const chunk of this.#child.stderr) this.#stderr += decoder.decode(chunk);
-    };
-    this.#done = Promise.all([pump(), pumpErr(), this.#child.status]);
+    const pump = forEachLine(this.#child.stdout, (line) => {
+      this.#lines.push(line);
+      wake();
+    }).then(wake);
+    const pumpErr = forEachLine(this.#child.stderr, undefined, (text) => this.#stderr += text);
+    this.#done = Promise.all([pump, pumpErr, this.#child.status]);
   }
 
   /** The next JSON line (fails when the script exits first or after `timeoutMs`). */

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { generatePrivateKey, keyFromBase64, keyToBase64, publicKey } from "@wgstack/wireguard";
 import { serve, type ServeOptions, type Server } from "@wgstack/server";
 import { startTestClient, type TestClient } from "./_client.ts";
+import { xorshift32 } from "./_prng.ts";
 
 const CLIENT4 = "10.7.0.2";
 const CLIENT6 = "fd00:7::2";
@@ -53,13 +54,8 @@ async function setup(
 
 function pattern(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = s & 0xff;
-  }
+  const next = xorshift32(seed);
+  for (let i = 0; i < length; i++) out[i] = next() & 0xff;
   return out;
 }
 

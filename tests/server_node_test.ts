@@ -13,6 +13,7 @@
 import assert from "node:assert/strict";
 import {
   createVeth,
+  forEachLine,
   isCI,
   Netns,
   requireOrSkip,
@@ -42,7 +43,6 @@ const CLIENT_V4 = "192.0.2.2";
 const CLIENT_V6 = "fd00:99::2";
 const MTU = 1420;
 
-const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
 /** `node bundle.mjs CONFIG` with its stdout split into JSON lines. */
@@ -62,30 +62,15 @@ class NodeServer {
       stderr: "piped",
     }).spawn();
     this.#stdin = this.#child.stdin.getWriter();
-    const pump = async () => {
-      let buf = "";
-      for await (const chunk of this.#child.stdout) {
-        buf += decoder.decode(chunk, { stream: true });
-        let nl;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          try {
-            this.lines.push(JSON.parse(line));
-          } catch {
-            this.stderr += line + "\n";
-          }
-        }
+    const pump = forEachLine(this.#child.stdout, (line) => {
+      try {
+        this.lines.push(JSON.parse(line));
+      } catch {
+        this.stderr += line + "\n";
       }
-    };
-    const pumpErr = async () => {
-      for await (const chunk of this.#child.stderr) this.stderr += decoder.decode(chunk);
-    };
-    this.#done = Promise.all([
-      pump(),
-      pumpErr(),
-      this.#child.status.then(() => this.#exited = true),
-    ]);
+    });
+    const pumpErr = forEachLine(this.#child.stderr, undefined, (text) => this.stderr += text);
+    this.#done = Promise.all([pump, pumpErr, this.#child.status.then(() => this.#exited = true)]);
   }
 
   /** Waits for the first line with `key`. */

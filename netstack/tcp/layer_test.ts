@@ -3,6 +3,7 @@ import type { TcpConnectionLike, TcpLayerHost } from "./api.ts";
 import { TcpError } from "./connection.ts";
 import { TcpLayer } from "./layer.ts";
 import { Harness, LOCAL, LPORT, PEER_ISS, REMOTE, RPORT } from "./test_helpers.ts";
+import { xorshift32 } from "../../tests/_prng.ts";
 
 Deno.test("TCP layer", async (t) => {
   await t.step("ACK to no connection → RST with SEQ = SEG.ACK", () => {
@@ -266,15 +267,7 @@ Deno.test("IPv6 active open: MSS is MTU − 60", () => {
 });
 
 Deno.test("random segments never throw (fuzz)", async () => {
-  let s = 12345;
-  const rnd = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
+  const rnd = xorshift32(12345);
   for (let round = 0; round < 20; round++) {
     const h = new Harness({ keepAlive: { idle: 50, interval: 10, count: 3 }, maxHalfOpen: 4 });
     const { conn, iss } = h.open({ sackPerm: true, ts: [1, 0], ws: 3 }, [2, 0]);
