@@ -5,7 +5,7 @@
  * @module
  */
 
-import { formatIp, parseIp, parseIpPrefix } from "@wgstack/wireguard";
+import { AllowedIps, formatIp, parseCidr, parseIp } from "@wgstack/wireguard";
 
 /** A network interface address, as `Deno.networkInterfaces()` reports it. */
 export interface InterfaceAddress {
@@ -100,21 +100,10 @@ export function ipVersionOf(text: string): 4 | 6 | undefined {
  * @throws {RangeError} When a CIDR is malformed.
  */
 export function subnetMatcher(cidrs: string[]): (address: string) => boolean {
-  const prefixes = cidrs.map((text) => {
-    const p = parseIpPrefix(text);
-    if (!p) throw new RangeError(`Invalid CIDR "${text}"`);
-    return p;
-  });
+  const table = new AllowedIps<true>();
+  for (const text of cidrs) table.insert(parseCidr(text), true);
   return (address) => {
     const bytes = parseIp(canonicalIp(address));
-    if (!bytes) return false;
-    return prefixes.some((p) => {
-      if (p.address.length !== bytes.length) return false;
-      for (let bit = 0; bit < p.prefix; bit += 8) {
-        const mask = p.prefix - bit >= 8 ? 0xff : (0xff00 >> (p.prefix - bit)) & 0xff;
-        if ((bytes[bit >> 3] & mask) !== (p.address[bit >> 3] & mask)) return false;
-      }
-      return true;
-    });
+    return bytes !== null && table.lookup(bytes) === true;
   };
 }
