@@ -436,6 +436,18 @@ export async function serve(options: ServeOptions): Promise<Server> {
     stack.poll(t);
     arm();
   }
+  // After a batch of received datagrams, re-arm once (nextDeadline() scans
+  // every peer): adapters deliver a batch synchronously, so a microtask runs
+  // after its last datagram.
+  let armQueued = false;
+  function armSoon(): void {
+    if (armQueued) return;
+    armQueued = true;
+    queueMicrotask(() => {
+      armQueued = false;
+      arm();
+    });
+  }
   function pollSoon(): void {
     if (pollQueued || closedSocket) return;
     pollQueued = true;
@@ -480,7 +492,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       // throwing user callback (a handler's tap). Keep serving.
       log({ level: "error", event: "receive-error", error: String(err) });
     }
-    arm();
+    armSoon();
   }).catch((err) => {
     log({ level: "error", event: "socket-error", error: String(err) });
     void shutdown();
