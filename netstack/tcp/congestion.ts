@@ -7,10 +7,67 @@
  * @module
  */
 
+/**
+ * One delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation §3.3),
+ * produced by the connection for every ACK that acknowledges or SACKs new
+ * data. Byte counts, times in monotonic ms, rates in bytes per ms.
+ */
+export interface RateSample {
+  /** Bytes newly acknowledged or SACKed by this ACK. */
+  ackedSacked: number;
+  /** Bytes newly marked lost while processing this ACK. */
+  newlyLost: number;
+  /** Bytes in flight before this ACK was processed. */
+  priorInFlight: number;
+  /** Bytes in flight after this ACK was processed (and loss marked). */
+  inFlight: number;
+  /** C.delivered: total bytes delivered over the connection, after this ACK. */
+  totalDelivered: number;
+  /** C.lost: total bytes marked lost over the connection, after this ACK. */
+  totalLost: number;
+  /**
+   * P.delivered of the most recently sent segment this ACK delivered: the
+   * value of `totalDelivered` when it was sent; -1 when the ACK gave no sample.
+   */
+  priorDelivered: number;
+  /** Bytes delivered over the sample's interval (C.delivered − P.delivered). */
+  delivered: number;
+  /** Bytes marked lost over the sample's interval (C.lost − P.lost). */
+  lost: number;
+  /** Bytes that were in flight when that segment was sent (P.tx_in_flight). */
+  txInFlight: number;
+  /** max(send elapsed, ack elapsed) in ms; 0 when the sample is not valid. */
+  interval: number;
+  /** `delivered / interval`, bytes per ms; 0 when the sample is not valid. */
+  deliveryRate: number;
+  /** RTT of that segment (never a retransmitted one), ms; -1 when none. */
+  rtt: number;
+  /** The sample was taken while the sender was application-limited. */
+  isAppLimited: boolean;
+}
+
 /** The window arithmetic shared by every algorithm. */
 export interface CongestionControl {
-  /** "newreno" or "cubic". */
+  /** "newreno", "cubic" or "bbr". */
   readonly name: string;
+  /**
+   * Pacing rate in bytes per ms that the connection should not exceed; 0 means
+   * no pacing (send what the window allows at once).
+   */
+  readonly pacingRate: number;
+  /**
+   * True for a model-based algorithm (BBR) that sets `cwnd` itself from
+   * {@linkcode CongestionControl.onRateSample}: the connection then skips PRR
+   * and the ssthresh-based reductions, and only reports events.
+   */
+  readonly modelBased: boolean;
+  /**
+   * Called for every ACK that delivered data, after loss detection, with the
+   * rate sample of that ACK (loss-based algorithms may ignore it).
+   */
+  onRateSample(rs: RateSample, now: number): void;
+  /** Loss recovery ended (SND.UNA passed the recovery point). */
+  onRecoveryEnd(now: number): void;
   /** Congestion window in bytes. */
   cwnd: number;
   /** Slow-start threshold in bytes. */
@@ -44,6 +101,10 @@ export class NewReno implements CongestionControl {
   cwnd: number;
   /** Slow-start threshold in bytes. */
   ssthresh = 0x7fffffff;
+  /** Loss-based: no pacing. */
+  readonly pacingRate: number = 0;
+  /** Loss-based. */
+  readonly modelBased: boolean = false;
   /** Sender MSS in bytes. */
   protected mss: number;
   #acc = 0;
@@ -58,6 +119,12 @@ export class NewReno implements CongestionControl {
   setMss(mss: number): void {
     this.mss = mss;
   }
+
+  /** Rate samples are not used by NewReno. */
+  onRateSample(_rs: RateSample, _now: number): void {}
+
+  /** Nothing to do when recovery ends. */
+  onRecoveryEnd(_now: number): void {}
 
   /** Slow start below ssthresh, else one MSS per window of acked bytes. */
   onAck(acked: number, _rtt: number, _now: number): void {
@@ -104,6 +171,10 @@ export class Cubic implements CongestionControl {
   cwnd: number;
   /** Slow-start threshold in bytes. */
   ssthresh = 0x7fffffff;
+  /** Loss-based: no pacing. */
+  readonly pacingRate: number = 0;
+  /** Loss-based. */
+  readonly modelBased: boolean = false;
   #mss: number;
   /** W_max in segments. */
   #wMax = 0;
@@ -126,6 +197,12 @@ export class Cubic implements CongestionControl {
   setMss(mss: number): void {
     this.#mss = mss;
   }
+
+  /** Rate samples are not used by CUBIC. */
+  onRateSample(_rs: RateSample, _now: number): void {}
+
+  /** Nothing to do when recovery ends. */
+  onRecoveryEnd(_now: number): void {}
 
   /** W_cubic(t) in segments for `t` seconds into the epoch (RFC 9438 eq. 1). */
   windowAt(t: number): number {
