@@ -1,12 +1,14 @@
 /**
  * One TCP connection: the RFC 9293 state machine with RFC 5961 (blind
  * attack mitigations: exact-match RST, challenge ACKs rate-limited per
- * connection), RFC 7323 (window scale, timestamps, PAWS), RFC 2018 / RFC 6675
- * (SACK generation and SACK-based loss recovery), RFC 6582 (NewReno when the
- * peer has no SACK), RFC 3522 (Eifel: a fast recovery whose retransmission
- * proves spurious by timestamps is undone), RFC 6298 (RTO; Karn's rule also
- * for timestamp echoes), RFC 5681 + RFC 9438 (congestion control, CUBIC by
- * default), delayed ACKs (RFC 1122 §4.2.3.2: every second segment or 40 ms),
+ * connection), RFC 7323 (window scale, timestamps, PAWS), RFC 2018 / RFC 2883
+ * (SACK and DSACK generation), loss recovery in `recovery.ts` (RFC 8985
+ * RACK-TLP with SACK, a learned duplicate-ACK threshold and RFC 6582 NewReno
+ * without it, RFC 6937 PRR, undo of spurious recoveries and timeouts by
+ * timestamps (RFC 3522 / RFC 4015) and by DSACK (RFC 3708)), RFC 6298 (RTO;
+ * Karn's rule also for timestamp echoes), RFC 5681 + RFC 9438 (congestion
+ * control, CUBIC by default) with pacing when the controller sets a rate,
+ * delayed ACKs (RFC 1122 §4.2.3.2: every second segment or 40 ms),
  * zero-window probing, optional keepalives; and the web-stream face the user
  * sees.
  *
@@ -29,13 +31,11 @@
  *   (limit `sendBuffer`, 256 KiB, doubling up to `maxSendBuffer` when the
  *   path window reaches half of it). Buffers are allocated on demand and
  *   freed when acknowledged: an idle connection holds none.
- * - After a timeout the sender goes back to SND.UNA but skips SACKed ranges
- *   (the scoreboard is kept across the first timeout, cleared on the second
- *   in case the receiver reneged); no new fast recovery starts for data sent
- *   before the timeout (RFC 6582 §3.2). ssthresh falls once per episode.
- * - In SACK recovery, a retransmission of the segment at SND.UNA counts as
- *   lost when data sent after it is SACKed 3 segments beyond, and is sent
- *   again without waiting for the RTO.
+ * - After a timeout every segment not SACKed is marked lost and sent again
+ *   in order under the collapsed window (SACK marks are kept across the
+ *   first timeout, dropped on the second in case the receiver reneged); no
+ *   new fast recovery reduces the window for data sent before the timeout
+ *   (RFC 6582 §3.2). ssthresh falls once per episode.
  * - Pure ACKs carry SND.MAX when the peer's window covers it, so a peer that
  *   already holds data we are resending after a timeout accepts them; an
  *   unacceptable pure ACK is answered at most every 500 ms (no ACK wars).
@@ -62,7 +62,7 @@ import {
 import { Assembler } from "./assembler.ts";
 import { type CongestionControl, Cubic, NewReno } from "./congestion.ts";
 import { RttEstimator } from "./rtt.ts";
-import { Scoreboard } from "./scoreboard.ts";
+import { type AckResult, LossRecovery, type SentSegment } from "./recovery.ts";
 import { SendBuffer } from "./send_buffer.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 
@@ -350,6 +350,24 @@ export interface SynOptions {
 
 const S = TcpState;
 const EMPTY = new Uint8Array(0);
+const NO_BLOCKS = new Uint32Array(0);
+/** Scratch results (connections are driven from one thread, never re-entrantly). */
+const ACK_RESULT: AckResult = {
+  acked: 0,
+  delivered: 0,
+  dsack: false,
+  dsackRetrans: 0,
+  retransAcked: false,
+};
+const REO_TIMER = [0];
+/** Worst-case delayed-ACK time added to a probe timeout for a single segment (RFC 8985 §7.2). */
+const WC_DEL_ACK = 200;
+/** Largest learned duplicate-ACK threshold (Linux caps tp->reordering at 300). */
+const MAX_DUP_THRESH = 64;
+
+function newCongestionControl(name: string, mss: number): CongestionControl {
+  return name === "newreno" ? new NewReno(mss) : new Cubic(mss);
+}
 const OUR_WSCALE = 7;
 
 /** A TCP connection. Created by the layer; users see it as {@linkcode TcpConnectionLike}. */
@@ -442,17 +460,27 @@ export class Connection implements TcpConnectionLike {
   #probesUnanswered = 0;
   #retries = 0;
 
-  // Loss recovery.
+  // Loss recovery (recovery.ts): per-segment records, RACK-TLP, PRR, undo.
+  #lr: LossRecovery | null = null;
   #dupAcks = 0;
+  /** Duplicate ACKs that start recovery without SACK; learned from spurious recoveries. */
+  #dupThresh = 3;
+  /** In fast recovery (RFC 6675 / RFC 6937). */
   #inRecovery = false;
+  /** After a retransmission timeout, until SND.UNA passes `#recover`. */
+  #inLoss = false;
   #recover = 0;
-  #highRxt = 0;
-  #rexmitUna = false;
-  #sb: Scoreboard | null = null;
+  #tlpAt = Infinity;
+  #reoAt = Infinity;
+  /** SND.MAX when the outstanding tail loss probe was sent, -1 none. */
+  #tlpEnd = -1;
+  #tlpRetrans = false;
   #rtt: RttEstimator;
-  #rttSeq = 0;
-  #rttTime = -1;
   #cc: CongestionControl;
+  // Pacing: a token bucket in bytes, refilled at the controller's pacing rate.
+  #paceTokens = 0;
+  #paceLast = 0;
+  #paceAt = Infinity;
 
   // ACK scheduling.
   #ackNow = false;
@@ -484,15 +512,18 @@ export class Connection implements TcpConnectionLike {
   #timeouts = 0;
   #fastRecoveries = 0;
   #spuriousRecoveries = 0;
+  #spuriousRetransmits = 0;
+  #tailLossProbes = 0;
+  /** Eifel detection (RFC 3522) armed for the episode's first retransmission. */
   #undoPossible = false;
   #undoCwnd = 0;
   #undoSsthresh = 0;
   #rexmitTsVal = 0;
   /** TSval of our latest retransmission while some data is unacknowledged, or -1. */
   #rexmitTs = -1;
-  /** SND.UNA when we last retransmitted the segment there (-1 none), and SND.MAX then. */
-  #unaRexmitSeq = -1;
-  #unaRexmitMark = 0;
+  /** A DSACK block to send (receiver, RFC 2883), [left, right); left -1 when none. */
+  #dsackL = -1;
+  #dsackR = 0;
   #dropped = 0;
   #challengeAcks = 0;
   #challengeStart = -Infinity;
@@ -531,9 +562,7 @@ export class Connection implements TcpConnectionLike {
     this.#rcvBuf = this.#o.receiveBuffer;
     this.#sendLimit = this.#o.sendBuffer;
     this.#rtt = new RttEstimator({ minRto: this.#o.minRto, maxRto: this.#o.maxRto });
-    this.#cc = this.#o.congestionControl === "cubic"
-      ? new Cubic(this.#sndMss)
-      : new NewReno(this.#sndMss);
+    this.#cc = newCongestionControl(this.#o.congestionControl, this.#sndMss);
     this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
     this.readable = new ReadableStream<Uint8Array>(
       {
@@ -592,9 +621,7 @@ export class Connection implements TcpConnectionLike {
     const peerMss = syn.mss > 0 ? syn.mss : (this.ipVersion === 4 ? 536 : 1220);
     this.#sndMss = Math.max(64, Math.min(peerMss, ours));
     this.#rcvMss = ours;
-    this.#cc = o.congestionControl === "cubic"
-      ? new Cubic(this.#sndMss)
-      : new NewReno(this.#sndMss);
+    this.#cc = newCongestionControl(o.congestionControl, this.#sndMss);
     // An option is on only when both sides sent it (RFC 7323 §2.2, §3.2; RFC 2018 §2).
     this.#wscaleOk = o.windowScale && syn.windowScale >= 0;
     this.#sndShift = this.#wscaleOk ? Math.min(14, syn.windowScale) : 0;
@@ -899,53 +926,56 @@ export class Connection implements TcpConnectionLike {
 
   #processAck(seg: TcpRepr, seq: number, payloadLen: number, flags: number, now: number): void {
     const ack = seg.ack;
+    const una = this.#sndUna;
     const wasWnd = this.#sndWnd;
     const newWnd = seg.window << this.#sndShift;
-    let sackedNew = false;
-    if (this.#sackOk && seg.sackCount > 0 && seqGt(this.#sndMax, this.#sndUna)) {
-      const sb = this.#sb ??= new Scoreboard();
-      const before = sb.sacked;
-      for (let i = 0; i < seg.sackCount; i++) {
-        const l = seg.sackBlocks[2 * i], r = seg.sackBlocks[2 * i + 1];
-        // Only blocks within (SND.UNA, SND.MAX] (D-SACK and bogus blocks ignored).
-        if (seqLt(l, r) && seqGt(l, ack) && seqGe(l, this.#sndUna) && seqLe(r, this.#sndMax)) {
-          sb.add(l, r, this.#sndUna);
+    const lr = this.#lr;
+    const mss = this.#dataMss();
+    if (lr && lr.size > 0) {
+      const res = ACK_RESULT;
+      const sack = this.#sackOk && seg.sackCount > 0;
+      lr.onAck(
+        ack,
+        sack ? seg.sackBlocks : NO_BLOCKS,
+        sack ? seg.sackCount : 0,
+        una,
+        this.#sndMax,
+        now,
+        res,
+      );
+      if (res.dsackRetrans > 0) this.#spuriousRetransmits += res.dsackRetrans;
+      if (seqGt(ack, una)) {
+        this.#ackAdvance(ack, seg, res, now);
+        if (this.state === S.CLOSED || this.state === S.TIME_WAIT) return;
+      } else if (
+        ack === una && payloadLen === 0 && !(flags & (TCP_SYN | TCP_FIN)) &&
+        newWnd === wasWnd && newWnd > 0 && !sack
+      ) {
+        // Duplicate ACK (RFC 5681 §2) from a peer without SACK: one segment left the network.
+        this.#dupAcks++;
+        lr.renoSacked = Math.min(this.#dupAcks * mss, lr.outBytes);
+      }
+      // Spurious retransmissions shown by DSACK (RFC 3708): undo once all of
+      // the episode's retransmissions came back as duplicates.
+      if (res.dsackRetrans > 0 && lr.undoMarker >= 0 && lr.undoRetrans === 0) {
+        this.#undo(now);
+      }
+      // Tail loss probe outcome (RFC 8985 §7.4).
+      if (this.#tlpEnd >= 0) {
+        if (res.dsack) this.#tlpEnd = -1; // the probe was a duplicate: nothing was lost
+        else if (seqGe(ack, this.#tlpEnd)) {
+          if (this.#tlpRetrans && !this.#inRecovery && !this.#inLoss && !this.#cc.modelBased) {
+            // The probe repaired a loss: respond as fast recovery would.
+            this.#cc.onCongestion(lr.inFlight, now);
+            this.#cc.cwnd = Math.max(this.#cc.ssthresh, 2 * mss);
+          }
+          this.#tlpEnd = -1;
         }
       }
-      sackedNew = sb.sacked > before;
-      // Lost retransmission (the idea of RFC 6675 §5's note, done as Linux
-      // does): data sent after our retransmission at SND.UNA is SACKed well
-      // beyond it while SND.UNA has not moved, so that retransmission was lost.
-      if (
-        this.#inRecovery && ack === this.#sndUna && this.#unaRexmitSeq === ack &&
-        seqGe(sb.highest(ack), seqAdd(this.#unaRexmitMark, 3 * this.#dataMss()))
-      ) {
-        this.#rexmitUna = true;
-        this.#unaRexmitSeq = -1;
-      }
-    }
-
-    if (seqGt(ack, this.#sndUna)) {
-      this.#ackAdvance(ack, seg, now);
-    } else if (
-      ack === this.#sndUna && payloadLen === 0 && !(flags & (TCP_SYN | TCP_FIN)) &&
-      newWnd === wasWnd && newWnd > 0 && this.#sndMax !== this.#sndUna
-    ) {
-      // Duplicate ACK (RFC 5681 §2).
-      this.#dupAcks++;
-      if (this.#inRecovery) {
-        if (!this.#sackOk) this.#cc.cwnd += this.#dataMss(); // RFC 6582 inflation
-      } else if (this.#dupAcks >= 3 && seqGe(this.#sndUna, this.#recover)) {
-        this.#enterRecovery(now);
-      }
-    }
-    if (
-      !this.#inRecovery && this.#sackOk && sackedNew && this.#sb &&
-      this.#sb.sacked >= 3 * this.#dataMss() && seqGe(this.#sndUna, this.#recover)
-    ) {
-      // RFC 6582 §3.2 step 2 / RFC 6675 §5: no new recovery for data sent
-      // before the last one (or before a timeout) was repaired.
-      this.#enterRecovery(now);
+      const lost = this.#detectLoss(now);
+      this.#afterAck(res, lost, now);
+    } else if (seqGt(ack, una)) {
+      this.#ackAdvance(ack, seg, null, now);
     }
 
     // Send window update (RFC 9293 §3.10.7.4, fifth check).
@@ -959,8 +989,10 @@ export class Connection implements TcpConnectionLike {
       if (newWnd > 0) {
         this.#persistAt = Infinity;
         this.#persistBackoff = 0;
-        if (this.#probeOut && ack === this.#sndUna) {
-          // The window opened without taking the probe byte: send it again as data.
+        if (this.#probeOut && ack === this.#sndUna && lr && lr.size === 1) {
+          // The window opened without taking the probe byte: it goes again as
+          // part of the data that follows.
+          lr.clear();
           this.#sndNxt = this.#sndUna;
         }
         this.#probeOut = false;
@@ -969,28 +1001,116 @@ export class Connection implements TcpConnectionLike {
     this.#probesUnanswered = 0;
   }
 
+  /**
+   * Loss detection after an ACK: RACK (RFC 8985) with SACK, else the
+   * duplicate-ACK threshold (learned, not fixed at 3) and NewReno's partial
+   * ACK rule. Returns the bytes newly marked lost.
+   */
+  #detectLoss(now: number): number {
+    const lr = this.#lr!;
+    const mss = this.#dataMss();
+    let lost = 0;
+    if (this.#sackOk) {
+      const reo = lr.reoWnd(this.#inRecovery || this.#inLoss, mss, this.#rtt.srtt);
+      lost = lr.detectLoss(now, reo, REO_TIMER);
+      this.#reoAt = REO_TIMER[0] > 0 ? now + REO_TIMER[0] : Infinity;
+    } else if (this.#dupAcks >= this.#dupThresh && !this.#inRecovery && !this.#inLoss) {
+      lost = lr.markHeadLost();
+    }
+    return lost;
+  }
+
+  /** Recovery state and window after an ACK's loss detection. */
+  #afterAck(res: AckResult, lost: number, now: number): void {
+    const lr = this.#lr!;
+    const mss = this.#dataMss();
+    const cc = this.#cc;
+    if (lost > 0 && !this.#inRecovery && !this.#inLoss) this.#enterRecovery(now);
+    if (this.#inRecovery) {
+      if (seqGe(this.#sndUna, this.#recover)) {
+        // Full ACK: leave recovery (RFC 6675 §5; RFC 6937: cwnd = ssthresh).
+        this.#inRecovery = false;
+        this.#dupAcks = 0;
+        if (!cc.modelBased) cc.cwnd = Math.max(cc.ssthresh, mss);
+        cc.onRecoveryEnd(now);
+        lr.recoveryEnded();
+      } else {
+        if (!this.#sackOk && res.acked > 0) {
+          // NewReno partial ACK (RFC 6582 §3.2 step 5): the next segment is lost too.
+          lr.markHeadLost();
+        }
+        if (!cc.modelBased) cc.cwnd = lr.prrWindow(res.delivered, cc.ssthresh, mss);
+      }
+    } else if (this.#inLoss && seqGe(this.#sndUna, this.#recover)) {
+      this.#inLoss = false;
+      cc.onRecoveryEnd(now);
+    }
+    const rs = lr.rateSample(lost, lr.minRtt);
+    if (!this.#inRecovery && res.acked > 0 && rs.priorInFlight * 2 >= cc.cwnd) {
+      // Grow only while the window is actually used (RFC 7661 spirit).
+      cc.onAck(res.acked, this.#rtt.srtt, now);
+    }
+    if (!this.#tsOk && rs.rtt >= 0) this.#rtt.sample(rs.rtt); // Karn: never a retransmission
+    if (res.delivered > 0) cc.onRateSample(rs, now);
+  }
+
   #enterRecovery(now: number): void {
+    const lr = this.#lr!;
     this.#inRecovery = true;
     this.#fastRecoveries++;
+    const reduce = seqGe(this.#sndUna, this.#recover);
+    this.#recover = this.#sndMax;
+    if (!reduce) {
+      // RFC 6582 §3.2 / RFC 6675 §5: losses among data sent before the last
+      // episode was repaired do not reduce the window again.
+      lr.prrStart();
+      return;
+    }
+    this.#startEpisode(now);
+    this.#cc.onCongestion(lr.inFlight, now);
+    lr.prrStart();
+  }
+
+  /** Saves what undo restores, at the start of a recovery or timeout episode. */
+  #startEpisode(now: number): void {
+    this.#undoCwnd = this.#cc.cwnd;
+    this.#undoSsthresh = this.#cc.ssthresh;
+    this.#lr!.startEpisode(this.#sndUna);
     if (this.#tsOk) {
-      // Eifel detection (RFC 3522): remember what to restore and the TSval
-      // our retransmission carries.
-      this.#undoCwnd = this.#cc.cwnd;
-      this.#undoSsthresh = this.#cc.ssthresh;
+      // Eifel detection (RFC 3522): the TSval our first retransmission carries.
       this.#rexmitTsVal = this.#tsNow(now);
       this.#undoPossible = true;
     }
-    this.#recover = this.#sndMax;
-    const flight = seqDiff(this.#sndMax, this.#sndUna);
-    this.#cc.onCongestion(flight, now);
-    if (!this.#sackOk) this.#cc.cwnd = this.#cc.ssthresh + 3 * this.#dataMss();
-    this.#highRxt = this.#sndUna;
-    this.#rexmitUna = true;
-    this.#rttTime = -1; // Karn: no sample across a retransmission
   }
 
-  #ackAdvance(ack: number, seg: TcpRepr, now: number): void {
-    const flightBefore = seqDiff(this.#sndMax, this.#sndUna);
+  /**
+   * The episode's retransmissions were spurious (Eifel, DSACK): restore the
+   * window (RFC 3522 / RFC 4015 response), forget loss marks that were not
+   * acted on yet, and learn the reordering.
+   */
+  #undo(now: number): void {
+    const lr = this.#lr!;
+    const cc = this.#cc;
+    this.#spuriousRecoveries++;
+    cc.cwnd = Math.max(cc.cwnd, this.#undoCwnd);
+    cc.ssthresh = Math.max(cc.ssthresh, this.#undoSsthresh);
+    if (this.#inRecovery || this.#inLoss) {
+      this.#inRecovery = false;
+      this.#inLoss = false;
+      cc.onRecoveryEnd(now);
+      lr.recoveryEnded();
+    }
+    if (!this.#sackOk) {
+      // Learn the reordering degree (as Linux's tp->reordering for Reno).
+      this.#dupThresh = Math.min(MAX_DUP_THRESH, Math.max(this.#dupThresh + 1, this.#dupAcks + 1));
+    }
+    lr.reorderingSeen = true;
+    lr.unmarkLost();
+    lr.endEpisode();
+    this.#undoPossible = false;
+  }
+
+  #ackAdvance(ack: number, seg: TcpRepr, res: AckResult | null, now: number): void {
     let acked = seqDiff(ack, this.#sndUna);
     if (this.#finSent && !this.#finAcked && seqGt(ack, this.#finSeq)) {
       this.#finAcked = true;
@@ -1001,9 +1121,9 @@ export class Connection implements TcpConnectionLike {
     this.#sndUna = ack;
     this.#probeOut = false;
     if (seqLt(this.#sndNxt, ack)) this.#sndNxt = ack;
-    this.#sb?.prune(ack);
+    this.#lr?.unaAdvanced(ack);
 
-    // RTT (RFC 7323 §4.1 with timestamps, else one timed segment, Karn's rule).
+    // RTT from timestamps (RFC 7323 §4.1); without them from the rate sample.
     if (this.#tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
       // Karn's rule for timestamps: after a retransmission, an echo older than
       // it may belong to an ACK-less stretch long ago (the receiver does not
@@ -1011,52 +1131,35 @@ export class Connection implements TcpConnectionLike {
       if (this.#rexmitTs < 0 || seqGe(seg.tsEcr, this.#rexmitTs)) {
         this.#rtt.sample(Math.max(0, seqDiff(this.#tsNow(now), seg.tsEcr)));
       }
-    } else if (this.#rttTime >= 0 && seqGe(ack, this.#rttSeq)) {
-      this.#rtt.sample(Math.max(0, now - this.#rttTime));
-      this.#rttTime = -1;
     }
     this.#retries = 0;
     this.#rtt.resetBackoff();
 
-    if (this.#undoPossible) {
+    if (this.#undoPossible && res && res.retransAcked) {
       this.#undoPossible = false;
-      // The first ACK after the retransmission echoes the original's TSval:
-      // the original arrived, the "loss" was reordering (RFC 3522 §2).
+      // The first ACK of a retransmitted segment echoes the original's TSval:
+      // the original arrived, the "loss" was reordering or delay (RFC 3522 §2,
+      // for timeouts RFC 4015).
       if (
-        this.#inRecovery && seg.hasTimestamp && seg.tsEcr !== 0 &&
+        (this.#inRecovery || this.#inLoss) && seg.hasTimestamp && seg.tsEcr !== 0 &&
         seqLt(seg.tsEcr, this.#rexmitTsVal)
       ) {
-        this.#spuriousRecoveries++;
-        this.#inRecovery = false;
-        this.#rexmitUna = false;
-        this.#cc.cwnd = Math.max(this.#cc.cwnd, this.#undoCwnd);
-        this.#cc.ssthresh = Math.max(this.#cc.ssthresh, this.#undoSsthresh);
+        this.#undo(now);
       }
     }
-    if (this.#inRecovery) {
-      if (seqGe(ack, this.#recover)) {
-        // Full ACK: leave recovery (RFC 6582 §3.2 step 3, RFC 6675 §5).
-        this.#inRecovery = false;
-        const flight = seqDiff(this.#sndMax, this.#sndUna);
-        this.#cc.cwnd = Math.min(
-          this.#cc.ssthresh,
-          Math.max(flight, this.#dataMss()) + this.#dataMss(),
-        );
-        this.#cc.cwnd = Math.max(this.#cc.cwnd, this.#dataMss());
-      } else {
-        // Partial ACK: retransmit the next hole.
-        if (!this.#sackOk) {
-          this.#cc.cwnd = Math.max(this.#dataMss(), this.#cc.cwnd - acked + this.#dataMss());
-          this.#rexmitUna = true;
-        } else if (seqLt(this.#highRxt, ack)) this.#highRxt = ack;
-      }
-    } else if (flightBefore * 2 >= this.#cc.cwnd) {
-      // Grow only while the window is actually used (RFC 7661 spirit).
-      this.#cc.onAck(acked, this.#rtt.srtt, now);
+    const lr = this.#lr;
+    if (lr && this.#inRecovery && !this.#sackOk) {
+      // A partial ACK covers the retransmission and some of the segments the
+      // duplicate ACKs announced (as Linux's tcp_remove_reno_sacks).
+      lr.renoSacked = Math.max(0, lr.renoSacked - Math.max(0, acked - this.#dataMss()));
+    } else {
+      this.#dupAcks = 0;
+      if (lr) lr.renoSacked = 0;
     }
-    this.#dupAcks = 0;
     if (this.#sndUna === this.#sndMax) this.#rexmitTs = -1;
     this.#rtoAt = this.#sndUna === this.#sndMax ? Infinity : now + this.#rtt.rto;
+    if (this.#sndUna === this.#sndMax) this.#tlpAt = this.#reoAt = Infinity;
+    else this.#armProbe(now);
 
     // Grow the send buffer when the path can use more (up to maxSendBuffer).
     const pathWindow = Math.min(this.#cc.cwnd, this.#sndWnd);
@@ -1074,6 +1177,26 @@ export class Connection implements TcpConnectionLike {
       } else if (this.state === S.CLOSING) this.#enterTimeWait(now);
       else if (this.state === S.LAST_ACK) this.#terminate(null, false);
     }
+  }
+
+  /**
+   * Arms the tail loss probe (RFC 8985 §7.2): SACK connection, no recovery,
+   * no probe outstanding, data in flight. PTO = 2·SRTT (+ a worst-case
+   * delayed ACK when one segment is out), never beyond the RTO.
+   */
+  #armProbe(now: number): void {
+    const lr = this.#lr;
+    if (
+      !this.#sackOk || this.#inRecovery || this.#inLoss || this.#tlpEnd >= 0 || !lr ||
+      lr.outBytes === 0
+    ) {
+      this.#tlpAt = Infinity;
+      return;
+    }
+    const srtt = this.#rtt.srtt;
+    let pto = srtt > 0 ? Math.max(2 * srtt, 10) : 1000;
+    if (lr.size === 1) pto += WC_DEL_ACK;
+    this.#tlpAt = Math.min(now + pto, this.#rtoAt);
   }
 
   #receiveData(seq: number, payload: Uint8Array): void {
@@ -1177,7 +1300,8 @@ export class Connection implements TcpConnectionLike {
     this.#rtoAt = this.#persistAt = this.#keepaliveAt = Infinity;
     this.#sendBuf = null;
     this.#asm = null;
-    this.#sb = null;
+    this.#lr = null;
+    this.#tlpAt = this.#reoAt = this.#paceAt = Infinity;
     this.#finishStreams();
     this.#resolveClosed();
     this.#owner.enteredTimeWait(this);
@@ -1213,6 +1337,14 @@ export class Connection implements TcpConnectionLike {
       if (!this.#sendOne(now)) break;
       sent++;
     }
+    const lr = this.#lr;
+    if (
+      lr && lr.lostPending === 0 && this.#unsentBytes() === 0 && this.#pipe() < this.#cc.cwnd
+    ) {
+      // Nothing more to send while the window has room: rate samples from now
+      // on are application-limited (delivery-rate draft §3.4).
+      lr.markAppLimited();
+    }
     if (this.#ackNow) this.#sendControl(TCP_ACK, this.#ackSeq(), now);
     // Persist timer: data waiting, peer window zero, nothing in flight.
     const pending = this.#unsentBytes() > 0 || (this.#finQueued && !this.#finSent);
@@ -1230,17 +1362,32 @@ export class Connection implements TcpConnectionLike {
     return buf.length - seqDiff(this.#sndNxt, this.#sndUna);
   }
 
-  /** Bytes in flight as RFC 6675 "pipe" (SACK) or SND.NXT − SND.UNA. */
+  /** Bytes in flight (RFC 6675 "pipe" as Linux counts it). */
   #pipe(): number {
-    const flight = seqDiff(this.#sndNxt, this.#sndUna);
-    if (!this.#inRecovery || !this.#sackOk || !this.#sb) return flight;
-    const sb = this.#sb;
-    const from = seqGt(this.#highRxt, this.#sndUna) ? this.#highRxt : this.#sndUna;
-    // Holes above HighRxt and below the highest SACK are deemed lost.
-    return Math.max(0, flight - sb.sacked - sb.holeBytes(from));
+    return this.#lr ? this.#lr.inFlight : 0;
   }
 
-  #hole: [number, number] = [0, 0];
+  /**
+   * Pacing (for controllers that set a rate, BBR): true when a segment of
+   * `len` bytes may go now. Tokens accrue at the pacing rate up to a quantum
+   * of ~2 ms of sending (at least two segments, at most 64 KiB), so a timer
+   * that fires late still releases a burst rather than one segment per wake.
+   */
+  #paceAllows(len: number, now: number): boolean {
+    const rate = this.#cc.pacingRate;
+    if (!(rate > 0)) return true;
+    const quantum = Math.min(65536, Math.max(2 * this.#dataMss(), rate * 2));
+    this.#paceTokens = Math.min(quantum, this.#paceTokens + (now - this.#paceLast) * rate);
+    this.#paceLast = now;
+    if (this.#paceTokens > 0 || this.#paceTokens >= len) return true;
+    this.#paceAt = now + Math.max(0.05, (1 - this.#paceTokens) / rate);
+    return false;
+  }
+
+  #paced(len: number): void {
+    if (this.#cc.pacingRate > 0) this.#paceTokens -= len;
+    this.#paceAt = Infinity;
+  }
 
   /** Sends one segment if allowed; returns false when nothing (more) can go. */
   #sendOne(now: number): boolean {
@@ -1248,78 +1395,75 @@ export class Connection implements TcpConnectionLike {
     const bufLen = buf ? buf.length : 0;
     const mss = this.#dataMss() - this.#sackOptionLength();
     const cwnd = this.#cc.cwnd;
+    const lr = this.#lr;
 
-    // 1. Retransmission at SND.UNA (fast retransmit, NewReno partial ACK).
-    if (this.#rexmitUna) {
-      this.#rexmitUna = false;
-      let end = this.#sndMax;
-      if (this.#sackOk && this.#sb) {
-        const h = this.#sb.nextHole(this.#sndUna, this.#hole);
-        if (h) end = h[1];
-      }
-      const avail = Math.min(bufLen, seqDiff(end, this.#sndUna));
-      const len = Math.min(mss, avail);
-      if (len > 0 || (this.#finSent && !this.#finAcked)) {
-        this.#unaRexmitSeq = this.#sndUna;
-        this.#unaRexmitMark = this.#sndMax;
-        this.#sendData(this.#sndUna, len, now, true);
-        if (this.#sackOk) this.#highRxt = seqAdd(this.#sndUna, len);
-        return true;
-      }
+    // 1. Segments marked lost (RACK, duplicate ACKs, timeout), in sequence order.
+    const lost = lr ? lr.nextLost() : null;
+    if (lost) {
+      if (this.#pipe() + Math.min(lost.length, mss) > cwnd && this.#pipe() > 0) return false;
+      if (!this.#paceAllows(lost.length, now)) return false;
+      this.#resend(lost, mss, now);
+      return true;
     }
-    // 2. SACK recovery: lost holes below the highest SACK (RFC 6675 §5 NextSeg rule 1).
-    if (this.#inRecovery && this.#sackOk && this.#sb) {
-      const from = seqGt(this.#highRxt, this.#sndUna) ? this.#highRxt : this.#sndUna;
-      const h = this.#sb.nextHole(from, this.#hole);
-      if (h) {
-        const len = Math.min(mss, seqDiff(h[1], h[0]), bufLen - seqDiff(h[0], this.#sndUna));
-        if (len > 0 && cwnd - this.#pipe() >= len) {
-          if (h[0] === this.#sndUna) {
-            this.#unaRexmitSeq = this.#sndUna;
-            this.#unaRexmitMark = this.#sndMax;
-          }
-          this.#sendData(h[0], len, now, true);
-          this.#highRxt = seqAdd(h[0], len);
-          return true;
-        }
-        if (len > 0) return false;
-      }
-    }
-    // 3. New data (or data again after a timeout) at SND.NXT.
-    let sackLimit = Infinity;
-    if (this.#sb && !this.#sb.empty && seqLt(this.#sndNxt, this.#sndMax)) {
-      // Going back after a timeout: skip what the peer SACKed.
-      this.#sndNxt = this.#sb.skipSacked(this.#sndNxt);
-      sackLimit = this.#sb.sackedAfter(this.#sndNxt);
-    }
+    // 2. New data at SND.NXT.
     const offset = seqDiff(this.#sndNxt, this.#sndUna);
     const avail = bufLen - offset;
     const wndRoom = this.#sndWnd - offset;
-    const cwndRoom = cwnd - this.#pipe();
-    let len = Math.min(avail, mss, wndRoom, cwndRoom, sackLimit);
+    let len = Math.min(avail, mss, wndRoom);
     if (len < 0) len = 0;
-    const retransmit = seqLt(this.#sndNxt, this.#sndMax);
     if (len > 0) {
-      if (len < mss && len < avail && !retransmit) {
-        // Sender SWS avoidance (RFC 9293 §3.8.6.2.1); not for data already sent.
+      if (len > cwnd - this.#pipe()) return false;
+      if (len < mss && len < avail) {
+        // Sender SWS avoidance (RFC 9293 §3.8.6.2.1).
         const idle = this.#sndNxt === this.#sndUna;
         if (!(len >= this.#maxSndWnd / 2 || (idle && len === wndRoom))) return false;
       }
-      if (
-        this.#o.nagle && !retransmit && len < mss && this.#sndNxt !== this.#sndUna &&
-        !this.#finQueued
-      ) {
+      if (this.#o.nagle && len < mss && this.#sndNxt !== this.#sndUna && !this.#finQueued) {
         return false;
       }
-      this.#sendData(this.#sndNxt, len, now, retransmit);
+      if (!this.#paceAllows(len, now)) return false;
+      this.#sendNew(len, now);
       return true;
     }
-    // 4. A lone FIN once all data is out.
-    if (this.#finQueued && avail === 0 && (!this.#finSent || seqLe(this.#sndNxt, this.#finSeq))) {
-      this.#sendData(this.#sndNxt, 0, now, this.#finSent);
+    // 3. A lone FIN once all data is out.
+    if (this.#finQueued && avail === 0 && !this.#finSent) {
+      this.#sendNew(0, now);
       return true;
     }
     return false;
+  }
+
+  /** Sends `len` new bytes at SND.NXT (plus FIN when closing and they end the buffer). */
+  #sendNew(len: number, now: number): void {
+    const seq = this.#sndNxt;
+    const fin = this.#sendData(seq, len, now);
+    const end = seqAdd(seq, len + (fin ? 1 : 0));
+    const lr = this.#lr ??= new LossRecovery({ sack: this.#sackOk });
+    lr.sent(seq, end, fin, now);
+    this.#sndNxt = end;
+    if (seqGt(end, this.#sndMax)) this.#sndMax = end;
+    if (this.#inRecovery) lr.prrSent(len);
+    this.#paced(len);
+    if (this.#rtoAt === Infinity) this.#rtoAt = now + this.#rtt.rto;
+    if (this.#tlpAt === Infinity) this.#armProbe(now);
+  }
+
+  /** Sends the record `rec` again (in MSS pieces if the MSS shrank since). */
+  #resend(rec: SentSegment, mss: number, now: number): void {
+    const lr = this.#lr!;
+    const dataEnd = rec.fin ? seqAdd(rec.end, -1) : rec.end;
+    let at = rec.start;
+    do {
+      const len = Math.min(mss, Math.max(0, seqDiff(dataEnd, at)));
+      this.#sendData(at, len, now);
+      at = seqAdd(at, len);
+      if (this.#inRecovery) lr.prrSent(len);
+      this.#paced(len);
+    } while (seqLt(at, dataEnd));
+    lr.retransmitted(rec, now);
+    this.#retransmits++;
+    this.#rexmitTs = this.#tsNow(now);
+    if (this.#rtoAt === Infinity) this.#rtoAt = now + this.#rtt.rto;
   }
 
   #sackOptionLength(): number {
@@ -1328,8 +1472,11 @@ export class Connection implements TcpConnectionLike {
       8 * Math.min(this.#tsOk ? 3 : 4, this.#asm.sackBlocks(this.#owner.scratch.sackBlocks, 4));
   }
 
-  /** Sends `len` bytes at `seq` (plus FIN when the data ends there and we are closing). */
-  #sendData(seq: number, len: number, now: number, retransmit: boolean): void {
+  /**
+   * Emits `len` bytes at `seq`, plus FIN when they end the buffer and we are
+   * closing; returns whether the FIN went. Records are kept by the callers.
+   */
+  #sendData(seq: number, len: number, now: number): boolean {
     const bufLen = this.#sendBuf ? this.#sendBuf.length : 0;
     const offset = seqDiff(seq, this.#sndUna);
     const fin = this.#finQueued && offset + len === bufLen;
@@ -1337,24 +1484,14 @@ export class Connection implements TcpConnectionLike {
     if (fin) flags |= TCP_FIN;
     if (len > 0 && offset + len === bufLen) flags |= TCP_PSH;
     this.#emit(flags, seq, offset, len, now);
-    const end = seqAdd(seq, len + (fin ? 1 : 0));
     if (fin && !this.#finSent) {
       this.#finSent = true;
       this.#finSeq = seqAdd(seq, len);
       if (this.state === S.ESTABLISHED) this.state = S.FIN_WAIT_1;
       else if (this.state === S.CLOSE_WAIT) this.state = S.LAST_ACK;
     }
-    if (retransmit) {
-      this.#retransmits++;
-      this.#rexmitTs = this.#tsNow(now);
-    } else if (len > 0 && this.#rttTime < 0 && !this.#tsOk) {
-      this.#rttTime = now;
-      this.#rttSeq = end;
-    }
-    if (seqGt(end, this.#sndNxt) && seqLe(seq, this.#sndNxt)) this.#sndNxt = end;
-    if (seqGt(end, this.#sndMax)) this.#sndMax = end;
-    if (this.#rtoAt === Infinity) this.#rtoAt = now + this.#rtt.rto;
     this.#persistAt = Infinity;
+    return fin;
   }
 
   /**
@@ -1457,6 +1594,9 @@ export class Connection implements TcpConnectionLike {
   deadline(): number {
     return Math.min(
       this.#rtoAt,
+      this.#tlpAt,
+      this.#reoAt,
+      this.#paceAt,
       this.#persistAt,
       this.#delackAt,
       this.#timeWaitAt,
@@ -1475,6 +1615,9 @@ export class Connection implements TcpConnectionLike {
       this.#onRto(now);
       if (this.#isClosed()) return;
     }
+    if (this.#reoAt <= now) this.#onReorderTimer(now);
+    if (this.#tlpAt <= now) this.#onProbeTimer(now);
+    if (this.#paceAt <= now) this.#paceAt = Infinity;
     if (this.#persistAt <= now) {
       this.#onPersist(now);
       if (this.#isClosed()) return;
@@ -1505,7 +1648,7 @@ export class Connection implements TcpConnectionLike {
     if (this.#sndMax === this.#sndUna) return;
     if (this.#sndWnd === 0) {
       // The peer's window is shut: this is zero-window probing, not loss.
-      this.#sndNxt = this.#sndUna;
+      this.#tlpAt = this.#reoAt = Infinity;
       this.#persistAt = now;
       return;
     }
@@ -1515,48 +1658,100 @@ export class Connection implements TcpConnectionLike {
       return;
     }
     this.#retries++;
-    // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off, collapse cwnd, go back N.
-    // ssthresh falls once per loss episode, not again on each backoff.
-    if (this.#retries === 1) this.#cc.onTimeout(seqDiff(this.#sndMax, this.#sndUna), now);
-    else this.#cc.cwnd = this.#dataMss();
+    // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off and collapse cwnd; every
+    // unSACKed segment is lost (RFC 8985 §6.3). ssthresh falls once per
+    // episode, not again on each backoff.
+    const lr = this.#lr;
+    if (this.#retries === 1) {
+      if (!this.#inLoss && !this.#inRecovery) this.#startEpisode(now);
+      else this.#undoPossible = false; // a timeout inside recovery: not Eifel-undoable
+      this.#cc.onTimeout(lr ? lr.inFlight : seqDiff(this.#sndMax, this.#sndUna), now);
+    } else {
+      this.#cc.cwnd = this.#dataMss();
+      this.#undoPossible = false;
+    }
     this.#rtt.backOff();
     this.#inRecovery = false;
-    this.#rexmitUna = false;
-    this.#undoPossible = false;
+    this.#inLoss = true;
     this.#dupAcks = 0;
     this.#recover = this.#sndMax;
+    this.#tlpAt = this.#reoAt = Infinity;
+    this.#tlpEnd = -1;
     // Keep SACK information across the first timeout (resend only the holes);
     // forget it after a second one in case the receiver reneged (RFC 2018 §8).
-    if (this.#retries >= 2) this.#sb?.clear();
-    this.#rttTime = -1;
-    this.#sndNxt = this.#sndUna;
+    if (lr) {
+      lr.markAllLost(this.#retries >= 2);
+      lr.renoSacked = 0;
+    }
+    this.#rtoAt = now + this.#rtt.rto;
+  }
+
+  /** The RACK reordering timer (RFC 8985 §6.3): detect losses again. */
+  #onReorderTimer(now: number): void {
+    this.#reoAt = Infinity;
+    const lr = this.#lr;
+    if (!lr || lr.outBytes === 0) return;
+    const lost = this.#detectLoss(now);
+    if (lost > 0 && !this.#inRecovery && !this.#inLoss) {
+      this.#enterRecovery(now);
+      if (!this.#cc.modelBased) {
+        this.#cc.cwnd = lr.prrWindow(0, this.#cc.ssthresh, this.#dataMss());
+      }
+    }
+  }
+
+  /**
+   * The probe timeout (RFC 8985 §7.3): send one new segment if the window
+   * allows, else the last segment again, so that a tail loss draws SACKs
+   * (and RACK) instead of waiting for the RTO.
+   */
+  #onProbeTimer(now: number): void {
+    this.#tlpAt = Infinity;
+    const lr = this.#lr;
+    if (!lr || lr.outBytes === 0 || this.#inRecovery || this.#inLoss) return;
+    const mss = this.#dataMss() - this.#sackOptionLength();
+    const offset = seqDiff(this.#sndNxt, this.#sndUna);
+    const avail = (this.#sendBuf ? this.#sendBuf.length : 0) - offset;
+    const len = Math.min(avail, mss, this.#sndWnd - offset);
+    this.#tailLossProbes++;
+    if (len > 0) {
+      this.#sendNew(len, now);
+      this.#tlpRetrans = false;
+    } else {
+      const last = lr.last();
+      if (!last) return;
+      this.#resend(last, mss, now);
+      this.#tlpRetrans = true;
+    }
+    this.#tlpEnd = this.#sndMax;
     this.#rtoAt = now + this.#rtt.rto;
   }
 
   #onPersist(now: number): void {
     this.#persistAt = Infinity;
-    if (this.#sndWnd !== 0 || seqDiff(this.#sndNxt, this.#sndUna) > 1) return;
+    if (this.#sndWnd !== 0) return;
     this.#probesUnanswered++;
     if (this.#probesUnanswered > this.#o.retries) {
       this.#sendRst(this.#sndNxt, 0, false, now);
       this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"), false);
       return;
     }
-    // Zero-window probe (RFC 9293 §3.8.6.1): one byte of new data (or the FIN).
+    // Zero-window probe (RFC 9293 §3.8.6.1): one byte (or the FIN).
     const buf = this.#sendBuf;
-    if (buf && buf.length > 0) {
-      this.#emit(TCP_ACK, this.#sndUna, 0, 1, now);
-      const next = seqAdd(this.#sndUna, 1);
-      if (seqGt(next, this.#sndMax)) this.#sndMax = next;
-      // The byte counts as sent: an ACK of it advances normally.
-      this.#sndNxt = next;
+    const bufLen = buf ? buf.length : 0;
+    if (this.#sndNxt !== this.#sndUna) {
+      // Data outstanding behind a shut window: its first byte again.
+      if (bufLen > 0) this.#emit(TCP_ACK, this.#sndUna, 0, 1, now);
+      else if (this.#finSent && !this.#finAcked) this.#sendData(this.#sndUna, 0, now);
+    } else if (bufLen > 0) {
+      // One byte of new data; it counts as sent, so an ACK of it advances normally.
+      this.#sendNew(1, now);
       this.#probeOut = true;
-    } else if (this.#finQueued) {
-      this.#sendData(this.#sndNxt, 0, now, this.#finSent);
+    } else if (this.#finQueued && !this.#finSent) {
+      this.#sendNew(0, now);
     }
     this.#persistBackoff++;
-    this.#persistAt = Infinity;
-    this.#rtoAt = Infinity;
+    this.#rtoAt = this.#tlpAt = this.#reoAt = Infinity;
     this.#persistAt = now + Math.min(this.#o.maxRto, this.#rtt.rto * 2 ** this.#persistBackoff);
   }
 
@@ -1597,10 +1792,9 @@ export class Connection implements TcpConnectionLike {
     if (mss >= this.#sndMss) return;
     this.#sndMss = mss;
     this.#cc.setMss(this.#dataMss());
-    // Resend what is in flight in smaller segments, without a congestion response.
-    this.#sndNxt = this.#sndUna;
-    this.#sb?.clear();
-    this.#inRecovery = false;
+    // Resend what is in flight in smaller segments, without a congestion
+    // response (RFC 1191 §6.5 spirit): they are lost at the old size.
+    this.#lr?.markAllLost(false);
     this.#owner.wakeConnection(this);
   }
 
@@ -1828,7 +2022,7 @@ export class Connection implements TcpConnectionLike {
     if (!wasTimeWait) this.#finishStreams();
     this.#sendBuf = null;
     this.#asm = null;
-    this.#sb = null;
+    this.#lr = null;
     this.#resolveClosed();
     this.#owner.released(this);
   }

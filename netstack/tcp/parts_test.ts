@@ -3,7 +3,6 @@ import { Assembler } from "./assembler.ts";
 import { Cubic, initialWindow, NewReno } from "./congestion.ts";
 import { KeyedHash } from "./isn.ts";
 import { RttEstimator } from "./rtt.ts";
-import { Scoreboard } from "./scoreboard.ts";
 import { SendBuffer } from "./send_buffer.ts";
 import { seqGt, seqLt } from "./seq.ts";
 
@@ -136,25 +135,6 @@ Deno.test("assembler", async (t) => {
     a.insert(0xfffffffe, new Uint8Array([9, 9, 9, 9]), 0xfffffff0);
     assert.deepEqual(a.take(0), new Uint8Array([9, 9]));
   });
-});
-
-Deno.test("SACK scoreboard", () => {
-  const s = new Scoreboard();
-  s.add(2000, 3000, 1000);
-  s.add(4000, 5000, 1000);
-  s.add(3000, 3500, 1000);
-  assert.equal(s.sacked, 2500);
-  assert.equal(s.highest(1000), 5000);
-  const out: [number, number] = [0, 0];
-  assert.deepEqual(s.nextHole(1000, out), [1000, 2000]);
-  assert.deepEqual(s.nextHole(2000, out), [3500, 4000]);
-  assert.equal(s.nextHole(5000, out), null);
-  assert.equal(s.holeBytes(1000), 1500);
-  s.prune(3200);
-  assert.equal(s.sacked, 1300);
-  s.prune(6000);
-  assert.ok(s.empty);
-  assert.equal(s.sacked, 0);
 });
 
 Deno.test("keyed hash depends on key and input", () => {
