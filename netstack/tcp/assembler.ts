@@ -189,37 +189,46 @@ export class Assembler {
   }
 
   /**
-   * Writes up to `max` SACK blocks [left, right) into `out` (pairs) and
-   * returns their count: first the block holding the most recent segment,
-   * then other recent ones, then the rest in ascending order (RFC 2018 §4).
+   * Writes up to `max` SACK blocks [left, right) into `out` (pairs, from pair
+   * index `first`, so a DSACK block can go before them) and returns their
+   * count: first the block holding the most recent segment, then other
+   * recent ones, then the rest in ascending order (RFC 2018 §4).
    */
-  sackBlocks(out: Uint32Array, max: number): number {
+  sackBlocks(out: Uint32Array, max: number, first = 0): number {
     const bl = this.#bl;
-    let count = 0;
-    let used = 0; // bit set over the first 31 block indexes, others by scan
-    const emit = (bi: number): void => {
-      if (count >= max) return;
-      const bit = bi >> 1;
-      if (bit < 31) {
-        if (used & (1 << bit)) return;
-        used |= 1 << bit;
-      } else {
-        for (let k = 0; k < count; k++) if (out[2 * k] === bl[bi]) return;
-      }
-      out[2 * count] = bl[bi];
-      out[2 * count + 1] = bl[bi + 1];
-      count++;
-    };
+    const limit = first + max;
+    let count = first;
     for (const r of this.#recent) {
+      if (count >= limit) break;
       for (let bi = 0; bi < bl.length; bi += 2) {
         if (seqDiff(r, bl[bi]) >= 0 && seqDiff(r, bl[bi + 1]) < 0) {
-          emit(bi);
+          count = this.#emitBlock(out, bi, first, count);
           break;
         }
       }
     }
-    for (let bi = 0; bi < bl.length && count < max; bi += 2) emit(bi);
-    return count;
+    for (let bi = 0; bi < bl.length && count < limit; bi += 2) {
+      count = this.#emitBlock(out, bi, first, count);
+    }
+    return count - first;
+  }
+
+  /** Appends block `bi` unless already written; returns the new count. */
+  #emitBlock(out: Uint32Array, bi: number, first: number, count: number): number {
+    const bl = this.#bl;
+    for (let k = first; k < count; k++) if (out[2 * k] === bl[bi]) return count;
+    out[2 * count] = bl[bi];
+    out[2 * count + 1] = bl[bi + 1];
+    return count + 1;
+  }
+
+  /** Whether [seq, seq + len) is already stored entirely (a duplicate, RFC 2883). */
+  holds(seq: number, len: number): boolean {
+    const bl = this.#bl;
+    for (let bi = 0; bi < bl.length; bi += 2) {
+      if (seqDiff(seq, bl[bi]) >= 0 && seqDiff(seqAdd(seq, len), bl[bi + 1]) <= 0) return true;
+    }
+    return false;
   }
 }
 

@@ -294,6 +294,20 @@ export interface TcpConnectionStats {
   spuriousRecoveries: number;
   /** Fast-recovery episodes. */
   fastRecoveries: number;
+  /** Retransmissions the peer reported as duplicates by DSACK (RFC 3708). */
+  spuriousRetransmits: number;
+  /** DSACK blocks received (duplicates the peer saw, any cause). */
+  dsacksReceived: number;
+  /** Tail loss probes sent (RFC 8985 §7). */
+  tailLossProbes: number;
+  /** RACK reordering window multiplier (1 = min_RTT/4; grows with DSACKs). */
+  reorderingWindowMultiplier: number;
+  /** Duplicate-ACK threshold in use for a peer without SACK. */
+  dupAckThreshold: number;
+  /** Pacing rate in bytes per ms (0 = not paced). */
+  pacingRate: number;
+  /** Congestion controller name. */
+  congestionControl: string;
   /** Smoothed RTT, ms. */
   srtt: number;
   /** RTT variation, ms. */
@@ -514,6 +528,8 @@ export class Connection implements TcpConnectionLike {
   #spuriousRecoveries = 0;
   #spuriousRetransmits = 0;
   #tailLossProbes = 0;
+  /** DSACKs counted by recovery state already released (closed connection). */
+  #dsacksBefore = 0;
   /** Eifel detection (RFC 3522) armed for the episode's first retransmission. */
   #undoPossible = false;
   #undoCwnd = 0;
@@ -738,6 +754,10 @@ export class Connection implements TcpConnectionLike {
         this.#ackNow = true;
       } else {
         this.#dropped++;
+        if (payload.length > 0 && seqLe(seqAdd(seq, payload.length), this.#rcvNxt)) {
+          // A duplicate of data we already have: report it (RFC 2883 §4.1.1).
+          this.#setDsack(seq, seqAdd(seq, payload.length));
+        }
         if (this.state === S.TIME_WAIT && (flags & TCP_FIN)) {
           // A retransmitted FIN: our last ACK was lost; restart 2·MSL.
           this.#timeWaitAt = now + this.#o.timeWait;
@@ -776,6 +796,7 @@ export class Connection implements TcpConnectionLike {
     // Trim to the window (data before RCV.NXT, data beyond the right edge).
     if (seqLt(seq, this.#rcvNxt)) {
       const cut = seqDiff(this.#rcvNxt, seq);
+      if (payload.length > 0) this.#setDsack(seq, seqAdd(seq, Math.min(cut, payload.length)));
       payload = cut >= payload.length ? EMPTY : payload.subarray(cut);
       seq = this.#rcvNxt;
     }
@@ -944,6 +965,8 @@ export class Connection implements TcpConnectionLike {
         res,
       );
       if (res.dsackRetrans > 0) this.#spuriousRetransmits += res.dsackRetrans;
+      // Without timestamps, RTT from the records (Karn: never a retransmission).
+      if (!this.#tsOk && lr.ackRtt >= 0) this.#rtt.sample(lr.ackRtt);
       if (seqGt(ack, una)) {
         this.#ackAdvance(ack, seg, res, now);
         if (this.state === S.CLOSED || this.state === S.TIME_WAIT) return;
@@ -1050,7 +1073,6 @@ export class Connection implements TcpConnectionLike {
       // Grow only while the window is actually used (RFC 7661 spirit).
       cc.onAck(res.acked, this.#rtt.srtt, now);
     }
-    if (!this.#tsOk && rs.rtt >= 0) this.#rtt.sample(rs.rtt); // Karn: never a retransmission
     if (res.delivered > 0) cc.onRateSample(rs, now);
   }
 
@@ -1230,7 +1252,9 @@ export class Connection implements TcpConnectionLike {
       this.#maybeGrowReceiveBuffer(len);
     } else {
       const asm = this.#asm ??= new Assembler();
-      if (!asm.insert(seq, payload, this.#rcvNxt)) this.#dropped++;
+      // A duplicate of out-of-order data: DSACK it (RFC 2883 §4.1.2).
+      if (asm.holds(seq, len)) this.#setDsack(seq, seqAdd(seq, len));
+      else if (!asm.insert(seq, payload, this.#rcvNxt)) this.#dropped++;
       if (asm.empty) this.#asm = null;
       this.#ackNow = true; // duplicate ACK with SACK blocks
     }
@@ -1300,6 +1324,7 @@ export class Connection implements TcpConnectionLike {
     this.#rtoAt = this.#persistAt = this.#keepaliveAt = Infinity;
     this.#sendBuf = null;
     this.#asm = null;
+    if (this.#lr) this.#dsacksBefore = this.#lr.dsacks;
     this.#lr = null;
     this.#tlpAt = this.#reoAt = this.#paceAt = Infinity;
     this.#finishStreams();
@@ -1467,9 +1492,17 @@ export class Connection implements TcpConnectionLike {
   }
 
   #sackOptionLength(): number {
-    if (!this.#sackOk || !this.#asm) return 0;
-    return 4 +
-      8 * Math.min(this.#tsOk ? 3 : 4, this.#asm.sackBlocks(this.#owner.scratch.sackBlocks, 4));
+    if (!this.#sackOk || (!this.#asm && this.#dsackL < 0)) return 0;
+    const blocks = (this.#dsackL >= 0 ? 1 : 0) + (this.#asm ? this.#asm.blocks : 0);
+    return 4 + 8 * Math.min(this.#tsOk ? 3 : 4, blocks);
+  }
+
+  /** Remembers a duplicate range for the next ACK's first SACK block (RFC 2883). */
+  #setDsack(left: number, right: number): void {
+    if (!this.#sackOk) return;
+    this.#dsackL = left;
+    this.#dsackR = right;
+    this.#ackNow = true;
   }
 
   /**
@@ -1525,10 +1558,17 @@ export class Connection implements TcpConnectionLike {
       w = free;
       if (cur === 0 && free < Math.min(this.#rcvBuf >> 1, this.#rcvMss)) w = 0;
     }
-    let field = Math.ceil(w / 2 ** shift);
+    // Round down: never offer more than the buffer holds.
+    let field = Math.floor(w / 2 ** shift);
     if (field > 65535) field = 65535;
-    if (field * 2 ** shift < cur) field = Math.min(65535, Math.ceil(cur / 2 ** shift));
-    this.#rcvAdvEdge = seqAdd(this.#rcvNxt, field * 2 ** shift);
+    if (field * 2 ** shift >= cur) {
+      this.#rcvAdvEdge = seqAdd(this.#rcvNxt, field * 2 ** shift);
+    } else {
+      // Rounding down would move the right edge left, which the peer may not
+      // expect (RFC 9293 §3.8.6.2.2): advertise the old edge rounded up, but
+      // keep enforcing the old edge (a few bytes beyond it are trimmed).
+      field = Math.min(65535, Math.ceil(cur / 2 ** shift));
+    }
     return field;
   }
 
@@ -1549,8 +1589,17 @@ export class Connection implements TcpConnectionLike {
       r.tsVal = this.#tsNow(now);
       r.tsEcr = this.#tsRecent;
     }
-    if (this.#sackOk && this.#asm && (flags & TCP_ACK)) {
-      r.sackCount = this.#asm.sackBlocks(r.sackBlocks, this.#tsOk ? 3 : 4);
+    if (this.#sackOk && (flags & TCP_ACK)) {
+      const max = this.#tsOk ? 3 : 4;
+      let n = 0;
+      if (this.#dsackL >= 0) {
+        r.sackBlocks[0] = this.#dsackL;
+        r.sackBlocks[1] = this.#dsackR;
+        this.#dsackL = -1;
+        n = 1;
+      }
+      if (this.#asm) n += this.#asm.sackBlocks(r.sackBlocks, max - n, n);
+      r.sackCount = n;
     }
     this.#transmit(r, this.#sendBuf, offset, len);
     this.#bytesOut += len;
@@ -2022,6 +2071,7 @@ export class Connection implements TcpConnectionLike {
     if (!wasTimeWait) this.#finishStreams();
     this.#sendBuf = null;
     this.#asm = null;
+    if (this.#lr) this.#dsacksBefore = this.#lr.dsacks;
     this.#lr = null;
     this.#resolveClosed();
     this.#owner.released(this);
@@ -2055,6 +2105,13 @@ export class Connection implements TcpConnectionLike {
       timeouts: this.#timeouts,
       fastRecoveries: this.#fastRecoveries,
       spuriousRecoveries: this.#spuriousRecoveries,
+      spuriousRetransmits: this.#spuriousRetransmits,
+      dsacksReceived: this.#lr ? this.#lr.dsacks : this.#dsacksBefore,
+      tailLossProbes: this.#tailLossProbes,
+      reorderingWindowMultiplier: this.#lr ? this.#lr.reoWndMult : 1,
+      dupAckThreshold: this.#dupThresh,
+      pacingRate: this.#cc.pacingRate,
+      congestionControl: this.#cc.name,
       srtt: this.#rtt.srtt,
       rttvar: this.#rtt.rttvar,
       rto: this.#rtt.rto,

@@ -577,7 +577,40 @@ Deno.test("timers and limits", async (t) => {
     assert.equal(synAck.window, 65535); // never scaled in SYN segments
     h.send({ flags: "A", seq: P, ack: iss + 1, data: filler(1000) }, 1);
     h.send({ flags: "A", seq: P + 1000, ack: iss + 1, data: filler(1000) }, 1);
-    h.expect({ flags: "A", seq: iss + 1, ack: P + 2000, win: Math.ceil(((1 << 20) - 2000) / 128) });
+    // Rounded down: the window never offers more than the buffer holds.
+    h.expect({
+      flags: "A",
+      seq: iss + 1,
+      ack: P + 2000,
+      win: Math.floor(((1 << 20) - 2000) / 128),
+    });
+  });
+
+  await t.step("a never-reading consumer: the queue never exceeds the receive buffer", () => {
+    const buffer = 65536;
+    const h = new Harness({ receiveBuffer: buffer, maxReceiveBuffer: buffer, delayedAck: 0 });
+    const { conn, iss } = h.open({ ws: 7 });
+    // A peer that fills exactly the window we advertise, in odd-sized segments
+    // (so that the scaled window is rounded on every ACK).
+    let seq = P, edge = P + 65535, at = 1, accepted = 0;
+    for (let i = 0; i < 2000 && seq < edge; i++) {
+      const len = Math.min(333, edge - seq);
+      h.send({ flags: "A", seq, ack: iss + 1, data: filler(len) }, at++);
+      seq += len;
+      for (const r of h.out.splice(0)) {
+        const ack = r.ack >= P ? r.ack : r.ack + 2 ** 32;
+        accepted = ack - P;
+        edge = Math.max(edge, ack + r.window * 128);
+      }
+      if (accepted < seq - P) seq = P + accepted; // trimmed bytes are sent again
+    }
+    assert.ok(accepted > buffer - 1000, `the window was used (${accepted} bytes accepted)`);
+    assert.ok(accepted <= buffer, `${accepted} bytes queued in a ${buffer}-byte buffer`);
+    assert.equal(stats(conn).bytesIn, accepted);
+    // The peer is told the window is closed.
+    h.send({ flags: "A", seq, ack: iss + 1, data: filler(100) }, at++);
+    const last = h.out.pop()!;
+    assert.equal(last.window, 0);
   });
 
   await t.step("a new SYN above RCV.NXT reopens a TIME_WAIT tuple", async () => {

@@ -513,6 +513,11 @@ export class LossRecovery {
     }
   }
 
+  /** RTT of the newest never-retransmitted segment this ACK delivered, ms; -1 none. */
+  get ackRtt(): number {
+    return this.#rs.rtt;
+  }
+
   /** Completes the rate sample after loss detection; read it afterwards. */
   rateSample(newlyLost: number, minRtt: number): RateSample {
     const rs = this.#rs;

@@ -1,0 +1,271 @@
+import assert from "node:assert/strict";
+import type { Connection } from "./connection.ts";
+import { filler, Harness, PEER_ISS } from "./test_helpers.ts";
+import { LossRecovery } from "./recovery.ts";
+
+const P = PEER_ISS + 1; // the peer's first data byte
+
+function stats(c: unknown) {
+  return (c as Connection).stats;
+}
+
+/** Opens a SACK connection (MSS 1000) and sends `n` full segments at t = 0. */
+async function sending(n: number, syn: Record<string, unknown> = {}, extra = 0) {
+  const h = new Harness();
+  const { conn, iss } = h.open({ mss: 1000, sackPerm: true, ...syn });
+  const w = conn.writable.getWriter();
+  await w.write(filler(n * 1000 + extra));
+  h.poll(0);
+  const sent = h.out.splice(0);
+  return { h, conn, iss, w, sent };
+}
+
+/** Sequence number of our segment `i` (0-based). */
+const seg = (iss: number, i: number) => iss + 1 + 1000 * i;
+
+Deno.test("RACK-TLP (RFC 8985)", async (t) => {
+  await t.step("reordering within reo_wnd causes no retransmission", async () => {
+    const { h, conn, iss } = await sending(6);
+    // RTT 10 ms: segment 0 is acknowledged at t = 10 (min_RTT = 10, reo_wnd = 2.5 ms).
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1) }, 10);
+    // Segment 2 arrives before segment 1 (reordering).
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1), sack: [[seg(iss, 2), seg(iss, 3)]] }, 11);
+    h.expectNothing();
+    // RACK's reordering timer is armed for xmit_ts + RACK.rtt + reo_wnd.
+    assert.equal(h.layer.nextDeadline(), 0 + 11 + 2.5);
+    // Segment 1 arrives 1 ms later: no retransmission, no recovery.
+    h.send({ flags: "A", seq: P, ack: seg(iss, 3) }, 12);
+    h.poll(14);
+    h.expectNothing();
+    assert.equal(stats(conn).retransmits, 0);
+    assert.equal(stats(conn).fastRecoveries, 0);
+  });
+
+  await t.step("a segment is marked lost only once reo_wnd has passed", async () => {
+    const { h, conn, iss } = await sending(6);
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1) }, 10);
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1), sack: [[seg(iss, 2), seg(iss, 3)]] }, 11);
+    h.expectNothing();
+    h.poll(13);
+    h.expectNothing();
+    h.poll(13.5);
+    h.expect({ flags: "A", seq: seg(iss, 1), data: filler(6000).subarray(1000, 2000) });
+    assert.equal(stats(conn).fastRecoveries, 1);
+    assert.equal(stats(conn).timeouts, 0);
+  });
+
+  await t.step("three SACKed segments beyond a hole mark it lost at once", async () => {
+    const { h, iss } = await sending(8);
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1) }, 10);
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1), sack: [[seg(iss, 2), seg(iss, 5)]] }, 11);
+    // No reordering seen yet and 3 segments SACKed: reo_wnd = 0 (RFC 8985 §6.2 step 4).
+    h.expect({ flags: "A", seq: seg(iss, 1) });
+  });
+
+  await t.step("a tail loss is recovered by the probe, without an RTO", async () => {
+    const { h, conn, iss } = await sending(4);
+    h.send({ flags: "A", seq: P, ack: seg(iss, 2) }, 10);
+    // Segments 2 and 3 (the tail) are lost. PTO = 2·SRTT, far below the RTO.
+    h.expectNothing();
+    const pto = h.layer.nextDeadline();
+    assert.equal(pto, 10 + 2 * 10);
+    h.poll(pto);
+    // Nothing new to send: the last segment goes again as the probe.
+    h.expect({ flags: "PA", seq: seg(iss, 3), data: filler(4000).subarray(3000) });
+    // Its SACK lets RACK find segment 2 lost.
+    h.send({ flags: "A", seq: P, ack: seg(iss, 2), sack: [[seg(iss, 3), seg(iss, 4)]] }, pto + 10);
+    h.expect({ flags: "A", seq: seg(iss, 2), data: filler(4000).subarray(2000, 3000) });
+    h.send({ flags: "A", seq: P, ack: seg(iss, 4) }, pto + 20);
+    assert.equal(stats(conn).timeouts, 0);
+    assert.equal(stats(conn).tailLossProbes, 1);
+    assert.equal(h.layer.nextDeadline(), Infinity);
+  });
+
+  await t.step("with one segment out, the probe waits for a delayed ACK too", async () => {
+    const { h, iss } = await sending(2);
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1) }, 10);
+    // PTO = 2·SRTT + 200 ms (worst-case delayed ACK), capped at the RTO.
+    assert.equal(h.layer.nextDeadline(), 10 + 200);
+  });
+
+  await t.step("the probe sends new data when there is some", async () => {
+    // 14 segments of data; the initial window lets 10 go.
+    const { h, iss, sent } = await sending(14);
+    assert.equal(sent.length, 10);
+    // The first ACK grows the window by one segment: segments 10 and 11 go.
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1) }, 10);
+    assert.deepEqual(h.out.splice(0).map((r) => r.seq), [seg(iss, 10), seg(iss, 11)]);
+    // Then silence: the probe is the next new segment, not a retransmission.
+    const pto = h.layer.nextDeadline();
+    assert.equal(pto, 10 + 2 * 10);
+    h.poll(pto);
+    const probe = h.expect({ flags: "A", seq: seg(iss, 12) });
+    assert.equal(probe.payload.length, 1000);
+    h.expectNothing();
+  });
+});
+
+Deno.test("DSACK and undo", async (t) => {
+  await t.step("DSACK for the retransmission undoes the reduction and widens reo_wnd", async () => {
+    const { h, conn, iss } = await sending(8);
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1) }, 10);
+    const cwndBefore = stats(conn).cwnd;
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1), sack: [[seg(iss, 2), seg(iss, 5)]] }, 11);
+    h.expect({ flags: "A", seq: seg(iss, 1) });
+    assert.ok(stats(conn).cwnd < cwndBefore, "recovery reduced the window");
+    assert.equal(stats(conn).reorderingWindowMultiplier, 1);
+    // The original segment 1 was only late: the peer gets it twice and says so.
+    h.send({ flags: "A", seq: P, ack: seg(iss, 5) }, 12);
+    h.send({
+      flags: "A",
+      seq: P,
+      ack: seg(iss, 5),
+      sack: [[seg(iss, 1), seg(iss, 2)]],
+    }, 21);
+    const st = stats(conn);
+    assert.equal(st.spuriousRetransmits, 1);
+    assert.equal(st.spuriousRecoveries, 1);
+    assert.ok(st.cwnd >= cwndBefore, `cwnd ${st.cwnd} restored to ≥ ${cwndBefore}`);
+    assert.equal(st.reorderingWindowMultiplier, 2);
+  });
+
+  await t.step("a spurious timeout is undone by timestamps (Eifel, RFC 4015)", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open({ mss: 1000, sackPerm: true, ts: [500, 0] }, [501, 0]);
+    const w = conn.writable.getWriter();
+    await w.write(filler(4 * 988)); // MSS 1000 less the timestamp option
+    h.poll(0);
+    const first = h.out.splice(0);
+    assert.equal(first.length, 4);
+    const tsOriginal = first[0].tsVal;
+    const cwndBefore = stats(conn).cwnd;
+    // No ACK for a long time (a delay spike), then the RTO fires.
+    const rto = h.layer.nextDeadline();
+    h.poll(rto);
+    const rexmit = h.expect({ flags: "A", seq: seg(iss, 0) });
+    assert.ok(rexmit.tsVal > tsOriginal);
+    assert.equal(stats(conn).timeouts, 1);
+    // The ACK of the delayed originals echoes the original TSval: spurious.
+    h.send({ flags: "A", seq: P, ack: iss + 1 + 4 * 988, ts: [600, tsOriginal] }, rto + 5);
+    const st = stats(conn);
+    assert.equal(st.spuriousRecoveries, 1);
+    assert.ok(st.cwnd >= cwndBefore, `cwnd ${st.cwnd} restored to ≥ ${cwndBefore}`);
+  });
+
+  await t.step("as receiver: a duplicate segment is reported in the first SACK block", () => {
+    const h = new Harness();
+    const { iss } = h.open({ mss: 1000, sackPerm: true });
+    h.send({ flags: "A", seq: P, ack: iss + 1, data: filler(1000) }, 1);
+    h.send({ flags: "A", seq: P + 1000, ack: iss + 1, data: filler(1000) }, 1);
+    h.expect({ flags: "A", ack: P + 2000, seq: iss + 1 });
+    // The same first segment again (a spurious retransmission by the peer).
+    h.send({ flags: "A", seq: P, ack: iss + 1, data: filler(1000) }, 2);
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 2000, sack: [[P, P + 1000]] });
+    // Out of order, then a duplicate of it: DSACK first, then the SACK block.
+    h.send({ flags: "A", seq: P + 3000, ack: iss + 1, data: filler(500) }, 3);
+    h.expect({ flags: "A", seq: iss + 1, sack: [[P + 3000, P + 3500]] });
+    h.send({ flags: "A", seq: P + 3000, ack: iss + 1, data: filler(500) }, 4);
+    h.expect({
+      flags: "A",
+      seq: iss + 1,
+      sack: [[P + 3000, P + 3500], [P + 3000, P + 3500]],
+    });
+  });
+
+  await t.step("without SACK, a spurious recovery raises the duplicate-ACK threshold", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open({ mss: 1000, ts: [500, 0] }, [501, 0]);
+    const w = conn.writable.getWriter();
+    await w.write(filler(8000));
+    h.poll(0);
+    const sent = h.out.splice(0);
+    const ts0 = sent[0].tsVal;
+    assert.equal(stats(conn).dupAckThreshold, 3);
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1), ts: [600, ts0] }, 10);
+    for (let i = 0; i < 4; i++) {
+      h.send({ flags: "A", seq: P, ack: seg(iss, 1), ts: [600, ts0] }, 11 + i);
+    }
+    h.expect({ flags: "A", seq: seg(iss, 1) });
+    // Segment 1 was only late: the ACK that covers it echoes the original's TSval.
+    h.send({ flags: "A", seq: P, ack: seg(iss, 8), ts: [601, ts0] }, 16);
+    assert.equal(stats(conn).spuriousRecoveries, 1);
+    assert.ok(stats(conn).dupAckThreshold > 3);
+  });
+});
+
+Deno.test("PRR (RFC 6937) sends about ssthresh/RecoverFS of what is delivered", async () => {
+  const { h, conn, iss } = await sending(20, {}, 0);
+  // Slow start to a 20-segment window first.
+  h.send({ flags: "A", seq: P, ack: seg(iss, 10) }, 10);
+  h.out.length = 0;
+  const flight = 10; // segments 10..19 outstanding
+  h.send({ flags: "A", seq: P, ack: seg(iss, 10) }, 11);
+  // Segment 10 is lost; 11..19 are SACKed one per ACK.
+  let sent = 0;
+  for (let i = 11; i < 10 + flight; i++) {
+    h.send({ flags: "A", seq: P, ack: seg(iss, 10), sack: [[seg(iss, 11), seg(iss, i + 1)]] }, 12);
+    sent += h.out.splice(0).length;
+  }
+  const st = stats(conn);
+  assert.equal(st.fastRecoveries, 1);
+  // CUBIC: ssthresh = 0.7·cwnd; PRR spreads that over the 9 deliveries (plus
+  // the fast retransmit). With nothing new to send, only retransmissions go.
+  assert.ok(sent >= 1 && sent <= Math.ceil(0.7 * flight) + 1, `${sent} segments sent`);
+});
+
+Deno.test("LossRecovery bookkeeping", async (t) => {
+  await t.step("in flight = outstanding − SACKed − lost + retransmitted", () => {
+    const lr = new LossRecovery({ sack: true });
+    for (let i = 0; i < 5; i++) lr.sent(1000 * i, 1000 * (i + 1), false, 0);
+    assert.equal(lr.inFlight, 5000);
+    const res = {
+      acked: 0,
+      delivered: 0,
+      dsack: false,
+      dsackRetrans: 0,
+      retransAcked: false,
+    };
+    lr.onAck(0, new Uint32Array([2000, 4000]), 1, 0, 5000, 10, res);
+    assert.equal(res.delivered, 2000);
+    assert.equal(lr.inFlight, 3000);
+    const timer = [0];
+    const lost = lr.detectLoss(10, 0, timer);
+    assert.equal(lost, 2000); // segments 0 and 1 sent before the SACKed ones
+    assert.equal(lr.inFlight, 1000);
+    const rec = lr.nextLost()!;
+    assert.equal(rec.start, 0);
+    lr.retransmitted(rec, 11);
+    assert.equal(lr.inFlight, 2000);
+    lr.onAck(2000, new Uint32Array(0), 0, 0, 5000, 20, res);
+    assert.equal(res.acked, 2000);
+    assert.equal(lr.outBytes, 3000);
+    assert.equal(lr.inFlight, 1000);
+    lr.onAck(5000, new Uint32Array(0), 0, 2000, 5000, 21, res);
+    assert.equal(lr.size, 0);
+    assert.equal(lr.inFlight, 0);
+    assert.equal(lr.lostPending, 0);
+  });
+
+  await t.step("rate sample: bytes delivered over the sample interval", () => {
+    const lr = new LossRecovery({ sack: true });
+    const res = {
+      acked: 0,
+      delivered: 0,
+      dsack: false,
+      dsackRetrans: 0,
+      retransAcked: false,
+    };
+    // 10 segments at t = 0, acknowledged one per ms from t = 20 (1000 B/ms).
+    for (let i = 0; i < 10; i++) lr.sent(1000 * i, 1000 * (i + 1), false, 0);
+    let rs = lr.rateSample(0, 0);
+    for (let i = 1; i <= 10; i++) {
+      lr.onAck(1000 * i, new Uint32Array(0), 0, 1000 * (i - 1), 10_000, 19 + i, res);
+      rs = lr.rateSample(0, 0);
+    }
+    assert.equal(rs.totalDelivered, 10_000);
+    assert.equal(rs.delivered, 10_000);
+    assert.equal(rs.interval, 29);
+    assert.ok(Math.abs(rs.deliveryRate - 10_000 / 29) < 1e-9);
+    assert.equal(rs.rtt, 29);
+  });
+});
