@@ -62,7 +62,7 @@ import {
 import { Assembler } from "./assembler.ts";
 import { type CongestionControl, Cubic, NewReno } from "./congestion.ts";
 import { RttEstimator } from "./rtt.ts";
-import { type AckResult, LossRecovery, type SentSegment } from "./recovery.ts";
+import { type AckResult, LossRecovery, newAckResult, type SentSegment } from "./recovery.ts";
 import { SendBuffer } from "./send_buffer.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 
@@ -366,13 +366,7 @@ const S = TcpState;
 const EMPTY = new Uint8Array(0);
 const NO_BLOCKS = new Uint32Array(0);
 /** Scratch results (connections are driven from one thread, never re-entrantly). */
-const ACK_RESULT: AckResult = {
-  acked: 0,
-  delivered: 0,
-  dsack: false,
-  dsackRetrans: 0,
-  retransAcked: false,
-};
+const ACK_RESULT: AckResult = newAckResult();
 const REO_TIMER = [0];
 /** Worst-case delayed-ACK time added to a probe timeout for a single segment (RFC 8985 §7.2). */
 const WC_DEL_ACK = 200;

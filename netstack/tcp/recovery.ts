@@ -89,6 +89,11 @@ export interface AckResult {
   retransAcked: boolean;
 }
 
+/** A zeroed {@linkcode AckResult} to pass to {@linkcode LossRecovery.onAck}. */
+export function newAckResult(): AckResult {
+  return { acked: 0, delivered: 0, dsack: false, dsackRetrans: 0, retransAcked: false };
+}
+
 /** Options of {@linkcode LossRecovery}. */
 export interface LossRecoveryOptions {
   /** Whether the peer agreed to SACK (RACK is used only then). */

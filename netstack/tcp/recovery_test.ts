@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Connection } from "./connection.ts";
 import { filler, Harness, PEER_ISS } from "./test_helpers.ts";
-import { LossRecovery } from "./recovery.ts";
+import { LossRecovery, newAckResult } from "./recovery.ts";
 
 const P = PEER_ISS + 1; // the peer's first data byte
 
@@ -218,13 +218,7 @@ Deno.test("LossRecovery bookkeeping", async (t) => {
     const lr = new LossRecovery({ sack: true });
     for (let i = 0; i < 5; i++) lr.sent(1000 * i, 1000 * (i + 1), false, 0);
     assert.equal(lr.inFlight, 5000);
-    const res = {
-      acked: 0,
-      delivered: 0,
-      dsack: false,
-      dsackRetrans: 0,
-      retransAcked: false,
-    };
+    const res = newAckResult();
     lr.onAck(0, new Uint32Array([2000, 4000]), 1, 0, 5000, 10, res);
     assert.equal(res.delivered, 2000);
     assert.equal(lr.inFlight, 3000);
@@ -248,13 +242,7 @@ Deno.test("LossRecovery bookkeeping", async (t) => {
 
   await t.step("rate sample: bytes delivered over the sample interval", () => {
     const lr = new LossRecovery({ sack: true });
-    const res = {
-      acked: 0,
-      delivered: 0,
-      dsack: false,
-      dsackRetrans: 0,
-      retransAcked: false,
-    };
+    const res = newAckResult();
     // 10 segments at t = 0, acknowledged one per ms from t = 20 (1000 B/ms).
     for (let i = 0; i < 10; i++) lr.sent(1000 * i, 1000 * (i + 1), false, 0);
     let rs = lr.rateSample(0, 0);
