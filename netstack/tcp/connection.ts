@@ -475,6 +475,8 @@ export class Connection implements TcpConnectionLike {
   #dupThresh = 3;
   /** In fast recovery (RFC 6675 / RFC 6937). */
   #inRecovery = false;
+  /** This recovery reduced the window and PRR paces it down. */
+  #prrActive = false;
   /** After a retransmission timeout, until SND.UNA passes `#recover`. */
   #inLoss = false;
   #recover = 0;
@@ -1048,7 +1050,7 @@ export class Connection implements TcpConnectionLike {
         // Full ACK: leave recovery (RFC 6675 §5; RFC 6937: cwnd = ssthresh).
         this.#inRecovery = false;
         this.#dupAcks = 0;
-        if (!cc.modelBased) cc.cwnd = Math.max(cc.ssthresh, mss);
+        if (!cc.modelBased && this.#prrActive) cc.cwnd = Math.max(cc.ssthresh, mss);
         cc.onRecoveryEnd(now);
         lr.recoveryEnded();
       } else {
@@ -1056,7 +1058,9 @@ export class Connection implements TcpConnectionLike {
           // NewReno partial ACK (RFC 6582 §3.2 step 5): the next segment is lost too.
           lr.markHeadLost();
         }
-        if (!cc.modelBased) cc.cwnd = lr.prrWindow(res.delivered, cc.ssthresh, mss);
+        if (!cc.modelBased && this.#prrActive) {
+          cc.cwnd = lr.prrWindow(res.delivered, cc.ssthresh, mss);
+        }
       }
     } else if (this.#inLoss && seqGe(this.#sndUna, this.#recover)) {
       this.#inLoss = false;
@@ -1076,12 +1080,10 @@ export class Connection implements TcpConnectionLike {
     this.#fastRecoveries++;
     const reduce = seqGe(this.#sndUna, this.#recover);
     this.#recover = this.#sndMax;
-    if (!reduce) {
-      // RFC 6582 §3.2 / RFC 6675 §5: losses among data sent before the last
-      // episode was repaired do not reduce the window again.
-      lr.prrStart();
-      return;
-    }
+    // RFC 6582 §3.2 / RFC 6675 §5: losses among data sent before the last
+    // episode was repaired do not reduce the window again.
+    this.#prrActive = reduce;
+    if (!reduce) return;
     this.#startEpisode(now);
     this.#cc.onCongestion(lr.inFlight, now);
     lr.prrStart();
@@ -1219,6 +1221,7 @@ export class Connection implements TcpConnectionLike {
     const len = payload.length;
     if (len > this.#rcvMss && len <= 65535) this.#rcvMss = len;
     if (seq === this.#rcvNxt) {
+      const before = this.#rcvNxt;
       this.#deliver(payload.slice());
       this.#rcvNxt = seqAdd(this.#rcvNxt, len);
       let filled = false;
@@ -1243,7 +1246,9 @@ export class Connection implements TcpConnectionLike {
         this.#oooFinSeq = -1;
         this.#receiveFin(this.#owner.lastNow);
       }
-      this.#maybeGrowReceiveBuffer(len);
+      // Every byte this segment made deliverable counts, also those it
+      // released from reassembly (else reordering would stall the growth).
+      this.#maybeGrowReceiveBuffer(seqDiff(this.#rcvNxt, before));
     } else {
       const asm = this.#asm ??= new Assembler();
       // A duplicate of out-of-order data: DSACK it (RFC 2883 §4.1.2).
@@ -1737,7 +1742,7 @@ export class Connection implements TcpConnectionLike {
     const lost = this.#detectLoss(now);
     if (lost > 0 && !this.#inRecovery && !this.#inLoss) {
       this.#enterRecovery(now);
-      if (!this.#cc.modelBased) {
+      if (!this.#cc.modelBased && this.#prrActive) {
         this.#cc.cwnd = lr.prrWindow(0, this.#cc.ssthresh, this.#dataMss());
       }
     }

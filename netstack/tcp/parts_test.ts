@@ -13,13 +13,13 @@ Deno.test("sequence arithmetic wraps", () => {
 });
 
 Deno.test("RTT estimator (RFC 6298)", async (t) => {
-  await t.step("first sample: srtt = R, rttvar = R/2, RTO floored at 200 ms", () => {
+  await t.step("first sample: srtt = R, rttvar = R/2, RTO = SRTT + max(200 ms, 4·RTTVAR)", () => {
     const r = new RttEstimator();
     assert.equal(r.rto, 1000);
     r.sample(20);
     assert.equal(r.srtt, 20);
     assert.equal(r.rttvar, 10);
-    assert.equal(r.rto, 200);
+    assert.equal(r.rto, 220);
     r.sample(100);
     assert.equal(r.rttvar, 0.75 * 10 + 0.25 * 80);
     assert.equal(r.srtt, 0.875 * 20 + 0.125 * 100);

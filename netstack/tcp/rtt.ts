@@ -1,7 +1,8 @@
 /**
  * Retransmission timeout estimation (RFC 6298). Our choices: the minimum RTO
- * is 200 ms (as Linux; RFC 6298 §2.4 says 1 s, which is far too slow for a
- * tunnel where RTTs are often a few milliseconds), the maximum 60 s, clock
+ * is 200 ms above the smoothed RTT (as Linux, which floors the variance term
+ * K·RTTVAR at 200 ms; RFC 6298 §2.4 says 1 s in all, which is far too slow for
+ * a tunnel where RTTs are often a few milliseconds), the maximum 60 s, clock
  * granularity G = 1 ms, initial RTO 1 s (RFC 6298 §2.1).
  *
  * @module
@@ -49,7 +50,10 @@ export class RttEstimator {
       this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - rtt);
       this.srtt = 0.875 * this.srtt + 0.125 * rtt;
     }
-    this.#base = this.srtt + Math.max(1, 4 * this.rttvar);
+    // As Linux: the floor applies to the variance term, so the RTO stays at
+    // least `minRto` above the smoothed RTT (a long path with a steady RTT
+    // would otherwise time out on any small delay spike).
+    this.#base = this.srtt + Math.max(this.#min, 4 * this.rttvar);
     this.backoff = 0;
   }
 
