@@ -7,6 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { TCP_CONGESTION_CONTROLS, type TcpCongestionControl } from "@wgstack/netstack";
 
 /** A mistake of the person running the command: printed as one line, exit code 2. */
 export class UsageError extends Error {
@@ -63,6 +64,8 @@ export interface CliArgs {
   addresses?: string[];
   /** `--connect-timeout` in milliseconds (forward mode dial timeout). */
   connectTimeoutMs: number;
+  /** `--tcp-cc`: congestion controller of the connections we terminate. */
+  tcpCc?: TcpCongestionControl;
   /** False with `--no-qr`. */
   qr: boolean;
 }
@@ -95,6 +98,8 @@ Flags:
       --address CIDR[,CIDR]        server tunnel addresses for a new config
                                    (default 10.44.0.1/24 and a random fdXX::1/64)
       --connect-timeout SECONDS    forward mode dial timeout (default 10)
+      --tcp-cc cubic|newreno       congestion control of our TCP towards clients
+                                   (default cubic)
       --no-qr                      do not print QR codes
   -h, --help                       show this help
   -V, --version                    show the version
@@ -131,6 +136,7 @@ export function parseCliArgs(args: string[]): CliArgs {
         "dns-upstream": { type: "string" },
         address: { type: "string" },
         "connect-timeout": { type: "string" },
+        "tcp-cc": { type: "string" },
         "no-qr": { type: "boolean" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
@@ -228,6 +234,15 @@ export function parseCliArgs(args: string[]): CliArgs {
       throw new UsageError(`--connect-timeout must be seconds between 0 and 600, not "${timeout}"`);
     }
     base.connectTimeoutMs = Math.round(seconds * 1000);
+  }
+  const cc = values["tcp-cc"];
+  if (cc !== undefined) {
+    if (!(TCP_CONGESTION_CONTROLS as readonly string[]).includes(cc)) {
+      throw new UsageError(
+        `--tcp-cc must be one of ${TCP_CONGESTION_CONTROLS.join(", ")}, not "${cc}"`,
+      );
+    }
+    base.tcpCc = cc as TcpCongestionControl;
   }
   return base;
 }

@@ -39,6 +39,8 @@ Deno.test("parseCliArgs", async (t) => {
       "198.18.0.1/24, fd00:1::1/64",
       "--connect-timeout",
       "2.5",
+      "--tcp-cc",
+      "newreno",
       "--no-qr",
     ]);
     assert.equal(a.config, "server.conf");
@@ -51,6 +53,7 @@ Deno.test("parseCliArgs", async (t) => {
     assert.deepEqual(a.dnsUpstream, { hostname: "192.0.2.53", port: 5353 });
     assert.deepEqual(a.addresses, ["198.18.0.1/24", "fd00:1::1/64"]);
     assert.equal(a.connectTimeoutMs, 2500);
+    assert.equal(a.tcpCc, "newreno");
     assert.equal(a.qr, false);
   });
 
@@ -81,6 +84,7 @@ Deno.test("parseCliArgs", async (t) => {
     [["add-peer"], /add-peer needs a NAME/],
     [["add-peer", "../evil"], /Peer name "..\/evil" is not allowed/],
     [["--connect-timeout", "soon"], /--connect-timeout must be/],
+    [["--tcp-cc", "vegas"], /--tcp-cc must be one of cubic, newreno/],
     [["--endpoint", ":51820"], /--endpoint needs a host/],
     [["--no-qr=yes"], /does not take an argument/],
   ];

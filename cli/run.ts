@@ -296,6 +296,7 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
       hostname: cli.listen?.hostname,
       port,
       mtu: setup.mtu,
+      tcp: cli.tcpCc ? { congestionControl: cli.tcpCc } : undefined,
       peers: setup.peers.map((p) => ({
         publicKey: p.publicKey,
         presharedKey: p.presharedKey,

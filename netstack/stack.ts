@@ -93,7 +93,8 @@ import { TcpLayer, type TcpLayerStats } from "./tcp/layer.ts";
 export type { UdpFlow } from "./udp.ts";
 export type { IpAddress } from "./addr.ts";
 export type * from "./tcp/api.ts";
-export type { TcpKeepAliveOptions, TcpOptions } from "./tcp/connection.ts";
+export type { TcpCongestionControl, TcpKeepAliveOptions, TcpOptions } from "./tcp/connection.ts";
+export { TCP_CONGESTION_CONTROLS } from "./tcp/connection.ts";
 export type { TcpLayerStats } from "./tcp/layer.ts";
 
 /** A TCP connection: a byte stream pair plus its tuple. */

@@ -19,6 +19,7 @@ import {
   NetStack,
   type NetStackLimits,
   type TcpConnection,
+  type TcpOptions,
   type TcpRequest,
   type UdpFlow,
 } from "@wgstack/netstack";
@@ -123,6 +124,11 @@ export interface ServeOptions {
   accept?: (info: FlowInfo) => AcceptDecision | Promise<AcceptDecision>;
   /** Inner MTU. Default 1420. */
   mtu?: number;
+  /**
+   * TCP options of the netstack, e.g. `{ congestionControl: "bbr" }` (the
+   * controller of every connection the server terminates; default CUBIC).
+   */
+  tcp?: TcpOptions;
   /** Limits. */
   limits?: {
     /** Connections and flows waiting in the iterator before new ones are refused. Default 256. */
@@ -299,6 +305,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
 
   const stack: NetStack = new NetStack({
     mtu: options.mtu,
+    tcp: options.tcp,
     limits: options.limits?.netstack,
     output: (packet) => {
       if (options.onPacket) options.onPacket(packet, "out", undefined);

@@ -127,6 +127,11 @@ export interface TcpKeepAliveOptions {
   count?: number;
 }
 
+/** The congestion controllers a connection can use. */
+export const TCP_CONGESTION_CONTROLS = ["cubic", "newreno"] as const;
+/** A value of {@linkcode TCP_CONGESTION_CONTROLS}. */
+export type TcpCongestionControl = typeof TCP_CONGESTION_CONTROLS[number];
+
 /** Options of the TCP layer (all optional). */
 export interface TcpOptions {
   /** Link MTU used for our MSS: MTU − 40 (IPv4) or − 60 (IPv6). Default 1420. */
@@ -139,8 +144,8 @@ export interface TcpOptions {
   sendBuffer?: number;
   /** Largest send buffer after growth, bytes. Default 4 MiB. */
   maxSendBuffer?: number;
-  /** "cubic" (default) or "newreno". */
-  congestionControl?: "cubic" | "newreno";
+  /** Congestion controller: "cubic" (default) or "newreno". */
+  congestionControl?: TcpCongestionControl;
   /** Nagle's algorithm (RFC 896). Default false (like TCP_NODELAY). */
   nagle?: boolean;
   /** Delayed-ACK timer, ms (≤ 40 recommended). Default 40; 0 ACKs every segment. */
@@ -186,7 +191,7 @@ export interface ResolvedTcpOptions {
   /** See {@linkcode TcpOptions}. */
   maxSendBuffer: number;
   /** See {@linkcode TcpOptions}. */
-  congestionControl: "cubic" | "newreno";
+  congestionControl: TcpCongestionControl;
   /** See {@linkcode TcpOptions}. */
   nagle: boolean;
   /** See {@linkcode TcpOptions}. */
@@ -268,7 +273,7 @@ export function resolveTcpOptions(o: TcpOptions = {}): ResolvedTcpOptions {
     r.sendBuffer,
     1 << 30,
   );
-  if (r.congestionControl !== "cubic" && r.congestionControl !== "newreno") {
+  if (!(TCP_CONGESTION_CONTROLS as readonly string[]).includes(r.congestionControl)) {
     throw new RangeError(`Unknown congestion control ${r.congestionControl}`);
   }
   return r;
