@@ -375,6 +375,8 @@ const ACK_RESULT: AckResult = newAckResult();
 const REO_TIMER = [0];
 /** Worst-case delayed-ACK time added to a probe timeout for a single segment (RFC 8985 §7.2). */
 const WC_DEL_ACK = 200;
+/** Burst allowance of pacing in ms of sending at the pacing rate (timer granularity ~2 ms). */
+const PACING_QUANTUM_MS = 4;
 /** Largest learned duplicate-ACK threshold (Linux caps tp->reordering at 300). */
 const MAX_DUP_THRESH = 64;
 
@@ -1399,13 +1401,15 @@ export class Connection implements TcpConnectionLike {
   /**
    * Pacing (for controllers that set a rate, BBR): true when a segment of
    * `len` bytes may go now. Tokens accrue at the pacing rate up to a quantum
-   * of ~2 ms of sending (at least two segments, at most 64 KiB), so a timer
-   * that fires late still releases a burst rather than one segment per wake.
+   * of {@linkcode PACING_QUANTUM_MS} of sending (at least two segments, at
+   * most 256 KiB): the server's timers fire about every 2 ms at best (nested
+   * `setTimeout`, measured), so each wake-up releases what accrued since the
+   * last one instead of one segment.
    */
   #paceAllows(len: number, now: number): boolean {
     const rate = this.#cc.pacingRate;
     if (!(rate > 0)) return true;
-    const quantum = Math.min(65536, Math.max(2 * this.#dataMss(), rate * 2));
+    const quantum = Math.min(262144, Math.max(2 * this.#dataMss(), rate * PACING_QUANTUM_MS));
     this.#paceTokens = Math.min(quantum, this.#paceTokens + (now - this.#paceLast) * rate);
     this.#paceLast = now;
     if (this.#paceTokens > 0 || this.#paceTokens >= len) return true;
