@@ -385,6 +385,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
         event: "tcp-close",
         source: info.source,
         destination: info.destination,
+        // Retransmissions, timeouts, RTT and cwnd of the connection, for debugging a slow one.
+        tcp: conn.stats,
       });
     });
     if (options.onTcp) runHandler(() => options.onTcp!(stream), () => conn.reset());

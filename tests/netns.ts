@@ -353,12 +353,17 @@ async function pickSubnet(): Promise<{ v4: [string, string]; v6: [string, string
 /**
  * Creates a veth pair between `a` (a namespace, or `null` for the root
  * namespace) and namespace `b`, with IPv4 /30 and IPv6 /64 (nodad) addresses
- * on both ends, both up.
+ * on both ends, both up. The interface names start with `prefix` (default
+ * `"vw"`) followed by `a` or `b`.
  */
-export async function createVeth(a: Netns | null, b: Netns): Promise<VethLink> {
+export async function createVeth(
+  a: Netns | null,
+  b: Netns,
+  { prefix = "vw" }: { prefix?: string } = {},
+): Promise<VethLink> {
   const subnet = await pickSubnet();
-  const ifA = uniqueName("vwa", 15);
-  const ifB = uniqueName("vwb", 15);
+  const ifA = uniqueName(`${prefix}a`, 15);
+  const ifB = uniqueName(`${prefix}b`, 15);
   const inA = (argv: string[]) => a === null ? run(argv) : a.run(argv);
   await inA(["ip", "link", "add", ifA, "type", "veth", "peer", "name", ifB, "netns", b.name]);
   let destroyed = false;
@@ -390,8 +395,11 @@ export async function createVeth(a: Netns | null, b: Netns): Promise<VethLink> {
 // Background processes
 // ---------------------------------------------------------------------------
 
-/** A long-running child whose output is collected (for error messages). */
-class Background {
+/**
+ * A long-running child whose output is collected (for error messages and for
+ * lines a caller waits for); stopped by its own pid.
+ */
+export class Background {
   #child: Deno.ChildProcess;
   #log = "";
   #done: Promise<Deno.CommandStatus>;
