@@ -66,14 +66,26 @@ import {
   WireGuardGo,
 } from "../tests/netns.ts";
 
-const PREFIX = "b8";
+/** Namespace/interface prefix (`WGSTACK_BENCH_PREFIX` to run two at once). */
+const PREFIX = Deno.env.get("WGSTACK_BENCH_PREFIX") ?? "b8";
 const TARGET_BASE = "198.18.0.10";
 const TARGET_OURS = "198.18.0.20";
 const PORT_BASE = 51820;
 const PORT_OURS = 51821;
 const QUEUE = 8;
 const CC_PORTS = { bbr: 9001, cubic: 9002 } as const;
-const NETEM = new URL("../../../shared/tools/netem-nfqueue.py", import.meta.url).pathname;
+/** The impairment tool: `WGSTACK_NETEM`, else `shared/tools/` beside the checkout (or above a worktree). */
+const NETEM = Deno.env.get("WGSTACK_NETEM") ??
+  ["../../shared", "../../../shared"]
+    .map((d) => new URL(`${d}/tools/netem-nfqueue.py`, import.meta.url).pathname)
+    .find((p) => {
+      try {
+        return Deno.statSync(p).isFile;
+      } catch {
+        return false;
+      }
+    }) ??
+  new URL("../../shared/tools/netem-nfqueue.py", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
 const DEFAULT_CELLS = "2/5/10,1/25/25,5/50/0,0/50/10,0.5/100/0,2/5/0,0/5/10";
 
