@@ -7,8 +7,10 @@
  * before the namespace benchmark.
  *
  * ```sh
- * deno run -A bench/tcp_sim_matrix.ts [--size 20] [--seeds 3] [--cc cubic,newreno,bbr]
+ * deno run -A bench/tcp_sim_matrix.ts [--size 20] [--seeds 3] [--seed 0] [--cc cubic,newreno,bbr]
  *   [--cells 2/5/10,1/25/25,5/50/0,0/50/10,0.5/100/0,2/5/0,0/5/10] [--bandwidth 25000]
+ *   [--queue 262144] [--early]
+ * SIM_DEBUG=1 …   # also prints both ends' connection stats
  * ```
  *
  * @module
@@ -28,12 +30,17 @@ const args = parseArgs({
     cells: { type: "string", default: "2/5/10,1/25/25,5/50/0,0/50/10,0.5/100/0,2/5/0,0/5/10" },
     bandwidth: { type: "string", default: "25000" },
     queue: { type: "string", default: "262144" },
+    /** netem's reordering (a reordered segment skips the delay) instead of late segments. */
+    early: { type: "boolean", default: false },
+    /** First seed minus one. */
+    seed: { type: "string", default: "0" },
   },
 });
 const size = Number(args.values.size) * 1e6;
 const seeds = Number(args.values.seeds);
 const bandwidth = Number(args.values.bandwidth); // bytes per ms (25,000 = 200 Mbit/s)
 const queueLimit = Number(args.values.queue);
+const seed0 = Number(args.values.seed);
 
 interface Result {
   time: number;
@@ -65,6 +72,7 @@ async function download(
     loss,
     reorder,
     reorderDelay: Math.max(1, delay),
+    reorderEarly: args.values.early,
     bandwidth,
     queueLimit,
   };
@@ -127,7 +135,7 @@ for (const cell of args.values.cells!.split(",")) {
   const cols: string[] = [];
   for (const cc of ccs) {
     const rs: Result[] = [];
-    for (let s = 1; s <= seeds; s++) rs.push(await download(s, l / 100, d, r / 100, cc));
+    for (let s = 1; s <= seeds; s++) rs.push(await download(seed0 + s, l / 100, d, r / 100, cc));
     const t = median(rs.map((x) => x.time)) / 1000;
     const rx = median(rs.map((x) => x.retransmits));
     const sp = median(rs.map((x) => x.spurious));

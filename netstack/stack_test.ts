@@ -95,6 +95,7 @@ function fakeConnection(tuple: TcpTuple): TcpConnectionLike {
       dsacksReceived: 0,
       tailLossProbes: 0,
       reorderingWindowMultiplier: 1,
+      minRtt: 0,
       dupAckThreshold: 3,
       pacingRate: 0,
       congestionControl: "cubic",

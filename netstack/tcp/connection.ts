@@ -307,6 +307,8 @@ export interface TcpConnectionStats {
   tailLossProbes: number;
   /** RACK reordering window multiplier (1 = min_RTT/4; grows with DSACKs). */
   reorderingWindowMultiplier: number;
+  /** Minimum RTT seen by the sender's records, ms (0 before the first sample). */
+  minRtt: number;
   /** Duplicate-ACK threshold in use for a peer without SACK. */
   dupAckThreshold: number;
   /** Pacing rate in bytes per ms (0 = not paced). */
@@ -708,11 +710,16 @@ export class Connection implements TcpConnectionLike {
     let seq = seg.seq;
     let payload = seg.payload;
 
-    // PAWS (RFC 7323 §5.3): an old timestamp on a non-RST segment is dropped.
+    // PAWS (RFC 7323 §5.3): an old timestamp on a non-RST segment is dropped,
+    // except a reordered duplicate ACK (as Linux's tcp_disordered_ack): with
+    // reordering, the ACKs that carry SACK information all have SND.UNA as
+    // their ACK, and one that was overtaken still says which segments arrived.
     if (
-      this.#tsOk && seg.hasTimestamp && !(flags & TCP_RST) && seqLt(seg.tsVal, this.#tsRecent)
+      this.#tsOk && seg.hasTimestamp && !(flags & TCP_RST) && seqLt(seg.tsVal, this.#tsRecent) &&
+      !this.#disorderedAck(seg)
     ) {
       this.#dropped++;
+      this.#overtakenSack(seg, now);
       if (this.#oowReplyAllowed(seg, now)) this.#ackNow = true;
       this.#output(now);
       return;
@@ -828,7 +835,10 @@ export class Connection implements TcpConnectionLike {
     }
 
     // Timestamps (RFC 7323 §4.3): remember TSval of the segment at the left edge.
-    if (this.#tsOk && seg.hasTimestamp && seqLe(seg.seq, this.#lastAckSent)) {
+    if (
+      this.#tsOk && seg.hasTimestamp && seqLe(seg.seq, this.#lastAckSent) &&
+      seqGe(seg.tsVal, this.#tsRecent)
+    ) {
       this.#tsRecent = seg.tsVal;
     }
 
@@ -853,6 +863,37 @@ export class Connection implements TcpConnectionLike {
       else if (receiving && seqGt(finSeq, this.#rcvNxt)) this.#oooFinSeq = finSeq;
     }
     this.#output(now);
+  }
+
+  /**
+   * A pure duplicate ACK (SEQ = RCV.NXT, ACK = SND.UNA, same window) whose
+   * timestamp is older than TS.Recent by less than an RTO: overtaken on the
+   * path, not a wrapped old segment.
+   */
+  #disorderedAck(seg: TcpRepr): boolean {
+    return seg.payload.length === 0 && !(seg.flags & (TCP_SYN | TCP_FIN)) &&
+      (seg.flags & TCP_ACK) !== 0 && seg.seq === this.#rcvNxt && seg.ack === this.#sndUna &&
+      (seg.window << this.#sndShift) === this.#sndWnd &&
+      seqDiff(this.#tsRecent, seg.tsVal) <= this.#rtt.rto;
+  }
+
+  /**
+   * The SACK blocks of an ACK that PAWS refuses because a later ACK overtook
+   * it on the path (its timestamp is older by less than an RTO): with
+   * reordering, only the later ACK's three blocks would be seen and the
+   * islands this one reported would be taken for losses. Only the SACK
+   * information is used (RFC 2018 blocks are validated as usual); the ACK,
+   * window and timestamp are not.
+   */
+  #overtakenSack(seg: TcpRepr, now: number): void {
+    const lr = this.#lr;
+    if (
+      !lr || lr.size === 0 || !this.#sackOk || seg.sackCount === 0 || seg.payload.length > 0 ||
+      !(seg.flags & TCP_ACK) || (seg.flags & (TCP_SYN | TCP_FIN)) ||
+      seqGt(seg.ack, this.#sndUna) || seqDiff(this.#tsRecent, seg.tsVal) > this.#rtt.rto
+    ) return;
+    lr.echoedAt = -1;
+    lr.onAck(seg.ack, seg.sackBlocks, seg.sackCount, this.#sndUna, this.#sndMax, now, ACK_RESULT);
   }
 
   /**
@@ -958,6 +999,11 @@ export class Connection implements TcpConnectionLike {
     if (lr && lr.size > 0) {
       const res = ACK_RESULT;
       const sack = this.#sackOk && seg.sackCount > 0;
+      // When the echoed TSval was sent (ms), to tell an ACK of an original
+      // from one of its retransmission (RFC 8985 §6.2 step 2).
+      lr.echoedAt = this.#tsOk && seg.hasTimestamp && seg.tsEcr !== 0
+        ? Math.floor(now) - seqDiff(this.#tsNow(now), seg.tsEcr)
+        : -1;
       lr.onAck(
         ack,
         sack ? seg.sackBlocks : NO_BLOCKS,
@@ -1037,7 +1083,12 @@ export class Connection implements TcpConnectionLike {
     const mss = this.#dataMss();
     let lost = 0;
     if (this.#sackOk) {
-      const reo = lr.reoWnd(this.#inRecovery || this.#inLoss, mss, this.#rtt.srtt);
+      const reo = lr.reoWnd(
+        this.#inRecovery || this.#inLoss,
+        mss,
+        this.#rtt.srtt,
+        this.#rtt.rttvar,
+      );
       lost = lr.detectLoss(now, reo, REO_TIMER);
       this.#reoAt = REO_TIMER[0] > 0 ? now + REO_TIMER[0] : Infinity;
     } else if (this.#dupAcks >= this.#dupThresh && !this.#inRecovery && !this.#inLoss) {
@@ -2117,6 +2168,7 @@ export class Connection implements TcpConnectionLike {
       dsacksReceived: this.#lr ? this.#lr.dsacks : this.#dsacksBefore,
       tailLossProbes: this.#tailLossProbes,
       reorderingWindowMultiplier: this.#lr ? this.#lr.reoWndMult : 1,
+      minRtt: this.#lr ? this.#lr.minRtt : 0,
       dupAckThreshold: this.#dupThresh,
       pacingRate: this.#cc.pacingRate,
       congestionControl: this.#cc.name,

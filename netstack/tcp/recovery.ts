@@ -172,6 +172,11 @@ export class LossRecovery {
   rackEndSeq = 0;
   /** RACK.rtt. */
   rackRtt = 0;
+  /**
+   * When the timestamp echoed by the ACK being processed was sent (ms, our
+   * clock floored as TSval is), or -1 without timestamps. Set before `onAck`.
+   */
+  echoedAt = -1;
   /** RACK.fack: highest end sequence delivered. */
   fack = 0;
   /** RACK.reordering_seen. */
@@ -498,9 +503,16 @@ export class LossRecovery {
     if (seqLt(rec.end, this.fack) && !retrans) this.reorderingSeen = true;
     else if (seqGt(rec.end, this.fack)) this.fack = rec.end;
     // RACK.xmit_ts / end_seq (RFC 8985 §6.2 step 2). A retransmitted segment
-    // whose delivery may be that of the original (sent less than min_RTT ago)
-    // does not advance RACK.
-    if (retrans && this.minRtt > 0 && now - rec.xmitTs < this.minRtt) return;
+    // whose delivery may be that of the original does not advance RACK: the
+    // ACK echoes a timestamp from before the retransmission, or (without
+    // timestamps) it came less than min_RTT after it.
+    if (retrans) {
+      if (
+        this.echoedAt >= 0 ? this.echoedAt < Math.floor(rec.xmitTs) : (
+          this.minRtt > 0 && now - rec.xmitTs < this.minRtt
+        )
+      ) return;
+    }
     const rtt = now - rec.xmitTs;
     if (
       this.rackXmitTs < 0 || rec.xmitTs > this.rackXmitTs ||
@@ -573,13 +585,22 @@ export class LossRecovery {
     if (this.#reoPersist > 0 && --this.#reoPersist === 0) this.#reoMult = 1;
   }
 
-  /** RACK.reo_wnd for now (RFC 8985 §6.2 step 4). */
-  reoWnd(inRecovery: boolean, mss: number, srtt: number): number {
+  /**
+   * RACK.reo_wnd for now (RFC 8985 §6.2 step 4): min_RTT/4, widened in steps
+   * per DSACK round. Two deviations, both for paths where some packets skip
+   * a queue (netem-style reordering, a second faster route), which make the
+   * minimum RTT and SRTT collapse below the reordering itself: the DSACK
+   * steps are at least SRTT/4, and the cap is SRTT + 4·RTTVAR instead of
+   * SRTT. Without DSACKs the window is the RFC's.
+   */
+  reoWnd(inRecovery: boolean, mss: number, srtt: number, rttvar: number): number {
     if (!this.reorderingSeen) {
       if (inRecovery || this.sackedBytes >= 3 * mss) return 0;
     }
-    const w = (this.minRtt * this.#reoMult) / 4;
-    return srtt > 0 ? Math.min(w, srtt) : w;
+    const base = this.minRtt / 4;
+    if (this.#reoMult === 1) return srtt > 0 ? Math.min(base, srtt) : base;
+    const w = base + (this.#reoMult - 1) * Math.max(base, srtt / 4);
+    return srtt > 0 ? Math.min(w, srtt + 4 * rttvar) : w;
   }
 
   /** Current reordering-window multiplier (tests and stats). */

@@ -193,6 +193,51 @@ Deno.test("DSACK and undo", async (t) => {
   });
 });
 
+Deno.test("reordered ACKs (PAWS)", async (t) => {
+  /** A SACK + timestamps connection that sent 8 segments of 988 bytes at t = 0. */
+  async function open() {
+    const h = new Harness();
+    const { conn, iss } = h.open({ mss: 1000, sackPerm: true, ts: [500, 0] }, [501, 0]);
+    const w = conn.writable.getWriter();
+    await w.write(filler(8 * 988));
+    h.poll(0);
+    const ts0 = h.out.splice(0)[0].tsVal;
+    const at = (i: number) => iss + 1 + 988 * i;
+    return { h, conn, at, ts0 };
+  }
+
+  await t.step("an overtaken duplicate ACK is not dropped by PAWS", async () => {
+    const { h, conn, at, ts0 } = await open();
+    h.send({ flags: "A", seq: P, ack: at(1), ts: [610, ts0] }, 10);
+    // An older duplicate ACK (TSval 605 < 610) arrives late, SACKing 3 segments past a hole.
+    h.send({ flags: "A", seq: P, ack: at(1), ts: [605, ts0], sack: [[at(2), at(5)]] }, 11);
+    h.expect({ flags: "A", seq: at(1) });
+    assert.equal(stats(conn).dropped, 0);
+  });
+
+  await t.step("the SACK blocks of an older ACK overtaken by a newer one still count", async () => {
+    const { h, conn, at, ts0 } = await open();
+    h.send({ flags: "A", seq: P, ack: at(2), ts: [610, ts0] }, 10);
+    // Sent before the ACK above (ACK field lower), it arrives after it: PAWS
+    // drops the segment, but its SACK blocks are news.
+    h.send({ flags: "A", seq: P, ack: at(1), ts: [605, ts0], sack: [[at(3), at(6)]] }, 11);
+    assert.equal(stats(conn).dropped, 1);
+    h.expect({ flags: "A", seq: at(8), data: "" }); // the duplicate ACK PAWS answers with
+    // Three segments SACKed past segment 2: RACK marks it lost on the next ACK.
+    h.send({ flags: "A", seq: P, ack: at(2), ts: [611, ts0] }, 12);
+    h.expect({ flags: "A", seq: at(2) });
+  });
+
+  await t.step("an old timestamp from long ago is still dropped", async () => {
+    const { h, conn, at, ts0 } = await open();
+    h.send({ flags: "A", seq: P, ack: at(1), ts: [100_000, ts0] }, 10);
+    h.send({ flags: "A", seq: P, ack: at(1), ts: [1_000, ts0], sack: [[at(2), at(5)]] }, 11);
+    assert.equal(stats(conn).dropped, 1);
+    h.expect({ flags: "A", seq: at(8), data: "" }); // the duplicate ACK PAWS answers with
+    h.expectNothing(); // no retransmission: the SACK blocks were not used
+  });
+});
+
 Deno.test("PRR (RFC 6937) sends about ssthresh/RecoverFS of what is delivered", async () => {
   const { h, conn, iss } = await sending(20, {}, 0);
   // Slow start to a 20-segment window first.

@@ -88,6 +88,11 @@ export interface LinkOptions {
   reorder?: number;
   /** Maximum extra delay in ms of a reordered segment (default: `2 * delay + 1`). */
   reorderDelay?: number;
+  /**
+   * netem's reordering instead: a reordered segment skips `delay` and so
+   * arrives early, ahead of what was sent before it (default false).
+   */
+  reorderEarly?: boolean;
   /** Bytes per ms the link serializes (default `Infinity`: no serialization delay). 1000 B/ms = 1 MB/s. */
   bandwidth?: number;
   /**
@@ -583,6 +588,7 @@ export class Simulation {
         duplicate: o.duplicate ?? 0,
         reorder: o.reorder ?? 0,
         reorderDelay: o.reorderDelay ?? 2 * delay + 1,
+        reorderEarly: o.reorderEarly ?? false,
         bandwidth: o.bandwidth ?? Infinity,
         queueLimit: o.queueLimit ?? Infinity,
         filter: o.filter,
@@ -662,12 +668,19 @@ export class Simulation {
       this.#record(d, "filtered", info);
       return;
     }
-    time += o.delay;
     let what = "sent";
-    if (rng.chance(o.reorder)) {
-      s.reordered++;
-      time += rng.next() * o.reorderDelay;
-      what = "delayed";
+    if (o.reorderEarly) {
+      if (rng.chance(o.reorder)) {
+        s.reordered++;
+        what = "early";
+      } else time += o.delay;
+    } else {
+      time += o.delay;
+      if (rng.chance(o.reorder)) {
+        s.reordered++;
+        time += rng.next() * o.reorderDelay;
+        what = "delayed";
+      }
     }
     this.#record(d, what, info);
     this.#heap.push({ time, order: this.#order++, kind: PACKET, direction: d, bytes });
