@@ -1,0 +1,556 @@
+import assert from "node:assert/strict";
+import { Bbr, type BbrOptions, type BbrState } from "./bbr.ts";
+import { initialWindow, type RateSample } from "./congestion.ts";
+import { xorshift32 } from "../../tests/_prng.ts";
+
+const MSS = 1000;
+
+/** One data packet of the simulated sender (draft-cheng per-packet state). */
+interface Packet {
+  id: number;
+  size: number;
+  sendTime: number;
+  delivered: number;
+  deliveredTime: number;
+  firstSentTime: number;
+  txInFlight: number;
+  lostAtSend: number;
+  appLimited: boolean;
+  /** When its ACK arrives; NaN when the link dropped it. */
+  ackTime: number;
+}
+
+/** What the test sees after each ACK. */
+interface Tick {
+  now: number;
+  rs: RateSample;
+  state: BbrState;
+}
+
+interface LinkOptions {
+  /** Bottleneck rate, bytes per ms. */
+  rate: number;
+  /** Two-way propagation delay, ms (the RTT is this plus one serialization time). */
+  delay: number;
+  /** Bottleneck buffer, bytes (default: unbounded). */
+  buffer?: number;
+  /** Random loss probability per packet (default 0). */
+  loss?: number;
+  /** Application supply in bytes per ms (default: unlimited). */
+  appRate?: number;
+  seed?: number;
+  bbr?: BbrOptions;
+}
+
+/**
+ * A sender with one bottleneck: packets wait in a FIFO served at `rate`, are
+ * dropped when the buffer is full or at random, and are ACKed one by one
+ * `delay` ms after leaving the bottleneck. The sender keeps the per-packet
+ * delivery-rate state of draft-cheng-iccrg-delivery-rate-estimation, detects
+ * loss when a packet 3 later is ACKed (or by RTO when nothing is left),
+ * honours cwnd and the pacing rate, and calls the controller as the
+ * connection will: onCongestion / onRecoveryEnd / onTimeout, onAck outside
+ * recovery, then onRateSample.
+ */
+class Link {
+  readonly cc: Bbr;
+  rate: number;
+  delay: number;
+  buffer: number;
+  loss: number;
+  appRate: number;
+  now = 0;
+  // Connection state.
+  delivered = 0;
+  deliveredTime = 0;
+  firstSentTime = 0;
+  lost = 0;
+  inflight = 0;
+  appLimitedMark = 0;
+  nextSendTime = 0;
+  appBudget = 0;
+  minRtt = Infinity;
+  srtt = 0;
+  inRecovery = false;
+  recoveryPoint = 0;
+  // Counters for assertions.
+  sent = 0;
+  dropped = 0;
+  readonly ticks: Tick[] = [];
+  #nextId = 0;
+  #linkFree = 0;
+  /** Packets in flight, in send order. */
+  #out: Packet[] = [];
+  readonly #next: () => number;
+
+  constructor(o: LinkOptions) {
+    this.rate = o.rate;
+    this.delay = o.delay;
+    this.buffer = o.buffer ?? Infinity;
+    this.loss = o.loss ?? 0;
+    this.appRate = o.appRate ?? Infinity;
+    this.#next = xorshift32(o.seed ?? 7);
+    this.cc = new Bbr(MSS, o.bbr);
+  }
+
+  /** The path's BDP in bytes. */
+  get bdp(): number {
+    return this.rate * (this.delay + MSS / this.rate);
+  }
+
+  /** Runs the simulation until `until` ms, calling `each` after every ACK. */
+  run(until: number, each?: (t: Tick) => void): void {
+    while (this.now < until) {
+      this.#send();
+      const next = Math.min(this.#nextEvent(), until);
+      this.#supply(next - this.now);
+      this.now = next;
+      this.#ackUpTo(each);
+    }
+  }
+
+  /** Runs until `pred` holds after an ACK (or fails at `limit` ms). */
+  runUntil(pred: (t: Tick) => boolean, limit: number, each?: (t: Tick) => void): Tick {
+    let hit: Tick | undefined;
+    const start = this.now;
+    while (!hit && this.now < start + limit) {
+      this.run(Math.min(this.now + 1, start + limit), (t) => {
+        each?.(t);
+        if (!hit && pred(t)) hit = t;
+      });
+    }
+    assert.ok(hit, `condition not reached within ${limit} ms (state ${this.cc.state})`);
+    return hit;
+  }
+
+  #random(): number {
+    return this.#next() / 4294967296;
+  }
+
+  #supply(dt: number): void {
+    if (this.appRate !== Infinity) {
+      this.appBudget = Math.min(this.appBudget + this.appRate * dt, 1e9);
+    }
+  }
+
+  #hasData(): boolean {
+    return this.appRate === Infinity || this.appBudget >= MSS - 1e-6;
+  }
+
+  #send(): void {
+    while (this.inflight + MSS <= this.cc.cwnd && this.now >= this.nextSendTime) {
+      if (!this.#hasData()) {
+        // CheckIfApplicationLimited(): no data while cwnd and pacing allow.
+        this.appLimitedMark = Math.max(this.delivered + this.inflight, 1);
+        return;
+      }
+      if (this.appRate !== Infinity) this.appBudget -= MSS;
+      if (this.inflight === 0) this.firstSentTime = this.deliveredTime = this.now;
+      this.inflight += MSS;
+      const p: Packet = {
+        id: this.#nextId++,
+        size: MSS,
+        sendTime: this.now,
+        delivered: this.delivered,
+        deliveredTime: this.deliveredTime,
+        firstSentTime: this.firstSentTime,
+        txInFlight: this.inflight,
+        lostAtSend: this.lost,
+        appLimited: this.appLimitedMark !== 0,
+        ackTime: NaN,
+      };
+      this.sent++;
+      const backlog = Math.max(0, this.#linkFree - this.now) * this.rate;
+      if (this.#random() < this.loss || backlog > this.buffer) {
+        this.dropped++;
+      } else {
+        this.#linkFree = Math.max(this.#linkFree, this.now) + MSS / this.rate;
+        p.ackTime = this.#linkFree + this.delay;
+      }
+      this.#out.push(p);
+      this.nextSendTime = Math.max(this.nextSendTime, this.now) + MSS / this.cc.pacingRate;
+    }
+  }
+
+  #nextEvent(): number {
+    let t = Infinity;
+    for (const p of this.#out) {
+      if (!Number.isNaN(p.ackTime)) {
+        t = p.ackTime;
+        break;
+      }
+    }
+    if (this.inflight + MSS <= this.cc.cwnd) {
+      if (this.#hasData()) t = Math.min(t, Math.max(this.nextSendTime, this.now));
+      else if (this.appRate > 0) t = Math.min(t, this.now + (MSS - this.appBudget) / this.appRate);
+    }
+    if (t === Infinity && this.#out.length > 0) t = this.now + Math.max(200, 2 * this.srtt); // RTO
+    return t === Infinity ? this.now + 1 : t;
+  }
+
+  #ackUpTo(each?: (t: Tick) => void): void {
+    const out = this.#out;
+    const first = out.findIndex((p) => !Number.isNaN(p.ackTime));
+    if (first < 0) {
+      if (out.length > 0 && this.#rtoDue()) this.#timeout();
+      return;
+    }
+    if (out[first].ackTime > this.now) return;
+    // Process ACKs one at a time, in order.
+    while (out.length > 0) {
+      const i = out.findIndex((p) => !Number.isNaN(p.ackTime));
+      if (i < 0 || out[i].ackTime > this.now) return;
+      this.#ack(i, each);
+    }
+  }
+
+  #rtoDue(): boolean {
+    return true; // only reached when nothing else can happen
+  }
+
+  #timeout(): void {
+    const flight = this.inflight;
+    for (const p of this.#out) {
+      this.lost += p.size;
+      this.appBudget += this.appRate === Infinity ? 0 : p.size;
+    }
+    this.#out = [];
+    this.inflight = 0;
+    this.inRecovery = true;
+    this.recoveryPoint = this.#nextId;
+    this.cc.onTimeout(flight, this.now);
+  }
+
+  #ack(i: number, each?: (t: Tick) => void): void {
+    const out = this.#out;
+    const p = out[i];
+    const priorInFlight = this.inflight;
+    // Loss detection: dropped packets at least 3 older than the ACKed one.
+    let newlyLost = 0;
+    let k = 0;
+    while (k < i) {
+      const q = out[k];
+      if (p.id - q.id >= 3) {
+        out.splice(k, 1);
+        i--;
+        newlyLost += q.size;
+        this.lost += q.size;
+        this.inflight -= q.size;
+        if (this.appRate !== Infinity) this.appBudget += q.size; // retransmission
+      } else {
+        k++;
+      }
+    }
+    out.splice(i, 1);
+    this.delivered += p.size;
+    this.deliveredTime = this.now;
+    this.inflight -= p.size;
+    this.firstSentTime = p.sendTime;
+    if (this.appLimitedMark && this.delivered > this.appLimitedMark) this.appLimitedMark = 0;
+    const rtt = Math.round((this.now - p.sendTime) * 1e6) / 1e6; // as a µs clock would
+    this.minRtt = Math.min(this.minRtt, rtt);
+    this.srtt = this.srtt === 0 ? rtt : 0.875 * this.srtt + 0.125 * rtt;
+    const interval = Math.max(p.sendTime - p.firstSentTime, this.now - p.deliveredTime);
+    const delivered = this.delivered - p.delivered;
+    const valid = interval >= this.minRtt && interval > 0;
+    const rs: RateSample = {
+      ackedSacked: p.size,
+      newlyLost,
+      priorInFlight,
+      inFlight: this.inflight,
+      totalDelivered: this.delivered,
+      totalLost: this.lost,
+      priorDelivered: p.delivered,
+      delivered,
+      lost: this.lost - p.lostAtSend,
+      txInFlight: p.txInFlight,
+      interval: valid ? interval : 0,
+      deliveryRate: valid ? delivered / interval : 0,
+      rtt,
+      isAppLimited: p.appLimited,
+    };
+    if (this.inRecovery && p.id >= this.recoveryPoint) {
+      this.inRecovery = false;
+      this.cc.onRecoveryEnd(this.now);
+    }
+    if (newlyLost > 0 && !this.inRecovery) {
+      this.inRecovery = true;
+      this.recoveryPoint = this.#nextId;
+      this.cc.onCongestion(this.inflight, this.now);
+    }
+    if (!this.inRecovery) this.cc.onAck(p.size, this.srtt, this.now);
+    this.cc.onRateSample(rs, this.now);
+    const tick = { now: this.now, rs, state: this.cc.state };
+    this.ticks.push(tick);
+    if (this.ticks.length > 4096) this.ticks.splice(0, 2048);
+    each?.(tick);
+  }
+}
+
+/** A rate sample for driving the model by hand. */
+function sample(fields: Partial<RateSample>): RateSample {
+  return {
+    ackedSacked: MSS,
+    newlyLost: 0,
+    priorInFlight: 0,
+    inFlight: 0,
+    totalDelivered: 0,
+    totalLost: 0,
+    priorDelivered: 0,
+    delivered: MSS,
+    lost: 0,
+    txInFlight: 0,
+    interval: 0,
+    deliveryRate: 0,
+    rtt: -1,
+    isAppLimited: false,
+    ...fields,
+  };
+}
+
+/** A 1000 B/ms (8 Mbit/s) bottleneck with 40 ms RTT: BDP = 41 segments. */
+function steadyLink(o: Partial<LinkOptions> = {}): Link {
+  return new Link({ rate: 1000, delay: 40, ...o });
+}
+
+/** Runs a link until it has left Startup and Drain. */
+function toProbeBw(link: Link): void {
+  link.runUntil((t) => t.state.startsWith("probe_bw"), 5000);
+}
+
+Deno.test("Bbr: initial values", async (t) => {
+  await t.step("Startup, cwnd = the RFC 6928 window, pacing 2.77 × IW / 1 ms", () => {
+    const cc = new Bbr(1460);
+    assert.equal(cc.name, "bbr");
+    assert.equal(cc.modelBased, true);
+    assert.equal(cc.state, "startup");
+    assert.equal(cc.cwnd, initialWindow(1460));
+    assert.ok(cc.ssthresh >= 0x7fffffff);
+    assert.ok(Math.abs(cc.pacingRate - 2.77 * initialWindow(1460)) < 1e-6);
+    assert.equal(cc.pacingGain, 2.77);
+    assert.equal(cc.cwndGain, 2);
+    assert.equal(cc.minRtt, Infinity);
+    assert.equal(cc.inflightLongterm, Infinity);
+    assert.equal(cc.sendQuantum, cc.pacingRate * 1); // one ms of pacing, ≤ 64 KB
+  });
+
+  await t.step("a known SRTT, or the first RTT seen, sets the initial pacing rate", () => {
+    const known = new Bbr(1000, { srtt: 50 });
+    assert.ok(Math.abs(known.pacingRate - (2.77 * 10000) / 50) < 1e-9);
+    const cc = new Bbr(1000);
+    cc.onAck(1000, 20, 20);
+    assert.ok(Math.abs(cc.pacingRate - (2.77 * 10000) / 20) < 1e-9);
+    cc.onAck(1000, 5, 25); // only the first RTT replaces the 1 ms
+    assert.ok(Math.abs(cc.pacingRate - (2.77 * 10000) / 20) < 1e-9);
+  });
+
+  await t.step("setMss before any delivery resets the initial window", () => {
+    const cc = new Bbr(536);
+    cc.setMss(1460);
+    assert.equal(cc.cwnd, 14600);
+    assert.throws(() => cc.setMss(0), RangeError);
+    assert.throws(() => new Bbr(-1), RangeError);
+    assert.throws(() => new Bbr(1000, { lossThresh: 1 }), RangeError);
+  });
+});
+
+Deno.test("Bbr: Startup and Drain on an ideal link", async (t) => {
+  await t.step("Startup paces at 2.77 × max_bw and max_bw about doubles per round", () => {
+    // 80 Mbit/s × 41 ms: a BDP of 410 segments takes several doubling rounds.
+    const link = new Link({ rate: 10_000, delay: 40 });
+    const perRound: number[] = [];
+    let round = -1;
+    link.run(2000, (tick) => {
+      const cc = link.cc;
+      if (tick.state !== "startup") return;
+      // Once the estimate passes the initial rate, pacing is gain × bw × 0.99.
+      if (2.77 * 0.99 * cc.maxBw > (2.77 * 10 * MSS) / (40 + MSS / 10_000) + 1e-9) {
+        assert.ok(
+          Math.abs(cc.pacingRate - 2.77 * 0.99 * cc.bw) < 1e-9,
+          `${cc.pacingRate} ${cc.bw} ${cc.maxBw} ${tick.now}`,
+        );
+      }
+      if (cc.roundCount !== round) {
+        round = cc.roundCount;
+        perRound.push(cc.maxBw);
+      }
+    });
+    // While well below the bottleneck rate, each round's estimate grows by
+    // 1.4–2.8× (the cwnd doubles per round, pacing allows up to 2.77×), about
+    // 2× on average. The first round ends at the first ACK, so it is skipped.
+    const growing = perRound.slice(1).filter((bw) => bw > 0 && bw < 0.6 * link.rate);
+    assert.ok(growing.length >= 5, `rounds: ${perRound}`);
+    for (let i = 1; i < growing.length; i++) {
+      const ratio = growing[i] / growing[i - 1];
+      assert.ok(ratio >= 1.4 && ratio <= 2.8, `round ${i}: ×${ratio.toFixed(2)} (${perRound})`);
+    }
+    const mean = (growing.at(-1)! / growing[0]) ** (1 / (growing.length - 1));
+    assert.ok(mean >= 1.8 && mean <= 2.2, `mean growth ×${mean.toFixed(2)}`);
+  });
+
+  await t.step("Startup ends 3 rounds after bw stops growing by 25 %; max_bw within 2 %", () => {
+    const link = steadyLink();
+    let plateauRound = -1;
+    const exit = link.runUntil((tick) => tick.state !== "startup", 3000, () => {
+      if (plateauRound < 0 && link.cc.maxBw >= 0.8 * link.rate) plateauRound = link.cc.roundCount;
+    });
+    assert.equal(exit.state, "drain");
+    assert.equal(link.cc.fullBwReached, true);
+    const rounds = link.cc.roundCount - plateauRound;
+    assert.ok(rounds >= 3 && rounds <= 5, `left Startup ${rounds} rounds after the plateau`);
+    assert.ok(Math.abs(link.cc.maxBw - link.rate) <= 0.02 * link.rate, `max_bw ${link.cc.maxBw}`);
+    assert.equal(link.cc.inflightLongterm, Infinity, "no loss: no inflight_longterm");
+    assert.equal(link.dropped, 0);
+  });
+
+  await t.step("Drain paces at 0.5 × bw and ends when inflight ≤ BDP", () => {
+    const link = steadyLink();
+    link.runUntil((tick) => tick.state === "drain", 3000);
+    assert.equal(link.cc.pacingGain, 0.5);
+    assert.equal(link.cc.cwndGain, 2);
+    const startRound = link.cc.roundCount;
+    const queued = link.inflight;
+    assert.ok(queued > 1.5 * link.bdp, `inflight at Drain ${queued}, BDP ${link.bdp}`);
+    const exit = link.runUntil((tick) => tick.state !== "drain", 1000);
+    assert.ok(exit.state.startsWith("probe_bw"), exit.state);
+    const budget = 3 * link.cc.sendQuantum; // Inflight(1.0) = max(BDP, offload budget)
+    assert.ok(exit.rs.inFlight <= Math.max(link.cc.bdp, budget), `inflight ${exit.rs.inFlight}`);
+    assert.ok(link.cc.roundCount - startRound <= 3, "drained within the 3-round limit");
+    assert.ok(link.cc.ssthresh < 0x7fffffff, "ssthresh shows the BDP once Startup is over");
+  });
+});
+
+Deno.test("Bbr: ProbeBW", async (t) => {
+  await t.step("cycles DOWN → CRUISE → REFILL → UP → DOWN with the draft's gains", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    const seen: { state: BbrState; now: number; round: number }[] = [];
+    link.run(link.now + 12000, (tick) => {
+      const cc = link.cc;
+      const gains: Partial<Record<BbrState, [number, number]>> = {
+        probe_bw_down: [0.9, 2],
+        probe_bw_cruise: [1, 2],
+        probe_bw_refill: [1, 2],
+        probe_bw_up: [1.25, 2.25],
+        probe_rtt: [1, 0.5],
+      };
+      assert.deepEqual([cc.pacingGain, cc.cwndGain], gains[tick.state], tick.state);
+      if (seen.at(-1)?.state !== tick.state) {
+        seen.push({ state: tick.state, now: tick.now, round: cc.roundCount });
+      }
+    });
+    const next: Partial<Record<BbrState, BbrState[]>> = {
+      probe_bw_down: ["probe_bw_cruise", "probe_bw_refill"],
+      probe_bw_cruise: ["probe_bw_refill"],
+      probe_bw_refill: ["probe_bw_up"],
+      probe_bw_up: ["probe_bw_down"],
+      probe_rtt: ["probe_bw_cruise"], // ProbeRTT (from any state) returns to CRUISE
+    };
+    for (let i = 1; i < seen.length; i++) {
+      const [a, b] = [seen[i - 1].state, seen[i].state];
+      assert.ok(b === "probe_rtt" || next[a]?.includes(b), `${a} → ${b}`);
+    }
+    const ups = seen.filter((s) => s.state === "probe_bw_up");
+    assert.ok(ups.length >= 3, `UP phases: ${ups.length}`);
+    // REFILL lasts exactly one round.
+    for (let i = 1; i < seen.length; i++) {
+      if (seen[i].state === "probe_bw_up") {
+        assert.equal(seen[i - 1].state, "probe_bw_refill");
+        assert.equal(seen[i].round - seen[i - 1].round, 1);
+      }
+    }
+    // Probes are at most ~3 s apart (the wall-clock bound; the Reno bound of
+    // 41 rounds × 41 ms = 1.7 s usually fires first).
+    for (let i = 1; i < ups.length; i++) {
+      const gap = ups[i].now - ups[i - 1].now;
+      assert.ok(gap <= 3000 + 500, `probe gap ${gap} ms`);
+    }
+  });
+
+  await t.step("a clean link keeps inflight within ~2 BDP and loses nothing", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    let maxInflight = 0;
+    let rttMax = 0;
+    link.run(link.now + 10000, (tick) => {
+      maxInflight = Math.max(maxInflight, tick.rs.priorInFlight);
+      rttMax = Math.max(rttMax, tick.rs.rtt);
+    });
+    assert.ok(maxInflight <= 2.3 * link.bdp, `max inflight ${maxInflight / link.bdp} BDP`);
+    assert.ok(rttMax <= 2.3 * 41, `max RTT ${rttMax}`);
+    assert.equal(link.dropped, 0);
+    const tput = link.delivered / link.now;
+    assert.ok(tput >= 0.9 * link.rate, `throughput ${tput}`);
+  });
+
+  await t.step("max_bw follows a doubled rate within one probe cycle", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    link.run(link.now + 3000);
+    link.rate = 2000;
+    const from = link.now;
+    link.runUntil(() => link.cc.maxBw >= 0.95 * 2000, 4000);
+    assert.ok(link.now - from <= 4000);
+    assert.ok(link.cc.maxBw <= 2000 * 1.02, `max_bw ${link.cc.maxBw}`);
+  });
+
+  await t.step("max_bw keeps a halved rate's old value for the filter window, then drops", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    link.run(link.now + 3000);
+    link.rate = 500;
+    // The two-cycle window still holds the old maximum for a while …
+    link.run(link.now + 500);
+    assert.ok(link.cc.maxBw >= 0.95 * 1000, `max_bw ${link.cc.maxBw} forgot too early`);
+    // … and forgets it after two ProbeBW cycles.
+    link.runUntil(() => link.cc.maxBw <= 1.05 * 500, 12000);
+    link.run(link.now + 5000);
+    assert.ok(link.cc.maxBw <= 1.1 * 500 && link.cc.maxBw >= 0.9 * 500, `${link.cc.maxBw}`);
+  });
+
+  await t.step("app-limited samples below max_bw do not lower it", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    link.run(link.now + 2000);
+    link.appRate = 300;
+    link.appBudget = 0;
+    let appLimited = 0;
+    link.run(link.now + 15000, (tick) => {
+      if (tick.rs.isAppLimited) appLimited++;
+    });
+    assert.ok(appLimited > 1000, `app-limited samples: ${appLimited}`);
+    assert.ok(link.cc.maxBw >= 0.98 * 1000, `max_bw ${link.cc.maxBw}`);
+    assert.ok(link.cc.pacingRate >= 0.85 * 1000, `pacing ${link.cc.pacingRate}`);
+  });
+
+  await t.step("by hand: app-limited samples count only when above max_bw", () => {
+    const cc = new Bbr(MSS);
+    let delivered = 0;
+    const ack = (rate: number, appLimited: boolean) => {
+      const prior = delivered;
+      delivered += MSS;
+      cc.onRateSample(
+        sample({
+          totalDelivered: delivered,
+          priorDelivered: prior,
+          deliveryRate: rate,
+          interval: 10,
+          rtt: 10,
+          isAppLimited: appLimited,
+          inFlight: 5 * MSS,
+          priorInFlight: 6 * MSS,
+          txInFlight: 6 * MSS,
+        }),
+        delivered,
+      );
+    };
+    ack(100, false);
+    assert.equal(cc.maxBw, 100);
+    ack(50, true);
+    assert.equal(cc.maxBw, 100);
+    ack(150, true);
+    assert.equal(cc.maxBw, 150);
+    ack(0, false); // no valid sample
+    assert.equal(cc.maxBw, 150);
+  });
+});
