@@ -98,7 +98,7 @@ Flags:
       --address CIDR[,CIDR]        server tunnel addresses for a new config
                                    (default 10.44.0.1/24 and a random fdXX::1/64)
       --connect-timeout SECONDS    forward mode dial timeout (default 10)
-      --tcp-cc cubic|newreno       congestion control of our TCP towards clients
+      --tcp-cc cubic|newreno|bbr   congestion control of our TCP towards clients
                                    (default cubic)
       --no-qr                      do not print QR codes
   -h, --help                       show this help

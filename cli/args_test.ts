@@ -84,7 +84,7 @@ Deno.test("parseCliArgs", async (t) => {
     [["add-peer"], /add-peer needs a NAME/],
     [["add-peer", "../evil"], /Peer name "..\/evil" is not allowed/],
     [["--connect-timeout", "soon"], /--connect-timeout must be/],
-    [["--tcp-cc", "vegas"], /--tcp-cc must be one of cubic, newreno/],
+    [["--tcp-cc", "vegas"], /--tcp-cc must be one of cubic, newreno, bbr/],
     [["--endpoint", ":51820"], /--endpoint needs a host/],
     [["--no-qr=yes"], /does not take an argument/],
   ];

@@ -61,6 +61,7 @@ import {
 } from "../wire/tcp.ts";
 import { Assembler } from "./assembler.ts";
 import { type CongestionControl, Cubic, NewReno } from "./congestion.ts";
+import { Bbr } from "./bbr.ts";
 import { RttEstimator } from "./rtt.ts";
 import { type AckResult, LossRecovery, newAckResult, type SentSegment } from "./recovery.ts";
 import { SendBuffer } from "./send_buffer.ts";
@@ -128,7 +129,7 @@ export interface TcpKeepAliveOptions {
 }
 
 /** The congestion controllers a connection can use. */
-export const TCP_CONGESTION_CONTROLS = ["cubic", "newreno"] as const;
+export const TCP_CONGESTION_CONTROLS = ["cubic", "newreno", "bbr"] as const;
 /** A value of {@linkcode TCP_CONGESTION_CONTROLS}. */
 export type TcpCongestionControl = typeof TCP_CONGESTION_CONTROLS[number];
 
@@ -144,7 +145,10 @@ export interface TcpOptions {
   sendBuffer?: number;
   /** Largest send buffer after growth, bytes. Default 4 MiB. */
   maxSendBuffer?: number;
-  /** Congestion controller: "cubic" (default) or "newreno". */
+  /**
+   * Congestion controller: "cubic" (default), "newreno" or "bbr" (BBRv3 with
+   * pacing; see `bbr.ts`).
+   */
   congestionControl?: TcpCongestionControl;
   /** Nagle's algorithm (RFC 896). Default false (like TCP_NODELAY). */
   nagle?: boolean;
@@ -382,7 +386,13 @@ const PACING_QUANTUM_MS = 4;
 /** Largest learned duplicate-ACK threshold (Linux caps tp->reordering at 300). */
 const MAX_DUP_THRESH = 64;
 
-function newCongestionControl(name: string, mss: number): CongestionControl {
+function newCongestionControl(
+  name: TcpCongestionControl,
+  mss: number,
+  sack: boolean,
+  seed: number,
+): CongestionControl {
+  if (name === "bbr") return new Bbr(mss, { selectiveAcks: sack, seed: seed || 1 });
   return name === "newreno" ? new NewReno(mss) : new Cubic(mss);
 }
 const OUR_WSCALE = 7;
@@ -583,7 +593,7 @@ export class Connection implements TcpConnectionLike {
     this.#rcvBuf = this.#o.receiveBuffer;
     this.#sendLimit = this.#o.sendBuffer;
     this.#rtt = new RttEstimator({ minRto: this.#o.minRto, maxRto: this.#o.maxRto });
-    this.#cc = newCongestionControl(this.#o.congestionControl, this.#sndMss);
+    this.#cc = newCongestionControl(this.#o.congestionControl, this.#sndMss, false, iss);
     this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
     this.readable = new ReadableStream<Uint8Array>(
       {
@@ -642,12 +652,12 @@ export class Connection implements TcpConnectionLike {
     const peerMss = syn.mss > 0 ? syn.mss : (this.ipVersion === 4 ? 536 : 1220);
     this.#sndMss = Math.max(64, Math.min(peerMss, ours));
     this.#rcvMss = ours;
-    this.#cc = newCongestionControl(o.congestionControl, this.#sndMss);
     // An option is on only when both sides sent it (RFC 7323 §2.2, §3.2; RFC 2018 §2).
     this.#wscaleOk = o.windowScale && syn.windowScale >= 0;
     this.#sndShift = this.#wscaleOk ? Math.min(14, syn.windowScale) : 0;
     this.#rcvShift = this.#wscaleOk ? OUR_WSCALE : 0;
     this.#sackOk = o.sack && syn.sackPermitted;
+    this.#cc = newCongestionControl(o.congestionControl, this.#sndMss, this.#sackOk, this.#iss);
     this.#tsOk = o.timestamps && syn.hasTimestamp;
     if (this.#tsOk) this.#tsRecent = syn.tsVal;
     void passive;
@@ -1168,14 +1178,18 @@ export class Connection implements TcpConnectionLike {
     const lr = this.#lr!;
     const cc = this.#cc;
     this.#spuriousRecoveries++;
-    cc.cwnd = Math.max(cc.cwnd, this.#undoCwnd);
-    cc.ssthresh = Math.max(cc.ssthresh, this.#undoSsthresh);
-    if (this.#inRecovery || this.#inLoss) {
-      this.#inRecovery = false;
-      this.#inLoss = false;
-      cc.onRecoveryEnd(now);
-      lr.recoveryEnded();
+    const wasRecovering = this.#inRecovery || this.#inLoss;
+    this.#inRecovery = false;
+    this.#inLoss = false;
+    if (cc.modelBased) {
+      // The model restores what it saved (BBR: HandleSpuriousLossDetection).
+      (cc as Bbr).onSpuriousLoss?.(now);
+    } else {
+      cc.cwnd = Math.max(cc.cwnd, this.#undoCwnd);
+      cc.ssthresh = Math.max(cc.ssthresh, this.#undoSsthresh);
+      if (wasRecovering) cc.onRecoveryEnd(now);
     }
+    if (wasRecovering) lr.recoveryEnded();
     if (!this.#sackOk) {
       // Learn the reordering degree (as Linux's tp->reordering for Reno).
       this.#dupThresh = Math.min(MAX_DUP_THRESH, Math.max(this.#dupThresh + 1, this.#dupAcks + 1));
@@ -1520,6 +1534,11 @@ export class Connection implements TcpConnectionLike {
   /** Sends `len` new bytes at SND.NXT (plus FIN when closing and they end the buffer). */
   #sendNew(len: number, now: number): void {
     const seq = this.#sndNxt;
+    const idle = this.#lr;
+    if (idle && idle.inFlight === 0 && idle.appLimited !== 0 && this.#cc.modelBased) {
+      // Restart after idle (BBR §5.4): pace at the estimated rate, not above.
+      (this.#cc as Bbr).onIdleRestart?.(now);
+    }
     const fin = this.#sendData(seq, len, now);
     const end = seqAdd(seq, len + (fin ? 1 : 0));
     const lr = this.#lr ??= new LossRecovery({ sack: this.#sackOk });
