@@ -543,8 +543,6 @@ export class Connection implements TcpConnectionLike {
   #spuriousRecoveries = 0;
   #spuriousRetransmits = 0;
   #tailLossProbes = 0;
-  /** DSACKs counted by recovery state already released (closed connection). */
-  #dsacksBefore = 0;
   /** Eifel detection (RFC 3522) armed for the episode's first retransmission. */
   #undoPossible = false;
   #undoCwnd = 0;
@@ -876,14 +874,14 @@ export class Connection implements TcpConnectionLike {
   }
 
   /**
-   * A pure duplicate ACK (SEQ = RCV.NXT, ACK = SND.UNA, same window) whose
+   * A pure duplicate ACK (SEQ = RCV.NXT, ACK = SND.UNA, no larger window) whose
    * timestamp is older than TS.Recent by less than an RTO: overtaken on the
    * path, not a wrapped old segment.
    */
   #disorderedAck(seg: TcpRepr): boolean {
     return seg.payload.length === 0 && !(seg.flags & (TCP_SYN | TCP_FIN)) &&
       (seg.flags & TCP_ACK) !== 0 && seg.seq === this.#rcvNxt && seg.ack === this.#sndUna &&
-      (seg.window << this.#sndShift) === this.#sndWnd &&
+      (seg.window << this.#sndShift) <= this.#sndWnd &&
       seqDiff(this.#tsRecent, seg.tsVal) <= this.#rtt.rto;
   }
 
@@ -1395,8 +1393,7 @@ export class Connection implements TcpConnectionLike {
     this.#rtoAt = this.#persistAt = this.#keepaliveAt = Infinity;
     this.#sendBuf = null;
     this.#asm = null;
-    if (this.#lr) this.#dsacksBefore = this.#lr.dsacks;
-    this.#lr = null;
+    this.#lr?.clear(); // counters stay for stats
     this.#tlpAt = this.#reoAt = this.#paceAt = Infinity;
     this.#finishStreams();
     this.#resolveClosed();
@@ -2149,8 +2146,7 @@ export class Connection implements TcpConnectionLike {
     if (!wasTimeWait) this.#finishStreams();
     this.#sendBuf = null;
     this.#asm = null;
-    if (this.#lr) this.#dsacksBefore = this.#lr.dsacks;
-    this.#lr = null;
+    this.#lr?.clear(); // counters stay for stats
     this.#resolveClosed();
     this.#owner.released(this);
   }
@@ -2184,7 +2180,7 @@ export class Connection implements TcpConnectionLike {
       fastRecoveries: this.#fastRecoveries,
       spuriousRecoveries: this.#spuriousRecoveries,
       spuriousRetransmits: this.#spuriousRetransmits,
-      dsacksReceived: this.#lr ? this.#lr.dsacks : this.#dsacksBefore,
+      dsacksReceived: this.#lr ? this.#lr.dsacks : 0,
       tailLossProbes: this.#tailLossProbes,
       reorderingWindowMultiplier: this.#lr ? this.#lr.reoWndMult : 1,
       minRtt: this.#lr ? this.#lr.minRtt : 0,

@@ -136,6 +136,8 @@ export class LossRecovery {
   // Delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation).
   /** C.delivered: bytes delivered so far. */
   delivered = 0;
+  /** C.delivered when the last rate sample was completed. */
+  #deliveredSampled = 0;
   /** C.delivered_time. */
   deliveredTime = 0;
   /** C.first_tx_time. */
@@ -347,7 +349,9 @@ export class LossRecovery {
     rs.ackedSacked = 0;
     rs.newlyLost = 0;
     rs.rtt = -1;
-    const deliveredBefore = this.delivered;
+    // Deliveries since the last completed sample (an overtaken ACK's SACK
+    // blocks are tagged without a sample of their own and count here).
+    const deliveredBefore = this.#deliveredSampled;
 
     // DSACK (RFC 2883 §4): the first block is below the cumulative ACK or
     // lies inside the second block.
@@ -538,6 +542,7 @@ export class LossRecovery {
   /** Completes the rate sample after loss detection; read it afterwards. */
   rateSample(newlyLost: number, minRtt: number): RateSample {
     const rs = this.#rs;
+    this.#deliveredSampled = this.delivered;
     rs.newlyLost = newlyLost;
     rs.inFlight = this.inFlight;
     rs.totalDelivered = this.delivered;
