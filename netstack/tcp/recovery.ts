@@ -412,9 +412,7 @@ export class LossRecovery {
           break;
         }
         if (rec.flags & EVER_RETRANS) out.retransAcked = true;
-        if (!(rec.flags & SACKED)) {
-          this.#delivered(rec, now, out);
-        }
+        if (!(rec.flags & SACKED)) this.#delivered(rec, now, true);
         this.#removeHead();
       }
     }
@@ -470,7 +468,7 @@ export class LossRecovery {
       rec.flags = (rec.flags & EVER_RETRANS) | SACKED;
       this.sackedBytes += rec.length;
       if (rec.onTsList) this.#tsRemove(rec);
-      this.#delivered(rec, now, out);
+      this.#delivered(rec, now, false);
     }
   }
 
@@ -478,8 +476,14 @@ export class LossRecovery {
     this.delivered += n;
   }
 
-  /** A record newly delivered (SACKed or acknowledged): rate sample and RACK. */
-  #delivered(rec: SentSegment, now: number, _out: AckResult): void {
+  /**
+   * A record newly delivered (SACKed, or acknowledged `inOrder`): rate
+   * sample and RACK. The sample's RTT comes only from segments delivered in
+   * order: a segment SACKed above a hole may have overtaken others on a
+   * faster route (netem-style reordering), and its RTT is not the path's —
+   * taken as the minimum it would shrink BBR's BDP to nothing.
+   */
+  #delivered(rec: SentSegment, now: number, inOrder: boolean): void {
     const len = rec.length;
     this.delivered += len;
     this.deliveredTime = now;
@@ -499,7 +503,7 @@ export class LossRecovery {
       this.#rsEndSeq = rec.end;
       this.firstTxTime = rec.xmitTs;
     }
-    if (!retrans) {
+    if (!retrans && inOrder) {
       const rtt = now - rec.xmitTs;
       if (rs.rtt < 0 || rtt < rs.rtt) rs.rtt = rtt;
     }
