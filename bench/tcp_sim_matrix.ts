@@ -10,17 +10,15 @@
  * deno run -A bench/tcp_sim_matrix.ts [--size 20] [--seeds 3] [--seed 0] [--cc cubic,newreno,bbr]
  *   [--cells 2/5/10,1/25/25,5/50/0,0/50/10,0.5/100/0,2/5/0,0/5/10] [--bandwidth 25000]
  *   [--queue 262144] [--early]
- * SIM_DEBUG=1 …   # also prints both ends' connection stats
+ * SIM_DEBUG=1 …   # also prints the sender's connection stats
  * ```
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { SimRandom, Simulation } from "../tests/sim/link.ts";
-import { TcpLayer } from "../netstack/tcp/layer.ts";
-import type { TcpConnectionLike } from "../netstack/tcp/api.ts";
-import type { TcpOptions } from "../netstack/tcp/connection.ts";
+import { downloads } from "../tests/sim/transfer.ts";
+import type { TcpCongestionControl } from "../netstack/tcp/connection.ts";
 
 const args = parseArgs({
   options: {
@@ -56,17 +54,6 @@ async function download(
   reorder: number,
   cc: string,
 ): Promise<Result> {
-  const sim = new Simulation({
-    seed,
-    traceSize: 0,
-    poisonAfterInput: false,
-    verifyChecksums: false,
-  });
-  const tcp = { congestionControl: cc } as TcpOptions;
-  const mk = (host: ConstructorParameters<typeof TcpLayer>[0]) =>
-    new TcpLayer(host, { secret: sim.random.fill(new Uint8Array(16)), ...tcp });
-  const client = sim.addNode(new Uint8Array([10, 0, 0, 2]), mk);
-  const server = sim.addNode(new Uint8Array([10, 0, 0, 1]), mk);
   const link = {
     delay,
     loss,
@@ -76,43 +63,17 @@ async function download(
     bandwidth,
     queueLimit,
   };
-  sim.link(client, server, link, link);
-  let sender: TcpConnectionLike | undefined;
-  let done = false;
-  const data = new SimRandom(seed).fill(new Uint8Array(65536));
-  server.onSyn = (req) => {
-    sender = req.accept();
-    sim.spawn(async () => {
-      const w = sender!.writable.getWriter();
-      for (let n = 0; n < size; n += data.length) await w.write(data);
-      await w.close();
-    });
-  };
-  const conn = client.layer.connect({
-    localAddress: client.address,
-    localPort: 40000,
-    remoteAddress: server.address,
-    remotePort: 80,
-  }, sim.now);
-  const start = sim.now;
-  let end = 0;
-  sim.spawn(async () => {
-    let got = 0;
-    for await (const chunk of conn.readable) got += chunk.length;
-    if (got < size) throw new Error(`short read ${got}`);
-    end = sim.now;
-    done = true;
+  const { results } = await downloads({
+    seed,
+    link,
+    flows: [{ bytes: size, cc: cc as TcpCongestionControl }],
   });
-  await sim.run(() => done, { maxTime: 3_600_000, maxSteps: 200_000_000 });
-  const st = (sender as unknown as { stats: Record<string, number> }).stats;
-  if (Deno.env.get("SIM_DEBUG")) {
-    console.log(JSON.stringify(st));
-    console.log(JSON.stringify((conn as unknown as { stats: unknown }).stats));
-  }
+  const st = results[0].sender;
+  if (Deno.env.get("SIM_DEBUG")) console.log(JSON.stringify(st));
   return {
-    time: end - start,
+    time: results[0].time,
     retransmits: st.retransmits,
-    spurious: st.spuriousRetransmits ?? 0,
+    spurious: st.spuriousRetransmits,
     timeouts: st.timeouts,
   };
 }

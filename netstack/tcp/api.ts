@@ -55,13 +55,19 @@ export interface TcpLayerHost {
  * decide after the SYN arrived, e.g. after dialling the real destination.
  * Retransmitted SYNs while pending do not create a second request.
  */
+/** Per-connection choices at accept or connect time. */
+export interface TcpConnectOptions {
+  /** Congestion controller of this connection (default: the layer's). */
+  congestionControl?: "cubic" | "newreno" | "bbr";
+}
+
 export interface TcpSynRequest {
   /** Who dialled whom. */
   readonly tuple: TcpTuple;
   /** 4 or 6. */
   readonly ipVersion: 4 | 6;
   /** Accepts: sends SYN-ACK and returns the connection. */
-  accept(): TcpConnectionLike;
+  accept(options?: TcpConnectOptions): TcpConnectionLike;
   /** Refuses with a RST. */
   reset(): void;
   /** Forgets the SYN without answering (the owner may answer with ICMP). */
@@ -119,7 +125,7 @@ export interface TcpLayerLike {
    * writable accepts data immediately (sent once established) and its
    * readable errors if the connection is refused or times out.
    */
-  connect(tuple: TcpTuple, now: number): TcpConnectionLike;
+  connect(tuple: TcpTuple, now: number, options?: TcpConnectOptions): TcpConnectionLike;
 }
 
 /**

@@ -113,6 +113,8 @@ export interface BbrOptions {
   selectiveAcks?: boolean;
 }
 
+/** Upper bound of the background-loss estimate (a path losing more is broken anyway). */
+const MAX_BACKGROUND_LOSS = 0.2;
 /** Startup pacing gain 4·ln 2 ≈ 2.77: the rate doubles each round (§2.5). */
 const STARTUP_PACING_GAIN = 2.77;
 /** Drain pacing gain (§5.3.2). */
@@ -225,6 +227,9 @@ export class Bbr implements CongestionControl {
   // Round counting.
   #roundCount = 0;
   #roundStart = false;
+  #bgLoss = 0;
+  #roundLostStart = 0;
+  #roundDeliveredStart = 0;
   #nextRoundDelivered = 0;
 
   // Bandwidth model.
@@ -583,6 +588,7 @@ export class Bbr implements CongestionControl {
   #updateRound(): void {
     const rs = this.#rs;
     if (rs.priorDelivered >= 0 && rs.priorDelivered >= this.#nextRoundDelivered) {
+      this.#updateBackgroundLoss();
       this.#startRound();
       this.#roundCount++;
       this.#roundsSinceProbeUp++;
@@ -668,10 +674,42 @@ export class Bbr implements CongestionControl {
 
   // ---- Losses.
 
-  /** Do the losses of this sample say inflight was too high? (IsInflightTooHigh) */
+  /**
+   * Do the losses of this sample say inflight was too high? (IsInflightTooHigh)
+   * Our deviation: the threshold is LossThresh above the background loss
+   * rate, the loss seen in rounds that did not push the bottleneck (see
+   * {@linkcode Bbr.backgroundLoss}), so that a link's random loss is not
+   * taken for congestion while loss that appears when probing still is.
+   */
   #isInflightTooHigh(): boolean {
     const rs = this.#rs;
-    return rs.lost > rs.txInFlight * this.#lossThresh || (rs.lost > 0 && !this.#sack);
+    return rs.lost > rs.txInFlight * (this.#lossThresh + this.#bgLoss) ||
+      (rs.lost > 0 && !this.#sack);
+  }
+
+  /**
+   * At a round's end: its loss rate feeds the background-loss estimate when
+   * the round did not press on the bottleneck (ProbeBW DOWN/CRUISE, or a
+   * Startup round whose delivery rate still grew by 25 %: below capacity,
+   * any loss there is the link's own). An EWMA with gain 1/8, at most 20 %.
+   */
+  #updateBackgroundLoss(): void {
+    const rs = this.#rs;
+    const lost = rs.totalLost - this.#roundLostStart;
+    const delivered = rs.totalDelivered - this.#roundDeliveredStart;
+    this.#roundLostStart = rs.totalLost;
+    this.#roundDeliveredStart = rs.totalDelivered;
+    if (delivered <= 0 || this.#rsAppLimited) return;
+    const calm = this.#state === "probe_bw_down" || this.#state === "probe_bw_cruise" ||
+      (this.#state === "startup" && rs.deliveryRate >= this.#fullBw * FULL_BW_GROWTH);
+    if (!calm) return;
+    const rate = lost / (lost + delivered);
+    this.#bgLoss = Math.min(MAX_BACKGROUND_LOSS, this.#bgLoss + (rate - this.#bgLoss) / 8);
+  }
+
+  /** Estimated loss rate of the path itself (not caused by this flow), 0–0.2. */
+  get backgroundLoss(): number {
+    return this.#bgLoss;
   }
 
   #noteLoss(): void {

@@ -506,6 +506,7 @@ export class Connection implements TcpConnectionLike {
   #tlpRetrans = false;
   #rtt: RttEstimator;
   #cc: CongestionControl;
+  #ccName: TcpCongestionControl;
   // Pacing: a token bucket in bytes, refilled at the controller's pacing rate.
   #paceTokens = 0;
   #paceLast = 0;
@@ -591,7 +592,8 @@ export class Connection implements TcpConnectionLike {
     this.#rcvBuf = this.#o.receiveBuffer;
     this.#sendLimit = this.#o.sendBuffer;
     this.#rtt = new RttEstimator({ minRto: this.#o.minRto, maxRto: this.#o.maxRto });
-    this.#cc = newCongestionControl(this.#o.congestionControl, this.#sndMss, false, iss);
+    this.#ccName = this.#o.congestionControl;
+    this.#cc = newCongestionControl(this.#ccName, this.#sndMss, false, iss);
     this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
     this.readable = new ReadableStream<Uint8Array>(
       {
@@ -621,6 +623,15 @@ export class Connection implements TcpConnectionLike {
   /** Our MSS for this address family. */
   #ourMss(): number {
     return this.#o.mtu - (this.ipVersion === 4 ? 40 : 60);
+  }
+
+  /** Chooses this connection's congestion controller (before it opens). */
+  useCongestionControl(name: TcpCongestionControl): void {
+    if (!(TCP_CONGESTION_CONTROLS as readonly string[]).includes(name)) {
+      throw new RangeError(`Unknown congestion control ${name}`);
+    }
+    this.#ccName = name;
+    this.#cc = newCongestionControl(name, this.#sndMss, this.#sackOk, this.#iss);
   }
 
   /** Active open: sends SYN (RFC 9293 §3.10.1). */
@@ -655,7 +666,7 @@ export class Connection implements TcpConnectionLike {
     this.#sndShift = this.#wscaleOk ? Math.min(14, syn.windowScale) : 0;
     this.#rcvShift = this.#wscaleOk ? OUR_WSCALE : 0;
     this.#sackOk = o.sack && syn.sackPermitted;
-    this.#cc = newCongestionControl(o.congestionControl, this.#sndMss, this.#sackOk, this.#iss);
+    this.#cc = newCongestionControl(this.#ccName, this.#sndMss, this.#sackOk, this.#iss);
     this.#tsOk = o.timestamps && syn.hasTimestamp;
     if (this.#tsOk) this.#tsRecent = syn.tsVal;
     void passive;

@@ -16,6 +16,7 @@
 import type { IpAddress } from "../addr.ts";
 import type {
   TcpConnectionLike,
+  TcpConnectOptions,
   TcpLayerHost,
   TcpLayerLike,
   TcpSynRequest,
@@ -86,8 +87,8 @@ class PendingSyn implements TcpSynRequest {
     };
   }
 
-  accept(): TcpConnectionLike {
-    return this.#layer.acceptSyn(this);
+  accept(options?: TcpConnectOptions): TcpConnectionLike {
+    return this.#layer.acceptSyn(this, options);
   }
 
   reset(): void {
@@ -303,7 +304,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   }
 
   /** @internal Accepts a pending SYN (via {@linkcode TcpSynRequest.accept}). */
-  acceptSyn(req: PendingSyn): Connection {
+  acceptSyn(req: PendingSyn, options?: TcpConnectOptions): Connection {
     if (req.status === "evicted") {
       // Evicted by the half-open limit: hand back a connection that is already aborted.
       const c = new Connection(this, req.tuple, req.key, 0, 0);
@@ -317,6 +318,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     req.status = "accepted";
     const now = this.lastNow;
     const conn = this.#newConnection(req.tuple, req.key, now);
+    if (options?.congestionControl) conn.useCongestionControl(options.congestionControl);
     this.#halfOpen.set(req.key, conn); // keeps the half-open slot and its age order
     conn.openPassive(req.seq, req.syn, now);
     this.#schedule(conn);
@@ -365,7 +367,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   }
 
   /** Active open (see {@linkcode TcpLayerLike.connect}). */
-  connect(tuple: TcpTuple, now: number): TcpConnectionLike {
+  connect(tuple: TcpTuple, now: number, options?: TcpConnectOptions): TcpConnectionLike {
     const l = tuple.localAddress, r = tuple.remoteAddress;
     if (!(l instanceof Uint8Array) || !(r instanceof Uint8Array)) {
       throw new TypeError("Addresses must be Uint8Array");
@@ -398,6 +400,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       key,
       now,
     );
+    if (options?.congestionControl) conn.useCongestionControl(options.congestionControl);
     conn.openActive(now);
     this.#schedule(conn);
     return conn;
