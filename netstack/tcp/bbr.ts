@@ -62,6 +62,9 @@
  *   non-app-limited ACK found less than one SMSS of window free.
  * - ProbeRTT's MarkConnectionAppLimited() is done internally: samples of
  *   data sent while in ProbeRTT count as app-limited.
+ * - The precautionary exit from ProbeBW_UP compares the inflight before the
+ *   ACK with `inflight_longterm` (as Linux BBRv3 does), since after the ACK
+ *   a cwnd-limited flow is always a little below it.
  *
  * Not implemented: the ECN response (the draft leaves it out of scope too),
  * QUIC offload budgets, and anything that needs per-packet loss callbacks.
@@ -891,7 +894,9 @@ export class Bbr implements CongestionControl {
   }
 
   #isTimeToGoDown(): boolean {
-    if (this.#prevProbeTooHigh && this.#inflight >= this.#inflightLongterm) {
+    // Inflight before this ACK: after it, inflight is below a full cwnd (=
+    // inflight_longterm) by the data just ACKed and would never reach it.
+    if (this.#prevProbeTooHigh && this.#rs.priorInFlight >= this.#inflightLongterm) {
       this.#prevProbePrecautionary = true;
       return true;
     }

@@ -72,6 +72,7 @@ class Link {
   minRtt = Infinity;
   srtt = 0;
   inRecovery = false;
+  /** Recovery ends when a packet with this id or later is ACKed. */
   recoveryPoint = 0;
   // Counters for assertions.
   sent = 0;
@@ -234,6 +235,9 @@ class Link {
         out.splice(k, 1);
         i--;
         newlyLost += q.size;
+        // SND.UNA passes the recovery point only when this hole's
+        // retransmission (the next packet sent) is ACKed.
+        if (this.inRecovery && q.id < this.recoveryPoint) this.recoveryPoint = this.#nextId;
         this.lost += q.size;
         this.inflight -= q.size;
         if (this.appRate !== Infinity) this.appBudget += q.size; // retransmission
@@ -552,5 +556,171 @@ Deno.test("Bbr: ProbeBW", async (t) => {
     assert.equal(cc.maxBw, 150);
     ack(0, false); // no valid sample
     assert.equal(cc.maxBw, 150);
+  });
+});
+
+Deno.test("Bbr: ProbeRTT", async (t) => {
+  await t.step("entered 5 s after the last lower RTT; cwnd 0.5 BDP; ≥ 200 ms and a round", () => {
+    const link = steadyLink();
+    let lowest = Infinity;
+    let lowestAt = 0;
+    const enter = link.runUntil((tick) => tick.state === "probe_rtt", 8000, (tick) => {
+      if (tick.rs.rtt < lowest) [lowest, lowestAt] = [tick.rs.rtt, tick.now];
+    });
+    assert.ok(enter.now > lowestAt + 5000 && enter.now <= lowestAt + 5005, `${enter.now}`);
+    const cc = link.cc;
+    assert.equal(cc.pacingGain, 1);
+    assert.equal(cc.cwndGain, 0.5);
+    const probeCwnd = Math.max(0.5 * cc.bdp, 4 * MSS);
+    assert.ok(cc.cwnd <= probeCwnd + 1e-6, `cwnd ${cc.cwnd} > ${probeCwnd}`);
+    const cwndBefore = link.ticks.at(-2)!.state === "probe_rtt" ? NaN : 2 * cc.bdp;
+    let drainedAt = -1;
+    let drainedRound = -1;
+    const exit = link.runUntil((tick) => tick.state !== "probe_rtt", 2000, (tick) => {
+      if (tick.state !== "probe_rtt") return;
+      assert.ok(link.cc.cwnd <= probeCwnd + 1e-6);
+      if (drainedAt < 0 && tick.rs.inFlight <= probeCwnd) {
+        [drainedAt, drainedRound] = [tick.now, link.cc.roundCount];
+      }
+    });
+    assert.equal(exit.state, "probe_bw_cruise");
+    assert.ok(exit.now - drainedAt > 200, `held ${exit.now - drainedAt} ms`);
+    assert.ok(link.cc.roundCount > drainedRound, "held at least one round");
+    assert.ok(exit.now - enter.now < 400, `ProbeRTT lasted ${exit.now - enter.now} ms`);
+    assert.ok(link.cc.cwnd >= 0.9 * cwndBefore, `cwnd restored: ${link.cc.cwnd}`);
+    // The next ProbeRTT is 5 s after this one ended.
+    const again = link.runUntil((tick) => tick.state === "probe_rtt", 8000);
+    assert.ok(again.now - exit.now > 5000 && again.now - exit.now <= 5005, `${again.now}`);
+  });
+
+  await t.step("on a tiny BDP the ProbeRTT cwnd is 4 segments", () => {
+    const link = new Link({ rate: 100, delay: 30 }); // BDP 4 segments
+    link.runUntil((tick) => tick.state === "probe_rtt", 12_000);
+    link.run(link.now + 100);
+    assert.equal(link.cc.state, "probe_rtt");
+    assert.equal(link.cc.cwnd, 4 * MSS);
+  });
+
+  await t.step("a lower RTT (a shorter path) postpones ProbeRTT", () => {
+    const link = steadyLink();
+    link.run(3000);
+    link.delay = 30;
+    const enter = link.runUntil((tick) => tick.state === "probe_rtt", 10_000);
+    assert.ok(enter.now > 8000, `ProbeRTT at ${enter.now}`);
+    assert.equal(link.cc.minRtt, 31);
+  });
+});
+
+Deno.test("Bbr: loss", async (t) => {
+  for (const [loss, tput] of [[0.01, 0.6], [0.02, 0.5]]) {
+    await t.step(
+      `random loss ${loss * 100} %: no collapse, cwnd and pacing stay near the BDP`,
+      () => {
+        const link = steadyLink({ loss });
+        link.run(5000);
+        const d0 = link.delivered;
+        link.run(30_000, () => {
+          const cc = link.cc;
+          assert.ok(cc.pacingRate >= 0.3 * link.rate && cc.pacingRate <= 1.3 * link.rate);
+          assert.ok(cc.cwnd >= 0.15 * link.bdp && cc.cwnd <= 2.5 * link.bdp, `${cc.cwnd}`);
+        });
+        const got = (link.delivered - d0) / 25_000 / link.rate;
+        assert.ok(got >= tput, `throughput ${got.toFixed(2)} of the link`);
+      },
+    );
+  }
+
+  await t.step("without the loss response (BBRv1-like) random loss costs little", () => {
+    for (const loss of [0.02, 0.05]) {
+      const link = steadyLink({ loss, bbr: { lossResponse: false } });
+      link.run(5000);
+      const d0 = link.delivered;
+      link.run(25_000);
+      const got = (link.delivered - d0) / 20_000 / link.rate;
+      assert.ok(got >= 0.85, `loss ${loss}: throughput ${got.toFixed(2)}`);
+      assert.equal(link.cc.inflightLongterm, Infinity);
+      assert.equal(link.cc.bwShortterm, Infinity);
+    }
+  });
+
+  await t.step("a shallow buffer (0.25 BDP) sees little sustained loss", () => {
+    const link = steadyLink({ buffer: 10_000 });
+    link.run(10_000);
+    const [d0, s0, x0] = [link.delivered, link.sent, link.dropped];
+    link.run(30_000);
+    const lossRate = (link.dropped - x0) / (link.sent - s0);
+    assert.ok(lossRate <= 0.01, `loss ${lossRate}`);
+    assert.ok((link.delivered - d0) / 20_000 >= 0.9 * link.rate);
+    assert.ok(link.cc.inflightLongterm < Infinity, "losses in Startup/UP set inflight_longterm");
+  });
+
+  await t.step("loss above 2 % in ProbeBW_UP sets inflight_longterm and goes DOWN", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    link.runUntil((tick) => tick.state === "probe_bw_up", 5000);
+    const cwnd = link.cc.cwnd;
+    let maxTx = 0;
+    link.loss = 0.1;
+    const down = link.runUntil((tick) => tick.state !== "probe_bw_up", 500, (tick) => {
+      maxTx = Math.max(maxTx, tick.rs.txInFlight);
+    });
+    assert.equal(down.state, "probe_bw_down");
+    const ilt = link.cc.inflightLongterm;
+    assert.ok(ilt <= maxTx && ilt >= 0.7 * Math.min(link.cc.bdp, cwnd) - 1, `${ilt}`);
+    assert.ok(down.rs.lost > 0.02 * down.rs.txInFlight);
+    assert.ok(link.cc.cwnd <= ilt, "cwnd is cut to inflight_longterm");
+    // After the loss stops, cwnd respects the bound (with 15 % headroom in
+    // CRUISE), and the next probe is precautionary: UP → DOWN → REFILL.
+    link.loss = 0;
+    const states: BbrState[] = [];
+    link.run(link.now + 6000, (tick) => {
+      const cc = link.cc;
+      if (states.at(-1) !== tick.state) states.push(tick.state);
+      if (tick.state === "probe_bw_cruise") {
+        const bound = Math.max(
+          cc.inflightLongterm - Math.max(MSS, 0.15 * cc.inflightLongterm),
+          4 * MSS,
+        );
+        assert.ok(cc.cwnd <= bound + 1e-6, `cruise cwnd ${cc.cwnd} > ${bound}`);
+      } else if (tick.state !== "probe_rtt") {
+        assert.ok(cc.cwnd <= Math.max(cc.inflightLongterm, 4 * MSS) + 1e-6);
+      }
+    });
+    const seq = states.join(" ");
+    assert.ok(seq.includes("probe_bw_up probe_bw_down probe_bw_refill"), seq);
+    assert.ok(link.cc.inflightLongterm > ilt, "inflight_longterm grows back in UP");
+  });
+
+  await t.step(
+    "loss while cruising cuts bw_shortterm by at most 30 % a round; REFILL resets it",
+    () => {
+      const link = steadyLink();
+      toProbeBw(link);
+      link.runUntil((tick) => tick.state === "probe_bw_cruise" && link.now > 1000, 5000);
+      link.loss = 0.05;
+      let prev = Infinity;
+      let cuts = 0;
+      link.runUntil((tick) => tick.state === "probe_bw_refill", 5000, () => {
+        const lo = link.cc.bwShortterm;
+        if (lo !== prev && prev !== Infinity && link.cc.state === "probe_bw_cruise") {
+          assert.ok(lo >= 0.7 * prev - 1e-9, `${prev} → ${lo}`);
+          cuts++;
+        }
+        prev = lo;
+        assert.ok(link.cc.bw <= link.cc.bwShortterm);
+      });
+      assert.ok(cuts >= 2, `cuts: ${cuts}`);
+      assert.equal(link.cc.bwShortterm, Infinity);
+      assert.equal(link.cc.inflightShortterm, Infinity);
+    },
+  );
+
+  await t.step("heavy loss ends Startup before the bandwidth plateau", () => {
+    const link = new Link({ rate: 10_000, delay: 40, loss: 0.1 });
+    const exit = link.runUntil((tick) => tick.state !== "startup", 5000);
+    assert.equal(exit.state, "drain");
+    assert.ok(link.cc.maxBw < 0.5 * link.rate, `max_bw ${link.cc.maxBw}`);
+    assert.ok(link.cc.inflightLongterm < Infinity);
+    assert.ok(link.cc.inflightLongterm >= link.cc.bdp);
   });
 });
