@@ -77,6 +77,7 @@ class Link {
   // Counters for assertions.
   sent = 0;
   dropped = 0;
+  timeouts = 0;
   readonly ticks: Tick[] = [];
   #nextId = 0;
   #linkFree = 0;
@@ -219,6 +220,7 @@ class Link {
     this.inflight = 0;
     this.inRecovery = true;
     this.recoveryPoint = this.#nextId;
+    this.timeouts++;
     this.cc.onTimeout(flight, this.now);
   }
 
@@ -722,5 +724,169 @@ Deno.test("Bbr: loss", async (t) => {
     assert.ok(link.cc.maxBw < 0.5 * link.rate, `max_bw ${link.cc.maxBw}`);
     assert.ok(link.cc.inflightLongterm < Infinity);
     assert.ok(link.cc.inflightLongterm >= link.cc.bdp);
+  });
+});
+
+/** Feeds hand-made ACKs to a controller, keeping the delivery counters consistent. */
+class Acker {
+  delivered: number;
+  constructor(readonly cc: Bbr, delivered = 0, public now = 0) {
+    this.delivered = delivered;
+  }
+  /** One ACK of `acked` bytes for data sent when `sentAt` bytes had been delivered. */
+  ack(fields: Partial<RateSample> & { sentAt?: number }): RateSample {
+    const acked = fields.ackedSacked ?? MSS;
+    const prior = fields.sentAt ?? this.delivered;
+    this.delivered += acked;
+    this.now += 1;
+    const rs = sample({
+      ackedSacked: acked,
+      totalDelivered: this.delivered,
+      priorDelivered: prior,
+      delivered: this.delivered - prior,
+      ...fields,
+    });
+    this.cc.onRateSample(rs, this.now);
+    return rs;
+  }
+}
+
+Deno.test("Bbr: loss recovery and timeouts", async (t) => {
+  await t.step("fast recovery does not cut cwnd or pacing; the end restores cwnd", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    link.run(link.now + 1000);
+    const cc = link.cc;
+    const [cwnd, pacing] = [cc.cwnd, cc.pacingRate];
+    cc.onCongestion(link.inflight, link.now);
+    assert.equal(cc.cwnd, cwnd, "no multiplicative decrease");
+    assert.equal(cc.pacingRate, pacing);
+    assert.equal(cc.inPacketConservation, false);
+    cc.cwnd = 10 * MSS; // say the ACKs in recovery brought it down
+    cc.onRecoveryEnd(link.now);
+    assert.equal(cc.cwnd, cwnd, "RestoreCwnd");
+  });
+
+  await t.step("packet conservation (option): the first round sends what is ACKed", () => {
+    const cc = new Bbr(MSS, { packetConservation: true });
+    const a = new Acker(cc);
+    for (let i = 0; i < 30; i++) {
+      a.ack({ inFlight: 20 * MSS, priorInFlight: 21 * MSS, deliveryRate: 100, rtt: 40 });
+    }
+    const before = cc.cwnd;
+    assert.ok(before > 30 * MSS, `Startup cwnd ${before}`);
+    const start = a.delivered;
+    cc.onCongestion(18 * MSS, a.now);
+    assert.equal(cc.cwnd, 19 * MSS, "flight + 1 SMSS");
+    assert.equal(cc.inPacketConservation, true);
+    // First ACK of the round: cwnd = inflight + newly ACKed.
+    a.ack({ sentAt: start - 15 * MSS, inFlight: 17 * MSS, deliveryRate: 100, rtt: 40 });
+    assert.equal(cc.cwnd, 18 * MSS);
+    // Newly lost data is taken off, but never below inflight + ACKed.
+    a.ack({
+      sentAt: start - 14 * MSS,
+      inFlight: 15 * MSS,
+      newlyLost: 2 * MSS,
+      deliveryRate: 100,
+      rtt: 40,
+    });
+    assert.equal(cc.cwnd, 16 * MSS);
+    a.ack({ sentAt: start - 13 * MSS, inFlight: 15 * MSS, deliveryRate: 100, rtt: 40 });
+    assert.equal(cc.cwnd, 16 * MSS, "no growth during the conservation round");
+    // A packet sent after recovery started is ACKed: the round is over.
+    a.ack({ sentAt: start + MSS, inFlight: 15 * MSS, deliveryRate: 100, rtt: 40 });
+    assert.equal(cc.inPacketConservation, false);
+    assert.equal(cc.cwnd, 17 * MSS, "grows by the ACKed data again");
+    cc.onRecoveryEnd(a.now);
+    assert.equal(cc.cwnd, before, "RestoreCwnd");
+  });
+
+  await t.step("RTO: cwnd 1 SMSS, back to 4 SMSS and up per ACK, restored at the end", () => {
+    const link = steadyLink({ bbr: { lossResponse: false } });
+    toProbeBw(link);
+    link.run(link.now + 1000);
+    const cc = link.cc;
+    const [cwnd, pacing] = [cc.cwnd, cc.pacingRate];
+    cc.onTimeout(link.inflight, link.now);
+    assert.equal(cc.cwnd, MSS);
+    assert.equal(cc.pacingRate, pacing);
+    const a = new Acker(cc, link.delivered, link.now);
+    a.ack({ inFlight: 0, priorInFlight: MSS, deliveryRate: 900, rtt: 41 });
+    assert.equal(cc.cwnd, 4 * MSS, "the minimum pipe");
+    a.ack({ inFlight: 0, priorInFlight: MSS, deliveryRate: 900, rtt: 41 });
+    assert.equal(cc.cwnd, 5 * MSS, "+ the ACKed data");
+    cc.onRecoveryEnd(a.now);
+    assert.equal(cc.cwnd, cwnd, "RestoreCwnd");
+  });
+
+  await t.step("the simulated link survives an outage through RTOs", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    link.run(link.now + 1000);
+    link.loss = 1;
+    const outage = link.now;
+    link.run(outage + 1000);
+    assert.ok(link.timeouts >= 2, `RTOs: ${link.timeouts}`);
+    assert.equal(link.cc.cwnd, MSS);
+    link.loss = 0;
+    link.run(link.now + 1000);
+    assert.ok(link.cc.cwnd >= 4 * MSS);
+    const d0 = link.delivered;
+    link.run(link.now + 5000);
+    const tput = (link.delivered - d0) / 5000;
+    assert.ok(tput >= 0.8 * link.rate, `throughput after the outage ${tput}`);
+  });
+
+  await t.step("a spurious recovery is undone: inflight_longterm and the probe return", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    link.runUntil((tick) => tick.state === "probe_bw_up", 5000);
+    link.loss = 0.1;
+    link.runUntil((tick) => tick.state === "probe_bw_down", 500);
+    assert.ok(link.cc.inflightLongterm < Infinity);
+    link.cc.onSpuriousLoss(link.now);
+    assert.equal(link.cc.inflightLongterm, Infinity);
+    assert.equal(link.cc.state, "probe_bw_refill", "the bandwidth probe restarts");
+  });
+
+  await t.step("a spurious Startup exit returns to Startup", () => {
+    const link = new Link({ rate: 10_000, delay: 40, loss: 0.1 });
+    link.runUntil((tick) => tick.state !== "startup", 5000);
+    assert.equal(link.cc.fullBwReached, true);
+    link.cc.onSpuriousLoss(link.now);
+    assert.equal(link.cc.state, "startup");
+    assert.equal(link.cc.fullBwReached, false);
+  });
+});
+
+Deno.test("Bbr: restart from idle and determinism", async (t) => {
+  await t.step("an idle restart paces at bw and skips the due ProbeRTT", () => {
+    for (const idle of [true, false]) {
+      const link = steadyLink();
+      toProbeBw(link);
+      link.run(2000);
+      const cc = link.cc;
+      // The application stops; 6 s later it sends again.
+      const now = link.now + 6000;
+      if (idle) {
+        cc.onIdleRestart(now);
+        assert.ok(Math.abs(cc.pacingRate - 0.99 * cc.bw) < 1e-9);
+      }
+      const a = new Acker(cc, link.delivered + link.inflight, now);
+      a.ack({ inFlight: 0, priorInFlight: MSS, deliveryRate: 20, rtt: 41, isAppLimited: true });
+      assert.equal(cc.state === "probe_rtt", !idle, `idle restart ${idle}: ${cc.state}`);
+    }
+  });
+
+  await t.step("the same inputs give the same run; the random source is injectable", () => {
+    const trace = (options?: BbrOptions) => {
+      const link = steadyLink({ loss: 0.01, bbr: options });
+      const out: string[] = [];
+      link.run(12_000, (tick) => out.push(`${tick.state}:${link.cc.cwnd}:${link.cc.pacingRate}`));
+      return out.join(",");
+    };
+    assert.equal(trace(), trace());
+    assert.equal(trace({ seed: 9 }), trace({ seed: 9 }));
+    assert.notEqual(trace(), trace({ random: () => 0.999 }));
   });
 });
