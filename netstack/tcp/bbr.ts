@@ -102,8 +102,11 @@ export interface BbrOptions {
   lossThresh?: number;
   /**
    * React to loss with the BBRv3 bounds (`inflight_longterm`, the short-term
-   * model, Startup exit on loss). Default true; false keeps only the model
-   * (close to BBRv1, which ignores random loss).
+   * model, Startup exit on loss). Default true. The short-term model is cut
+   * in every round with any loss, so random (non-congestion) loss of 1 % or
+   * more costs BBRv3 much of the link; false keeps only the model (close to
+   * BBRv1, Linux's `bbr`, which ignores random loss) but also loses BBRv3's
+   * protection of shallow buffers.
    */
   lossResponse?: boolean;
   /**
@@ -255,6 +258,7 @@ export class Bbr implements CongestionControl {
   #appLimitedFrom = -1;
   #appLimitedUntil = -1;
   #hasSeenRtt = false;
+  #firstRttSeen = 0;
   #idleRestart = false;
 
   // ACK aggregation.
@@ -318,6 +322,7 @@ export class Bbr implements CongestionControl {
     this.#initPacingRate(srtt);
     if (srtt > 0) {
       this.#hasSeenRtt = true;
+      this.#firstRttSeen = srtt;
       this.#minRtt = srtt;
     }
     this.#setSendQuantum();
@@ -399,7 +404,7 @@ export class Bbr implements CongestionControl {
     if (this.#delivered === 0 && this.#initialCwndOption === undefined) {
       this.#initialCwnd = initialWindow(mss);
       this.cwnd = this.#initialCwnd;
-      if (this.#maxBw === 0) this.#initPacingRate(this.#hasSeenRtt ? this.#minRtt : 0);
+      if (this.#maxBw === 0) this.#initPacingRate(this.#firstRttSeen);
     }
   }
 
@@ -422,7 +427,8 @@ export class Bbr implements CongestionControl {
     this.#delivered = rs.totalDelivered;
     this.#inflight = rs.inFlight;
     this.#rsAppLimited = rs.isAppLimited ||
-      (rs.priorDelivered >= this.#appLimitedFrom && rs.priorDelivered <= this.#appLimitedUntil);
+      (this.#appLimitedUntil >= 0 && rs.priorDelivered >= this.#appLimitedFrom &&
+        rs.priorDelivered <= this.#appLimitedUntil);
     if (!this.#hasSeenRtt && rs.rtt > 0) this.#firstRtt(rs.rtt);
     if (!rs.isAppLimited && rs.priorInFlight + this.#mss > this.cwnd) {
       this.#cwndLimitedThisRound = true;
@@ -569,6 +575,7 @@ export class Bbr implements CongestionControl {
 
   #firstRtt(rtt: number): void {
     this.#hasSeenRtt = true;
+    this.#firstRttSeen = rtt;
     if (this.#maxBw === 0) this.#initPacingRate(rtt);
   }
 
@@ -1070,7 +1077,7 @@ export class Bbr implements CongestionControl {
   #setCwnd(): void {
     const rs = this.#rs;
     const maxInflight = this.#maxInflight();
-    if (this.#inRecovery) {
+    if (this.#inRecovery && this.#conserve) {
       // ModulateCwndForRecovery (draft-cardwell-ccwg-bbr §4.6.4.4).
       if (rs.newlyLost > 0) this.cwnd = Math.max(this.cwnd - rs.newlyLost, this.#mss);
       if (this.#conservation) {

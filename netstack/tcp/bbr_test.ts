@@ -352,8 +352,10 @@ Deno.test("Bbr: initial values", async (t) => {
 
   await t.step("setMss before any delivery resets the initial window", () => {
     const cc = new Bbr(536);
+    cc.onAck(0, 20, 0); // the handshake's RTT
     cc.setMss(1460);
     assert.equal(cc.cwnd, 14600);
+    assert.ok(Math.abs(cc.pacingRate - (2.77 * 14600) / 20) < 1e-9);
     assert.throws(() => cc.setMss(0), RangeError);
     assert.throws(() => new Bbr(-1), RangeError);
     assert.throws(() => new Bbr(1000, { lossThresh: 1 }), RangeError);
@@ -614,7 +616,7 @@ Deno.test("Bbr: ProbeRTT", async (t) => {
 });
 
 Deno.test("Bbr: loss", async (t) => {
-  for (const [loss, tput] of [[0.01, 0.6], [0.02, 0.5]]) {
+  for (const [loss, tput] of [[0.01, 0.6], [0.02, 0.45]]) {
     await t.step(
       `random loss ${loss * 100} %: no collapse, cwnd and pacing stay near the BDP`,
       () => {
