@@ -38,6 +38,8 @@ interface LinkOptions {
   loss?: number;
   /** Application supply in bytes per ms (default: unlimited). */
   appRate?: number;
+  /** ACKs are held and released together every this many ms (default 0: none). */
+  ackBatch?: number;
   seed?: number;
   bbr?: BbrOptions;
 }
@@ -59,6 +61,7 @@ class Link {
   buffer: number;
   loss: number;
   appRate: number;
+  ackBatch: number;
   now = 0;
   // Connection state.
   delivered = 0;
@@ -91,6 +94,7 @@ class Link {
     this.buffer = o.buffer ?? Infinity;
     this.loss = o.loss ?? 0;
     this.appRate = o.appRate ?? Infinity;
+    this.ackBatch = o.ackBatch ?? 0;
     this.#next = xorshift32(o.seed ?? 7);
     this.cc = new Bbr(MSS, o.bbr);
   }
@@ -168,6 +172,7 @@ class Link {
       } else {
         this.#linkFree = Math.max(this.#linkFree, this.now) + MSS / this.rate;
         p.ackTime = this.#linkFree + this.delay;
+        if (this.ackBatch > 0) p.ackTime = Math.ceil(p.ackTime / this.ackBatch) * this.ackBatch;
       }
       this.#out.push(p);
       this.nextSendTime = Math.max(this.nextSendTime, this.now) + MSS / this.cc.pacingRate;
@@ -890,5 +895,88 @@ Deno.test("Bbr: restart from idle and determinism", async (t) => {
     assert.equal(trace(), trace());
     assert.equal(trace({ seed: 9 }), trace({ seed: 9 }));
     assert.notEqual(trace(), trace({ random: () => 0.999 }));
+  });
+});
+
+Deno.test("Bbr: cases from the draft's test appendix (appendix A)", async (t) => {
+  await t.step("Drain ends after 3 rounds even if inflight stays above the BDP", () => {
+    const cc = new Bbr(MSS);
+    const a = new Acker(cc);
+    const ack = () =>
+      a.ack({ inFlight: 100 * MSS, priorInFlight: 100 * MSS, deliveryRate: 100, rtt: 40 });
+    // Every ACK here ends a round; the rate stops growing: 3 rounds to Drain.
+    for (let i = 0; i < 4; i++) ack();
+    assert.equal(cc.state, "drain");
+    const round = cc.roundCount;
+    for (let i = 0; i < 3; i++) {
+      ack();
+      assert.equal(cc.state, "drain", `round ${cc.roundCount - round}`);
+    }
+    ack();
+    assert.ok(cc.state.startsWith("probe_bw"), cc.state);
+    assert.equal(cc.roundCount - round, 4);
+  });
+
+  await t.step("ProbeRTT during a long Startup returns to Startup", () => {
+    const cc = new Bbr(MSS);
+    const a = new Acker(cc);
+    let rate = 10;
+    a.ack({ inFlight: 10 * MSS, deliveryRate: rate, rtt: 40 });
+    while (cc.state === "startup") {
+      a.now += 100;
+      rate *= 1.3; // still growing by more than 25 % a round
+      a.ack({ inFlight: 10 * MSS, deliveryRate: rate, rtt: 50 });
+      assert.ok(a.now < 6000);
+    }
+    assert.equal(cc.state, "probe_rtt");
+    assert.ok(a.now > 5040);
+    assert.equal(cc.fullBwReached, false);
+    while (cc.state === "probe_rtt") {
+      a.now += 50;
+      a.ack({ inFlight: 2 * MSS, priorInFlight: 3 * MSS, deliveryRate: rate, rtt: 40 });
+      assert.ok(a.now < 7000);
+    }
+    assert.equal(cc.state, "startup");
+  });
+
+  await t.step("a BDP below one segment keeps cwnd at 4 segments and still fills the link", () => {
+    const link = new Link({ rate: 10, delay: 40 }); // RTT 140 ms, BDP 1.4 segments
+    link.run(2000);
+    const d0 = link.delivered;
+    link.run(30_000, () => assert.ok(link.cc.cwnd >= 4 * MSS));
+    assert.ok(link.cc.state.startsWith("probe"), link.cc.state);
+    const tput = (link.delivered - d0) / 28_000;
+    assert.ok(tput >= 0.9 * link.rate, `throughput ${tput}`);
+    assert.ok(link.cc.pacingRate <= 1.3 * link.rate, `pacing ${link.cc.pacingRate}`);
+  });
+
+  await t.step(
+    "aggregated ACKs: extra_acked grows cwnd beyond 2 BDP and keeps the link full",
+    () => {
+      const link = steadyLink({ ackBatch: 20 }); // ACKs every 20 ms, half an RTT
+      toProbeBw(link);
+      link.run(link.now + 2000);
+      let over = 0;
+      const d0 = link.delivered, t0 = link.now;
+      link.run(t0 + 10_000, (tick) => {
+        const cc = link.cc;
+        if (tick.state === "probe_bw_cruise" && cc.cwnd > 2 * cc.bdp + MSS) over++;
+      });
+      assert.ok(link.cc.extraAcked >= 10 * MSS, `extra_acked ${link.cc.extraAcked}`);
+      assert.ok(over > 0, "cwnd above 2 BDP in CRUISE");
+      const tput = (link.delivered - d0) / 10_000;
+      assert.ok(tput >= 0.9 * link.rate, `throughput ${tput}`);
+    },
+  );
+
+  await t.step("a 10× rate increase is found within a few probes", () => {
+    const link = steadyLink();
+    toProbeBw(link);
+    link.run(link.now + 2000);
+    link.rate = 10_000;
+    const from = link.now;
+    // Found in the next ProbeBW_UP (at most ~3 s away) after a few rounds.
+    link.runUntil(() => link.cc.maxBw >= 0.9 * 10_000, 4000);
+    assert.ok(link.now - from < 4000);
   });
 });
