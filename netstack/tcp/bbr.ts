@@ -6,10 +6,23 @@
  * samples), and from that model sets a pacing rate and a congestion window.
  * Rates are bytes per millisecond, volumes bytes, times monotonic ms.
  *
- * The connection drives it through {@linkcode CongestionControl}: one
- * {@linkcode Bbr.onRateSample} per ACK that delivered data (after loss
- * marking) runs the draft's UpdateOnACK(); the loss events map to the draft's
- * OnEnterFastRecovery / OnEnterRTO / RestoreCwnd.
+ * How the connection calls it (everything through {@linkcode CongestionControl}
+ * except the two optional events):
+ * - {@linkcode Bbr.onRateSample} for every ACK that newly ACKed or SACKed
+ *   data, after loss marking: the draft's UpdateOnACK(). Used fields:
+ *   `ackedSacked`, `newlyLost`, `priorInFlight`, `inFlight`,
+ *   `totalDelivered`, `priorDelivered` (-1: no sample), `delivered`, `lost`,
+ *   `txInFlight`, `deliveryRate` (0: not valid), `rtt` (-1: none),
+ *   `isAppLimited`. Read `cwnd`, `pacingRate` and `sendQuantum` afterwards.
+ * - {@linkcode Bbr.onCongestion} when fast recovery starts (best before that
+ *   ACK's sample), with the bytes in flight after loss marking;
+ *   {@linkcode Bbr.onTimeout} on an RTO after marking everything lost;
+ *   {@linkcode Bbr.onRecoveryEnd} when either kind of recovery is over.
+ * - {@linkcode Bbr.onAck} may be called or not: it only takes the first
+ *   smoothed RTT for the initial pacing rate (a sample's `rtt` does too).
+ * - Optional: {@linkcode Bbr.onSpuriousLoss} when DSACK/timestamps show a
+ *   recovery was spurious, {@linkcode Bbr.onIdleRestart} before sending
+ *   into an empty pipe after the application had run dry.
  *
  * Implemented from the draft:
  * - Round counting by P.delivered (§5.5.1), `max_bw` as the maximum over the
@@ -66,8 +79,9 @@
  *   ACK with `inflight_longterm` (as Linux BBRv3 does), since after the ACK
  *   a cwnd-limited flow is always a little below it.
  *
- * Not implemented: the ECN response (the draft leaves it out of scope too),
- * QUIC offload budgets, and anything that needs per-packet loss callbacks.
+ * Not implemented: an ECN response (the draft specifies none; it only
+ * requires CE marks to count as congestion if we send ECT, which we do
+ * not), QUIC offload budgets, per-lost-packet processing (see above).
  *
  * @module
  */
