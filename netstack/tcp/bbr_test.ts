@@ -682,7 +682,7 @@ Deno.test("Bbr: ProbeRTT", async (t) => {
     assert.equal(cc.cwndGain, 0.5);
     const probeCwnd = Math.max(0.5 * cc.bdp, 4 * MSS);
     assert.ok(cc.cwnd <= probeCwnd + 1e-6, `cwnd ${cc.cwnd} > ${probeCwnd}`);
-    const cwndBefore = link.ticks.at(-2)!.state === "probe_rtt" ? NaN : 2 * cc.bdp;
+    const cwndBefore = 2 * cc.bdp; // ProbeBW's cwnd on a clean link
     let drainedAt = -1;
     let drainedRound = -1;
     const exit = link.runUntil((tick) => tick.state !== "probe_rtt", 2000, (tick) => {
