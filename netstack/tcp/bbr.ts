@@ -6,10 +6,23 @@
  * samples), and from that model sets a pacing rate and a congestion window.
  * Rates are bytes per millisecond, volumes bytes, times monotonic ms.
  *
- * The connection drives it through {@linkcode CongestionControl}: one
- * {@linkcode Bbr.onRateSample} per ACK that delivered data (after loss
- * marking) runs the draft's UpdateOnACK(); the loss events map to the draft's
- * OnEnterFastRecovery / OnEnterRTO / RestoreCwnd.
+ * How the connection calls it (everything through {@linkcode CongestionControl}
+ * except the two optional events):
+ * - {@linkcode Bbr.onRateSample} for every ACK that newly ACKed or SACKed
+ *   data, after loss marking: the draft's UpdateOnACK(). Used fields:
+ *   `ackedSacked`, `newlyLost`, `priorInFlight`, `inFlight`,
+ *   `totalDelivered`, `priorDelivered` (-1: no sample), `delivered`, `lost`,
+ *   `txInFlight`, `deliveryRate` (0: not valid), `rtt` (-1: none),
+ *   `isAppLimited`. Read `cwnd`, `pacingRate` and `sendQuantum` afterwards.
+ * - {@linkcode Bbr.onCongestion} when fast recovery starts (best before that
+ *   ACK's sample), with the bytes in flight after loss marking;
+ *   {@linkcode Bbr.onTimeout} on an RTO after marking everything lost;
+ *   {@linkcode Bbr.onRecoveryEnd} when either kind of recovery is over.
+ * - {@linkcode Bbr.onAck} may be called or not: it only takes the first
+ *   smoothed RTT for the initial pacing rate (a sample's `rtt` does too).
+ * - Optional: {@linkcode Bbr.onSpuriousLoss} when DSACK/timestamps show a
+ *   recovery was spurious, {@linkcode Bbr.onIdleRestart} before sending
+ *   into an empty pipe after the application had run dry.
  *
  * Implemented from the draft:
  * - Round counting by P.delivered (§5.5.1), `max_bw` as the maximum over the
@@ -62,9 +75,13 @@
  *   non-app-limited ACK found less than one SMSS of window free.
  * - ProbeRTT's MarkConnectionAppLimited() is done internally: samples of
  *   data sent while in ProbeRTT count as app-limited.
+ * - The precautionary exit from ProbeBW_UP compares the inflight before the
+ *   ACK with `inflight_longterm` (as Linux BBRv3 does), since after the ACK
+ *   a cwnd-limited flow is always a little below it.
  *
- * Not implemented: the ECN response (the draft leaves it out of scope too),
- * QUIC offload budgets, and anything that needs per-packet loss callbacks.
+ * Not implemented: an ECN response (the draft specifies none; it only
+ * requires CE marks to count as congestion if we send ECT, which we do
+ * not), QUIC offload budgets, per-lost-packet processing (see above).
  *
  * @module
  */
@@ -99,8 +116,11 @@ export interface BbrOptions {
   lossThresh?: number;
   /**
    * React to loss with the BBRv3 bounds (`inflight_longterm`, the short-term
-   * model, Startup exit on loss). Default true; false keeps only the model
-   * (close to BBRv1, which ignores random loss).
+   * model, Startup exit on loss). Default true. The short-term model is cut
+   * in every round with any loss, so random (non-congestion) loss of 1 % or
+   * more costs BBRv3 much of the link; false keeps only the model (close to
+   * BBRv1, Linux's `bbr`, which ignores random loss) but also loses BBRv3's
+   * protection of shallow buffers.
    */
   lossResponse?: boolean;
   /**
@@ -257,6 +277,7 @@ export class Bbr implements CongestionControl {
   #appLimitedFrom = -1;
   #appLimitedUntil = -1;
   #hasSeenRtt = false;
+  #firstRttSeen = 0;
   #idleRestart = false;
 
   // ACK aggregation.
@@ -320,6 +341,7 @@ export class Bbr implements CongestionControl {
     this.#initPacingRate(srtt);
     if (srtt > 0) {
       this.#hasSeenRtt = true;
+      this.#firstRttSeen = srtt;
       this.#minRtt = srtt;
     }
     this.#setSendQuantum();
@@ -401,7 +423,7 @@ export class Bbr implements CongestionControl {
     if (this.#delivered === 0 && this.#initialCwndOption === undefined) {
       this.#initialCwnd = initialWindow(mss);
       this.cwnd = this.#initialCwnd;
-      if (this.#maxBw === 0) this.#initPacingRate(this.#hasSeenRtt ? this.#minRtt : 0);
+      if (this.#maxBw === 0) this.#initPacingRate(this.#firstRttSeen);
     }
   }
 
@@ -424,7 +446,8 @@ export class Bbr implements CongestionControl {
     this.#delivered = rs.totalDelivered;
     this.#inflight = rs.inFlight;
     this.#rsAppLimited = rs.isAppLimited ||
-      (rs.priorDelivered >= this.#appLimitedFrom && rs.priorDelivered <= this.#appLimitedUntil);
+      (this.#appLimitedUntil >= 0 && rs.priorDelivered >= this.#appLimitedFrom &&
+        rs.priorDelivered <= this.#appLimitedUntil);
     if (!this.#hasSeenRtt && rs.rtt > 0) this.#firstRtt(rs.rtt);
     if (!rs.isAppLimited && rs.priorInFlight + this.#mss > this.cwnd) {
       this.#cwndLimitedThisRound = true;
@@ -571,6 +594,7 @@ export class Bbr implements CongestionControl {
 
   #firstRtt(rtt: number): void {
     this.#hasSeenRtt = true;
+    this.#firstRttSeen = rtt;
     if (this.#maxBw === 0) this.#initPacingRate(rtt);
   }
 
@@ -929,7 +953,9 @@ export class Bbr implements CongestionControl {
   }
 
   #isTimeToGoDown(): boolean {
-    if (this.#prevProbeTooHigh && this.#inflight >= this.#inflightLongterm) {
+    // Inflight before this ACK: after it, inflight is below a full cwnd (=
+    // inflight_longterm) by the data just ACKed and would never reach it.
+    if (this.#prevProbeTooHigh && this.#rs.priorInFlight >= this.#inflightLongterm) {
       this.#prevProbePrecautionary = true;
       return true;
     }
@@ -1103,7 +1129,7 @@ export class Bbr implements CongestionControl {
   #setCwnd(): void {
     const rs = this.#rs;
     const maxInflight = this.#maxInflight();
-    if (this.#inRecovery) {
+    if (this.#inRecovery && this.#conserve) {
       // ModulateCwndForRecovery (draft-cardwell-ccwg-bbr §4.6.4.4).
       if (rs.newlyLost > 0) this.cwnd = Math.max(this.cwnd - rs.newlyLost, this.#mss);
       if (this.#conservation) {
