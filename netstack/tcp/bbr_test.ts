@@ -721,11 +721,12 @@ Deno.test("Bbr: ProbeRTT", async (t) => {
 });
 
 Deno.test("Bbr: loss", async (t) => {
-  // BBRv3 cuts its short-term model in every round with a loss, and at this
-  // BDP (41 segments) one loss in a flight is already above the 2 % bound:
-  // random loss costs it a good part of the link, but never all of it.
-  // Bounds: [loss, throughput share, lowest pacing share, lowest cwnd in BDPs].
-  const cases = [[0.01, 0.5, 0.3, 0.15], [0.02, 0.3, 0.15, 0.1]];
+  // BBRv3 as drafted cuts its short-term model in every round with a loss,
+  // and at this BDP (41 segments) one loss in a flight is already above the
+  // 2 % bound. Our loss threshold sits above the background loss rate, so
+  // random loss costs little. Bounds: [loss, throughput share, lowest
+  // pacing share, lowest cwnd in BDPs].
+  const cases = [[0.01, 0.7, 0.3, 0.15], [0.02, 0.45, 0.15, 0.1]];
   for (const [loss, tput, pacing, cwnd] of cases) {
     await t.step(`random loss ${loss * 100} %: no collapse of cwnd or pacing`, () => {
       for (const seed of [7, 8, 9]) {
@@ -735,7 +736,7 @@ Deno.test("Bbr: loss", async (t) => {
         link.run(30_000, () => {
           const cc = link.cc;
           assert.ok(cc.pacingRate >= pacing * link.rate && cc.pacingRate <= 1.3 * link.rate);
-          assert.ok(cc.cwnd >= cwnd * link.bdp && cc.cwnd <= 2.5 * link.bdp, `${cc.cwnd}`);
+          assert.ok(cc.cwnd >= cwnd * link.bdp && cc.cwnd <= 3.5 * link.bdp, `${cc.cwnd}`);
         });
         const got = (link.delivered - d0) / 25_000 / link.rate;
         assert.ok(got >= tput, `seed ${seed}: throughput ${got.toFixed(2)} of the link`);
