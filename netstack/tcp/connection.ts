@@ -2,7 +2,8 @@
  * One TCP connection: the RFC 9293 state machine with RFC 5961 (blind
  * attack mitigations: exact-match RST, challenge ACKs rate-limited per
  * connection), RFC 7323 (window scale, timestamps, PAWS), RFC 2018 / RFC 2883
- * (SACK and DSACK generation), loss recovery in `recovery.ts` (RFC 8985
+ * (SACK and DSACK generation, with the window and queue in `receiver.ts`),
+ * loss recovery in `recovery.ts` (RFC 8985
  * RACK-TLP with SACK, a learned duplicate-ACK threshold and RFC 6582 NewReno
  * without it, RFC 6937 PRR, undo of spurious recoveries and timeouts by
  * timestamps (RFC 3522 / RFC 4015) and by DSACK (RFC 3708)), RFC 6298 (RTO;
@@ -59,7 +60,7 @@ import {
   type TcpRepr,
   writeTcpHeader,
 } from "../wire/tcp.ts";
-import { Assembler } from "./assembler.ts";
+import { Accepted, Receiver } from "./receiver.ts";
 import { type CongestionControl, Cubic, NewReno } from "./congestion.ts";
 import { Bbr } from "./bbr.ts";
 import { RttEstimator } from "./rtt.ts";
@@ -451,21 +452,10 @@ export class Connection implements TcpConnectionLike {
 
   // Receive sequence space.
   #irs = 0;
-  #rcvNxt = 0;
-  #rcvAdvEdge = 0;
-  #rcvShift = 0;
-  #rcvBuf: number;
-  #rcvMss = 536;
-  #rcvQueue: Uint8Array[] | null = null;
-  #rcvQueued = 0;
-  #asm: Assembler | null = null;
+  /** RCV.NXT, window, queue, reassembly, SACK/DSACK (receiver.ts). */
+  readonly #rcv: Receiver;
   #finReceived = false;
   #oooFinSeq = -1;
-  #discard = false;
-  /** Receiver-side RTT estimate (ms) for buffer growth; 0 when unknown. */
-  #rcvRtt = 0;
-  #rcvEpochStart = 0;
-  #rcvEpochBytes = 0;
   #synAt = 0;
 
   // Options.
@@ -551,9 +541,6 @@ export class Connection implements TcpConnectionLike {
   #rexmitTsVal = 0;
   /** TSval of our latest retransmission while some data is unacknowledged, or -1. */
   #rexmitTs = -1;
-  /** A DSACK block to send (receiver, RFC 2883), [left, right); left -1 when none. */
-  #dsackL = -1;
-  #dsackR = 0;
   #dropped = 0;
   #challengeAcks = 0;
   #challengeStart = -Infinity;
@@ -589,7 +576,7 @@ export class Connection implements TcpConnectionLike {
         iss;
     this.#tsOffset = tsOffset;
     this.#sndMss = this.ipVersion === 4 ? 536 : 1220;
-    this.#rcvBuf = this.#o.receiveBuffer;
+    this.#rcv = new Receiver(this.#o.receiveBuffer, this.#o.maxReceiveBuffer);
     this.#sendLimit = this.#o.sendBuffer;
     this.#rtt = new RttEstimator({ minRto: this.#o.minRto, maxRto: this.#o.maxRto });
     this.#ccName = this.#o.congestionControl;
@@ -647,7 +634,7 @@ export class Connection implements TcpConnectionLike {
   openPassive(seq: number, syn: SynOptions, now: number): void {
     this.state = S.SYN_RECEIVED;
     this.#irs = seq;
-    this.#rcvNxt = this.#rcvAdvEdge = seqAdd(seq, 1);
+    this.#rcv.start(seqAdd(seq, 1), now);
     this.#applySynOptions(syn, true);
     this.#sndNxt = this.#sndMax = seqAdd(this.#iss, 1);
     this.#sendSyn(now, true);
@@ -660,11 +647,11 @@ export class Connection implements TcpConnectionLike {
     const ours = this.#ourMss();
     const peerMss = syn.mss > 0 ? syn.mss : (this.ipVersion === 4 ? 536 : 1220);
     this.#sndMss = Math.max(64, Math.min(peerMss, ours));
-    this.#rcvMss = ours;
+    this.#rcv.mss = ours;
     // An option is on only when both sides sent it (RFC 7323 §2.2, §3.2; RFC 2018 §2).
     this.#wscaleOk = o.windowScale && syn.windowScale >= 0;
     this.#sndShift = this.#wscaleOk ? Math.min(14, syn.windowScale) : 0;
-    this.#rcvShift = this.#wscaleOk ? OUR_WSCALE : 0;
+    this.#rcv.shift = this.#wscaleOk ? OUR_WSCALE : 0;
     this.#sackOk = o.sack && syn.sackPermitted;
     this.#cc = newCongestionControl(this.#ccName, this.#sndMss, this.#sackOk, this.#iss);
     this.#tsOk = o.timestamps && syn.hasTimestamp;
@@ -678,9 +665,9 @@ export class Connection implements TcpConnectionLike {
     r.srcPort = this.localPort;
     r.dstPort = this.remotePort;
     r.seq = this.#iss;
-    r.ack = this.#rcvNxt;
+    r.ack = this.#rcv.nxt;
     r.flags = TCP_SYN | (ack ? TCP_ACK : 0);
-    r.window = Math.min(65535, this.#rcvBuf);
+    r.window = Math.min(65535, this.#rcv.buf);
     r.mss = this.#ourMss();
     const o = this.#o;
     if (ack) {
@@ -692,8 +679,8 @@ export class Connection implements TcpConnectionLike {
         r.tsVal = this.#tsNow(now);
         r.tsEcr = this.#tsRecent;
       }
-      this.#rcvAdvEdge = seqAdd(this.#rcvNxt, r.window);
-      this.#lastAckSent = this.#rcvNxt;
+      this.#rcv.advEdge = seqAdd(this.#rcv.nxt, r.window);
+      this.#lastAckSent = this.#rcv.nxt;
     } else {
       if (o.windowScale) r.windowScale = OUR_WSCALE;
       r.sackPermitted = o.sack;
@@ -756,34 +743,34 @@ export class Connection implements TcpConnectionLike {
     }
 
     // Sequence acceptability (RFC 9293 §3.10.7.4, first check).
-    const wnd = Math.max(0, seqDiff(this.#rcvAdvEdge, this.#rcvNxt));
+    const wnd = Math.max(0, seqDiff(this.#rcv.advEdge, this.#rcv.nxt));
     const segLen = payload.length + (flags & TCP_SYN ? 1 : 0) + (flags & TCP_FIN ? 1 : 0);
     let ok: boolean;
-    if (payload.length === 0 && seq === this.#rcvNxt) ok = true;
+    if (payload.length === 0 && seq === this.#rcv.nxt) ok = true;
     else if (segLen === 0) {
       ok = wnd === 0
-        ? seq === this.#rcvNxt
-        : seqGe(seq, this.#rcvNxt) && seqLt(seq, seqAdd(this.#rcvNxt, wnd));
+        ? seq === this.#rcv.nxt
+        : seqGe(seq, this.#rcv.nxt) && seqLt(seq, seqAdd(this.#rcv.nxt, wnd));
     } else if (wnd === 0) ok = false;
     else {
       const last = seqAdd(seq, segLen - 1);
-      const edge = seqAdd(this.#rcvNxt, wnd);
-      ok = (seqGe(seq, this.#rcvNxt) && seqLt(seq, edge)) ||
-        (seqGe(last, this.#rcvNxt) && seqLt(last, edge));
+      const edge = seqAdd(this.#rcv.nxt, wnd);
+      ok = (seqGe(seq, this.#rcv.nxt) && seqLt(seq, edge)) ||
+        (seqGe(last, this.#rcv.nxt) && seqLt(last, edge));
     }
     if (!ok) {
       if (flags & TCP_RST) {
         this.#dropped++;
         return;
       }
-      if (wnd === 0 && seq === this.#rcvNxt && !(flags & TCP_SYN)) {
+      if (wnd === 0 && seq === this.#rcv.nxt && !(flags & TCP_SYN)) {
         // Zero window: keep the ACK and window information, drop the data.
         payload = EMPTY;
         flags &= ~TCP_FIN;
         this.#ackNow = true;
       } else {
         this.#dropped++;
-        if (payload.length > 0 && seqLe(seqAdd(seq, payload.length), this.#rcvNxt)) {
+        if (payload.length > 0 && seqLe(seqAdd(seq, payload.length), this.#rcv.nxt)) {
           // A duplicate of data we already have: report it (RFC 2883 §4.1.1).
           this.#setDsack(seq, seqAdd(seq, payload.length));
         }
@@ -799,7 +786,7 @@ export class Connection implements TcpConnectionLike {
 
     // RST (RFC 5961 §3.2): exact match resets; in window draws a challenge ACK.
     if (flags & TCP_RST) {
-      if (seq === this.#rcvNxt) {
+      if (seq === this.#rcv.nxt) {
         const refused = this.state === S.SYN_RECEIVED;
         this.#terminate(
           refused
@@ -823,13 +810,13 @@ export class Connection implements TcpConnectionLike {
     }
 
     // Trim to the window (data before RCV.NXT, data beyond the right edge).
-    if (seqLt(seq, this.#rcvNxt)) {
-      const cut = seqDiff(this.#rcvNxt, seq);
+    if (seqLt(seq, this.#rcv.nxt)) {
+      const cut = seqDiff(this.#rcv.nxt, seq);
       if (payload.length > 0) this.#setDsack(seq, seqAdd(seq, Math.min(cut, payload.length)));
       payload = cut >= payload.length ? EMPTY : payload.subarray(cut);
-      seq = this.#rcvNxt;
+      seq = this.#rcv.nxt;
     }
-    const room = Math.max(0, seqDiff(this.#rcvAdvEdge, seq));
+    const room = Math.max(0, seqDiff(this.#rcv.advEdge, seq));
     if (payload.length > room) {
       payload = payload.subarray(0, room);
       flags &= ~TCP_FIN;
@@ -869,17 +856,14 @@ export class Connection implements TcpConnectionLike {
     if (payload.length > 0 && receiving) {
       if (this.#tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
         // Receiver RTT (RFC 7323 §4 style): time since we sent the echoed TSval.
-        const sample = Math.max(1, seqDiff(this.#tsNow(now), seg.tsEcr));
-        this.#rcvRtt = this.#rcvRtt === 0 || sample < this.#rcvRtt
-          ? sample
-          : 0.875 * this.#rcvRtt + 0.125 * sample;
+        this.#rcv.rttSample(Math.max(1, seqDiff(this.#tsNow(now), seg.tsEcr)));
       }
       this.#receiveData(seq, payload);
     }
     if ((flags & TCP_FIN) && !this.#finReceived) {
       const finSeq = seqAdd(seq, payload.length);
-      if (finSeq === this.#rcvNxt) this.#receiveFin(now);
-      else if (receiving && seqGt(finSeq, this.#rcvNxt)) this.#oooFinSeq = finSeq;
+      if (finSeq === this.#rcv.nxt) this.#receiveFin(now);
+      else if (receiving && seqGt(finSeq, this.#rcv.nxt)) this.#oooFinSeq = finSeq;
     }
     this.#output(now);
   }
@@ -891,7 +875,7 @@ export class Connection implements TcpConnectionLike {
    */
   #disorderedAck(seg: TcpRepr): boolean {
     return seg.payload.length === 0 && !(seg.flags & (TCP_SYN | TCP_FIN)) &&
-      (seg.flags & TCP_ACK) !== 0 && seg.seq === this.#rcvNxt && seg.ack === this.#sndUna &&
+      (seg.flags & TCP_ACK) !== 0 && seg.seq === this.#rcv.nxt && seg.ack === this.#sndUna &&
       (seg.window << this.#sndShift) <= this.#sndWnd &&
       seqDiff(this.#tsRecent, seg.tsVal) <= this.#rtt.rto;
   }
@@ -965,8 +949,7 @@ export class Connection implements TcpConnectionLike {
       return;
     }
     this.#irs = seg.seq;
-    this.#rcvNxt = seqAdd(seg.seq, 1);
-    this.#rcvAdvEdge = this.#rcvNxt;
+    this.#rcv.start(seqAdd(seg.seq, 1), now);
     this.#applySynOptions(seg, false);
     if (f & TCP_ACK) {
       this.#establish(seg, seg.seq, now);
@@ -986,9 +969,8 @@ export class Connection implements TcpConnectionLike {
       if (this.#tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
         this.#rtt.sample(Math.max(0, seqDiff(this.#tsNow(now), seg.tsEcr)));
       }
-      this.#rcvRtt = Math.max(1, now - this.#synAt);
+      this.#rcv.rtt = Math.max(1, now - this.#synAt);
     }
-    this.#rcvEpochStart = now;
     this.#retries = 0;
     this.#rtt.resetBackoff();
     this.#sndUna = seqAdd(this.#iss, 1);
@@ -1272,7 +1254,7 @@ export class Connection implements TcpConnectionLike {
       if (this.state === S.FIN_WAIT_1) {
         this.state = S.FIN_WAIT_2;
         // Nobody reads any more: do not wait forever for the peer's FIN.
-        if (this.#discard) this.#timeWaitAt = now + this.#o.timeWait;
+        if (this.#rcv.discard) this.#timeWaitAt = now + this.#o.timeWait;
       } else if (this.state === S.CLOSING) this.#enterTimeWait(now);
       else if (this.state === S.LAST_ACK) this.#terminate(null, false);
     }
@@ -1299,86 +1281,49 @@ export class Connection implements TcpConnectionLike {
   }
 
   #receiveData(seq: number, payload: Uint8Array): void {
-    const len = payload.length;
-    if (len > this.#rcvMss && len <= 65535) this.#rcvMss = len;
-    if (seq === this.#rcvNxt) {
-      const before = this.#rcvNxt;
-      this.#deliver(payload.slice());
-      this.#rcvNxt = seqAdd(this.#rcvNxt, len);
-      let filled = false;
-      const asm = this.#asm;
-      if (asm && !asm.empty) {
-        for (let c = asm.take(this.#rcvNxt); c; c = asm.take(this.#rcvNxt)) {
-          this.#deliver(c);
-          this.#rcvNxt = seqAdd(this.#rcvNxt, c.length);
-          filled = true;
-        }
-        if (asm.empty) this.#asm = null;
-      }
-      this.#unackedSegs++;
-      // ACK at least every second full-sized segment (RFC 5681 §4.2); at once
-      // when a hole was filled or out-of-order data remains (RFC 5681 §4.2).
-      if (filled || this.#asm || this.#unackedSegs >= 2 || this.#o.delayedAck === 0) {
-        this.#ackNow = true;
-      } else if (this.#delackAt === Infinity) {
-        this.#delackAt = this.#owner.lastNow + this.#o.delayedAck;
-      }
-      if (this.#oooFinSeq >= 0 && this.#oooFinSeq === this.#rcvNxt) {
-        this.#oooFinSeq = -1;
-        this.#receiveFin(this.#owner.lastNow);
-      }
-      // Every byte this segment made deliverable counts, also those it
-      // released from reassembly (else reordering would stall the growth).
-      this.#maybeGrowReceiveBuffer(seqDiff(this.#rcvNxt, before));
-    } else {
-      const asm = this.#asm ??= new Assembler();
-      // A duplicate of out-of-order data: DSACK it (RFC 2883 §4.1.2).
-      if (asm.holds(seq, len)) this.#setDsack(seq, seqAdd(seq, len));
-      else if (!asm.insert(seq, payload, this.#rcvNxt)) this.#dropped++;
-      if (asm.empty) this.#asm = null;
-      this.#ackNow = true; // duplicate ACK with SACK blocks
-    }
-  }
-
-  #deliver(chunk: Uint8Array): void {
-    this.#bytesIn += chunk.length;
-    if (this.#discard || this.#readDone) return;
-    if (this.#pullWaiting && this.#rcvQueued === 0) {
-      this.#pullWaiting = false;
-      this.#readCtrl.enqueue(chunk);
-      return;
-    }
-    (this.#rcvQueue ??= []).push(chunk);
-    this.#rcvQueued += chunk.length;
-  }
-
-  /**
-   * Receive-buffer growth ("dynamic right-sizing" in the spirit of Linux):
-   * per receiver RTT, when the peer delivered at least half the buffer and the
-   * consumer kept the queue under half of it, the window is what limits the
-   * transfer, so the buffer doubles (up to `maxReceiveBuffer`). A consumer that
-   * does not read never grows it.
-   */
-  #maybeGrowReceiveBuffer(len: number): void {
-    const max = this.#o.maxReceiveBuffer;
-    if (this.#rcvBuf >= max) return;
-    this.#rcvEpochBytes += len;
-    const now = this.#owner.lastNow;
-    const rtt = Math.max(1, this.#rcvRtt || this.#rtt.srtt || 100);
-    if (now - this.#rcvEpochStart < rtt) return;
-    if (this.#rcvEpochBytes * 2 >= this.#rcvBuf && this.#rcvQueued * 2 < this.#rcvBuf) {
-      this.#rcvBuf = Math.min(max, Math.max(this.#rcvBuf * 2, this.#rcvEpochBytes * 2));
+    const rcv = this.#rcv;
+    const before = rcv.nxt;
+    const refused = rcv.refused;
+    const what = rcv.accept(seq, payload, this.#owner.lastNow, this.#rtt.srtt);
+    if (rcv.refused !== refused) this.#dropped++;
+    if (rcv.grew) {
+      rcv.grew = false;
       this.#windowUpdate = true;
     }
-    this.#rcvEpochStart = now;
-    this.#rcvEpochBytes = 0;
+    if (what === Accepted.OUT_OF_ORDER) {
+      this.#ackNow = true; // duplicate ACK with SACK blocks
+      return;
+    }
+    this.#bytesIn += seqDiff(rcv.nxt, before);
+    this.#feedReader();
+    this.#unackedSegs++;
+    // ACK at least every second full-sized segment (RFC 5681 §4.2); at once
+    // when a hole was filled or out-of-order data remains (RFC 5681 §4.2).
+    if (what === Accepted.FILLED || this.#unackedSegs >= 2 || this.#o.delayedAck === 0) {
+      this.#ackNow = true;
+    } else if (this.#delackAt === Infinity) {
+      this.#delackAt = this.#owner.lastNow + this.#o.delayedAck;
+    }
+    if (this.#oooFinSeq >= 0 && this.#oooFinSeq === rcv.nxt) {
+      this.#oooFinSeq = -1;
+      this.#receiveFin(this.#owner.lastNow);
+    }
+  }
+
+  /** A read is waiting and data is queued: hand it over. */
+  #feedReader(): void {
+    if (!this.#pullWaiting || this.#readDone) return;
+    const chunk = this.#rcv.take();
+    if (!chunk) return;
+    this.#pullWaiting = false;
+    this.#readCtrl.enqueue(chunk);
   }
 
   #receiveFin(now: number): void {
     this.#finReceived = true;
-    this.#rcvNxt = seqAdd(this.#rcvNxt, 1);
+    this.#rcv.nxt = seqAdd(this.#rcv.nxt, 1);
     this.#ackNow = true;
-    if (!this.#readDone && this.#rcvQueued === 0 && !this.#discard) {
+    if (!this.#readDone && this.#rcv.queued === 0 && !this.#rcv.discard) {
       this.#readDone = true;
       this.#pullWaiting = false;
       this.#readCtrl.close();
@@ -1403,7 +1348,7 @@ export class Connection implements TcpConnectionLike {
     this.#timeWaitAt = now + this.#o.timeWait;
     this.#rtoAt = this.#persistAt = this.#keepaliveAt = Infinity;
     this.#sendBuf = null;
-    this.#asm = null;
+    this.#rcv.dropReassembly();
     this.#lr?.clear(); // counters stay for stats
     this.#tlpAt = this.#reoAt = this.#paceAt = Infinity;
     this.#finishStreams();
@@ -1426,10 +1371,7 @@ export class Connection implements TcpConnectionLike {
     if (this.#delackAt <= now) this.#ackNow = true;
     if (this.#windowUpdate) {
       this.#windowUpdate = false;
-      const cur = Math.max(0, seqDiff(this.#rcvAdvEdge, this.#rcvNxt));
-      if (this.#freeSpace() - cur >= Math.min(this.#rcvBuf >> 1, 2 * this.#rcvMss)) {
-        this.#ackNow = true;
-      }
+      if (this.#rcv.updateWorthSending()) this.#ackNow = true;
     }
     if (st === S.SYN_SENT || st === S.SYN_RECEIVED || st === S.TIME_WAIT) {
       if (this.#ackNow && st !== S.SYN_SENT) this.#sendControl(TCP_ACK, this.#ackSeq(), now);
@@ -1578,16 +1520,15 @@ export class Connection implements TcpConnectionLike {
   }
 
   #sackOptionLength(): number {
-    if (!this.#sackOk || (!this.#asm && this.#dsackL < 0)) return 0;
-    const blocks = (this.#dsackL >= 0 ? 1 : 0) + (this.#asm ? this.#asm.blocks : 0);
-    return 4 + 8 * Math.min(this.#tsOk ? 3 : 4, blocks);
+    if (!this.#sackOk) return 0;
+    const blocks = this.#rcv.blockCount(this.#tsOk ? 3 : 4);
+    return blocks === 0 ? 0 : 4 + 8 * blocks;
   }
 
-  /** Remembers a duplicate range for the next ACK's first SACK block (RFC 2883). */
+  /** A duplicate segment arrived: DSACK it in the next ACK (RFC 2883). */
   #setDsack(left: number, right: number): void {
     if (!this.#sackOk) return;
-    this.#dsackL = left;
-    this.#dsackR = right;
+    this.#rcv.noteDuplicate(left, right);
     this.#ackNow = true;
   }
 
@@ -1627,37 +1568,6 @@ export class Connection implements TcpConnectionLike {
     this.#emit(flags, seq, 0, 0, now);
   }
 
-  #freeSpace(): number {
-    if (this.#discard || this.#readDone) return this.#rcvBuf;
-    return Math.max(0, this.#rcvBuf - this.#rcvQueued);
-  }
-
-  /** The window field to advertise; moves the advertised right edge (never left). */
-  #advertise(): number {
-    const shift = this.#rcvShift;
-    const cur = Math.max(0, seqDiff(this.#rcvAdvEdge, this.#rcvNxt));
-    const free = this.#freeSpace();
-    let w = cur;
-    // Receiver SWS avoidance (RFC 9293 §3.8.6.2.2): move the edge only by a
-    // meaningful amount.
-    if (free > cur && (free - cur >= Math.min(this.#rcvBuf >> 1, this.#rcvMss) || cur === 0)) {
-      w = free;
-      if (cur === 0 && free < Math.min(this.#rcvBuf >> 1, this.#rcvMss)) w = 0;
-    }
-    // Round down: never offer more than the buffer holds.
-    let field = Math.floor(w / 2 ** shift);
-    if (field > 65535) field = 65535;
-    if (field * 2 ** shift >= cur) {
-      this.#rcvAdvEdge = seqAdd(this.#rcvNxt, field * 2 ** shift);
-    } else {
-      // Rounding down would move the right edge left, which the peer may not
-      // expect (RFC 9293 §3.8.6.2.2): advertise the old edge rounded up, but
-      // keep enforcing the old edge (a few bytes beyond it are trimmed).
-      field = Math.min(65535, Math.ceil(cur / 2 ** shift));
-    }
-    return field;
-  }
-
   /** Builds and sends a non-SYN segment; every one carries ACK except a bare RST. */
   #emit(flags: number, seq: number, offset: number, len: number, now: number): void {
     const r = this.#owner.scratch;
@@ -1667,8 +1577,8 @@ export class Connection implements TcpConnectionLike {
     r.seq = seq;
     r.flags = flags;
     if (flags & TCP_ACK) {
-      r.ack = this.#rcvNxt;
-      r.window = this.#advertise();
+      r.ack = this.#rcv.nxt;
+      r.window = this.#rcv.advertise();
     }
     if (this.#tsOk) {
       r.hasTimestamp = true;
@@ -1676,16 +1586,7 @@ export class Connection implements TcpConnectionLike {
       r.tsEcr = this.#tsRecent;
     }
     if (this.#sackOk && (flags & TCP_ACK)) {
-      const max = this.#tsOk ? 3 : 4;
-      let n = 0;
-      if (this.#dsackL >= 0) {
-        r.sackBlocks[0] = this.#dsackL;
-        r.sackBlocks[1] = this.#dsackR;
-        this.#dsackL = -1;
-        n = 1;
-      }
-      if (this.#asm) n += this.#asm.sackBlocks(r.sackBlocks, max - n, n);
-      r.sackCount = n;
+      r.sackCount = this.#rcv.writeBlocks(r.sackBlocks, this.#tsOk ? 3 : 4);
     }
     this.#transmit(r, this.#sendBuf, offset, len);
     this.#bytesOut += len;
@@ -1693,7 +1594,7 @@ export class Connection implements TcpConnectionLike {
       this.#ackNow = false;
       this.#unackedSegs = 0;
       this.#delackAt = Infinity;
-      this.#lastAckSent = this.#rcvNxt;
+      this.#lastAckSent = this.#rcv.nxt;
     }
   }
 
@@ -1936,30 +1837,11 @@ export class Connection implements TcpConnectionLike {
   // ---------------------------------------------------------------- streams
 
   #onPull(): void {
-    const q = this.#rcvQueue;
-    if (q && q.length > 0) {
-      let chunk: Uint8Array;
-      if (q.length === 1 || q[0].length >= 65536) chunk = q.shift()!;
-      else {
-        // Coalesce small segments into one read of up to 64 KiB.
-        let n = 0, k = 0;
-        while (k < q.length && n + q[k].length <= 65536) n += q[k++].length;
-        if (k <= 1) chunk = q.shift()!;
-        else {
-          chunk = new Uint8Array(n);
-          let at = 0;
-          for (let i = 0; i < k; i++) {
-            chunk.set(q[i], at);
-            at += q[i].length;
-          }
-          q.splice(0, k);
-        }
-      }
-      this.#rcvQueued -= chunk.length;
-      if (q.length === 0) this.#rcvQueue = null;
+    const chunk = this.#rcv.take();
+    if (chunk) {
       this.#readCtrl.enqueue(chunk);
       this.#maybeWindowUpdate();
-      if (this.#rcvQueued === 0 && this.#finReceived && !this.#readDone) {
+      if (this.#rcv.queued === 0 && this.#finReceived && !this.#readDone) {
         this.#readDone = true;
         this.#readCtrl.close();
       }
@@ -1978,23 +1860,17 @@ export class Connection implements TcpConnectionLike {
   #maybeWindowUpdate(): void {
     if (this.state < S.ESTABLISHED || this.state === S.TIME_WAIT) return;
     if (this.#finReceived) return;
-    const cur = Math.max(0, seqDiff(this.#rcvAdvEdge, this.#rcvNxt));
-    const free = this.#freeSpace();
-    if (free - cur >= Math.min(this.#rcvBuf >> 1, 2 * this.#rcvMss)) {
-      if (!this.#windowUpdate) {
-        this.#windowUpdate = true;
-        this.#owner.wakeConnection(this);
-      }
+    if (this.#rcv.updateWorthSending() && !this.#windowUpdate) {
+      this.#windowUpdate = true;
+      this.#owner.wakeConnection(this);
     }
   }
 
   #onCancel(): void {
     // Keep ACKing and discard (see module doc): the window opens fully.
-    this.#discard = true;
+    this.#rcv.cancel();
     this.#readDone = true;
     this.#pullWaiting = false;
-    this.#rcvQueue = null;
-    this.#rcvQueued = 0;
     if (this.state === S.FIN_WAIT_2) {
       this.#timeWaitAt = this.#owner.lastNow + this.#o.timeWait;
       this.#owner.wakeConnection(this);
@@ -2088,7 +1964,7 @@ export class Connection implements TcpConnectionLike {
   reset(): void {
     if (this.state === S.CLOSED) return;
     if (this.state !== S.TIME_WAIT) {
-      this.#sendRst(this.#sndNxt, this.#rcvNxt, this.state !== S.SYN_SENT, this.#owner.lastNow);
+      this.#sendRst(this.#sndNxt, this.#rcv.nxt, this.state !== S.SYN_SENT, this.#owner.lastNow);
     }
     this.#terminate(new TcpError("ECONNABORTED", "Connection reset locally"), false);
   }
@@ -2143,9 +2019,8 @@ export class Connection implements TcpConnectionLike {
         this.#pendingWrite = null;
         p.reject(error);
       }
-      this.#rcvQueue = null;
-      this.#rcvQueued = 0;
-    } else if (!this.#readDone && this.#rcvQueued > 0) {
+      this.#rcv.clear();
+    } else if (!this.#readDone && this.#rcv.queued > 0) {
       // A graceful end with unread data: the readable closes once drained.
       this.#finReceived = true;
     } else if (!this.#readDone) {
@@ -2156,7 +2031,7 @@ export class Connection implements TcpConnectionLike {
     }
     if (!wasTimeWait) this.#finishStreams();
     this.#sendBuf = null;
-    this.#asm = null;
+    this.#rcv.dropReassembly();
     this.#lr?.clear(); // counters stay for stats
     this.#resolveClosed();
     this.#owner.released(this);
@@ -2175,7 +2050,7 @@ export class Connection implements TcpConnectionLike {
 
   /** RCV.NXT (for TIME_WAIT reuse decisions). */
   get rcvNxt(): number {
-    return this.#rcvNxt;
+    return this.#rcv.nxt;
   }
 
   /** Counters, estimates and windows. */
@@ -2204,7 +2079,7 @@ export class Connection implements TcpConnectionLike {
       cwnd: this.#cc.cwnd,
       ssthresh: this.#cc.ssthresh,
       sendWindow: this.#sndWnd,
-      receiveBuffer: this.#rcvBuf,
+      receiveBuffer: this.#rcv.buf,
       mss: this.#sndMss,
       dropped: this.#dropped,
       challengeAcks: this.#challengeAcks,

@@ -392,7 +392,7 @@ export class LossRecovery {
       for (let b = first; b < count; b++) {
         const l = blocks[2 * b], r = blocks[2 * b + 1];
         if (!seqLt(l, r) || !seqGt(r, ack) || seqGt(r, sndMax)) continue;
-        this.#sackRange(seqGt(l, ack) ? l : ack, r, now, out);
+        this.#sackRange(seqGt(l, ack) ? l : ack, r, now);
       }
     }
 
@@ -456,7 +456,7 @@ export class LossRecovery {
     return lo;
   }
 
-  #sackRange(l: number, r: number, now: number, out: AckResult): void {
+  #sackRange(l: number, r: number, now: number): void {
     for (let i = this.#find(l); i < this.#count; i++) {
       const rec = this.#at(i);
       if (seqGe(rec.start, r)) break;

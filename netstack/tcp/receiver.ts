@@ -1,0 +1,263 @@
+/**
+ * The receive side of a connection: RCV.NXT and the advertised right edge,
+ * the queue the consumer reads from, out-of-order reassembly, SACK and DSACK
+ * blocks to send (RFC 2018, RFC 2883), the window to advertise (RFC 9293
+ * §3.8.6.2.2 SWS avoidance, rounded down to the scale and never shrunk), and
+ * the receive-buffer growth.
+ *
+ * Invariant: the right edge we enforce never lies beyond what the buffer
+ * can hold (`advEdge − nxt ≤ free`), so a consumer that never reads holds at
+ * most `buf` bytes, whatever the peer sends.
+ *
+ * @module
+ */
+
+import { Assembler } from "./assembler.ts";
+import { seqAdd, seqDiff } from "./seq.ts";
+
+/** What {@linkcode Receiver.accept} did with a segment's data. */
+export const Accepted = {
+  /** In order; the ACK may be delayed. */
+  IN_ORDER: 0,
+  /** In order and it filled a hole, or out-of-order data remains: ACK at once. */
+  FILLED: 1,
+  /** Out of order (stored, duplicate or refused): ACK at once with SACK blocks. */
+  OUT_OF_ORDER: 2,
+} as const;
+/** A value of {@linkcode Accepted}. */
+export type AcceptedValue = typeof Accepted[keyof typeof Accepted];
+
+/** Largest chunk handed to the consumer in one read (small segments are coalesced). */
+const MAX_READ = 65536;
+
+/** Receive sequence space, queue and window of one connection. */
+export class Receiver {
+  /** RCV.NXT. */
+  nxt = 0;
+  /** The right edge of the window we advertised and enforce. */
+  advEdge = 0;
+  /** Our window shift (RFC 7323). */
+  shift = 0;
+  /** Receive buffer size in bytes (grows up to the maximum). */
+  buf: number;
+  /** Largest segment seen from the peer (for SWS avoidance). */
+  mss = 536;
+  /** Bytes queued for the consumer. */
+  queued = 0;
+  /** The consumer went away: data is acknowledged and dropped, the window stays open. */
+  discard = false;
+  /** Receiver-side RTT estimate (ms) for buffer growth; 0 when unknown. */
+  rtt = 0;
+  /** Set when the buffer grew: a window update is worth sending. */
+  grew = false;
+  /** Segments refused by the reassembly limits. */
+  refused = 0;
+  readonly #max: number;
+  #queue: Uint8Array[] | null = null;
+  #asm: Assembler | null = null;
+  #dsackL = -1;
+  #dsackR = 0;
+  #epochStart = 0;
+  #epochBytes = 0;
+
+  /** A receiver with a `buf`-byte buffer that may grow to `max`. */
+  constructor(buf: number, max: number) {
+    this.buf = buf;
+    this.#max = max;
+  }
+
+  /** Bytes the peer may still send: the advertised right edge minus RCV.NXT. */
+  get window(): number {
+    const w = seqDiff(this.advEdge, this.nxt);
+    return w > 0 ? w : 0;
+  }
+
+  /** True while out-of-order data waits in reassembly. */
+  get outOfOrder(): boolean {
+    return this.#asm !== null;
+  }
+
+  /** Free space of the buffer (all of it once the consumer is gone). */
+  free(): number {
+    if (this.discard) return this.buf;
+    return Math.max(0, this.buf - this.queued);
+  }
+
+  /** Starts receiving at `nxt` (the byte after the peer's SYN); `now` starts growth epochs. */
+  start(nxt: number, now: number): void {
+    this.nxt = this.advEdge = nxt;
+    this.#epochStart = now;
+  }
+
+  /**
+   * Takes `payload` at `seq` (already trimmed to the window, starting at or
+   * after RCV.NXT). Returns what happened, for the ACK decision.
+   */
+  accept(seq: number, payload: Uint8Array, now: number, fallbackRtt: number): AcceptedValue {
+    const len = payload.length;
+    if (len > this.mss && len <= 65535) this.mss = len;
+    if (seq !== this.nxt) {
+      const asm = this.#asm ??= new Assembler();
+      // A duplicate of out-of-order data: DSACK it (RFC 2883 §4.1.2).
+      if (asm.holds(seq, len)) this.noteDuplicate(seq, seqAdd(seq, len));
+      else if (!asm.insert(seq, payload, this.nxt)) this.refused++;
+      if (asm.empty) this.#asm = null;
+      return Accepted.OUT_OF_ORDER;
+    }
+    const before = this.nxt;
+    this.#push(payload.slice());
+    this.nxt = seqAdd(this.nxt, len);
+    let filled = false;
+    const asm = this.#asm;
+    if (asm && !asm.empty) {
+      for (let c = asm.take(this.nxt); c; c = asm.take(this.nxt)) {
+        this.#push(c);
+        this.nxt = seqAdd(this.nxt, c.length);
+        filled = true;
+      }
+      if (asm.empty) this.#asm = null;
+    }
+    // Every byte this segment made deliverable counts, also those it
+    // released from reassembly (else reordering would stall the growth).
+    this.#maybeGrow(seqDiff(this.nxt, before), now, fallbackRtt);
+    return filled || this.#asm ? Accepted.FILLED : Accepted.IN_ORDER;
+  }
+
+  #push(chunk: Uint8Array): void {
+    if (this.discard) return;
+    (this.#queue ??= []).push(chunk);
+    this.queued += chunk.length;
+  }
+
+  /**
+   * The next chunk for the consumer (up to 64 KiB, small segments
+   * coalesced), or null when the queue is empty.
+   */
+  take(): Uint8Array | null {
+    const q = this.#queue;
+    if (!q || q.length === 0) return null;
+    let chunk: Uint8Array;
+    if (q.length === 1 || q[0].length >= MAX_READ) chunk = q.shift()!;
+    else {
+      let n = 0, k = 0;
+      while (k < q.length && n + q[k].length <= MAX_READ) n += q[k++].length;
+      if (k <= 1) chunk = q.shift()!;
+      else {
+        chunk = new Uint8Array(n);
+        let at = 0;
+        for (let i = 0; i < k; i++) {
+          chunk.set(q[i], at);
+          at += q[i].length;
+        }
+        q.splice(0, k);
+      }
+    }
+    this.queued -= chunk.length;
+    if (q.length === 0) this.#queue = null;
+    return chunk;
+  }
+
+  /** The consumer cancelled: drop what is queued and discard from now on. */
+  cancel(): void {
+    this.discard = true;
+    this.#queue = null;
+    this.queued = 0;
+  }
+
+  /** Forgets reassembly and queue (connection failed). */
+  clear(): void {
+    this.#asm = null;
+    this.#queue = null;
+    this.queued = 0;
+  }
+
+  /** Forgets out-of-order data only (no more data will come; the queue stays readable). */
+  dropReassembly(): void {
+    this.#asm = null;
+  }
+
+  /**
+   * Receive-buffer growth ("dynamic right-sizing" in the spirit of Linux):
+   * per receiver RTT, when the peer delivered at least half the buffer and the
+   * consumer kept the queue under half of it, the window is what limits the
+   * transfer, so the buffer doubles (up to the maximum). A consumer that does
+   * not read never grows it.
+   */
+  #maybeGrow(len: number, now: number, fallbackRtt: number): void {
+    if (this.buf >= this.#max) return;
+    this.#epochBytes += len;
+    const rtt = Math.max(1, this.rtt || fallbackRtt || 100);
+    if (now - this.#epochStart < rtt) return;
+    if (this.#epochBytes * 2 >= this.buf && this.queued * 2 < this.buf) {
+      this.buf = Math.min(this.#max, Math.max(this.buf * 2, this.#epochBytes * 2));
+      this.grew = true;
+    }
+    this.#epochStart = now;
+    this.#epochBytes = 0;
+  }
+
+  /** A receiver RTT sample (ms) from a timestamp echo or the handshake. */
+  rttSample(sample: number): void {
+    this.rtt = this.rtt === 0 || sample < this.rtt ? sample : 0.875 * this.rtt + 0.125 * sample;
+  }
+
+  /**
+   * The window field to advertise (RFC 9293 §3.8.6.2.2 SWS avoidance: the
+   * edge moves only by a meaningful amount), and moves the enforced edge.
+   */
+  advertise(): number {
+    const shift = this.shift;
+    const cur = this.window;
+    const free = this.free();
+    let w = cur;
+    if (free > cur && (free - cur >= Math.min(this.buf >> 1, this.mss) || cur === 0)) {
+      w = free;
+      if (cur === 0 && free < Math.min(this.buf >> 1, this.mss)) w = 0;
+    }
+    // Round down: never offer more than the buffer holds.
+    let field = Math.floor(w / 2 ** shift);
+    if (field > 65535) field = 65535;
+    if (field * 2 ** shift >= cur) {
+      this.advEdge = seqAdd(this.nxt, field * 2 ** shift);
+    } else {
+      // Rounding down would move the right edge left, which the peer may not
+      // expect: advertise the old edge rounded up, but keep enforcing the old
+      // edge (a few bytes beyond it are trimmed).
+      field = Math.min(65535, Math.ceil(cur / 2 ** shift));
+    }
+    return field;
+  }
+
+  /** Whether the window could open by enough to be worth an update (SWS avoidance). */
+  updateWorthSending(): boolean {
+    return this.free() - this.window >= Math.min(this.buf >> 1, 2 * this.mss);
+  }
+
+  /** Remembers a duplicate range for the next ACK's first SACK block (RFC 2883). */
+  noteDuplicate(left: number, right: number): void {
+    this.#dsackL = left;
+    this.#dsackR = right;
+  }
+
+  /** SACK blocks the next ACK would carry (at most `max`). */
+  blockCount(max: number): number {
+    const n = (this.#dsackL >= 0 ? 1 : 0) + (this.#asm ? this.#asm.blocks : 0);
+    return n < max ? n : max;
+  }
+
+  /**
+   * Writes the SACK blocks of an ACK into `out` (pairs): a pending DSACK
+   * block first (then forgotten), then the reassembly's blocks. Returns the count.
+   */
+  writeBlocks(out: Uint32Array, max: number): number {
+    let n = 0;
+    if (this.#dsackL >= 0) {
+      out[0] = this.#dsackL;
+      out[1] = this.#dsackR;
+      this.#dsackL = -1;
+      n = 1;
+    }
+    if (this.#asm) n += this.#asm.sackBlocks(out, max - n, n);
+    return n;
+  }
+}

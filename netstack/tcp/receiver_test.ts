@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { Accepted, Receiver } from "./receiver.ts";
+import { xorshift32 } from "../../tests/_prng.ts";
+
+const bytes = (n: number, fill = 1) => new Uint8Array(n).fill(fill);
+
+Deno.test("Receiver", async (t) => {
+  await t.step("in order, out of order, hole filled", () => {
+    const r = new Receiver(65536, 65536);
+    r.start(1000, 0);
+    assert.equal(r.accept(1000, bytes(100), 1, 0), Accepted.IN_ORDER);
+    assert.equal(r.nxt, 1100);
+    assert.equal(r.accept(1200, bytes(100), 1, 0), Accepted.OUT_OF_ORDER);
+    assert.ok(r.outOfOrder);
+    assert.equal(r.nxt, 1100);
+    assert.equal(r.accept(1100, bytes(100), 1, 0), Accepted.FILLED);
+    assert.equal(r.nxt, 1300);
+    assert.ok(!r.outOfOrder);
+    assert.equal(r.queued, 300);
+  });
+
+  await t.step("take() coalesces small segments up to 64 KiB", () => {
+    const r = new Receiver(1 << 20, 1 << 20);
+    r.start(0, 0);
+    for (let i = 0; i < 100; i++) r.accept(i * 1000, bytes(1000, i), 1, 0);
+    const a = r.take()!;
+    assert.equal(a.length, 65000);
+    assert.equal(a[0], 0);
+    assert.equal(a[64999], 64);
+    assert.equal(r.take()!.length, 35000);
+    assert.equal(r.take(), null);
+    assert.equal(r.queued, 0);
+  });
+
+  await t.step("SACK blocks: a DSACK first, once, then the islands", () => {
+    const r = new Receiver(65536, 65536);
+    r.start(0, 0);
+    r.accept(0, bytes(100), 1, 0);
+    r.accept(300, bytes(100), 1, 0);
+    r.accept(300, bytes(100), 1, 0); // duplicate of stored out-of-order data
+    const out = new Uint32Array(8);
+    assert.equal(r.blockCount(3), 2);
+    assert.equal(r.writeBlocks(out, 3), 2);
+    assert.deepEqual([...out.subarray(0, 4)], [300, 400, 300, 400]);
+    assert.equal(r.writeBlocks(out, 3), 1); // the DSACK went once
+    r.noteDuplicate(0, 100);
+    assert.equal(r.writeBlocks(out, 1), 1);
+    assert.deepEqual([...out.subarray(0, 2)], [0, 100]);
+  });
+
+  await t.step("the window is rounded down to the scale and never shrinks", () => {
+    const r = new Receiver(65536, 65536);
+    r.shift = 7;
+    r.start(0, 0);
+    const field = r.advertise();
+    assert.equal(field, 512); // 65536 / 128
+    r.accept(0, bytes(1000), 1, 0);
+    // Free 64536 is not a multiple of 128: rounded down, but the old edge
+    // (65536 − 1000 = 64536 ahead) is not moved left.
+    const f2 = r.advertise();
+    assert.ok(f2 * 128 >= 64536);
+    assert.equal(r.window, 64536);
+  });
+
+  await t.step("invariant: the enforced window never exceeds the free space (random)", () => {
+    const rnd = xorshift32(5);
+    for (let round = 0; round < 20; round++) {
+      const r = new Receiver(65536, 65536);
+      r.shift = rnd() % 15;
+      r.start(0, 0);
+      r.advertise();
+      for (let i = 0; i < 2000; i++) {
+        const op = rnd() % 4;
+        if (op < 2 && r.window > 0) {
+          const len = 1 + (rnd() % Math.min(1460, r.window));
+          r.accept(r.nxt, bytes(len), i, 0);
+        } else if (op === 2) r.take();
+        else r.advertise();
+        assert.ok(r.window <= r.free(), `window ${r.window} > free ${r.free()}`);
+        assert.ok(r.queued <= r.buf);
+      }
+    }
+  });
+
+  await t.step(
+    "the buffer grows when the window limits the transfer, not for a slow reader",
+    () => {
+      const fast = new Receiver(65536, 1 << 20);
+      fast.start(0, 0);
+      fast.rtt = 10;
+      let seq = 0;
+      for (let now = 0; now < 100; now++) {
+        fast.accept(seq, bytes(4000), now, 0);
+        seq += 4000;
+        fast.take();
+      }
+      assert.ok(fast.buf > 65536, `buffer ${fast.buf}`);
+      assert.ok(fast.grew);
+
+      const slow = new Receiver(65536, 1 << 20);
+      slow.start(0, 0);
+      slow.rtt = 10;
+      seq = 0;
+      for (let now = 0; now < 100 && slow.free() >= 4000; now++) {
+        slow.accept(seq, bytes(4000), now, 0);
+        seq += 4000;
+      }
+      assert.equal(slow.buf, 65536);
+    },
+  );
+
+  await t.step("cancel: data is dropped and the window opens fully", () => {
+    const r = new Receiver(4096, 4096);
+    r.start(0, 0);
+    r.accept(0, bytes(4000), 1, 0);
+    assert.equal(r.free(), 96);
+    r.cancel();
+    assert.equal(r.queued, 0);
+    assert.equal(r.free(), 4096);
+    r.accept(4000, bytes(4000), 2, 0);
+    assert.equal(r.queued, 0);
+    assert.equal(r.nxt, 8000);
+  });
+});
