@@ -1,9 +1,10 @@
 /**
  * The crypto backend interface: the only primitives the WireGuard core uses.
  *
- * Every method is synchronous so that the sans-I/O core stays synchronous. Two
- * implementations exist: a native one (`node:crypto`, available in Deno and
- * Node) and a portable one (`@noble/*`). Both pass the same known-answer tests.
+ * Every method is synchronous so that the sans-I/O core stays synchronous.
+ * Three implementations exist: libcrypto (OpenSSL 3 through Deno FFI), native
+ * (`node:crypto`, available in Deno and Node) and portable (`@noble/*`). All
+ * pass the same known-answer tests.
  *
  * @module
  */

@@ -1,0 +1,322 @@
+/**
+ * The libcrypto crypto backend: OpenSSL 3's `libcrypto.so.3` reached through
+ * `Deno.dlopen` for ChaCha20-Poly1305 and X25519.
+ *
+ * ChaCha20-Poly1305 runs on two `EVP_CIPHER_CTX`s made once (one for seal,
+ * one for open) and rekeyed per call with `EVP_CipherInit_ex`; the tag goes
+ * through a preallocated 16-byte scratch buffer, so a seal or open allocates
+ * nothing but the returned view of the caller's `out` (none when `out` has
+ * exactly the right length). Every length is checked in TypeScript before a
+ * pointer reaches C: OpenSSL only ever reads `input.length` bytes and writes
+ * at most `out.length` bytes.
+ *
+ * X25519 builds `EVP_PKEY`s from the raw keys for each call and frees them
+ * before it returns (nothing is retained). BLAKE2s stays in TypeScript
+ * (`blake2s.ts`), as in the other backends: per call it beats libcrypto's
+ * `EVP_Digest*` on WireGuard's 32–148 byte inputs once the FFI calls are
+ * counted (see bench/crypto_bench.ts). XChaCha20-Poly1305 is our HChaCha20
+ * followed by the libcrypto AEAD.
+ *
+ * Available only in Deno on a system with `libcrypto.so.3` and with FFI
+ * permission (`--allow-ffi`); {@linkcode libcryptoBackend} returns `null`
+ * elsewhere (Node, browsers, no permission) without prompting.
+ *
+ * @module
+ */
+
+import { type CryptoBackend, KEY_LENGTH, NONCE_LENGTH, TAG_LENGTH } from "./backend.ts";
+import { checkBytes } from "./_check.ts";
+import { aeadOver, type OpenInto, passesSelfTest, type SealInto } from "./_aead.ts";
+import { nobleBackend } from "./noble.ts";
+
+// openssl/evp.h, obj_mac.h.
+const EVP_CTRL_AEAD_GET_TAG = 0x10;
+const EVP_CTRL_AEAD_SET_TAG = 0x11;
+const EVP_PKEY_X25519 = 1034;
+
+// The scratch block's layout (byte offsets).
+const SCRATCH_KEY = 0;
+const SCRATCH_NONCE = 32;
+const SCRATCH_OUTL = 48;
+const SCRATCH_TAG = 64;
+const SCRATCH_FINAL = 128; // EVP_CipherFinal_ex writes nothing for ChaCha20-Poly1305
+const SCRATCH_SIZE = 256;
+
+const SYMBOLS = {
+  OpenSSL_version_num: { parameters: [], result: "u64" },
+  EVP_chacha20_poly1305: { parameters: [], result: "pointer" },
+  EVP_CIPHER_CTX_new: { parameters: [], result: "pointer" },
+  EVP_CIPHER_CTX_free: { parameters: ["pointer"], result: "void" },
+  // (ctx, cipher, engine, key, iv, enc). Fixed-size arguments live in one
+  // preallocated scratch block and go in as "pointer"s (a fast call); the
+  // caller's variable buffers go in as "buffer".
+  EVP_CipherInit_ex: {
+    parameters: ["pointer", "pointer", "pointer", "pointer", "pointer", "i32"],
+    result: "i32",
+  },
+  // (ctx, out, int *outl, in, inl)
+  EVP_CipherUpdate: {
+    parameters: ["pointer", "buffer", "pointer", "buffer", "i32"],
+    result: "i32",
+  },
+  // (ctx, out, int *outl)
+  EVP_CipherFinal_ex: { parameters: ["pointer", "pointer", "pointer"], result: "i32" },
+  // (ctx, type, arg, ptr)
+  EVP_CIPHER_CTX_ctrl: { parameters: ["pointer", "i32", "i32", "pointer"], result: "i32" },
+  // (type, engine, key, keylen)
+  EVP_PKEY_new_raw_private_key: {
+    parameters: ["i32", "pointer", "buffer", "usize"],
+    result: "pointer",
+  },
+  EVP_PKEY_new_raw_public_key: {
+    parameters: ["i32", "pointer", "buffer", "usize"],
+    result: "pointer",
+  },
+  // (pkey, out, size_t *len)
+  EVP_PKEY_get_raw_public_key: { parameters: ["pointer", "buffer", "buffer"], result: "i32" },
+  EVP_PKEY_free: { parameters: ["pointer"], result: "void" },
+  EVP_PKEY_CTX_new: { parameters: ["pointer", "pointer"], result: "pointer" },
+  EVP_PKEY_CTX_free: { parameters: ["pointer"], result: "void" },
+  EVP_PKEY_derive_init: { parameters: ["pointer"], result: "i32" },
+  EVP_PKEY_derive_set_peer: { parameters: ["pointer", "pointer"], result: "i32" },
+  // (ctx, out, size_t *len)
+  EVP_PKEY_derive: { parameters: ["pointer", "buffer", "buffer"], result: "i32" },
+  ERR_clear_error: { parameters: [], result: "void" },
+} as const;
+
+type Libcrypto = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/** Library names tried in order (the versioned name first: no dev package needed). */
+const LIBRARY_NAMES = ["libcrypto.so.3", "libcrypto.3.dylib", "libcrypto.so"];
+
+function createLibcryptoBackend(c: Libcrypto): CryptoBackend {
+  const cipher = c.EVP_chacha20_poly1305();
+  const sealCtx = c.EVP_CIPHER_CTX_new();
+  const openCtx = c.EVP_CIPHER_CTX_new();
+  if (cipher === null || sealCtx === null || openCtx === null) {
+    throw new Error("libcrypto could not create a ChaCha20-Poly1305 context");
+  }
+  // Bind the cipher once; later inits pass only the key and nonce.
+  if (
+    c.EVP_CipherInit_ex(sealCtx, cipher, null, null, null, 1) !== 1 ||
+    c.EVP_CipherInit_ex(openCtx, cipher, null, null, null, 0) !== 1
+  ) {
+    throw new Error("libcrypto refused to set up ChaCha20-Poly1305");
+  }
+
+  // Scratch memory, allocated once (over 64 bytes, so V8 keeps it off the
+  // heap and its address is stable): key | nonce | outl | tag | final out.
+  const scratch = new Uint8Array(SCRATCH_SIZE);
+  const base = Deno.UnsafePointer.of(scratch);
+  if (base === null) throw new Error("Cannot take the address of the scratch buffer");
+  const at = (offset: number) => Deno.UnsafePointer.offset(base, offset);
+  const keyAt = at(SCRATCH_KEY);
+  const nonceAt = at(SCRATCH_NONCE);
+  const outLengthAt = at(SCRATCH_OUTL);
+  const outLength = new Int32Array(scratch.buffer, SCRATCH_OUTL, 1);
+  const tagAt = at(SCRATCH_TAG);
+  const finalAt = at(SCRATCH_FINAL);
+  const sizeT = new BigUint64Array(1);
+  const sizeTBytes = new Uint8Array(sizeT.buffer);
+
+  /** Copies the key and nonce into the scratch block (44 bytes: a loop beats a call). */
+  function loadKey(key: Uint8Array, nonce: Uint8Array): void {
+    for (let i = 0; i < KEY_LENGTH; i++) scratch[SCRATCH_KEY + i] = key[i];
+    for (let i = 0; i < NONCE_LENGTH; i++) scratch[SCRATCH_NONCE + i] = nonce[i];
+  }
+
+  function aeadFailed(what: string): never {
+    c.ERR_clear_error();
+    throw new Error(`libcrypto ChaCha20-Poly1305 ${what} failed`);
+  }
+
+  /** Arguments were checked; `out` holds at least `plaintext.length + 16` bytes. */
+  const sealInto: SealInto = (key, nonce, plaintext, aad, out) => {
+    const length = plaintext.length;
+    loadKey(key, nonce);
+    const init = c.EVP_CipherInit_ex(sealCtx, null, null, keyAt, nonceAt, 1);
+    scratch.fill(0, SCRATCH_KEY, SCRATCH_KEY + KEY_LENGTH);
+    if (init !== 1) aeadFailed("init");
+    if (aad !== undefined && aad.length > 0) {
+      if (c.EVP_CipherUpdate(sealCtx, null, outLengthAt, aad, aad.length) !== 1) {
+        aeadFailed("aad");
+      }
+    }
+    if (length > 0) {
+      if (c.EVP_CipherUpdate(sealCtx, out, outLengthAt, plaintext, length) !== 1) {
+        aeadFailed("update");
+      }
+      if (outLength[0] !== length) aeadFailed("update length");
+    }
+    if (c.EVP_CipherFinal_ex(sealCtx, finalAt, outLengthAt) !== 1) aeadFailed("final");
+    if (c.EVP_CIPHER_CTX_ctrl(sealCtx, EVP_CTRL_AEAD_GET_TAG, TAG_LENGTH, tagAt) !== 1) {
+      aeadFailed("tag");
+    }
+    for (let i = 0; i < TAG_LENGTH; i++) out[length + i] = scratch[SCRATCH_TAG + i];
+    const sealed = length + TAG_LENGTH;
+    return out.length === sealed ? out : out.subarray(0, sealed);
+  };
+
+  /** Arguments were checked; `length` is the plaintext length (≥ 0). */
+  const openInto: OpenInto = (key, nonce, ciphertext, aad, out, length) => {
+    loadKey(key, nonce);
+    const init = c.EVP_CipherInit_ex(openCtx, null, null, keyAt, nonceAt, 0);
+    scratch.fill(0, SCRATCH_KEY, SCRATCH_KEY + KEY_LENGTH);
+    if (init !== 1) aeadFailed("init");
+    for (let i = 0; i < TAG_LENGTH; i++) scratch[SCRATCH_TAG + i] = ciphertext[length + i];
+    if (c.EVP_CIPHER_CTX_ctrl(openCtx, EVP_CTRL_AEAD_SET_TAG, TAG_LENGTH, tagAt) !== 1) {
+      aeadFailed("tag");
+    }
+    if (aad !== undefined && aad.length > 0) {
+      if (c.EVP_CipherUpdate(openCtx, null, outLengthAt, aad, aad.length) !== 1) {
+        aeadFailed("aad");
+      }
+    }
+    if (length > 0) {
+      if (c.EVP_CipherUpdate(openCtx, out, outLengthAt, ciphertext, length) !== 1) {
+        aeadFailed("update");
+      }
+      if (outLength[0] !== length) aeadFailed("update length");
+    }
+    if (c.EVP_CipherFinal_ex(openCtx, finalAt, outLengthAt) !== 1) {
+      // A wrong tag: OpenSSL has already decrypted into `out`. Wipe that
+      // unauthenticated plaintext so no caller can use it by mistake.
+      c.ERR_clear_error();
+      out.fill(0, 0, length);
+      return null;
+    }
+    return out.length === length ? out : out.subarray(0, length);
+  };
+
+  /** An X25519 `EVP_PKEY` from 32 raw bytes; the caller frees it. */
+  function rawKey(bytes: Uint8Array, isPrivate: boolean): Deno.PointerObject {
+    const pkey = isPrivate
+      ? c.EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, null, bytes, BigInt(KEY_LENGTH))
+      : c.EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, null, bytes, BigInt(KEY_LENGTH));
+    if (pkey === null) {
+      c.ERR_clear_error();
+      throw new Error("libcrypto could not load an X25519 key");
+    }
+    return pkey;
+  }
+
+  /** The shared secret into `out`, or `false` when libcrypto refused (low-order point). */
+  function derive(privateKey: Uint8Array, publicKey: Uint8Array, out: Uint8Array): boolean {
+    const own = rawKey(privateKey, true);
+    let peer: Deno.PointerObject | null = null;
+    let ctx: Deno.PointerValue = null;
+    try {
+      peer = rawKey(publicKey, false);
+      ctx = c.EVP_PKEY_CTX_new(own, null);
+      if (ctx === null) throw new Error("libcrypto could not create an X25519 context");
+      sizeT[0] = BigInt(KEY_LENGTH);
+      const ok = c.EVP_PKEY_derive_init(ctx) === 1 &&
+        c.EVP_PKEY_derive_set_peer(ctx, peer) === 1 &&
+        c.EVP_PKEY_derive(ctx, out, sizeTBytes) === 1 && sizeT[0] === BigInt(KEY_LENGTH);
+      if (!ok) c.ERR_clear_error();
+      return ok;
+    } finally {
+      if (ctx !== null) c.EVP_PKEY_CTX_free(ctx);
+      if (peer !== null) c.EVP_PKEY_free(peer);
+      c.EVP_PKEY_free(own);
+    }
+  }
+
+  return {
+    name: "libcrypto",
+
+    ...aeadOver(sealInto, openInto),
+
+    x25519(privateKey, publicKey) {
+      checkBytes(privateKey, "privateKey", KEY_LENGTH);
+      checkBytes(publicKey, "publicKey", KEY_LENGTH);
+      const out = new Uint8Array(KEY_LENGTH);
+      if (derive(privateKey, publicKey, out)) return out;
+      // OpenSSL refuses an all-zero shared secret (a low-order point). Such
+      // inputs are rare and hostile: compute them portably, which yields the
+      // all-zero value the interface promises.
+      return nobleBackend.x25519(privateKey, publicKey);
+    },
+
+    x25519Public(privateKey) {
+      checkBytes(privateKey, "privateKey", KEY_LENGTH);
+      const own = rawKey(privateKey, true);
+      try {
+        const out = new Uint8Array(KEY_LENGTH);
+        sizeT[0] = BigInt(KEY_LENGTH);
+        if (
+          c.EVP_PKEY_get_raw_public_key(own, out, sizeTBytes) !== 1 ||
+          sizeT[0] !== BigInt(KEY_LENGTH)
+        ) {
+          c.ERR_clear_error();
+          throw new Error("libcrypto could not derive an X25519 public key");
+        }
+        return out;
+      } finally {
+        c.EVP_PKEY_free(own);
+      }
+    },
+
+    // BLAKE2s stays in TypeScript (shared with the other backends): see the
+    // module documentation.
+    hash: nobleBackend.hash,
+    hmac: nobleBackend.hmac,
+    mac: nobleBackend.mac,
+  };
+}
+
+function openLibrary(deno: typeof Deno): Deno.DynamicLibrary<typeof SYMBOLS> | null {
+  for (const name of LIBRARY_NAMES) {
+    try {
+      const lib = deno.dlopen(name, SYMBOLS);
+      // OpenSSL 3.x only (0xMNN00000L): 1.1 lacks nothing we call, but it is
+      // out of support and its ChaCha20-Poly1305 init semantics differ.
+      if (lib.symbols.OpenSSL_version_num() >> 28n >= 3n) return lib;
+      lib.close();
+    } catch {
+      // Not there, or a symbol is missing: try the next name.
+    }
+  }
+  return null;
+}
+
+let cached: CryptoBackend | null | undefined;
+
+/**
+ * The libcrypto backend, or `null` when it cannot be used here: not Deno,
+ * no FFI permission (`--allow-ffi`; never prompts), no OpenSSL 3
+ * `libcrypto`, or a library that fails the known-answer self-test. The
+ * first call loads the library; later calls return the same object. The
+ * library stays loaded for the life of the process.
+ *
+ * @example
+ * ```ts
+ * import { libcryptoBackend, nobleBackend } from "@wgstack/wireguard";
+ *
+ * const backend = libcryptoBackend() ?? nobleBackend;
+ * const out = new Uint8Array(3 + 16);
+ * backend.seal(new Uint8Array(32), new Uint8Array(12), new Uint8Array([1, 2, 3]), undefined, out);
+ * ```
+ */
+export function libcryptoBackend(): CryptoBackend | null {
+  if (cached !== undefined) return cached;
+  cached = null;
+  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+  if (typeof deno?.dlopen !== "function") return cached;
+  try {
+    // Ask first: a bare dlopen would prompt on a terminal without --allow-ffi.
+    if (deno.permissions.querySync({ name: "ffi" }).state !== "granted") return cached;
+  } catch {
+    return cached;
+  }
+  const lib = openLibrary(deno);
+  if (lib === null) return cached;
+  try {
+    const backend = Object.freeze(createLibcryptoBackend(lib.symbols));
+    if (passesSelfTest(backend)) cached = backend;
+  } catch {
+    cached = null;
+  }
+  if (cached === null) lib.close();
+  return cached;
+}
