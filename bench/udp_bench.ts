@@ -18,7 +18,9 @@
  *   process receives with the adapter under test for the given time.
  *   Datagrams received per second, and CPU per received datagram: of the
  *   whole process and of the JS thread alone (the server's bottleneck). The
- *   kernel drops what a receiver cannot take.
+ *   kernel drops what a receiver cannot take. The FFI adapter receives with
+ *   UDP GRO (the blaster's GSO messages arrive whole and are cut apart in
+ *   JS) and without; plain and GRO alternate, median of three each.
  *
  * @module
  */
@@ -168,7 +170,18 @@ async function main(): Promise<void> {
   }
   sink.close();
   const denoRecv = await receive(openDenoUdpSocket({ hostname: "127.0.0.1", port: 0 }), seconds);
-  const ffiRecv = await receive(openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!, seconds);
+  const ffiRecvs: Measure[] = [];
+  const groRecvs: Measure[] = [];
+  for (let round = 0; round < 3; round++) {
+    for (const [gro, into] of [[false, ffiRecvs], [true, groRecvs]] as const) {
+      const socket = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 }, { gro })!;
+      into.push(await receive(socket, seconds));
+    }
+  }
+  const median = (ms: Measure[]) =>
+    ms.toSorted((a, b) => a.cpu / a.count - b.cpu / b.count)[ms.length >> 1];
+  const ffiRecv = median(ffiRecvs);
+  const groRecv = median(groRecvs);
 
   console.log(`UDP adapters, ${SIZE}-byte datagrams on loopback (${Deno.build.arch})`);
   row("send deno", denoSend);
@@ -176,6 +189,7 @@ async function main(): Promise<void> {
   row("send ffi+gso", gsoSend!);
   row("recv deno", denoRecv);
   row("recv ffi", ffiRecv);
+  row("recv ffi+gro", groRecv);
   const ratio = (base: Measure, ours: Measure) => {
     const r = (m: Measure, k: "wall" | "cpu" | "jsCpu") => m[k] / m.count;
     return `rate ${(r(base, "wall") / r(ours, "wall")).toFixed(2)}×, cpu ${
@@ -185,6 +199,7 @@ async function main(): Promise<void> {
   console.log(`send ffi vs deno: ${ratio(denoSend, ffiSend!)}`);
   console.log(`send ffi+gso vs ffi: ${ratio(ffiSend!, gsoSend!)}`);
   console.log(`recv ffi vs deno: ${ratio(denoRecv, ffiRecv)}`);
+  console.log(`recv ffi+gro vs ffi: ${ratio(ffiRecv, groRecv)}`);
   console.log(
     "(recv rates are capped by the blaster when both receivers keep up with it; the CPU " +
       "per datagram is the comparison then. The FFI receive syscall runs off the JS thread.)",
