@@ -14,7 +14,9 @@
  *   # our server runs with --cpu-prof; the .cpuprofile lands in /tmp/prof
  * ```
  *
- * Topology (all inside namespaces this script creates, deleted at the end):
+ * Topology (all inside namespaces this script creates, deleted at the end;
+ * namespaces and interfaces carry the prefix `wgb`, or `WGSTACK_BENCH_PREFIX`
+ * to run two at once):
  *
  * ```
  *  C (client)                         S (server)                       T (target)
@@ -41,6 +43,8 @@
 
 import { createVeth, Netns, run, waitFor, wgGenKeyPair, WireGuardGo } from "../tests/netns.ts";
 
+/** Namespace/interface prefix (`WGSTACK_BENCH_PREFIX` to run two at once). */
+const PREFIX = Deno.env.get("WGSTACK_BENCH_PREFIX") ?? "wgb";
 const TARGET_BASE = "198.18.0.10";
 const TARGET_OURS = "198.18.0.20";
 const HTTP_PORT = 8080;
@@ -339,14 +343,14 @@ async function main(): Promise<void> {
 
   const cleanup: (() => Promise<void>)[] = [];
   try {
-    const c = await Netns.create("wgbc");
+    const c = await Netns.create(`${PREFIX}c`);
     cleanup.push(() => c.destroy());
-    const s = await Netns.create("wgbs");
+    const s = await Netns.create(`${PREFIX}s`);
     cleanup.push(() => s.destroy());
-    const t = await Netns.create("wgbt");
+    const t = await Netns.create(`${PREFIX}t`);
     cleanup.push(() => t.destroy());
-    const cs = await createVeth(c, s);
-    const st = await createVeth(s, t);
+    const cs = await createVeth(c, s, { prefix: PREFIX });
+    const st = await createVeth(s, t, { prefix: PREFIX });
     // Target addresses and routes.
     await t.run(["ip", "addr", "add", `${TARGET_BASE}/32`, "dev", "lo"]);
     await t.run(["ip", "addr", "add", `${TARGET_OURS}/32`, "dev", "lo"]);
@@ -403,7 +407,7 @@ async function main(): Promise<void> {
     const ourKeys = await wgGenKeyPair();
 
     // Baseline: wireguard-go in S, kernel forwarding to T.
-    const wgS = await WireGuardGo.start(s, "wg0");
+    const wgS = await WireGuardGo.start(s, `${PREFIX}ws`);
     cleanup.push(() => wgS.stop());
     await wgS.configure({
       privateKey: baseKeys.privateKey,
@@ -412,7 +416,7 @@ async function main(): Promise<void> {
     });
     await wgS.up({ addresses: ["192.0.2.1/32"], routes: ["192.0.2.2/32"] });
 
-    const wgC0 = await WireGuardGo.start(c, "wg0");
+    const wgC0 = await WireGuardGo.start(c, `${PREFIX}w0`);
     cleanup.push(() => wgC0.stop());
     await wgC0.configure({
       privateKey: clientKeys0.privateKey,
@@ -425,7 +429,7 @@ async function main(): Promise<void> {
     await wgC0.up({ addresses: ["192.0.2.2/32"], routes: ["192.0.2.1/32", `${TARGET_BASE}/32`] });
 
     // Ours: serve() + Forwarder in S (a child process of this script).
-    const wgC1 = await WireGuardGo.start(c, "wg1");
+    const wgC1 = await WireGuardGo.start(c, `${PREFIX}w1`);
     cleanup.push(() => wgC1.stop());
     await wgC1.configure({
       privateKey: clientKeys1.privateKey,
@@ -498,9 +502,11 @@ async function main(): Promise<void> {
         const { stats } = JSON.parse(statsLine);
         const drops = Object.entries(stats.wireguard.drops).filter(([, n]) => n !== 0);
         console.log(
-          `our server: socket ${JSON.stringify(stats.socket)}, wireguard drops ${
-            JSON.stringify(Object.fromEntries(drops))
-          }, netstack drops ${JSON.stringify(stats.netstack.drops)}`,
+          `our server (crypto ${stats.cryptoBackend ?? "?"}): socket ${
+            JSON.stringify(stats.socket)
+          }, wireguard drops ${JSON.stringify(Object.fromEntries(drops))}, netstack drops ${
+            JSON.stringify(stats.netstack.drops)
+          }`,
         );
       } else console.log(`our server said:\n${server.output}`);
     }
