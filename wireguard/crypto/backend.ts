@@ -23,7 +23,9 @@ export const KEY_LENGTH = 32;
  * 96-bit nonce, XChaCha20-Poly1305 for cookies, X25519, BLAKE2s-256 hashing,
  * HMAC-BLAKE2s and keyed BLAKE2s (the 16-byte MAC).
  *
- * Keys and nonces are never retained by the backend past the call.
+ * Keys and nonces are never retained by the backend past the call, with one
+ * exception: the libcrypto backend's reused OpenSSL contexts hold the key
+ * schedule of their last seal/open until the next one replaces it.
  */
 export interface CryptoBackend {
   /** A short name for logs and benchmarks, e.g. `"native"` or `"noble"`. */

@@ -3,12 +3,16 @@
  * `Deno.dlopen` for ChaCha20-Poly1305 and X25519.
  *
  * ChaCha20-Poly1305 runs on two `EVP_CIPHER_CTX`s made once (one for seal,
- * one for open) and rekeyed per call with `EVP_CipherInit_ex`; the tag goes
- * through a preallocated 16-byte scratch buffer, so a seal or open allocates
- * nothing but the returned view of the caller's `out` (none when `out` has
+ * one for open) and rekeyed per call with `EVP_CipherInit_ex`. Key, nonce,
+ * tag and length out-parameters go through one preallocated scratch block
+ * passed as pointers (V8 fast calls; `"buffer"` arguments cost more), the
+ * data straight from the caller's `plaintext` into its `out`: a seal or open
+ * allocates nothing but the returned view of `out` (none when `out` has
  * exactly the right length). Every length is checked in TypeScript before a
  * pointer reaches C: OpenSSL only ever reads `input.length` bytes and writes
- * at most `out.length` bytes.
+ * at most `out.length` bytes. A failed open wipes the unauthenticated
+ * plaintext OpenSSL already wrote into `out`. The contexts keep the last
+ * key schedule until the next call, as any reused OpenSSL context does.
  *
  * X25519 builds `EVP_PKEY`s from the raw keys for each call and frees them
  * before it returns (nothing is retained); the private key is imported as a
