@@ -8,7 +8,7 @@
  * deno run -A bench/server_bench.ts              # ~10 s per iperf3 run
  * deno run -A bench/server_bench.ts --seconds 3  # shorter
  * deno run -A bench/server_bench.ts --only baseline   # or: --only ours
- * deno run -A bench/server_bench.ts --metrics upload,download   # also: http, latency
+ * deno run -A bench/server_bench.ts --metrics upload,download   # also: http, latency, ping
  * deno run -A bench/server_bench.ts --rmem 4194304   # UDP receive buffer default in S
  * deno run -A bench/server_bench.ts --only ours --metrics upload --profile /tmp/prof
  *   # our server runs with --cpu-prof; the .cpuprofile lands in /tmp/prof
@@ -265,6 +265,40 @@ async function httpDownload(ns: Netns, target: string): Promise<number> {
   return time * 1000;
 }
 
+/** ICMP echo (raw socket, root; no ping binary needed): prints the median RTT in ms. */
+const PING_CLIENT = `
+import socket, struct, sys, time, os
+host, count = sys.argv[1], int(sys.argv[2])
+def checksum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(2)
+ident, times = os.getpid() & 0xffff, []
+for seq in range(count + 1):
+    payload = b"w" * 56
+    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    packet = struct.pack("!BBHHH", 8, 0, checksum(head + payload), ident, seq) + payload
+    t0 = time.perf_counter()
+    s.sendto(packet, (host, 0))
+    while True:
+        data = s.recv(2048)
+        ihl = (data[0] & 15) * 4
+        typ, _, _, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+        if typ == 0 and rid == ident and rseq == seq: break
+    if seq > 0: times.append((time.perf_counter() - t0) * 1000)
+    time.sleep(0.02)
+times.sort()
+print(times[len(times) // 2])
+`;
+
+/** Median ping RTT (ms) of `count` echo requests 20 ms apart (after one unmeasured). */
+async function ping(ns: Netns, target: string, count: number): Promise<number> {
+  const r = await ns.run(["python3", "-c", PING_CLIENT, target, String(count)]);
+  return Number(r.stdout.trim());
+}
+
 async function latency(ns: Netns, target: string, n: number) {
   const r = await ns.run(["python3", "-c", LATENCY_CLIENT, target, String(LAT_PORT), String(n)]);
   return JSON.parse(r.stdout) as { median: number; p99: number };
@@ -278,9 +312,10 @@ interface Results {
   http: number;
   latMedian: number;
   latP99: number;
+  ping: number;
 }
 
-const METRICS = ["upload", "download", "http", "latency"] as const;
+const METRICS = ["upload", "download", "http", "latency", "ping"] as const;
 type Metric = typeof METRICS[number];
 
 async function measure(
@@ -307,6 +342,7 @@ async function measure(
     r.latMedian = lat.median;
     r.latP99 = lat.p99;
   }
+  if (metrics.has("ping")) r.ping = await ping(c, target, 100);
   return r;
 }
 
@@ -526,6 +562,7 @@ function printTable(base: Partial<Results> | undefined, ours: Partial<Results> |
     ["50 MB HTTP download (curl)", "http", "ms", false],
     ["connect+req+resp median", "latMedian", "ms", false],
     ["connect+req+resp p99", "latP99", "ms", false],
+    ["ping RTT median (100 × 20 ms apart)", "ping", "ms", false],
   ];
   const fmt = (v: number | undefined) => v === undefined ? "-" : v.toFixed(v >= 100 ? 0 : 2);
   console.log("");
