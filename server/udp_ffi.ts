@@ -80,6 +80,12 @@ export const GSO_MAX_SEGMENTS = 64;
 export const GSO_MAX_BYTES_V4 = 65507;
 /** Most payload bytes in one GSO message to an IPv6 destination. */
 export const GSO_MAX_BYTES_V6 = 65527;
+/**
+ * Batches read at once on the JS thread (`MSG_DONTWAIT`) after one that
+ * waited, before the loop waits (and so yields to the event loop) again: a
+ * busy socket pays the hop to the receive thread once per this many batches.
+ */
+const EAGER_BATCHES = 4;
 /** Longest a receive call blocks before it checks whether the socket closed. */
 const RECV_TIMEOUT_MS = 200;
 /** Requested kernel socket buffer sizes. */
@@ -491,33 +497,22 @@ class FfiUdpSocket implements UdpSocket {
     const u32 = this.#recvU32;
     const slots = this.#recvSlots;
     const counters = this.#counters;
+    // Batches taken on this thread since the last wait (see EAGER_BATCHES).
+    let eager = EAGER_BATCHES;
     try {
       while (!this.#closed) {
-        this.#receiving = true;
-        let count: number;
-        try {
-          count = await this.#c.recvmmsg(
-            this.#fd,
-            this.#recvHeaders,
-            RECV_BATCH,
-            MSG_WAITFORONE,
-            null,
-          );
-        } finally {
-          this.#receiving = false;
-        }
-        if (this.#closed) break;
-        if (count < 0) {
-          // errno of the worker thread is out of reach: ask again on this
-          // thread without waiting, which reads data that arrived meanwhile
-          // or tells timeouts (EAGAIN) from real errors.
+        let count = -1;
+        if (eager < EAGER_BATCHES) {
+          // What arrived while the last batch was processed is read at once,
+          // without the hop to the receive thread and back.
           count = this.#c.recvmmsgNow(this.#fd, this.#recvHeaders, RECV_BATCH, MSG_DONTWAIT, null);
-          if (count < 0) {
-            const errno = this.#readErrno();
-            // Anything but "nothing there yet" is unexpected: do not spin on it.
-            if (errno !== EAGAIN && errno !== EINTR) await delay(10);
-            continue;
-          }
+        }
+        if (count > 0) {
+          eager++;
+        } else {
+          eager = 0;
+          count = await this.#receiveWaiting();
+          if (count < 0) continue;
         }
         this.#inBatch = true;
         try {
@@ -546,6 +541,33 @@ class FfiUdpSocket implements UdpSocket {
     } finally {
       this.#release();
     }
+  }
+
+  /**
+   * One `recvmmsg` that waits (off the JS thread) for at least one datagram.
+   * Returns the count, or -1 when there was nothing (the timeout) or the
+   * socket closed meanwhile.
+   */
+  async #receiveWaiting(): Promise<number> {
+    this.#receiving = true;
+    let count: number;
+    try {
+      count = await this.#c.recvmmsg(this.#fd, this.#recvHeaders, RECV_BATCH, MSG_WAITFORONE, null);
+    } finally {
+      this.#receiving = false;
+    }
+    if (this.#closed) return -1;
+    if (count >= 0) return count;
+    // errno of the worker thread is out of reach: ask again on this thread
+    // without waiting, which reads data that arrived meanwhile or tells
+    // timeouts (EAGAIN) from real errors.
+    count = this.#c.recvmmsgNow(this.#fd, this.#recvHeaders, RECV_BATCH, MSG_DONTWAIT, null);
+    if (count < 0) {
+      const errno = this.#readErrno();
+      // Anything but "nothing there yet" is unexpected: do not spin on it.
+      if (errno !== EAGAIN && errno !== EINTR) await delay(10);
+    }
+    return count;
   }
 
   send(data: Uint8Array, to: UdpEndpoint): void {
