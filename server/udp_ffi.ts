@@ -1,8 +1,10 @@
 /**
  * A batching UDP socket for Deno on Linux, on libc through `Deno.dlopen`:
  * `recvmmsg` receives up to {@linkcode RECV_BATCH} datagrams per call (run
- * off the JS thread as a nonblocking FFI call) and `sendmmsg` sends every
- * datagram queued since the last flush in one synchronous call.
+ * off the JS thread as a nonblocking FFI call when it has to wait; after
+ * such a batch, up to `EAGER_BATCHES` more are read at once on the JS
+ * thread with `MSG_DONTWAIT`) and `sendmmsg` sends every datagram queued
+ * since the last flush in one synchronous call.
  *
  * Why: `Deno.listenDatagram` costs one async op, one promise and one copy per
  * datagram each way (10–16 µs per send on loopback), which dominates the
