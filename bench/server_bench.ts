@@ -8,13 +8,15 @@
  * deno run -A bench/server_bench.ts              # ~10 s per iperf3 run
  * deno run -A bench/server_bench.ts --seconds 3  # shorter
  * deno run -A bench/server_bench.ts --only baseline   # or: --only ours
- * deno run -A bench/server_bench.ts --metrics upload,download   # also: http, latency
+ * deno run -A bench/server_bench.ts --metrics upload,download   # also: http, latency, ping
  * deno run -A bench/server_bench.ts --rmem 4194304   # UDP receive buffer default in S
  * deno run -A bench/server_bench.ts --only ours --metrics upload --profile /tmp/prof
  *   # our server runs with --cpu-prof; the .cpuprofile lands in /tmp/prof
  * ```
  *
- * Topology (all inside namespaces this script creates, deleted at the end):
+ * Topology (all inside namespaces this script creates, deleted at the end;
+ * namespaces and interfaces carry the prefix `wgb`, or `WGSTACK_BENCH_PREFIX`
+ * to run two at once):
  *
  * ```
  *  C (client)                         S (server)                       T (target)
@@ -41,6 +43,8 @@
 
 import { createVeth, Netns, run, waitFor, wgGenKeyPair, WireGuardGo } from "../tests/netns.ts";
 
+/** Namespace/interface prefix (`WGSTACK_BENCH_PREFIX` to run two at once). */
+const PREFIX = Deno.env.get("WGSTACK_BENCH_PREFIX") ?? "wgb";
 const TARGET_BASE = "198.18.0.10";
 const TARGET_OURS = "198.18.0.20";
 const HTTP_PORT = 8080;
@@ -261,6 +265,40 @@ async function httpDownload(ns: Netns, target: string): Promise<number> {
   return time * 1000;
 }
 
+/** ICMP echo (raw socket, root; no ping binary needed): prints the median RTT in ms. */
+const PING_CLIENT = `
+import socket, struct, sys, time, os
+host, count = sys.argv[1], int(sys.argv[2])
+def checksum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(2)
+ident, times = os.getpid() & 0xffff, []
+for seq in range(count + 1):
+    payload = b"w" * 56
+    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    packet = struct.pack("!BBHHH", 8, 0, checksum(head + payload), ident, seq) + payload
+    t0 = time.perf_counter()
+    s.sendto(packet, (host, 0))
+    while True:
+        data = s.recv(2048)
+        ihl = (data[0] & 15) * 4
+        typ, _, _, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+        if typ == 0 and rid == ident and rseq == seq: break
+    if seq > 0: times.append((time.perf_counter() - t0) * 1000)
+    time.sleep(0.02)
+times.sort()
+print(times[len(times) // 2])
+`;
+
+/** Median ping RTT (ms) of `count` echo requests 20 ms apart (after one unmeasured). */
+async function ping(ns: Netns, target: string, count: number): Promise<number> {
+  const r = await ns.run(["python3", "-c", PING_CLIENT, target, String(count)]);
+  return Number(r.stdout.trim());
+}
+
 async function latency(ns: Netns, target: string, n: number) {
   const r = await ns.run(["python3", "-c", LATENCY_CLIENT, target, String(LAT_PORT), String(n)]);
   return JSON.parse(r.stdout) as { median: number; p99: number };
@@ -274,9 +312,10 @@ interface Results {
   http: number;
   latMedian: number;
   latP99: number;
+  ping: number;
 }
 
-const METRICS = ["upload", "download", "http", "latency"] as const;
+const METRICS = ["upload", "download", "http", "latency", "ping"] as const;
 type Metric = typeof METRICS[number];
 
 async function measure(
@@ -303,6 +342,7 @@ async function measure(
     r.latMedian = lat.median;
     r.latP99 = lat.p99;
   }
+  if (metrics.has("ping")) r.ping = await ping(c, target, 100);
   return r;
 }
 
@@ -339,14 +379,14 @@ async function main(): Promise<void> {
 
   const cleanup: (() => Promise<void>)[] = [];
   try {
-    const c = await Netns.create("wgbc");
+    const c = await Netns.create(`${PREFIX}c`);
     cleanup.push(() => c.destroy());
-    const s = await Netns.create("wgbs");
+    const s = await Netns.create(`${PREFIX}s`);
     cleanup.push(() => s.destroy());
-    const t = await Netns.create("wgbt");
+    const t = await Netns.create(`${PREFIX}t`);
     cleanup.push(() => t.destroy());
-    const cs = await createVeth(c, s);
-    const st = await createVeth(s, t);
+    const cs = await createVeth(c, s, { prefix: PREFIX });
+    const st = await createVeth(s, t, { prefix: PREFIX });
     // Target addresses and routes.
     await t.run(["ip", "addr", "add", `${TARGET_BASE}/32`, "dev", "lo"]);
     await t.run(["ip", "addr", "add", `${TARGET_OURS}/32`, "dev", "lo"]);
@@ -403,7 +443,7 @@ async function main(): Promise<void> {
     const ourKeys = await wgGenKeyPair();
 
     // Baseline: wireguard-go in S, kernel forwarding to T.
-    const wgS = await WireGuardGo.start(s, "wg0");
+    const wgS = await WireGuardGo.start(s, `${PREFIX}ws`);
     cleanup.push(() => wgS.stop());
     await wgS.configure({
       privateKey: baseKeys.privateKey,
@@ -412,7 +452,7 @@ async function main(): Promise<void> {
     });
     await wgS.up({ addresses: ["192.0.2.1/32"], routes: ["192.0.2.2/32"] });
 
-    const wgC0 = await WireGuardGo.start(c, "wg0");
+    const wgC0 = await WireGuardGo.start(c, `${PREFIX}w0`);
     cleanup.push(() => wgC0.stop());
     await wgC0.configure({
       privateKey: clientKeys0.privateKey,
@@ -425,7 +465,7 @@ async function main(): Promise<void> {
     await wgC0.up({ addresses: ["192.0.2.2/32"], routes: ["192.0.2.1/32", `${TARGET_BASE}/32`] });
 
     // Ours: serve() + Forwarder in S (a child process of this script).
-    const wgC1 = await WireGuardGo.start(c, "wg1");
+    const wgC1 = await WireGuardGo.start(c, `${PREFIX}w1`);
     cleanup.push(() => wgC1.stop());
     await wgC1.configure({
       privateKey: clientKeys1.privateKey,
@@ -498,9 +538,11 @@ async function main(): Promise<void> {
         const { stats } = JSON.parse(statsLine);
         const drops = Object.entries(stats.wireguard.drops).filter(([, n]) => n !== 0);
         console.log(
-          `our server: socket ${JSON.stringify(stats.socket)}, wireguard drops ${
-            JSON.stringify(Object.fromEntries(drops))
-          }, netstack drops ${JSON.stringify(stats.netstack.drops)}`,
+          `our server (crypto ${stats.cryptoBackend ?? "?"}): socket ${
+            JSON.stringify(stats.socket)
+          }, wireguard drops ${JSON.stringify(Object.fromEntries(drops))}, netstack drops ${
+            JSON.stringify(stats.netstack.drops)
+          }`,
         );
       } else console.log(`our server said:\n${server.output}`);
     }
@@ -520,6 +562,7 @@ function printTable(base: Partial<Results> | undefined, ours: Partial<Results> |
     ["50 MB HTTP download (curl)", "http", "ms", false],
     ["connect+req+resp median", "latMedian", "ms", false],
     ["connect+req+resp p99", "latP99", "ms", false],
+    ["ping RTT median (100 × 20 ms apart)", "ping", "ms", false],
   ];
   const fmt = (v: number | undefined) => v === undefined ? "-" : v.toFixed(v >= 100 ? 0 : 2);
   console.log("");

@@ -18,7 +18,16 @@
  *   process receives with the adapter under test for the given time.
  *   Datagrams received per second, and CPU per received datagram: of the
  *   whole process and of the JS thread alone (the server's bottleneck). The
- *   kernel drops what a receiver cannot take.
+ *   kernel drops what a receiver cannot take. The FFI adapter receives with
+ *   UDP GRO (the blaster's GSO messages arrive whole and are cut apart in
+ *   JS) and without; plain and GRO alternate, median of three each.
+ * - echo RTT: a python3 client sends a 148-byte datagram and waits for it
+ *   to come back, 1000 times, 1 ms apart; the adapter under test echoes it
+ *   from its receive callback. A python3 echo server is the baseline (the
+ *   kernel's loopback and two plain syscalls); the difference is what an
+ *   adapter adds to every request/response (for the FFI adapter: the hop
+ *   from the receive thread to the JS thread). Median and p90, median of
+ *   three rounds.
  *
  * @module
  */
@@ -148,6 +157,71 @@ function row(name: string, m: Measure): void {
   );
 }
 
+const ECHO_CLIENT = `
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+data = b"x" * 148
+times = []
+for i in range(n + 50):
+    t0 = time.perf_counter()
+    s.sendto(data, ("127.0.0.1", port))
+    s.recv(2048)
+    if i >= 50: times.append((time.perf_counter() - t0) * 1e6)
+    time.sleep(0.001)
+times.sort()
+print(times[len(times) // 2], times[int(len(times) * 0.9)])
+`;
+
+const ECHO_SERVER = `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(d, a)
+`;
+
+/** Median and p90 echo round trip (µs) against the UDP port `port`. */
+async function echoClient(port: number): Promise<[number, number]> {
+  const r = await new Deno.Command("python3", {
+    args: ["-c", ECHO_CLIENT, String(port), "1000"],
+    stdout: "piped",
+  }).output();
+  const [median, p90] = new TextDecoder().decode(r.stdout).trim().split(" ").map(Number);
+  return [median, p90];
+}
+
+/** Echo RTT with `name`'s echo server: "python" (baseline), "deno" or "ffi". */
+async function echoRtt(name: string): Promise<[number, number]> {
+  if (name === "python") {
+    const server = new Deno.Command("python3", { args: ["-c", ECHO_SERVER], stdout: "piped" })
+      .spawn();
+    const reader = server.stdout.getReader();
+    const { value } = await reader.read();
+    try {
+      return await echoClient(Number(new TextDecoder().decode(value).trim()));
+    } finally {
+      server.kill();
+      await server.status;
+      reader.releaseLock();
+      await server.stdout.cancel().catch(() => {});
+    }
+  }
+  const socket = name === "deno"
+    ? openDenoUdpSocket({ hostname: "127.0.0.1", port: 0 })
+    : openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!;
+  const listening = socket.listen((data, from) => socket.send(data, from));
+  try {
+    return await echoClient(socket.addr.port);
+  } finally {
+    socket.close();
+    await listening;
+  }
+}
+
 async function main(): Promise<void> {
   const seconds = flag("--seconds", 1);
   const sink = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
@@ -168,7 +242,24 @@ async function main(): Promise<void> {
   }
   sink.close();
   const denoRecv = await receive(openDenoUdpSocket({ hostname: "127.0.0.1", port: 0 }), seconds);
-  const ffiRecv = await receive(openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!, seconds);
+  const ffiRecvs: Measure[] = [];
+  const groRecvs: Measure[] = [];
+  for (let round = 0; round < 3; round++) {
+    for (const [gro, into] of [[false, ffiRecvs], [true, groRecvs]] as const) {
+      const socket = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 }, { gro })!;
+      into.push(await receive(socket, seconds));
+    }
+  }
+  const median = (ms: Measure[]) =>
+    ms.toSorted((a, b) => a.cpu / a.count - b.cpu / b.count)[ms.length >> 1];
+  const ffiRecv = median(ffiRecvs);
+  const groRecv = median(groRecvs);
+
+  const echoNames = ["python", "deno", "ffi"];
+  const echoes = new Map<string, [number, number][]>(echoNames.map((n) => [n, []]));
+  for (let round = 0; round < 3; round++) {
+    for (const name of echoNames) echoes.get(name)!.push(await echoRtt(name));
+  }
 
   console.log(`UDP adapters, ${SIZE}-byte datagrams on loopback (${Deno.build.arch})`);
   row("send deno", denoSend);
@@ -176,6 +267,7 @@ async function main(): Promise<void> {
   row("send ffi+gso", gsoSend!);
   row("recv deno", denoRecv);
   row("recv ffi", ffiRecv);
+  row("recv ffi+gro", groRecv);
   const ratio = (base: Measure, ours: Measure) => {
     const r = (m: Measure, k: "wall" | "cpu" | "jsCpu") => m[k] / m.count;
     return `rate ${(r(base, "wall") / r(ours, "wall")).toFixed(2)}×, cpu ${
@@ -185,6 +277,18 @@ async function main(): Promise<void> {
   console.log(`send ffi vs deno: ${ratio(denoSend, ffiSend!)}`);
   console.log(`send ffi+gso vs ffi: ${ratio(ffiSend!, gsoSend!)}`);
   console.log(`recv ffi vs deno: ${ratio(denoRecv, ffiRecv)}`);
+  console.log(`recv ffi+gro vs ffi: ${ratio(ffiRecv, groRecv)}`);
+  const mid = (xs: number[]) => xs.toSorted((a, b) => a - b)[xs.length >> 1];
+  const baseEcho = mid(echoes.get("python")!.map((e) => e[0]));
+  for (const name of echoNames) {
+    const runs = echoes.get(name)!;
+    const median = mid(runs.map((e) => e[0]));
+    console.log(
+      `echo RTT ${name.padEnd(7)} median ${median.toFixed(0).padStart(4)} µs, p90 ${
+        mid(runs.map((e) => e[1])).toFixed(0).padStart(4)
+      } µs (${(median - baseEcho).toFixed(0)} µs over the python3 echo server)`,
+    );
+  }
   console.log(
     "(recv rates are capped by the blaster when both receivers keep up with it; the CPU " +
       "per datagram is the comparison then. The FFI receive syscall runs off the JS thread.)",

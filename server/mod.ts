@@ -23,6 +23,8 @@
 export * from "./serve.ts";
 export * from "./udp.ts";
 export {
+  type FfiUdpGroStatus,
+  ffiUdpGroStatus,
   type FfiUdpGsoStatus,
   ffiUdpGsoStatus,
   type FfiUdpOptions,

@@ -169,6 +169,8 @@ export interface ServerStats {
   udpOpen: number;
   /** Times the cores' timers and queued work ran (stays still while idle). */
   polls: number;
+  /** The crypto backend in use (`"libcrypto"`, `"native"` or `"noble"`). */
+  cryptoBackend: string;
 }
 
 /** A running server. Async-iterate it to get connections when no handler is set. */
@@ -543,7 +545,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
   if (options.signal?.aborted) void shutdown();
 
   const publicKeyText = keyToBase64(derivePublicKey(privateKey, backend));
-  log({ level: "info", event: "listening", address: socket.addr, publicKey: publicKeyText });
+  log({
+    level: "info",
+    event: "listening",
+    address: socket.addr,
+    publicKey: publicKeyText,
+    crypto: backend.name,
+  });
 
   return {
     addr: socket.addr,
@@ -572,6 +580,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       tcpOpen: openTcp.size,
       udpOpen: openUdp.size,
       polls,
+      cryptoBackend: backend.name,
     }),
   };
 }

@@ -1,15 +1,17 @@
 /**
  * A batching UDP socket for Deno on Linux, on libc through `Deno.dlopen`:
  * `recvmmsg` receives up to {@linkcode RECV_BATCH} datagrams per call (run
- * off the JS thread as a nonblocking FFI call) and `sendmmsg` sends every
- * datagram queued since the last flush in one synchronous call.
+ * off the JS thread as a nonblocking FFI call when it has to wait; after
+ * such a batch, up to `EAGER_BATCHES` more are read at once on the JS
+ * thread with `MSG_DONTWAIT`) and `sendmmsg` sends every datagram queued
+ * since the last flush in one synchronous call.
  *
  * Why: `Deno.listenDatagram` costs one async op, one promise and one copy per
  * datagram each way (10–16 µs per send on loopback), which dominates the
  * server's profile; batching pays the op once per batch.
  *
  * Memory, set up once per socket and never reallocated:
- * - receive ring: `mmsghdr[RECV_BATCH] | iovec[] | sockaddr_in6[] | data[]`.
+ * - receive ring: `mmsghdr[RECV_BATCH] | iovec[] | sockaddr_in6[] | cmsg[] | data[]`.
  *   Each slot holds a full-size datagram (64 KiB) so nothing is truncated;
  *   the pages are only touched as far as datagrams fill them.
  * - send ring: the same layout with {@linkcode SEND_SLOT} bytes per slot;
@@ -32,6 +34,16 @@
  * least that size stop being grouped). Off with `WGSTACK_UDP_GSO=0` in the
  * environment or `openFfiUdpSocket(options, { gso: false })`;
  * {@linkcode ffiUdpGsoStatus} tells what happened.
+ *
+ * UDP GRO (Linux ≥ 5.0, `UDP_GRO`) is the same on receive: the kernel may
+ * hand over a run of equal-size datagrams from one sender as ONE message
+ * (up to 64 KiB; the last one may be shorter) with a `UDP_GRO` control
+ * message giving the segment size; the receive loop cuts it back into the
+ * original datagrams (views of the slot, no copying) and delivers them in
+ * order, each counted in `stats().received`. Probed once per socket with
+ * `setsockopt(UDP_GRO)`; where the kernel refuses it, datagrams simply
+ * arrive one by one. Off with `WGSTACK_UDP_GRO=0` or `{ gro: false }`;
+ * {@linkcode ffiUdpGroStatus} tells what happened.
  *
  * The receive ring is written by the kernel only while a `recvmmsg` call is
  * in flight and read by JS only after it has resolved; the send ring is only
@@ -70,6 +82,12 @@ export const GSO_MAX_SEGMENTS = 64;
 export const GSO_MAX_BYTES_V4 = 65507;
 /** Most payload bytes in one GSO message to an IPv6 destination. */
 export const GSO_MAX_BYTES_V6 = 65527;
+/**
+ * Batches read at once on the JS thread (`MSG_DONTWAIT`) after one that
+ * waited, before the loop waits (and so yields to the event loop) again: a
+ * busy socket pays the hop to the receive thread once per this many batches.
+ */
+const EAGER_BATCHES = 4;
 /** Longest a receive call blocks before it checks whether the socket closed. */
 const RECV_TIMEOUT_MS = 200;
 /** Requested kernel socket buffer sizes. */
@@ -90,6 +108,7 @@ const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const SOL_UDP = 17;
 const UDP_SEGMENT = 103;
+const UDP_GRO = 104;
 const MSG_DONTWAIT = 0x40;
 const MSG_WAITFORONE = 0x10000;
 const SHUT_RD = 0;
@@ -117,6 +136,11 @@ const SA4_LEN = 16;
 // CMSG_LEN(2) = 18 (checked exactly by the kernel), CMSG_SPACE(2) = 24.
 const GSO_CMSG_LEN = 18;
 const GSO_CMSG_SPACE = 24;
+// Control buffer per receive slot: room for the UDP_GRO message, CMSG_SPACE(4)
+// = 24 bytes, and one more of that size should the kernel ever add another.
+const RECV_CMSG_SPACE = 48;
+/** CMSG_LEN(sizeof(int)): the UDP_GRO message's length (header 16 + int). */
+const GRO_CMSG_LEN = 20;
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -150,6 +174,31 @@ export interface FfiUdpOptions {
    * access to that variable is granted).
    */
   gso?: boolean;
+  /**
+   * Whether to receive with UDP GRO where the kernel supports it. Default:
+   * on, unless the environment has `WGSTACK_UDP_GRO=0`.
+   */
+  gro?: boolean;
+}
+
+/** What UDP GRO did on one socket (see {@linkcode ffiUdpGroStatus}). */
+export interface FfiUdpGroStatus {
+  /** GRO is on for this socket (asked for and accepted by the kernel). */
+  enabled: boolean;
+  /** Coalesced messages received (each carrying 2 or more datagrams). */
+  messages: number;
+  /** Datagrams cut out of coalesced messages (also counted in `stats().received`). */
+  segments: number;
+  /** The errno with which the kernel refused `UDP_GRO`, or 0. */
+  disabledErrno: number;
+}
+
+/**
+ * The GRO state of a socket opened by {@linkcode openFfiUdpSocket}, or
+ * `undefined` for other sockets.
+ */
+export function ffiUdpGroStatus(socket: UdpSocket): FfiUdpGroStatus | undefined {
+  return socket instanceof FfiUdpSocket ? socket.groStatus() : undefined;
 }
 
 /** What UDP GSO did on one socket (see {@linkcode ffiUdpGsoStatus}). */
@@ -174,13 +223,13 @@ export function ffiUdpGsoStatus(socket: UdpSocket): FfiUdpGsoStatus | undefined 
   return socket instanceof FfiUdpSocket ? socket.gsoStatus() : undefined;
 }
 
-/** `false` when the environment says `WGSTACK_UDP_GSO=0` (and may be read). */
-function gsoFromEnv(deno: typeof Deno): boolean {
+/** `false` when the environment says `name=0` (and may be read). */
+function flagFromEnv(deno: typeof Deno, name: string): boolean {
   try {
     // Query first: a bare env read would prompt on a terminal without --allow-env.
-    const query = { name: "env", variable: "WGSTACK_UDP_GSO" } as const;
+    const query = { name: "env", variable: name } as const;
     if (deno.permissions.querySync(query).state !== "granted") return true;
-    const value = deno.env.get("WGSTACK_UDP_GSO")?.trim().toLowerCase();
+    const value = deno.env.get(name)?.trim().toLowerCase();
     return !(value === "0" || value === "off" || value === "false" || value === "no");
   } catch {
     return true;
@@ -194,8 +243,9 @@ function gsoFromEnv(deno: typeof Deno): boolean {
  * back to another adapter. Bind errors (address in use, …) throw.
  *
  * `options.maxPendingSends` does not apply: sends are queued in a fixed ring
- * that is flushed when full. `ffiOptions.gso` turns UDP GSO on or off
- * (default: on unless `WGSTACK_UDP_GSO=0`).
+ * that is flushed when full. `ffiOptions.gso` and `ffiOptions.gro` turn UDP
+ * GSO and GRO on or off (default: on unless `WGSTACK_UDP_GSO=0` or
+ * `WGSTACK_UDP_GRO=0`).
  *
  * @example
  * ```ts ignore
@@ -223,8 +273,9 @@ export function openFfiUdpSocket(
     return null;
   }
   try {
-    const gso = ffiOptions.gso ?? gsoFromEnv(deno);
-    return new FfiUdpSocket(lib, family, bindAddress, options.port, gso);
+    const gso = ffiOptions.gso ?? flagFromEnv(deno, "WGSTACK_UDP_GSO");
+    const gro = ffiOptions.gro ?? flagFromEnv(deno, "WGSTACK_UDP_GRO");
+    return new FfiUdpSocket(lib, family, bindAddress, options.port, { gso, gro });
   } catch (err) {
     lib.close();
     throw err;
@@ -251,6 +302,7 @@ class FfiUdpSocket implements UdpSocket {
   readonly #recvU32: Uint32Array;
   readonly #recvSlots: Uint8Array[] = [];
   readonly #recvSa: number; // byte offset of the sockaddr array
+  readonly #recvCmsg: number; // byte offset of the control buffers
   readonly #v4Endpoints = new Map<number, UdpEndpoint>();
   #lastV6: UdpEndpoint | undefined;
   readonly #lastV6Sa = new Uint8Array(SA6_LEN);
@@ -283,6 +335,12 @@ class FfiUdpSocket implements UdpSocket {
   #gsoFallbacks = 0;
   #gsoErrno = 0;
 
+  // UDP GRO.
+  readonly #gro: boolean;
+  #groMessages = 0;
+  #groSegments = 0;
+  #groErrno = 0;
+
   #flushScheduled = false;
   #inBatch = false;
   readonly #flushTask = () => {
@@ -290,7 +348,14 @@ class FfiUdpSocket implements UdpSocket {
     this.#flush();
   };
 
-  constructor(lib: Libc, family: number, bindAddress: Uint8Array, port: number, gso: boolean) {
+  constructor(
+    lib: Libc,
+    family: number,
+    bindAddress: Uint8Array,
+    port: number,
+    offload: { gso: boolean; gro: boolean },
+  ) {
+    let { gso, gro } = offload;
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw new RangeError(`The port must be an integer from 0 to 65535, got ${port}`);
     }
@@ -329,6 +394,15 @@ class FfiUdpSocket implements UdpSocket {
         }
       }
       this.#gso = gso;
+      if (gro) {
+        // Probe: kernels before 5.0 refuse the option; then nothing is coalesced.
+        int[0] = 1;
+        if (c.setsockopt(fd, SOL_UDP, UDP_GRO, intBytes, 4) !== 0) {
+          this.#groErrno = this.#readErrno();
+          gro = false;
+        }
+      }
+      this.#gro = gro;
       const timeval = new BigInt64Array([0n, BigInt(RECV_TIMEOUT_MS * 1000)]);
       c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, new Uint8Array(timeval.buffer), 16);
       bindAddress[2] = port >> 8;
@@ -345,10 +419,11 @@ class FfiUdpSocket implements UdpSocket {
       throw err;
     }
 
-    // Receive ring: headers | iovecs | sockaddrs | data.
+    // Receive ring: headers | iovecs | sockaddrs | control buffers | data.
     const recvIov = RECV_BATCH * MMSG_SIZE;
     this.#recvSa = recvIov + RECV_BATCH * IOV_SIZE;
-    const recvData = this.#recvSa + RECV_BATCH * SA_STRIDE;
+    this.#recvCmsg = this.#recvSa + RECV_BATCH * SA_STRIDE;
+    const recvData = this.#recvCmsg + RECV_BATCH * RECV_CMSG_SPACE;
     this.#recvBuffer = new ArrayBuffer(recvData + RECV_BATCH * RECV_SLOT);
     this.#recvU8 = new Uint8Array(this.#recvBuffer);
     this.#recvU32 = new Uint32Array(this.#recvBuffer);
@@ -365,6 +440,15 @@ class FfiUdpSocket implements UdpSocket {
         data,
       );
       writePointer(this.#recvU32, recvIov + i * IOV_SIZE + 8, BigInt(RECV_SLOT));
+      if (this.#gro) {
+        const header = i * MMSG_SIZE;
+        writePointer(
+          this.#recvU32,
+          header + 32,
+          recvBase + BigInt(this.#recvCmsg + i * RECV_CMSG_SPACE),
+        );
+        this.#recvU32[(header + 40) >> 2] = RECV_CMSG_SPACE; // msg_controllen (in/out)
+      }
       this.#recvSlots.push(this.#recvU8.subarray(data, data + RECV_SLOT));
     }
 
@@ -415,33 +499,22 @@ class FfiUdpSocket implements UdpSocket {
     const u32 = this.#recvU32;
     const slots = this.#recvSlots;
     const counters = this.#counters;
+    // Batches taken on this thread since the last wait (see EAGER_BATCHES).
+    let eager = EAGER_BATCHES;
     try {
       while (!this.#closed) {
-        this.#receiving = true;
-        let count: number;
-        try {
-          count = await this.#c.recvmmsg(
-            this.#fd,
-            this.#recvHeaders,
-            RECV_BATCH,
-            MSG_WAITFORONE,
-            null,
-          );
-        } finally {
-          this.#receiving = false;
-        }
-        if (this.#closed) break;
-        if (count < 0) {
-          // errno of the worker thread is out of reach: ask again on this
-          // thread without waiting, which reads data that arrived meanwhile
-          // or tells timeouts (EAGAIN) from real errors.
+        let count = -1;
+        if (eager < EAGER_BATCHES) {
+          // What arrived while the last batch was processed is read at once,
+          // without the hop to the receive thread and back.
           count = this.#c.recvmmsgNow(this.#fd, this.#recvHeaders, RECV_BATCH, MSG_DONTWAIT, null);
-          if (count < 0) {
-            const errno = this.#readErrno();
-            // Anything but "nothing there yet" is unexpected: do not spin on it.
-            if (errno !== EAGAIN && errno !== EINTR) await delay(10);
-            continue;
-          }
+        }
+        if (count > 0) {
+          eager++;
+        } else {
+          eager = 0;
+          count = await this.#receiveWaiting();
+          if (count < 0) continue;
         }
         this.#inBatch = true;
         try {
@@ -450,7 +523,12 @@ class FfiUdpSocket implements UdpSocket {
             const length = u32[header + 14]; // msg_len
             const from = this.#decodeFrom(this.#recvSa + i * SA_STRIDE, u32[header + 2]);
             u32[header + 2] = SA6_LEN; // msg_namelen is in/out: reset for the next call
+            const segment = this.#gro ? this.#groSegmentSize(i) : 0;
             if (from === undefined) continue;
+            if (segment > 0 && segment < length) {
+              this.#deliverSegments(slots[i], length, segment, from, onDatagram);
+              continue;
+            }
             counters.received++;
             onDatagram(slots[i].subarray(0, length), from);
           }
@@ -465,6 +543,33 @@ class FfiUdpSocket implements UdpSocket {
     } finally {
       this.#release();
     }
+  }
+
+  /**
+   * One `recvmmsg` that waits (off the JS thread) for at least one datagram.
+   * Returns the count, or -1 when there was nothing (the timeout) or the
+   * socket closed meanwhile.
+   */
+  async #receiveWaiting(): Promise<number> {
+    this.#receiving = true;
+    let count: number;
+    try {
+      count = await this.#c.recvmmsg(this.#fd, this.#recvHeaders, RECV_BATCH, MSG_WAITFORONE, null);
+    } finally {
+      this.#receiving = false;
+    }
+    if (this.#closed) return -1;
+    if (count >= 0) return count;
+    // errno of the worker thread is out of reach: ask again on this thread
+    // without waiting, which reads data that arrived meanwhile or tells
+    // timeouts (EAGAIN) from real errors.
+    count = this.#c.recvmmsgNow(this.#fd, this.#recvHeaders, RECV_BATCH, MSG_DONTWAIT, null);
+    if (count < 0) {
+      const errno = this.#readErrno();
+      // Anything but "nothing there yet" is unexpected: do not spin on it.
+      if (errno !== EAGAIN && errno !== EINTR) await delay(10);
+    }
+    return count;
   }
 
   send(data: Uint8Array, to: UdpEndpoint): void {
@@ -520,6 +625,57 @@ class FfiUdpSocket implements UdpSocket {
     this.#pending = 0;
     this.#c.close(this.#fd);
     this.#lib.close();
+  }
+
+  /**
+   * The UDP_GRO segment size of receive slot `i`, or 0 when the kernel sent
+   * none (a plain datagram). Resets the slot's `msg_controllen` for the next
+   * call.
+   */
+  #groSegmentSize(i: number): number {
+    const u32 = this.#recvU32;
+    const lengthWord = ((i * MMSG_SIZE) >> 2) + 10;
+    const used = u32[lengthWord]; // msg_controllen as the kernel left it (< 2^32)
+    u32[lengthWord] = RECV_CMSG_SPACE;
+    const base = this.#recvCmsg + i * RECV_CMSG_SPACE;
+    let offset = 0;
+    // Walk the control messages (CMSG_NXTHDR): length, level, type, data.
+    while (offset + GRO_CMSG_LEN <= used) {
+      const word = (base + offset) >> 2;
+      const cmsgLength = u32[word];
+      if (cmsgLength < 16 || u32[word + 1] !== 0 || offset + cmsgLength > used) return 0;
+      if (u32[word + 2] === SOL_UDP && u32[word + 3] === UDP_GRO && cmsgLength >= GRO_CMSG_LEN) {
+        return u32[word + 4];
+      }
+      offset += (cmsgLength + 7) & ~7;
+    }
+    return 0;
+  }
+
+  /** Cuts a coalesced message back into its datagrams and delivers them in order. */
+  #deliverSegments(
+    slot: Uint8Array,
+    length: number,
+    segment: number,
+    from: UdpEndpoint,
+    onDatagram: (data: Uint8Array, from: UdpEndpoint) => void,
+  ): void {
+    this.#groMessages++;
+    for (let offset = 0; offset < length && !this.#closed; offset += segment) {
+      this.#groSegments++;
+      this.#counters.received++;
+      onDatagram(slot.subarray(offset, Math.min(length, offset + segment)), from);
+    }
+  }
+
+  /** The GRO state of this socket. */
+  groStatus(): FfiUdpGroStatus {
+    return {
+      enabled: this.#gro,
+      messages: this.#groMessages,
+      segments: this.#groSegments,
+      disabledErrno: this.#groErrno,
+    };
   }
 
   /** The GSO state of this socket (after sending what is queued). */

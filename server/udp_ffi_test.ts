@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   decodeSockaddr,
   encodeAddress,
+  ffiUdpGroStatus,
   ffiUdpGsoStatus,
   GSO_MAX_BYTES_V4,
   GSO_MAX_BYTES_V6,
@@ -16,8 +17,8 @@ import { xorshift32 } from "../tests/_prng.ts";
 const supported = Deno.build.os === "linux" &&
   (Deno.build.arch === "x86_64" || Deno.build.arch === "aarch64");
 
-function open(hostname: string, gso?: boolean): UdpSocket {
-  const socket = openFfiUdpSocket({ hostname, port: 0 }, { gso });
+function open(hostname: string, gso?: boolean, gro?: boolean): UdpSocket {
+  const socket = openFfiUdpSocket({ hostname, port: 0 }, { gso, gro });
   assert.ok(socket !== null, "the FFI adapter opens on Linux with --allow-ffi");
   return socket;
 }
@@ -487,23 +488,30 @@ Deno.test({
       },
     );
 
-    await t.step("WGSTACK_UDP_GSO=0 turns GSO off; an explicit option wins", () => {
-      const previous = Deno.env.get("WGSTACK_UDP_GSO");
-      try {
-        Deno.env.set("WGSTACK_UDP_GSO", "0");
-        const off = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!;
-        assert.equal(ffiUdpGsoStatus(off)!.enabled, false);
-        const on = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 }, { gso: true })!;
-        assert.equal(ffiUdpGsoStatus(on)!.enabled, true);
-        Deno.env.delete("WGSTACK_UDP_GSO");
-        const dflt = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!;
-        assert.equal(ffiUdpGsoStatus(dflt)!.enabled, true);
-        for (const s of [off, on, dflt]) s.close();
-      } finally {
-        if (previous === undefined) Deno.env.delete("WGSTACK_UDP_GSO");
-        else Deno.env.set("WGSTACK_UDP_GSO", previous);
-      }
-    });
+    for (
+      const [variable, option, status] of [
+        ["WGSTACK_UDP_GSO", "gso", ffiUdpGsoStatus],
+        ["WGSTACK_UDP_GRO", "gro", ffiUdpGroStatus],
+      ] as const
+    ) {
+      await t.step(`${variable}=0 turns ${option} off; an explicit option wins`, () => {
+        const previous = Deno.env.get(variable);
+        try {
+          Deno.env.set(variable, "0");
+          const off = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 })!;
+          assert.equal(status(off)!.enabled, false);
+          const on = openFfiUdpSocket({ hostname: "127.0.0.1", port: 0 }, { [option]: true })!;
+          assert.equal(status(on)!.enabled, true);
+          Deno.env.delete(variable);
+          const dflt = openFfiUdpSocket({ hostname: "::", port: 0 })!;
+          assert.equal(status(dflt)!.enabled, true);
+          for (const s of [off, on, dflt]) s.close();
+        } finally {
+          if (previous === undefined) Deno.env.delete(variable);
+          else Deno.env.set(variable, previous);
+        }
+      });
+    }
 
     await t.step(
       "a GSO send the kernel refuses (EINVAL) is resent plainly and GSO turns off",
@@ -565,6 +573,79 @@ Deno.test({
       ours.close();
       rx.close();
       await at.listening;
+    });
+  },
+});
+
+Deno.test({
+  name: "udp_ffi: UDP GRO on receive",
+  ignore: !supported,
+  async fn(t) {
+    for (const host of ["127.0.0.1", "::1"]) {
+      for (const gro of [true, false]) {
+        await t.step(
+          `${host}, GRO ${gro ? "on" : "off"}: GSO bursts of 1452 B with shorter tails ` +
+            `arrive byte-exact and in order (cut back apart when coalesced)`,
+          async () => {
+            const tx = open(host, true, false);
+            const rx = open(host, false, gro);
+            const at = collect(rx);
+            const to = { address: host, port: rx.addr.port };
+            // Bursts of one flush each: equal sizes (GSO groups them), some
+            // ended by a shorter datagram, a size change, single datagrams.
+            const bursts = [
+              [...Array(45).fill(1452)],
+              [...Array(30).fill(1452), 600],
+              [1000, 1000, 1000, 1],
+              [77],
+              [...Array(20).fill(1200), ...Array(20).fill(1452)],
+              [...Array(64).fill(100)],
+            ];
+            const sizes: number[] = [];
+            for (const burst of bursts) {
+              for (const size of burst) tx.send(numbered(size, sizes.length), to), sizes.push(size);
+              await Promise.resolve(); // the flush
+            }
+            const got = await at.until(sizes.length);
+            assert.deepEqual(got.map((r) => r.data), sizes.map((size, i) => numbered(size, i)));
+            for (const r of got) assert.deepEqual(r.from, { address: host, port: tx.addr.port });
+            assert.ok(ffiUdpGsoStatus(tx)!.messages >= 6, "the sender grouped the bursts");
+            assert.equal(rx.stats().received, sizes.length);
+            const status = ffiUdpGroStatus(rx)!;
+            if (gro) {
+              assert.equal(status.enabled, true);
+              assert.equal(status.disabledErrno, 0);
+              // Loopback hands each GSO message over whole to a GRO socket.
+              assert.ok(status.messages > 0, "some messages arrived coalesced");
+              assert.ok(status.segments > status.messages && status.segments <= sizes.length);
+            } else {
+              assert.deepEqual(status, {
+                enabled: false,
+                messages: 0,
+                segments: 0,
+                disabledErrno: 0,
+              });
+            }
+            tx.close();
+            rx.close();
+            await at.listening;
+          },
+        );
+      }
+    }
+
+    await t.step("a coalesced message and a callback that closes the socket mid-way", async () => {
+      const tx = open("127.0.0.1", true, false);
+      const rx = open("127.0.0.1", false, true);
+      let seen = 0;
+      const listening = rx.listen(() => {
+        if (++seen === 3) rx.close();
+      });
+      const to = { address: "127.0.0.1", port: rx.addr.port };
+      for (let i = 0; i < 10; i++) tx.send(numbered(1452, i), to);
+      await listening;
+      assert.equal(seen, 3, "no datagram is delivered after close()");
+      tx.close();
     });
   },
 });

@@ -5,7 +5,13 @@
  */
 
 import assert from "node:assert/strict";
-import { generatePrivateKey, keyFromBase64, keyToBase64, publicKey } from "@wgstack/wireguard";
+import {
+  generatePrivateKey,
+  keyFromBase64,
+  keyToBase64,
+  libcryptoBackend,
+  publicKey,
+} from "@wgstack/wireguard";
 import { serve, type ServeOptions, type Server } from "@wgstack/server";
 import { startTestClient, type TestClient } from "./_client.ts";
 import { xorshift32 } from "./_prng.ts";
@@ -200,6 +206,21 @@ Deno.test("serve() on loopback with our own client", async (t) => {
     await env.client.handshake();
     await echoRoundTrip(env.client, "192.0.2.84", 20_000, 8);
     assert.deepEqual(errors, ["receive-error: Error: tap failed"]);
+  });
+
+  await t.step("the crypto backend in use is named in the startup log and stats()", async () => {
+    const records: Record<string, unknown>[] = [];
+    await using server = await serve({
+      privateKey: generatePrivateKey(),
+      hostname: "127.0.0.1",
+      port: 0,
+      logger: (r) => void records.push(r),
+    });
+    // Tests run with -A: FFI is allowed, so libcrypto is used wherever it loads.
+    const expected = libcryptoBackend() !== null ? "libcrypto" : "native";
+    assert.equal(server.stats().cryptoBackend, expected);
+    const listening = records.find((r) => r.event === "listening");
+    assert.equal(listening?.crypto, server.stats().cryptoBackend);
   });
 
   await t.step("100 idle peers: no timer runs (CPU stays at zero)", async () => {

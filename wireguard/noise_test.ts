@@ -3,7 +3,7 @@ import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { x25519 } from "@noble/curves/ed25519.js";
 import { blake2s } from "@noble/hashes/blake2.js";
 import { hmac } from "@noble/hashes/hmac.js";
-import { nativeBackend, nobleBackend } from "./crypto/mod.ts";
+import { libcryptoBackend, nativeBackend, nobleBackend } from "./crypto/mod.ts";
 import type { CryptoBackend } from "./crypto/backend.ts";
 import { InitiationMessage, ResponseMessage } from "./messages.ts";
 import {
@@ -87,6 +87,8 @@ function fixed(seed: number): Uint8Array {
 const backends: CryptoBackend[] = [nobleBackend];
 const native = nativeBackend();
 if (native) backends.push(native);
+const libcrypto = libcryptoBackend();
+if (libcrypto) backends.push(libcrypto);
 
 for (const backend of backends) {
   Deno.test(`noise (${backend.name} backend)`, async (t) => {

@@ -1,9 +1,10 @@
 /**
  * The crypto backend interface: the only primitives the WireGuard core uses.
  *
- * Every method is synchronous so that the sans-I/O core stays synchronous. Two
- * implementations exist: a native one (`node:crypto`, available in Deno and
- * Node) and a portable one (`@noble/*`). Both pass the same known-answer tests.
+ * Every method is synchronous so that the sans-I/O core stays synchronous.
+ * Three implementations exist: libcrypto (OpenSSL 3 through Deno FFI), native
+ * (`node:crypto`, available in Deno and Node) and portable (`@noble/*`). All
+ * pass the same known-answer tests.
  *
  * @module
  */
@@ -22,7 +23,9 @@ export const KEY_LENGTH = 32;
  * 96-bit nonce, XChaCha20-Poly1305 for cookies, X25519, BLAKE2s-256 hashing,
  * HMAC-BLAKE2s and keyed BLAKE2s (the 16-byte MAC).
  *
- * Keys and nonces are never retained by the backend past the call.
+ * Keys and nonces are never retained by the backend past the call, with one
+ * exception: the libcrypto backend's reused OpenSSL contexts hold the key
+ * schedule of their last seal/open until the next one replaces it.
  */
 export interface CryptoBackend {
   /** A short name for logs and benchmarks, e.g. `"native"` or `"noble"`. */

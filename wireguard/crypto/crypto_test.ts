@@ -2,11 +2,12 @@ import assert from "node:assert/strict";
 import {
   type CryptoBackend,
   defaultBackend,
+  libcryptoBackend,
   nativeBackend,
   nobleBackend,
   TAG_LENGTH,
 } from "./mod.ts";
-import { hchacha20 } from "./native.ts";
+import { hchacha20 } from "./_aead.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -52,8 +53,20 @@ function seededBytes(seed: number): (length: number) => Uint8Array {
   };
 }
 
+const isCI = Deno.env.get("CI") === "true";
 const native = nativeBackend();
-const backends: CryptoBackend[] = native === null ? [nobleBackend] : [nobleBackend, native];
+const libcrypto = libcryptoBackend();
+/** Why the libcrypto backend is missing here (it is required under CI=true). */
+const libcryptoMissing = libcrypto === null
+  ? "libcrypto.so.3 (OpenSSL 3) did not load through Deno.dlopen"
+  : undefined;
+if (libcryptoMissing !== undefined && !isCI) {
+  console.log(`SKIP libcrypto backend tests: ${libcryptoMissing}`);
+}
+/** Every backend this runtime offers; noble first (the reference for cross-checks). */
+const backends: CryptoBackend[] = [nobleBackend];
+if (native !== null) backends.push(native);
+if (libcrypto !== null) backends.push(libcrypto);
 
 function seal(
   b: CryptoBackend,
@@ -215,12 +228,45 @@ const SHARED = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742
 // ---------------------------------------------------------------------------
 
 Deno.test("backend selection", async (t) => {
-  await t.step("the native backend exists in Deno and is the default", () => {
+  await t.step("the native backend exists in Deno", () => {
     assert.notEqual(native, null, "node:crypto should offer chacha20-poly1305 in Deno");
     assert.equal(native?.name, "native");
-    assert.equal(defaultBackend(), native);
     assert.equal(nativeBackend(), native, "nativeBackend() returns the same object every time");
   });
+  await t.step({
+    name: "with FFI allowed, the libcrypto backend loads and is the default",
+    ignore: libcryptoMissing !== undefined && !isCI,
+    fn: () => {
+      assert.notEqual(libcrypto, null, libcryptoMissing);
+      assert.equal(libcrypto?.name, "libcrypto");
+      assert.equal(defaultBackend(), libcrypto);
+      assert.equal(libcryptoBackend(), libcrypto, "the same object every time");
+    },
+  });
+  await t.step(
+    "without --allow-ffi the default is the native backend, without a prompt",
+    async () => {
+      const code = `import { defaultBackend, libcryptoBackend } from ${
+        JSON.stringify(new URL("./mod.ts", import.meta.url).href)
+      };
+console.log(JSON.stringify([libcryptoBackend(), defaultBackend().name]));`;
+      // `deno run -` reads the program from stdin, with no permissions at all.
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "--no-prompt", "-"],
+        cwd: new URL("..", import.meta.url), // the package's deno.json maps @noble/*
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(code));
+      await writer.close();
+      const { code: status, stdout, stderr } = await child.output();
+      const text = new TextDecoder();
+      assert.equal(status, 0, text.decode(stderr));
+      assert.deepEqual(JSON.parse(text.decode(stdout)), [null, "native"]);
+    },
+  );
   await t.step("the portable backend is named noble", () => {
     assert.equal(nobleBackend.name, "noble");
   });
@@ -577,11 +623,8 @@ Deno.test("HChaCha20 (draft-irtf-cfrg-xchacha-03 §2.2.1)", () => {
   );
 });
 
-Deno.test({
-  name: "native and noble agree on random inputs",
-  ignore: native === null,
-  fn: async (t) => {
-    const a = native!;
+for (const a of backends.slice(1)) {
+  Deno.test(`${a.name} and noble agree on random inputs`, async (t) => {
     const b = nobleBackend;
     const bytes = seededBytes(0x5eed);
 
@@ -601,12 +644,12 @@ Deno.test({
           assert.equal(
             hex(open(a, key, nonce, sb, aad)!),
             hex(pt),
-            `native opens noble, length ${n}`,
+            `${a.name} opens noble, length ${n}`,
           );
           assert.equal(
             hex(open(b, key, nonce, sa, aad)!),
             hex(pt),
-            `noble opens native, length ${n}`,
+            `noble opens ${a.name}, length ${n}`,
           );
         }
       }
@@ -642,5 +685,5 @@ Deno.test({
         assert.equal(hex(a.mac(key, data)), hex(b.mac(key, data)));
       }
     });
-  },
-});
+  });
+}
