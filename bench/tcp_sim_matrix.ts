@@ -10,7 +10,7 @@
  * deno run -A bench/tcp_sim_matrix.ts [--size 20] [--seeds 3] [--seed 0] [--cc cubic,newreno,bbr]
  *   [--cells 2/5/10,1/25/25,5/50/0,0/50/10,0.5/100/0,2/5/0,0/5/10] [--bandwidth 25000]
  *   [--queue 262144] [--early]
- * SIM_DEBUG=1 …   # also prints the sender's connection stats
+ * SIM_DEBUG=1 …   # also prints both ends' connection stats
  * ```
  *
  * @module
@@ -69,7 +69,10 @@ async function download(
     flows: [{ bytes: size, cc: cc as TcpCongestionControl }],
   });
   const st = results[0].sender;
-  if (Deno.env.get("SIM_DEBUG")) console.log(JSON.stringify(st));
+  if (Deno.env.get("SIM_DEBUG")) {
+    console.log(`sender ${JSON.stringify(st)}`);
+    console.log(`receiver ${JSON.stringify(results[0].receiver)}`);
+  }
   return {
     time: results[0].time,
     retransmits: st.retransmits,

@@ -23,14 +23,15 @@ Deno.test("BBR on the simulated link", async (t) => {
   }
 
   await t.step("shallow buffer: BBR does not cause sustained loss", async () => {
-    // BDP 500 KB, queue 10 KB (2 % of BDP); no random loss.
+    // BDP 500 KB, queue 10 KB (2 % of BDP); no random loss. Long enough (40 MB,
+    // ~5 s) that Startup's overshoot does not dominate.
     const { link } = await downloads({
       seed: 3,
       link: { delay: 10, bandwidth: 25_000, queueLimit: 10_000 },
-      flows: [{ bytes: 8e6, cc: "bbr" }],
+      flows: [{ bytes: 40e6, cc: "bbr" }],
     });
     const rate = link.queueDrops / link.sent;
-    assert.ok(rate < 0.04, `${(rate * 100).toFixed(2)} % of segments dropped at the queue`);
+    assert.ok(rate < 0.03, `${(rate * 100).toFixed(2)} % of segments dropped at the queue`);
   });
 
   await t.step("deep buffer: no standing queue beyond ~1 BDP", async () => {

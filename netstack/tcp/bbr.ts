@@ -702,12 +702,18 @@ export class Bbr implements CongestionControl {
    * Do the losses of this sample say inflight was too high? (IsInflightTooHigh)
    * Our deviation: the threshold is LossThresh above the background loss
    * rate, the loss seen in rounds that did not push the bottleneck (see
-   * {@linkcode Bbr.backgroundLoss}), so that a link's random loss is not
-   * taken for congestion while loss that appears when probing still is.
+   * {@linkcode Bbr.backgroundLoss}), plus two standard deviations of that
+   * random loss over the flight, so that a link's random loss is not taken
+   * for congestion while loss that appears when probing still is.
    */
   #isInflightTooHigh(): boolean {
     const rs = this.#rs;
-    return rs.lost > rs.txInFlight * (this.#lossThresh + this.#bgLoss) ||
+    // Random loss at rate p over n packets varies by √(p(1−p)/n): allow two
+    // of those on top, so that a flight's bad luck is not taken for a queue.
+    const bg = this.#bgLoss;
+    const n = Math.max(1, rs.txInFlight / this.#mss);
+    const noise = bg > 0 ? 2 * Math.sqrt((bg * (1 - bg)) / n) : 0;
+    return rs.lost > rs.txInFlight * (this.#lossThresh + bg + noise) ||
       (rs.lost > 0 && !this.#sack);
   }
 

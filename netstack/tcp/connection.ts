@@ -24,8 +24,8 @@
  *   pulls from that queue (coalescing up to 64 KiB per read), so bytes the
  *   consumer has not read hold the window shut. This is the byte-length
  *   strategy of the brief done by hand, because a stream's high-water mark
- *   cannot grow. `rcvBuf` starts at `receiveBuffer` (64 KiB) and doubles, up
- *   to `maxReceiveBuffer` (4 MiB), when in one receiver RTT the peer
+ *   cannot grow. `rcvBuf` starts at `receiveBuffer` (64 KiB) and grows (at least doubling), up
+ *   to `maxReceiveBuffer` (6 MiB), when in one receiver RTT the peer
  *   delivered at least half of it while the consumer kept the queue below
  *   half (the window, not the reader, limited the transfer).
  * - `write()` resolves once the whole chunk was copied into the send buffer
@@ -140,11 +140,11 @@ export interface TcpOptions {
   mtu?: number;
   /** Initial receive buffer (window) per connection, bytes. Default 65 536. */
   receiveBuffer?: number;
-  /** Largest receive buffer after growth, bytes. Default 4 MiB. */
+  /** Largest receive buffer after growth, bytes. Default 6 MiB (as Linux's tcp_rmem). */
   maxReceiveBuffer?: number;
   /** Initial send buffer limit, bytes. Default 262 144. */
   sendBuffer?: number;
-  /** Largest send buffer after growth, bytes. Default 4 MiB. */
+  /** Largest send buffer after growth, bytes. Default 6 MiB. */
   maxSendBuffer?: number;
   /**
    * Congestion controller: "cubic" (default), "newreno" or "bbr" (BBRv3 with
@@ -267,14 +267,14 @@ export function resolveTcpOptions(o: TcpOptions = {}): ResolvedTcpOptions {
   r.maxReceiveBuffer = num(
     "maxReceiveBuffer",
     o.maxReceiveBuffer,
-    Math.max(4 << 20, r.receiveBuffer),
+    Math.max(6 << 20, r.receiveBuffer),
     r.receiveBuffer,
     1 << 30,
   );
   r.maxSendBuffer = num(
     "maxSendBuffer",
     o.maxSendBuffer,
-    Math.max(4 << 20, r.sendBuffer),
+    Math.max(6 << 20, r.sendBuffer),
     r.sendBuffer,
     1 << 30,
   );

@@ -180,8 +180,8 @@ export class Receiver {
    * Receive-buffer growth ("dynamic right-sizing" in the spirit of Linux):
    * per receiver RTT, when the peer delivered at least half the buffer and the
    * consumer kept the queue under half of it, the window is what limits the
-   * transfer, so the buffer doubles (up to the maximum). A consumer that does
-   * not read never grows it.
+   * transfer, so the buffer grows to four times what arrived (at least
+   * double, up to the maximum). A consumer that does not read never grows it.
    */
   #maybeGrow(len: number, now: number, fallbackRtt: number): void {
     if (this.buf >= this.#max) return;
@@ -189,7 +189,9 @@ export class Receiver {
     const rtt = Math.max(1, this.rtt || fallbackRtt || 100);
     if (now - this.#epochStart < rtt) return;
     if (this.#epochBytes * 2 >= this.buf && this.queued * 2 < this.buf) {
-      this.buf = Math.min(this.#max, Math.max(this.buf * 2, this.#epochBytes * 2));
+      // Room for a sender that doubles per round trip, and its burst (Linux's
+      // tcp_rcv_space_adjust likewise gives about four times what arrived).
+      this.buf = Math.min(this.#max, Math.max(this.buf * 2, this.#epochBytes * 4));
       this.grew = true;
     }
     this.#epochStart = now;

@@ -19,6 +19,8 @@ export interface DownloadResult {
   progress: number[];
   /** The sender's connection stats at the end. */
   sender: TcpConnectionStats;
+  /** The receiver's connection stats at the end. */
+  receiver: TcpConnectionStats;
 }
 
 /** What {@linkcode downloads} runs. */
@@ -89,6 +91,7 @@ export async function downloads(
         time: sim.now - start,
         progress,
         sender: (senders.get(i) as unknown as { stats: TcpConnectionStats }).stats,
+        receiver: (conn as unknown as { stats: TcpConnectionStats }).stats,
       };
       done++;
     });
