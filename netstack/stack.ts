@@ -81,6 +81,7 @@ import { type FragmentInput, FragmentReassembler, type FragmentStats } from "./f
 import { type UdpDatagramIn, type UdpFlow, type UdpFlowStats, UdpFlowTable } from "./udp.ts";
 import type {
   TcpConnectionLike,
+  TcpConnectOptions,
   TcpLayerConstructor,
   TcpLayerHost,
   TcpLayerLike,
@@ -121,8 +122,11 @@ export interface TcpRequest {
   readonly tuple: TcpTuple;
   /** 4 or 6. */
   readonly ipVersion: 4 | 6;
-  /** Accepts: sends SYN-ACK and returns the connection. Throws a `TypeError` once answered. */
-  accept(): TcpConnection;
+  /**
+   * Accepts: sends SYN-ACK and returns the connection (`options` may choose
+   * its congestion controller). Throws a `TypeError` once answered.
+   */
+  accept(options?: TcpConnectOptions): TcpConnection;
   /**
    * Refuses: `"rst"` (default) sends a RST; `"icmp"` sends ICMP/ICMPv6
    * destination unreachable, port unreachable; `"icmp-prohibited"` sends
@@ -866,9 +870,9 @@ export class NetStack {
       remotePort: t.remotePort,
       tuple: t,
       ipVersion: request.ipVersion,
-      accept: () => {
+      accept: (options?: TcpConnectOptions) => {
         answer();
-        return request.accept();
+        return request.accept(options);
       },
       reject: (how: TcpRejectHow = "rst") => {
         if (how !== "rst" && how !== "icmp" && how !== "icmp-prohibited" && how !== "drop") {
