@@ -50,17 +50,17 @@ export interface TcpLayerHost {
   onSyn(request: TcpSynRequest): void;
 }
 
-/**
- * A connection attempt (a SYN) waiting for the owner's decision. The owner may
- * decide after the SYN arrived, e.g. after dialling the real destination.
- * Retransmitted SYNs while pending do not create a second request.
- */
 /** Per-connection choices at accept or connect time. */
 export interface TcpConnectOptions {
   /** Congestion controller of this connection (default: the layer's). */
   congestionControl?: "cubic" | "newreno" | "bbr";
 }
 
+/**
+ * A connection attempt (a SYN) waiting for the owner's decision. The owner may
+ * decide after the SYN arrived, e.g. after dialling the real destination.
+ * Retransmitted SYNs while pending do not create a second request.
+ */
 export interface TcpSynRequest {
   /** Who dialled whom. */
   readonly tuple: TcpTuple;
