@@ -248,6 +248,11 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       this.#stats.ignored++;
       return;
     }
+    if ((f & (TCP_SYN | TCP_FIN)) === (TCP_SYN | TCP_FIN)) {
+      // SYN+FIN is never legitimate (a scanner's probe): drop it, as Linux does.
+      this.#stats.malformed++;
+      return;
+    }
     if ((f & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
       this.#onSyn(src, dst, key, seg, now);
       return;

@@ -25,6 +25,14 @@ Deno.test("TCP layer", async (t) => {
     h.expectNothing();
   });
 
+  await t.step("SYN+FIN opens nothing and is not answered (as Linux)", () => {
+    const h = new Harness();
+    h.send({ flags: "SF", seq: 1000 });
+    h.expectNothing();
+    assert.equal(h.syns.length, 0);
+    assert.equal(h.layer.stats.malformed, 1);
+  });
+
   await t.step("owner refuses: reset() answers the SYN with RST+ACK", () => {
     const h = new Harness();
     h.onSyn = "reset";
