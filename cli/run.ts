@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { ServeLogRecord, Server } from "@wgstack/server";
+import type { ForwarderStats, PolicyRule, ServeLogRecord, Server } from "@wgstack/server";
 import {
   generatePresharedKey,
   generatePrivateKey,
@@ -15,7 +15,6 @@ import {
 import { type CliArgs, formatHostPort, HELP, parseCliArgs, UsageError } from "./args.ts";
 import { type DnsUpstream, systemResolver } from "./dns.ts";
 import { Echo, type EchoStats } from "./echo.ts";
-import { Forwarder, type ForwarderStats } from "./forward.ts";
 import { createLogger, type Logger, type LogRecord } from "./log.ts";
 import { detectEndpointAddress, ipVersionOf } from "./net.ts";
 import { PcapWriter } from "./pcap.ts";
@@ -24,6 +23,7 @@ import {
   addPeer,
   type ClientFile,
   ensureServerConfig,
+  loadServerConfig,
   readClientFiles,
   type ServerSetup,
   tunnelAddresses,
@@ -116,6 +116,8 @@ export async function runCli(args: string[], io: Partial<CliIo> = {}): Promise<n
         return await pubkey(out);
       case "add-peer":
         return await addPeerCommand(cli, out);
+      case "show-client":
+        return await showClientCommand(cli, out);
       case "serve":
         return await runServer(cli, out);
     }
@@ -163,6 +165,42 @@ async function addPeerCommand(cli: CliArgs, io: CliIo): Promise<number> {
   io.stderr("Restart the server to let the new client in.\n\n");
   await showClient(client, cli, io, undefined);
   return 0;
+}
+
+async function showClientCommand(cli: CliArgs, io: CliIo): Promise<number> {
+  const setup = await loadServerConfig(cli.config);
+  const client = (await readClientFiles(setup)).find((c) => c.name === cli.peerName);
+  if (!client) {
+    throw new UsageError(
+      `No client file for "${cli.peerName}" beside ${cli.config} (add one with wgstack add-peer)`,
+    );
+  }
+  const endpoint = cli.endpoint
+    ? formatHostPort(cli.endpoint.hostname!, cli.endpoint.port ?? setup.listenPort)
+    : undefined;
+  await showClient(client, cli, io, endpoint);
+  return 0;
+}
+
+/**
+ * Warns when a file holding keys can be read by group or others (as
+ * wg-quick does). Names the file and the mode, never its contents.
+ */
+function checkSecretFileMode(path: string, logger: Logger): void {
+  let mode: number | null;
+  try {
+    mode = Deno.statSync(path).mode;
+  } catch {
+    return;
+  }
+  if (mode === null || (mode & 0o077) === 0) return;
+  logger.log({
+    level: "warn",
+    event: "config",
+    warning: `${path} holds private keys and is readable by ${
+      (mode & 0o070) !== 0 ? "its group" : "others"
+    } (mode 0${(mode & 0o777).toString(8)}): run chmod 600 ${path}`,
+  });
 }
 
 async function showClient(
@@ -215,6 +253,8 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
     });
   }
   for (const warning of setup.warnings) logger.log({ level: "warn", event: "config", warning });
+  checkSecretFileMode(setup.path, logger);
+  for (const client of await readClientFiles(setup)) checkSecretFileMode(client.path, logger);
   for (const peer of setup.peers) {
     if (peer.endpoint && ipVersionOf(peer.endpoint.host) === undefined) {
       logger.log({
@@ -241,34 +281,38 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
     }
   }
 
+  // Loaded here so that the key and config commands start without the whole stack.
+  const { parsePolicyRule, serve } = await import("@wgstack/server");
+  let rules: PolicyRule[];
+  try {
+    rules = cli.rules.map((r) => parsePolicyRule(r.action, r.target));
+  } catch (error) {
+    throw new UsageError(`--allow/--deny: ${(error as Error).message}`);
+  }
+
   let pcap: PcapTap | undefined;
   if (cli.pcap) {
     try {
-      pcap = new PcapTap(PcapWriter.create(cli.pcap), logger);
+      pcap = new PcapTap(PcapWriter.create(cli.pcap, { maxBytes: cli.pcapMaxBytes }), logger);
     } catch (error) {
       throw new UsageError(`--pcap ${cli.pcap}: ${(error as Error).message}`);
     }
+    logger.log({
+      level: "warn",
+      event: "pcap-start",
+      message: `${cli.pcap} receives the clients' decrypted traffic (mode 0600${
+        cli.pcapMaxBytes > 0 ? `, at most ${cli.pcapMaxBytes} bytes` : ", no size limit"
+      }): keep it private and delete it when done`,
+    });
   }
 
   const local = tunnelAddresses(setup);
-  const forwarder = cli.mode === "forward"
-    ? new Forwarder({
-      logger,
-      localAddresses: local,
-      tunnelSubnets: setup.addresses,
-      dns,
-      connectTimeoutMs: cli.connectTimeoutMs,
-    })
-    : undefined;
   const echo = cli.mode === "echo" ? new Echo(logger) : undefined;
 
   const controller = new AbortController();
   const stop = () => controller.abort();
   // Our handlers hold their streams: end them so the server need not wait.
-  controller.signal.addEventListener("abort", () => {
-    forwarder?.close();
-    echo?.close();
-  }, { once: true });
+  controller.signal.addEventListener("abort", () => echo?.close(), { once: true });
   io.signal?.addEventListener("abort", stop, { once: true });
   const signals: Deno.Signal[] = io.signal
     ? []
@@ -289,8 +333,6 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
   let server: Server;
   const port = cli.listen?.port ?? setup.listenPort;
   try {
-    // Loaded here so that the key and config commands start without the whole stack.
-    const { serve } = await import("@wgstack/server");
     server = await serve({
       privateKey: setup.privateKey,
       hostname: cli.listen?.hostname,
@@ -306,9 +348,20 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
           ? { address: p.endpoint.host, port: p.endpoint.port }
           : undefined,
       })),
-      accept: forwarder ? (info) => forwarder.accept(info) : undefined,
-      onTcp: forwarder ? (s) => forwarder.onTcp(s) : (s) => echo!.onTcp(s),
-      onUdp: forwarder ? (f) => forwarder.onUdp(f) : (f) => echo!.onUdp(f),
+      forward: cli.mode === "forward"
+        ? {
+          localAddresses: local,
+          tunnelSubnets: setup.addresses,
+          dns,
+          connectTimeoutMs: cli.connectTimeoutMs,
+          rules,
+          denyPrivate: cli.denyPrivate,
+          refuseWith: cli.refuseWith,
+          tcpIdleTimeoutMs: cli.tcpIdleTimeoutMs,
+        }
+        : undefined,
+      onTcp: echo ? (s) => echo.onTcp(s) : undefined,
+      onUdp: echo ? (f) => echo.onUdp(f) : undefined,
       logger: serverLogger(logger),
       onPacket: pcap?.onPacket,
       signal: controller.signal,
@@ -320,16 +373,16 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
   }
   io.onListening?.(server);
 
-  await printBanner(setup, server, cli, io);
+  await printBanner(setup, server, cli, io, created);
 
   await server.finished;
   for (const s of signals) Deno.removeSignalListener(s, onSignal);
-  forwarder?.close();
   pcap?.close();
+  const stats = server.stats();
   logger.log(summaryRecord({
     uptimeMs: Math.round(performance.now() - started),
-    stats: server.stats(),
-    forwarder: forwarder?.stats(),
+    stats,
+    forwarder: stats.forward,
     echo: echo?.stats(),
     pcapPackets: pcap?.packets,
     full: cli.logFormat === "json",
@@ -351,11 +404,24 @@ function summaryRecord(parts: {
   for (const [reason, n] of Object.entries((wg.drops ?? {}) as Record<string, number>)) {
     if (n > 0) drops[reason] = n;
   }
+  const fwd = parts.forwarder;
   return {
     level: "info",
     event: "summary",
     uptimeMs: parts.uptimeMs,
-    ...(parts.forwarder ?? {}),
+    ...(fwd
+      ? {
+        tcpAccepted: fwd.tcpAccepted,
+        tcpRefused: fwd.tcpRefused,
+        tcpUnreachable: fwd.tcpUnreachable,
+        udpFlows: fwd.udpFlows,
+        udpRefused: fwd.udpRefused,
+        bytesUp: fwd.bytesUp,
+        bytesDown: fwd.bytesDown,
+        refused: Object.keys(fwd.policy.refused).length > 0 ? fwd.policy.refused : undefined,
+        upstreamSocketsPeak: fwd.upstreamSocketsPeak,
+      }
+      : {}),
     ...(parts.echo
       ? {
         tcpConnections: parts.echo.tcpConnections,
@@ -368,8 +434,14 @@ function summaryRecord(parts: {
     packetsOut: wg.txPackets,
     drops: Object.keys(drops).length > 0 ? drops : undefined,
     pcapPackets: parts.pcapPackets,
+    selfDatagrams: parts.stats.selfDatagrams > 0 ? parts.stats.selfDatagrams : undefined,
     ...(parts.full
-      ? { wireguard: wg, netstack: parts.stats.netstack, socket: parts.stats.socket }
+      ? {
+        wireguard: wg,
+        netstack: parts.stats.netstack,
+        socket: parts.stats.socket,
+        forward: parts.forwarder,
+      }
       : {}),
   };
 }
@@ -450,12 +522,23 @@ async function printBanner(
   server: Server,
   cli: CliArgs,
   io: CliIo,
+  created: string[],
 ): Promise<void> {
   const endpoint = cli.endpoint
     ? formatHostPort(cli.endpoint.hostname!, cli.endpoint.port ?? server.addr.port)
     : undefined;
   const clients = await readClientFiles(setup);
-  for (const client of clients) await showClient(client, cli, io, endpoint);
+  // A client config holds the client's private key: print it only when it
+  // was just made (first run), never on every start (logs keep it).
+  for (const client of clients) {
+    if (created.includes(client.path)) await showClient(client, cli, io, endpoint);
+  }
+  const others = clients.filter((c) => !created.includes(c.path)).map((c) => c.name);
+  if (others.length > 0) {
+    io.stderr(
+      `Clients: ${others.join(", ")} (print one with: wgstack show-client NAME ${setup.path})\n`,
+    );
+  }
   const unnamed = setup.peers.length - clients.length;
   if (unnamed > 0) {
     io.stderr(`(${unnamed} more peer(s) without a client file beside ${setup.path})\n`);
