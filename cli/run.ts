@@ -217,12 +217,11 @@ async function showClient(
   }
 }
 
-/** Log records of the server, with its per-connection records demoted (ours say more). */
+/** Log records of the server (its forwarding records included). */
 function serverLogger(logger: Logger): (record: ServeLogRecord) => void {
   return (record) => {
     const { level, event, type: _type, ...rest } = record;
     let l = level;
-    if (event === "tcp-open" || event === "tcp-close") l = "debug";
     if (event === "handshake-failed" && l === "info") l = "warn";
     logger.log({ ...rest, level: l, event });
   };
@@ -459,9 +458,19 @@ class PcapTap {
     this.#logger = logger;
     this.#timer = setInterval(() => this.#guard(() => pcap.flush()), 1000);
   }
+  #reportedFull = false;
   readonly onPacket = (packet: Uint8Array): void => {
     const pcap = this.#pcap;
-    if (pcap) this.#guard(() => pcap.write(packet));
+    if (!pcap) return;
+    this.#guard(() => pcap.write(packet));
+    if (pcap.full && !this.#reportedFull) {
+      this.#reportedFull = true;
+      this.#logger.log({
+        level: "warn",
+        event: "pcap-full",
+        message: "the capture reached --pcap-max-size and stopped",
+      });
+    }
   };
   #packets = 0;
   /** Packets captured (kept after close). */
