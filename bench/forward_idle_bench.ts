@@ -1,0 +1,164 @@
+/**
+ * Memory per idle forwarded TCP connection: `wgstack` (forward mode) in a
+ * server namespace, a `wireguard-go` client namespace holding N idle
+ * connections through the tunnel to a service in a target namespace that
+ * accepts and holds them. The server's RSS (VmRSS of its process) is read
+ * with 0 connections (the baseline, same run) and with N; reported as
+ * bytes per connection, the median of several rounds.
+ *
+ * Root, wireguard-go and python3 needed.
+ *
+ * ```sh
+ * sudo WGSTACK_NETNS_PREFIX=s9 deno run -A bench/forward_idle_bench.ts [N] [ROUNDS]
+ * ```
+ */
+
+import {
+  createVeth,
+  Netns,
+  requireOrSkip,
+  waitFor,
+  wgGenKeyPair,
+  WireGuardGo,
+} from "../tests/netns.ts";
+
+const N = Number(Deno.args[0] ?? 2000);
+const ROUNDS = Number(Deno.args[1] ?? 3);
+const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
+
+const HOLD_PY = String.raw`
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9000))
+s.listen(4096)
+sel.register(s, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is s:
+            c, _ = s.accept()
+            sel.register(c, selectors.EVENT_READ)
+        elif not key.fileobj.recv(4096):
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+`;
+
+const OPEN_PY = String.raw`
+import socket, sys, time
+n = int(sys.argv[2])
+conns = []
+for i in range(n):
+    conns.append(socket.create_connection((sys.argv[1], 9000), timeout=20))
+print("open", len(conns), flush=True)
+sys.stdin.readline()
+`;
+
+function rssOf(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) * 1024;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+const req = await requireOrSkip("forward idle memory bench");
+if (req.ignore) Deno.exit(0);
+await using stack = new AsyncDisposableStack();
+const dir = await Deno.makeTempDir({ prefix: "wgstack-idle-" });
+stack.defer(() => Deno.remove(dir, { recursive: true }));
+const server = stack.use(await Netns.create("is"));
+const client = stack.use(await Netns.create("ic"));
+const target = stack.use(
+  await createVeth(server, await Netns.create("it").then((ns) => stack.use(ns))),
+);
+const outer = stack.use(await createVeth(server, client));
+const host = target.b.v4;
+const targetNs = target.b.ns!;
+
+const serverKeys = await wgGenKeyPair();
+const clientKeys = await wgGenKeyPair();
+await Deno.writeTextFile(
+  `${dir}/wg.conf`,
+  `[Interface]\nPrivateKey = ${serverKeys.privateKey}\nAddress = 198.18.0.1/24\nListenPort = 51820\n\n` +
+    `[Peer]\n# Name = bench\nPublicKey = ${clientKeys.publicKey}\nAllowedIPs = 198.18.0.2/32\n`,
+  { mode: 0o600 },
+);
+await Deno.writeTextFile(`${dir}/hold.py`, HOLD_PY);
+await Deno.writeTextFile(`${dir}/open.py`, OPEN_PY);
+
+const spawn = (ns: Netns, argv: string[], stdin = false) =>
+  new Deno.Command("ip", {
+    args: ["netns", "exec", ns.name, ...argv],
+    stdin: stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+
+const holder = spawn(targetNs, ["python3", `${dir}/hold.py`, host]);
+stack.defer(async () => {
+  holder.kill("SIGKILL");
+  await holder.output();
+});
+const cli = spawn(server, [
+  Deno.execPath(),
+  "run",
+  "-A",
+  MAIN,
+  `${dir}/wg.conf`,
+  "--log-level",
+  "warn",
+  "--no-qr",
+]);
+stack.defer(async () => {
+  cli.kill("SIGKILL");
+  await cli.output();
+});
+const wg = stack.use(await WireGuardGo.start(client));
+await wg.configure({
+  privateKey: clientKeys.privateKey,
+  peers: [{
+    publicKey: serverKeys.publicKey,
+    endpoint: `${outer.a.v4}:51820`,
+    allowedIps: ["198.18.0.0/24", `${host}/32`],
+  }],
+});
+await wg.up({ addresses: ["198.18.0.2/32"], routes: ["198.18.0.0/24", `${host}/32`] });
+await new Promise((r) => setTimeout(r, 1500)); // the CLI starts
+
+// The CLI's own pid: the child of `ip netns exec` is the deno process itself (exec).
+const cliPid = cli.pid;
+const perConn: number[] = [];
+for (let round = 0; round < ROUNDS; round++) {
+  await new Promise((r) => setTimeout(r, 500));
+  const base = rssOf(cliPid);
+  const opener = spawn(client, ["python3", `${dir}/open.py`, host, String(N)], true);
+  const reader = opener.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  await waitFor("the connections", async () => {
+    const { value } = await reader.read();
+    out += value ?? "";
+    return out.includes("open") || undefined;
+  }, { timeoutMs: 120_000 });
+  await new Promise((r) => setTimeout(r, 1000));
+  const loaded = rssOf(cliPid);
+  perConn.push((loaded - base) / N);
+  console.log(
+    `round ${round + 1}: ${N} idle connections, RSS ${(base / 2 ** 20).toFixed(1)} → ${
+      (loaded / 2 ** 20).toFixed(1)
+    } MiB, ${((loaded - base) / N / 1024).toFixed(1)} KiB per connection`,
+  );
+  const w = opener.stdin.getWriter();
+  await w.write(new TextEncoder().encode("\n"));
+  await w.close();
+  await opener.status;
+  reader.releaseLock();
+  await new Promise((r) => setTimeout(r, 2000));
+}
+console.log(
+  `median: ${(median(perConn) / 1024).toFixed(1)} KiB per idle forwarded TCP connection ` +
+    `(baseline: the same server with 0 connections, same round)`,
+);
