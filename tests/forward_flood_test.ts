@@ -11,6 +11,9 @@
  * second peer's connections and transfers work during the flood. Printed:
  * peak file descriptors and RSS of the process (server and both clients).
  *
+ * Also here (same target namespace): TCP keepalive reaps the connection of
+ * a client that vanished, and the idle timeout closes an idle one.
+ *
  * Root and namespaces needed: skips with a printed reason locally, fails
  * under `CI=true`.
  */
@@ -18,7 +21,7 @@
 import assert from "node:assert/strict";
 import { generatePrivateKey, parseIp, publicKey } from "@wgstack/wireguard";
 import { emitIpv4Header, emitTcp, IP_PROTOCOL_TCP, TCP_SYN, TcpRepr } from "@wgstack/netstack";
-import { serve, type ServeLogRecord } from "@wgstack/server";
+import { serve, type ServeLogRecord, type ServeOptions } from "@wgstack/server";
 import { startTestClient, type TestClient } from "./_client.ts";
 import { createVeth, Netns, requireOrSkip, waitFor } from "./netns.ts";
 
@@ -180,5 +183,107 @@ Deno.test({
           (rssPeak / 2 ** 20).toFixed(0)
         } MiB; tcp-refused log lines ${refusedLines}`,
     );
+  },
+});
+
+const HOLD_PY = String.raw`
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9000))
+s.listen(64)
+sel.register(s, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is s:
+            c, _ = s.accept()
+            sel.register(c, selectors.EVENT_READ)
+        elif not key.fileobj.recv(4096):
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+`;
+
+Deno.test({
+  name: "forward: keepalive reaps a vanished client's connection, the idle timeout an idle one",
+  ignore: netns.ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    netns.assert();
+    await using stack = new AsyncDisposableStack();
+    const target = stack.use(await Netns.create("ka"));
+    const link = stack.use(await createVeth(null, target));
+    const host = link.b.v4;
+    const holder = new Deno.Command("ip", {
+      args: ["netns", "exec", target.name, "python3", "-c", HOLD_PY, host],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    stack.defer(async () => {
+      holder.kill("SIGKILL");
+      await holder.output();
+    });
+    await waitFor("the holding service", async () => {
+      try {
+        (await Deno.connect({ hostname: host, port: 9000 })).close();
+        return true;
+      } catch {
+        return undefined;
+      }
+    });
+
+    async function start(options: Pick<ServeOptions, "forward" | "tcpKeepAlive">) {
+      const serverKey = generatePrivateKey();
+      const key = generatePrivateKey();
+      const server = await serve({
+        privateKey: serverKey,
+        hostname: "127.0.0.1",
+        port: 0,
+        peers: [{ publicKey: publicKey(key), allowedIps: [`${A4}/32`] }],
+        shutdownTimeout: 200,
+        ...options,
+      });
+      const client = startTestClient({
+        serverPublicKey: publicKey(serverKey),
+        serverPort: server.addr.port,
+        privateKey: key,
+        address4: A4,
+      });
+      await client.handshake();
+      const conn = client.connect(host, 9000);
+      await waitFor(
+        "the forwarded connection",
+        () => server.stats().forward!.upstreamSockets === 1 || undefined,
+      );
+      return { server, client, conn };
+    }
+
+    await t.step("keepalive: the client vanishes, both ends are closed", async () => {
+      const { server, client } = await start({
+        forward: { tcpIdleTimeoutMs: 0 },
+        tcpKeepAlive: { idle: 300, interval: 100, count: 2 },
+      });
+      stack.defer(() => server.shutdown());
+      client.close(); // no FIN, no RST: gone
+      await waitFor("the keepalive to reap it", () => {
+        const s = server.stats();
+        return (s.tcpOpen === 0 && s.forward!.upstreamSockets === 0) || undefined;
+      }, { timeoutMs: 10_000 });
+      assert.equal(server.stats().forward!.tcpIdleClosed, 0, "not the idle timeout (off)");
+    });
+
+    await t.step("idle timeout: an idle connection is closed, the client gets a RST", async () => {
+      const { server, client, conn } = await start({ forward: { tcpIdleTimeoutMs: 400 } });
+      stack.defer(() => server.shutdown());
+      stack.defer(() => client.close());
+      await assert.rejects(conn.readable.getReader().read(), "reset by the server");
+      await waitFor(
+        "the upstream socket to close",
+        () => server.stats().forward!.upstreamSockets === 0 || undefined,
+      );
+      assert.equal(server.stats().forward!.tcpIdleClosed, 1);
+    });
   },
 });
