@@ -21,29 +21,11 @@ import {
   wgGenKeyPair,
   WireGuardGo,
 } from "../tests/netns.ts";
+import { HOLD_TCP_PY } from "../tests/_services.ts";
 
 const N = Number(Deno.args[0] ?? 2000);
 const ROUNDS = Number(Deno.args[1] ?? 3);
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
-
-const HOLD_PY = String.raw`
-import selectors, socket, sys
-sel = selectors.DefaultSelector()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 9000))
-s.listen(4096)
-sel.register(s, selectors.EVENT_READ)
-print("ready", flush=True)
-while True:
-    for key, _ in sel.select():
-        if key.fileobj is s:
-            c, _ = s.accept()
-            sel.register(c, selectors.EVENT_READ)
-        elif not key.fileobj.recv(4096):
-            sel.unregister(key.fileobj)
-            key.fileobj.close()
-`;
 
 const OPEN_PY = String.raw`
 import socket, sys, time
@@ -87,7 +69,7 @@ await Deno.writeTextFile(
     `[Peer]\n# Name = bench\nPublicKey = ${clientKeys.publicKey}\nAllowedIPs = 198.18.0.2/32\n`,
   { mode: 0o600 },
 );
-await Deno.writeTextFile(`${dir}/hold.py`, HOLD_PY);
+await Deno.writeTextFile(`${dir}/hold.py`, HOLD_TCP_PY);
 await Deno.writeTextFile(`${dir}/open.py`, OPEN_PY);
 
 const spawn = (ns: Netns, argv: string[], stdin = false) =>

@@ -24,6 +24,7 @@ import { emitIpv4Header, emitTcp, IP_PROTOCOL_TCP, TCP_SYN, TcpRepr } from "@wgs
 import { serve, type ServeLogRecord, type ServeOptions } from "@wgstack/server";
 import { startTestClient, type TestClient } from "./_client.ts";
 import { createVeth, Netns, requireOrSkip, waitFor } from "./netns.ts";
+import { HOLD_TCP_PY, waitForTcp } from "./_services.ts";
 
 const netns = await requireOrSkip("forward SYN flood");
 
@@ -89,14 +90,7 @@ Deno.test({
       web.kill("SIGKILL");
       await web.status;
     });
-    await waitFor("the web service", async () => {
-      try {
-        (await Deno.connect({ hostname: host, port: 8080 })).close();
-        return true;
-      } catch {
-        return undefined;
-      }
-    });
+    await waitForTcp("the web service", host, 8080);
 
     const serverKey = generatePrivateKey();
     const keys = [generatePrivateKey(), generatePrivateKey()];
@@ -186,25 +180,6 @@ Deno.test({
   },
 });
 
-const HOLD_PY = String.raw`
-import selectors, socket, sys
-sel = selectors.DefaultSelector()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 9000))
-s.listen(64)
-sel.register(s, selectors.EVENT_READ)
-print("ready", flush=True)
-while True:
-    for key, _ in sel.select():
-        if key.fileobj is s:
-            c, _ = s.accept()
-            sel.register(c, selectors.EVENT_READ)
-        elif not key.fileobj.recv(4096):
-            sel.unregister(key.fileobj)
-            key.fileobj.close()
-`;
-
 Deno.test({
   name: "forward: keepalive reaps a vanished client's connection, the idle timeout an idle one",
   ignore: netns.ignore,
@@ -217,7 +192,7 @@ Deno.test({
     const link = stack.use(await createVeth(null, target));
     const host = link.b.v4;
     const holder = new Deno.Command("ip", {
-      args: ["netns", "exec", target.name, "python3", "-c", HOLD_PY, host],
+      args: ["netns", "exec", target.name, "python3", "-c", HOLD_TCP_PY, host],
       stdout: "piped",
       stderr: "null",
     }).spawn();
@@ -225,14 +200,7 @@ Deno.test({
       holder.kill("SIGKILL");
       await holder.output();
     });
-    await waitFor("the holding service", async () => {
-      try {
-        (await Deno.connect({ hostname: host, port: 9000 })).close();
-        return true;
-      } catch {
-        return undefined;
-      }
-    });
+    await waitForTcp("the holding service", host, 9000);
 
     async function start(options: Pick<ServeOptions, "forward" | "tcpKeepAlive">) {
       const serverKey = generatePrivateKey();
