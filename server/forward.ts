@@ -214,6 +214,9 @@ interface Dial {
   /** Bumped by each SYN request that joins; only the latest gets the upstream. */
   generation: number;
   promise: Promise<UpstreamConn>;
+  /** `promise`, or a rejection as soon as the dial is cancelled (its waiters need not wait for the socket). */
+  settled: Promise<UpstreamConn>;
+  cancel: (reason: Error) => void;
   evicted: boolean;
   timedOut: boolean;
   started: number;
@@ -389,11 +392,19 @@ export class Forwarder {
     }
     const dial = victim?.dials.values().next().value;
     if (!dial) return false;
-    this.#forgetDial(dial);
-    dial.evicted = true;
     this.#stats.dialsEvicted++;
-    dial.abort.abort(new DOMException("The dial was evicted by a newer one", "AbortError"));
+    this.#cancelDial(dial, new DOMException("The dial was evicted by a newer one", "AbortError"));
     return true;
+  }
+
+  /** Cancels a dial now: its slot and socket count are free at once, its waiters answer "drop". */
+  #cancelDial(dial: Dial, reason: Error): void {
+    this.#forgetDial(dial);
+    if (dial.evicted) return;
+    dial.evicted = true;
+    this.#release(dial.peer);
+    dial.cancel(reason);
+    dial.abort.abort(reason);
   }
 
   #forgetDial(dial: Dial): void {
@@ -444,12 +455,18 @@ export class Forwarder {
         return { decision: "rst" };
       }
       const abort = new AbortController();
+      const promise = this.#connect(target.hostname, target.port, abort.signal);
+      let cancel!: (reason: Error) => void;
+      const cancelled = new Promise<never>((_, reject) => cancel = reject);
+      cancelled.catch(() => {});
       const d: Dial = {
         key,
         peer,
         abort,
         generation: 0,
-        promise: this.#connect(target.hostname, target.port, abort.signal),
+        promise,
+        settled: Promise.race([promise, cancelled]),
+        cancel,
         evicted: false,
         timedOut: false,
         started: performance.now(),
@@ -459,18 +476,16 @@ export class Forwarder {
         d.timedOut = true;
         abort.abort(new Deno.errors.TimedOut(`timed out after ${this.#timeoutMs} ms`));
       }, this.#timeoutMs);
-      const promise = d.promise;
       this.#dials.set(key, d);
       this.#use(peer).dials.set(key, d);
       this.#take(peer);
       promise.then((conn) => {
         // The dial slot becomes a connection's socket; the relay releases it.
         // Nobody takes a connection that arrives after an eviction: close it.
-        if (d.evicted) {
-          conn.close();
-          this.#release(peer);
-        }
-      }, () => this.#release(peer)).finally(() => {
+        if (d.evicted) conn.close();
+      }, () => {
+        if (!d.evicted) this.#release(peer);
+      }).finally(() => {
         clearTimeout(timer);
         this.#forgetDial(d);
       });
@@ -478,7 +493,7 @@ export class Forwarder {
     const mine = dial.generation;
     let conn: UpstreamConn;
     try {
-      conn = await dial.promise;
+      conn = await dial.settled;
     } catch (error) {
       if (dial.evicted || mine !== dial.generation) return { decision: "drop" };
       const timedOut = dial.timedOut;
@@ -753,9 +768,7 @@ export class Forwarder {
     this.#closed = true;
     clearInterval(this.#sweep);
     for (const dial of [...this.#dials.values()]) {
-      this.#forgetDial(dial);
-      dial.evicted = true;
-      dial.abort.abort(new DOMException("The server is stopping", "AbortError"));
+      this.#cancelDial(dial, new DOMException("The server is stopping", "AbortError"));
     }
     for (const h of this.#open) {
       try {
