@@ -335,7 +335,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const device = new Device({
     privateKey,
     backend,
-    limits: { mtu: options.mtu ?? 1420, ...options.limits?.wireguard },
+    // Handshakes wait in a bounded queue, worked through per poll (off the data path).
+    limits: { mtu: options.mtu ?? 1420, handshakeQueue: 1024, ...options.limits?.wireguard },
     wallClock: () => Date.now(),
     sendDatagram: (datagram, to) => socket.send(datagram, to),
     deliverPacket: (packet, peer) => {
@@ -360,7 +361,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
 
   const stack: NetStack = new NetStack({
     mtu: options.mtu,
-    limits: { ...options.limits?.netstack, udpFlows: udpCap + 1 },
+    limits: {
+      // With forwarding, the fair dial table (per-peer quotas) decides which
+      // SYN waits; the stack's global half-open table must not fill first.
+      tcpHalfOpen: forwarder ? 4 * forwarder.stats().limits.pendingDials : undefined,
+      ...options.limits?.netstack,
+      udpFlows: udpCap + 1,
+    },
     tcp: keepAlive ? { keepAlive } : undefined,
     acceptUdpFlow: forwarder ? (d, version) => acceptUdp(d, version) : undefined,
     output: (packet) => {
