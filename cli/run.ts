@@ -15,7 +15,7 @@ import {
 import { type CliArgs, formatHostPort, HELP, parseCliArgs, UsageError } from "./args.ts";
 import { type DnsUpstream, systemResolver } from "./dns.ts";
 import { Echo, type EchoStats } from "./echo.ts";
-import { createLogger, type Logger, type LogRecord } from "./log.ts";
+import { createLogger, LineSink, type Logger, type LogRecord } from "./log.ts";
 import { detectEndpointAddress, ipVersionOf } from "./net.ts";
 import { PcapWriter } from "./pcap.ts";
 import { qrPayload, renderQr } from "./qr.ts";
@@ -41,8 +41,10 @@ export interface CliIo {
   stderr(text: string): void;
   /** All of standard input (for `pubkey`). */
   readStdin(): Promise<string>;
-  /** Log lines (default: standard output). */
+  /** Log lines (default: standard output, written in the background). */
   logLine(line: string): void;
+  /** Waits until every log line is out (called before the command returns). */
+  flushLog?(): Promise<void>;
   /** Whether standard output is a terminal (coloured QR codes). */
   isTerminal: boolean;
   /** Aborts the server as SIGINT/SIGTERM do; default: the real signals. */
@@ -69,17 +71,14 @@ function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): voi
 }
 
 function defaultIo(): CliIo {
+  // Log lines never block the server: written in the background, bounded.
+  const sink = new LineSink({ write: (b) => Deno.stdout.write(b) });
   return {
     stdout: (text) => writeAll(Deno.stdout, text),
     stderr: (text) => writeAll(Deno.stderr, text),
     readStdin: () => new Response(Deno.stdin.readable).text(),
-    logLine: (line) => {
-      try {
-        writeAll(Deno.stdout, line + "\n");
-      } catch {
-        // standard output closed
-      }
-    },
+    logLine: (line) => sink.line(line),
+    flushLog: () => sink.flush(),
     isTerminal: Deno.stdout.isTerminal(),
   };
 }
@@ -118,7 +117,7 @@ export async function runCli(args: string[], io: Partial<CliIo> = {}): Promise<n
         return await addPeerCommand(cli, out);
       case "show-client":
         return await showClientCommand(cli, out);
-      case "serve":
+      default:
         return await runServer(cli, out);
     }
   } catch (error) {
@@ -128,6 +127,8 @@ export async function runCli(args: string[], io: Partial<CliIo> = {}): Promise<n
     }
     out.stderr(`wgstack: internal error: ${(error as Error)?.stack ?? error}\n`);
     return 1;
+  } finally {
+    await out.flushLog?.();
   }
 }
 
