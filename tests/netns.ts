@@ -146,7 +146,8 @@ async function probe(): Promise<NetnsCapability> {
   } catch (error) {
     return { ok: false, reason: `/dev/net/tun is not usable: ${(error as Error).message}` };
   }
-  const name = `wgprobe-${Deno.pid}`;
+  // Unique per worker: test files run in parallel workers of one process.
+  const name = uniqueName("wgprobe");
   try {
     await run(["ip", "netns", "add", name]);
     await run(["ip", "link", "set", "lo", "up"], { ns: name });
