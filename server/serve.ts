@@ -221,6 +221,9 @@ export interface Server extends AsyncIterable<TcpStream | UdpStream> {
   stats(): ServerStats;
 }
 
+/** Least time between two turns that work on queued handshakes (ms). */
+const HANDSHAKE_TURN_MS = 1;
+
 function toKey(key: string | Uint8Array): Uint8Array {
   return typeof key === "string" ? keyFromBase64(key) : key;
 }
@@ -336,7 +339,12 @@ export async function serve(options: ServeOptions): Promise<Server> {
     privateKey,
     backend,
     // Handshakes wait in a bounded queue, worked through per poll (off the data path).
-    limits: { mtu: options.mtu ?? 1420, handshakeQueue: 1024, ...options.limits?.wireguard },
+    limits: {
+      mtu: options.mtu ?? 1420,
+      handshakeQueue: 1024,
+      handshakeBudget: 16,
+      ...options.limits?.wireguard,
+    },
     wallClock: () => Date.now(),
     sendDatagram: (datagram, to) => socket.send(datagram, to),
     deliverPacket: (packet, peer) => {
@@ -562,11 +570,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timerAt = Infinity;
   let pollQueued = false;
+  let lastPollAt = -Infinity;
   let polls = 0;
   function pollNow(): void {
     pollQueued = false;
     polls++;
     const t = now();
+    lastPollAt = t;
     device.poll(t);
     stack.poll(t);
     arm();
@@ -590,7 +600,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
   }
   function arm(): void {
     if (closedSocket) return;
-    const deadline = Math.min(device.nextDeadline(), stack.nextDeadline());
+    // Queued handshakes (-Infinity) get a turn at most every HANDSHAKE_TURN_MS:
+    // a flood of them takes a bounded share of the thread.
+    const deviceAt = device.nextDeadline();
+    const deadline = Math.min(
+      deviceAt === -Infinity ? lastPollAt + HANDSHAKE_TURN_MS : deviceAt,
+      stack.nextDeadline(),
+    );
     // Keep the armed timer unless the deadline moved earlier: re-arming per
     // packet costs more than an early wake-up (which just re-arms).
     if (timer !== undefined && timerAt <= deadline) return;
