@@ -13,19 +13,12 @@
  * ```
  */
 
-import {
-  createVeth,
-  Netns,
-  requireOrSkip,
-  waitFor,
-  wgGenKeyPair,
-  WireGuardGo,
-} from "../tests/netns.ts";
+import { requireOrSkip, waitFor } from "../tests/netns.ts";
+import { forwardTopology, median } from "./_topology.ts";
 import { HOLD_TCP_PY } from "../tests/_services.ts";
 
 const N = Number(Deno.args[0] ?? 2000);
 const ROUNDS = Number(Deno.args[1] ?? 3);
-const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 
 const OPEN_PY = String.raw`
 import socket, sys, time
@@ -42,77 +35,21 @@ function rssOf(pid: number): number {
   return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) * 1024;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 const req = await requireOrSkip("forward idle memory bench");
 if (req.ignore) Deno.exit(0);
-await using stack = new AsyncDisposableStack();
-const dir = await Deno.makeTempDir({ prefix: "wgstack-idle-" });
-stack.defer(() => Deno.remove(dir, { recursive: true }));
-const server = stack.use(await Netns.create("is"));
-const client = stack.use(await Netns.create("ic"));
-const target = stack.use(
-  await createVeth(server, await Netns.create("it").then((ns) => stack.use(ns))),
-);
-const outer = stack.use(await createVeth(server, client));
-const host = target.b.v4;
-const targetNs = target.b.ns!;
-
-const serverKeys = await wgGenKeyPair();
-const clientKeys = await wgGenKeyPair();
-await Deno.writeTextFile(
-  `${dir}/wg.conf`,
-  `[Interface]\nPrivateKey = ${serverKeys.privateKey}\nAddress = 198.18.0.1/24\nListenPort = 51820\n\n` +
-    `[Peer]\n# Name = bench\nPublicKey = ${clientKeys.publicKey}\nAllowedIPs = 198.18.0.2/32\n`,
-  { mode: 0o600 },
-);
+const topo = await forwardTopology();
+await using stack = topo.stack;
+const { dir, client, target: targetNs, host, spawn } = topo;
 await Deno.writeTextFile(`${dir}/hold.py`, HOLD_TCP_PY);
 await Deno.writeTextFile(`${dir}/open.py`, OPEN_PY);
-
-const spawn = (ns: Netns, argv: string[], stdin = false) =>
-  new Deno.Command("ip", {
-    args: ["netns", "exec", ns.name, ...argv],
-    stdin: stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-
 const holder = spawn(targetNs, ["python3", `${dir}/hold.py`, host]);
 stack.defer(async () => {
   holder.kill("SIGKILL");
   await holder.output();
 });
-const cli = spawn(server, [
-  Deno.execPath(),
-  "run",
-  "-A",
-  MAIN,
-  `${dir}/wg.conf`,
-  "--log-level",
-  "warn",
-  "--no-qr",
-]);
-stack.defer(async () => {
-  cli.kill("SIGKILL");
-  await cli.output();
-});
-const wg = stack.use(await WireGuardGo.start(client));
-await wg.configure({
-  privateKey: clientKeys.privateKey,
-  peers: [{
-    publicKey: serverKeys.publicKey,
-    endpoint: `${outer.a.v4}:51820`,
-    allowedIps: ["198.18.0.0/24", `${host}/32`],
-  }],
-});
-await wg.up({ addresses: ["198.18.0.2/32"], routes: ["198.18.0.0/24", `${host}/32`] });
-await new Promise((r) => setTimeout(r, 1500)); // the CLI starts
+await new Promise((r) => setTimeout(r, 500));
 
-// The CLI's own pid: the child of `ip netns exec` is the deno process itself (exec).
-const cliPid = cli.pid;
+const cliPid = topo.cliPid;
 const perConn: number[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   await new Promise((r) => setTimeout(r, 500));
