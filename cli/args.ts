@@ -41,10 +41,18 @@ export interface HostPort {
 /** The command to run and its settings. */
 export interface CliArgs {
   /** `serve` runs the server; the others are the subcommands. */
-  command: "serve" | "genkey" | "genpsk" | "pubkey" | "add-peer" | "help" | "version";
+  command:
+    | "serve"
+    | "genkey"
+    | "genpsk"
+    | "pubkey"
+    | "add-peer"
+    | "show-client"
+    | "help"
+    | "version";
   /** Path of the server config file (default `wg.conf`). */
   config: string;
-  /** The new peer's name (`add-peer`). */
+  /** The new peer's name (`add-peer`), or the client to print (`show-client`). */
   peerName?: string;
   /** `forward` (default) or `echo`. */
   mode: Mode;
@@ -68,6 +76,16 @@ export interface CliArgs {
   tcpCc?: TcpCongestionControl;
   /** False with `--no-qr`. */
   qr: boolean;
+  /** `--allow`/`--deny` rules in the order given (`CIDR[:PORTS]`, checked when the server starts). */
+  rules: { action: "allow" | "deny"; target: string }[];
+  /** `--deny-private`: refuse private destinations too. */
+  denyPrivate: boolean;
+  /** `--refuse-with`: how a refused TCP connection is answered (default `rst`). */
+  refuseWith: "rst" | "icmp";
+  /** `--tcp-idle-timeout` in milliseconds (0: none; default 7 440 000). */
+  tcpIdleTimeoutMs: number;
+  /** `--pcap-max-size` in bytes (default 100 MiB; 0: no limit). */
+  pcapMaxBytes: number;
 }
 
 /** The usage text printed by `--help`. */
@@ -80,6 +98,8 @@ Usage:
                                    created with one client on first run)
   wgstack add-peer NAME [CONFIG]   add a client: appends a [Peer] to CONFIG and
                                    writes its client file beside it
+  wgstack show-client NAME [CONFIG]  print a client's config (and QR code): it
+                                   holds the client's private key
   wgstack genkey                   print a new private key
   wgstack genpsk                   print a new preshared key
   wgstack pubkey < private.key     print the public key of a private key
@@ -90,7 +110,10 @@ Flags:
   -l, --listen HOST:PORT           UDP address to bind (default [::]:ListenPort)
   -e, --endpoint HOST[:PORT]       address clients reach the server at (default:
                                    detected from this machine's interfaces)
-      --pcap FILE                  write every decrypted packet to FILE (pcap)
+      --pcap FILE                  write every decrypted packet to FILE (pcap,
+                                   mode 0600; it holds the clients' traffic in clear)
+      --pcap-max-size SIZE         stop capturing at SIZE bytes (k/M/G suffix;
+                                   default 100M; 0: no limit)
       --log-level debug|info|warn|error   (default info)
       --log-format text|json       (default text)
       --dns-upstream HOST[:PORT]   resolver for DNS sent to the tunnel address
@@ -100,13 +123,23 @@ Flags:
       --connect-timeout SECONDS    forward mode dial timeout (default 10)
       --tcp-cc cubic|newreno|bbr   congestion control of our TCP towards clients
                                    (default cubic)
+      --allow CIDR[:PORTS]         forward mode: allow destinations (repeatable;
+                                   rules apply in order, first match wins; IPv6
+                                   with ports as [CIDR]:PORTS; PORTS like 80,8000-8100)
+      --deny CIDR[:PORTS]          forward mode: refuse destinations (repeatable)
+      --deny-private               refuse private ranges too (10/8, 172.16/12,
+                                   192.168/16, 100.64/10, fc00::/7)
+      --refuse-with rst|icmp       answer to a refused TCP connection (default rst;
+                                   icmp: administratively prohibited)
+      --tcp-idle-timeout SECONDS   close forwarded TCP connections idle this long
+                                   (default 7440 = 2 h 4 min; 0: never)
       --no-qr                      do not print QR codes
   -h, --help                       show this help
   -V, --version                    show the version
 
 Exit codes: 0 ok, 1 internal error, 2 usage or config error.`;
 
-const SUBCOMMANDS = new Set(["genkey", "genpsk", "pubkey", "add-peer"]);
+const SUBCOMMANDS = new Set(["genkey", "genpsk", "pubkey", "add-peer", "show-client"]);
 
 /**
  * Parses `args` (without the program name).
@@ -126,6 +159,7 @@ export function parseCliArgs(args: string[]): CliArgs {
       args,
       strict: true,
       allowPositionals: true,
+      tokens: true,
       options: {
         mode: { type: "string", short: "m" },
         listen: { type: "string", short: "l" },
@@ -138,6 +172,12 @@ export function parseCliArgs(args: string[]): CliArgs {
         "connect-timeout": { type: "string" },
         "tcp-cc": { type: "string" },
         "no-qr": { type: "boolean" },
+        allow: { type: "string", multiple: true },
+        deny: { type: "string", multiple: true },
+        "deny-private": { type: "boolean" },
+        "refuse-with": { type: "string" },
+        "tcp-idle-timeout": { type: "string" },
+        "pcap-max-size": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -145,7 +185,7 @@ export function parseCliArgs(args: string[]): CliArgs {
   } catch (error) {
     throw new UsageError(parseArgsMessage(error));
   }
-  const { values, positionals } = parsed;
+  const { values, positionals, tokens } = parsed;
   const base: CliArgs = {
     command: "serve",
     config: "wg.conf",
@@ -154,6 +194,11 @@ export function parseCliArgs(args: string[]): CliArgs {
     logFormat: "text",
     connectTimeoutMs: 10_000,
     qr: !values["no-qr"],
+    rules: [],
+    denyPrivate: values["deny-private"] ?? false,
+    refuseWith: "rst",
+    tcpIdleTimeoutMs: 7_440_000,
+    pcapMaxBytes: 100 * 1024 * 1024,
   };
   if (values.help) return { ...base, command: "help" };
   if (values.version) return { ...base, command: "version" };
@@ -166,14 +211,14 @@ export function parseCliArgs(args: string[]): CliArgs {
     if (rest.length > 0) {
       throw new UsageError(`${base.command} takes no arguments (got "${rest[0]}")`);
     }
-  } else if (base.command === "add-peer") {
+  } else if (base.command === "add-peer" || base.command === "show-client") {
     const name = rest.shift();
     if (name === undefined) {
-      throw new UsageError("add-peer needs a NAME, e.g. wgstack add-peer phone");
+      throw new UsageError(`${base.command} needs a NAME, e.g. wgstack ${base.command} phone`);
     }
     base.peerName = validatePeerName(name);
   }
-  if (base.command === "serve" || base.command === "add-peer") {
+  if (base.command === "serve" || base.command === "add-peer" || base.command === "show-client") {
     if (rest.length > 0) base.config = rest.shift()!;
     if (rest.length > 0) throw new UsageError(`Unexpected argument "${rest[0]}" (see --help)`);
     if (base.config === "") throw new UsageError("The config file name is empty");
@@ -243,6 +288,40 @@ export function parseCliArgs(args: string[]): CliArgs {
       );
     }
     base.tcpCc = cc as TcpCongestionControl;
+  }
+  for (const token of tokens ?? []) {
+    if (token.kind !== "option" || (token.name !== "allow" && token.name !== "deny")) continue;
+    const target = (token.value ?? "").trim();
+    if (!/^\[?[0-9A-Fa-f:.]+(\/\d{1,3})?\]?(:[\d,-]+)?$/.test(target)) {
+      throw new UsageError(
+        `--${token.name} needs CIDR[:PORTS], e.g. 10.0.0.0/8:22 (got "${target}")`,
+      );
+    }
+    base.rules.push({ action: token.name, target });
+  }
+  const refuse = values["refuse-with"];
+  if (refuse !== undefined) {
+    if (refuse !== "rst" && refuse !== "icmp") {
+      throw new UsageError(`--refuse-with must be rst or icmp, not "${refuse}"`);
+    }
+    base.refuseWith = refuse;
+  }
+  const idle = values["tcp-idle-timeout"];
+  if (idle !== undefined) {
+    const seconds = Number(idle);
+    if (
+      idle.trim() === "" || !Number.isFinite(seconds) || seconds < 0 || seconds > 2 ** 31 / 1000
+    ) {
+      throw new UsageError(`--tcp-idle-timeout must be seconds (0: never), not "${idle}"`);
+    }
+    base.tcpIdleTimeoutMs = Math.round(seconds * 1000);
+  }
+  const size = values["pcap-max-size"];
+  if (size !== undefined) {
+    const m = /^(\d+)([kKmMgG]?)$/.exec(size.trim());
+    if (!m) throw new UsageError(`--pcap-max-size must be a size like 50M, not "${size}"`);
+    const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase()]!;
+    base.pcapMaxBytes = Number(m[1]) * unit;
   }
   return base;
 }

@@ -19,6 +19,59 @@ Deno.test("parseCliArgs", async (t) => {
     assert.equal(a.qr, true);
   });
 
+  await t.step("security flags: rules keep their order across --allow and --deny", () => {
+    const a = parseCliArgs([
+      "--allow",
+      "203.0.113.0/24:443",
+      "--deny",
+      "0.0.0.0/0",
+      "--allow=[2001:db8::/32]:80,8000-8100",
+      "--deny",
+      "::/0",
+      "--deny-private",
+      "--refuse-with",
+      "icmp",
+      "--tcp-idle-timeout",
+      "600",
+      "--pcap-max-size",
+      "50M",
+    ]);
+    assert.deepEqual(a.rules, [
+      { action: "allow", target: "203.0.113.0/24:443" },
+      { action: "deny", target: "0.0.0.0/0" },
+      { action: "allow", target: "[2001:db8::/32]:80,8000-8100" },
+      { action: "deny", target: "::/0" },
+    ]);
+    assert.equal(a.denyPrivate, true);
+    assert.equal(a.refuseWith, "icmp");
+    assert.equal(a.tcpIdleTimeoutMs, 600_000);
+    assert.equal(a.pcapMaxBytes, 50 * 1024 * 1024);
+    const d = parseCliArgs([]);
+    assert.deepEqual(d.rules, []);
+    assert.equal(d.denyPrivate, false);
+    assert.equal(d.refuseWith, "rst");
+    assert.equal(d.tcpIdleTimeoutMs, 7_440_000);
+    assert.equal(d.pcapMaxBytes, 100 * 1024 * 1024);
+    for (
+      const bad of [
+        ["--allow", "example.com"],
+        ["--refuse-with", "drop"],
+        ["--tcp-idle-timeout", "-1"],
+        ["--pcap-max-size", "lots"],
+      ]
+    ) {
+      assert.throws(() => parseCliArgs(bad), UsageError, bad.join(" "));
+    }
+  });
+
+  await t.step("show-client NAME [CONFIG]", () => {
+    const a = parseCliArgs(["show-client", "phone", "srv.conf"]);
+    assert.equal(a.command, "show-client");
+    assert.equal(a.peerName, "phone");
+    assert.equal(a.config, "srv.conf");
+    assert.throws(() => parseCliArgs(["show-client"]), /needs a NAME/);
+  });
+
   await t.step("all serve flags", () => {
     const a = parseCliArgs([
       "server.conf",

@@ -6,7 +6,22 @@
  * @module
  */
 
-import type { ClientTcp, ClientUdp } from "./forward.ts";
+import type { TcpStream, UdpStream } from "@wgstack/server";
+
+/** What {@linkcode Echo.onTcp} uses of a server's `TcpStream`. */
+export type EchoTcp =
+  & Pick<
+    TcpStream,
+    "ipVersion" | "source" | "destination" | "readable" | "writable" | "reset"
+  >
+  & { readonly peer: { readonly publicKey: string; readonly name?: string } };
+
+/** What {@linkcode Echo.onUdp} uses of a server's `UdpStream`. */
+export type EchoUdp =
+  & Pick<UdpStream, "ipVersion" | "source" | "destination" | "readable" | "writable">
+  & {
+    readonly peer: { readonly publicKey: string; readonly name?: string };
+  };
 import type { Logger } from "./log.ts";
 
 /** Counters of {@linkcode Echo}. */
@@ -41,7 +56,7 @@ export class Echo {
   }
 
   /** Sends every byte back; the client's FIN is answered with a FIN. */
-  async onTcp(stream: ClientTcp): Promise<void> {
+  async onTcp(stream: EchoTcp): Promise<void> {
     this.#stats.tcpConnections++;
     const label = {
       peer: stream.peer.name ?? stream.peer.publicKey,
@@ -87,7 +102,7 @@ export class Echo {
   }
 
   /** Sends every datagram back to its sender until the flow expires. */
-  async onUdp(flow: ClientUdp): Promise<void> {
+  async onUdp(flow: EchoUdp): Promise<void> {
     this.#stats.udpFlows++;
     const label = {
       peer: flow.peer.name ?? flow.peer.publicKey,

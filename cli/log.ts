@@ -160,3 +160,85 @@ export function formatDuration(ms: number): string {
   const s = Math.round(ms / 1000);
   return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
 }
+
+/** Options of {@linkcode LineSink}. */
+export interface LineSinkOptions {
+  /** Writes some of `bytes` (like `Deno.stdout.write`), resolving to how many. */
+  write(bytes: Uint8Array): Promise<number>;
+  /** Bytes waiting before new lines are dropped (counted). Default 1 MiB. */
+  maxPending?: number;
+}
+
+/**
+ * Log output that never blocks the caller: lines are queued and written in
+ * the background. When the output is slower than the lines come (a flood
+ * to a slow terminal or pipe), lines beyond `maxPending` bytes are dropped,
+ * and a line saying how many follows once the output catches up.
+ *
+ * @example
+ * ```ts ignore
+ * const sink = new LineSink({ write: (b) => Deno.stdout.write(b) });
+ * sink.line("hello");
+ * await sink.flush();
+ * ```
+ */
+export class LineSink {
+  #write: (bytes: Uint8Array) => Promise<number>;
+  #max: number;
+  #pending: string[] = [];
+  #bytes = 0;
+  #dropped = 0;
+  #writing: Promise<void> | undefined;
+
+  /** Creates a sink in front of `options.write`. */
+  constructor(options: LineSinkOptions) {
+    this.#write = options.write;
+    this.#max = options.maxPending ?? 1024 * 1024;
+  }
+
+  /** Lines dropped so far because the output was too slow. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Queues one line (a newline is added). */
+  line(text: string): void {
+    if (this.#bytes + text.length + 1 > this.#max) {
+      this.#dropped++;
+      return;
+    }
+    this.#pending.push(text + "\n");
+    this.#bytes += text.length + 1;
+    this.#writing ??= this.#drain();
+  }
+
+  /** Resolves once every queued line is written (or the output failed). */
+  async flush(): Promise<void> {
+    while (this.#writing) await this.#writing;
+  }
+
+  async #drain(): Promise<void> {
+    let reported = this.#dropped;
+    try {
+      while (this.#pending.length > 0) {
+        const text = this.#pending.join("");
+        this.#pending = [];
+        this.#bytes = 0;
+        let bytes = encoder.encode(text);
+        while (bytes.length > 0) bytes = bytes.subarray(await this.#write(bytes));
+        if (this.#dropped > reported && this.#pending.length === 0) {
+          this.#pending.push(
+            `(${this.#dropped - reported} log lines dropped: the output was too slow)\n`,
+          );
+          reported = this.#dropped;
+        }
+      }
+    } catch {
+      // the output is gone (closed pipe): nothing more to do
+      this.#pending = [];
+      this.#bytes = 0;
+    } finally {
+      this.#writing = undefined;
+    }
+  }
+}

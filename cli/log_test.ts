@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { createLogger, formatBytes, formatDuration, formatJson, formatText } from "./log.ts";
+import {
+  createLogger,
+  formatBytes,
+  formatDuration,
+  formatJson,
+  formatText,
+  LineSink,
+} from "./log.ts";
 
 const time = new Date("2026-01-02T03:04:05.678Z");
 
@@ -61,5 +68,53 @@ Deno.test("log", async (t) => {
     assert.equal(formatBytes(52_428_800), "52 MB");
     assert.equal(formatDuration(12), "12ms");
     assert.equal(formatDuration(61_000), "1m01s");
+  });
+});
+
+Deno.test("LineSink", async (t) => {
+  await t.step("writes lines in order, in the background, and flushes", async () => {
+    const out: string[] = [];
+    const sink = new LineSink({
+      write: async (b) => {
+        await new Promise((r) => setTimeout(r, 1));
+        const n = Math.min(b.length, 7); // partial writes
+        out.push(new TextDecoder().decode(b.subarray(0, n)));
+        return n;
+      },
+    });
+    for (let i = 0; i < 20; i++) sink.line(`line ${i}`);
+    assert.equal(out.length, 0, "nothing written synchronously");
+    await sink.flush();
+    assert.equal(out.join(""), Array.from({ length: 20 }, (_, i) => `line ${i}\n`).join(""));
+  });
+
+  await t.step("a slow output: lines beyond maxPending are dropped, then reported", async () => {
+    const out: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => release = r);
+    const sink = new LineSink({
+      maxPending: 100,
+      write: async (b) => {
+        await gate;
+        out.push(new TextDecoder().decode(b));
+        return b.length;
+      },
+    });
+    for (let i = 0; i < 50; i++) sink.line(`event ${String(i).padStart(2, "0")}`);
+    release();
+    await sink.flush();
+    const text = out.join("");
+    assert.ok(sink.dropped > 0);
+    assert.match(
+      text,
+      new RegExp(`\\(${sink.dropped} log lines dropped: the output was too slow\\)`),
+    );
+    assert.ok(text.startsWith("event 00\n"));
+  });
+
+  await t.step("a failed output ends quietly", async () => {
+    const sink = new LineSink({ write: () => Promise.reject(new Error("closed")) });
+    sink.line("x");
+    await sink.flush();
   });
 });

@@ -28,7 +28,9 @@
  *   the client gets its SYN-ACK (refused → RST, timed out → ICMP
  *   unreachable), then relayed with backpressure and half-close. UDP flows
  *   get a socket each. DNS to the tunnel address goes to the machine's
- *   resolver. Loopback destinations and other tunnel addresses are refused.
+ *   resolver. The destination policy of `@wgstack/server` refuses the
+ *   server's own addresses, loopback, link-local/metadata, multicast and
+ *   broadcast (`--allow`/`--deny` rules, `--deny-private`).
  * - **Logs**: one line per connection or flow open and close (peer, source →
  *   destination, bytes each way, duration, how it ended), handshakes,
  *   roaming, errors; `--log-format json` for one object per line; a
@@ -36,8 +38,8 @@
  * - **Exit codes**: 0 done, 1 internal error, 2 usage or config error (one
  *   line on standard error naming the file and line or the flag).
  *
- * The pieces are reusable: {@linkcode Forwarder} and {@linkcode Echo} are
- * `serve()` handlers, {@linkcode PcapWriter} writes pcap files,
+ * The pieces are reusable: forwarding is `serve({ forward })` of
+ * `@wgstack/server`, {@linkcode Echo} has `serve()` handlers, {@linkcode PcapWriter} writes pcap files,
  * {@linkcode runCli} runs the whole command.
  *
  * @module
@@ -54,19 +56,7 @@ export {
   UsageError,
 } from "./args.ts";
 export type { DnsUpstream } from "./dns.ts";
-export { Forwarder, relayTcp } from "./forward.ts";
-export type {
-  ClientTcp,
-  ClientUdp,
-  Decision,
-  Endpoint,
-  FlowMeta,
-  ForwarderOptions,
-  ForwarderStats,
-  RelayResult,
-  UpstreamConn,
-} from "./forward.ts";
-export { Echo, type EchoStats } from "./echo.ts";
+export { Echo, type EchoStats, type EchoTcp, type EchoUdp } from "./echo.ts";
 export { LINKTYPE_RAW, pcapFileHeader, PcapWriter, type PcapWriterOptions } from "./pcap.ts";
 export { createLogger, type Logger, type LoggerOptions, type LogRecord } from "./log.ts";
 export {

@@ -69,6 +69,12 @@ export interface PcapWriterOptions {
   bufferSize?: number;
   /** Wall clock in microseconds. Default from `performance.timeOrigin + performance.now()`. */
   nowMicros?: () => number;
+  /**
+   * Largest file size in bytes: a packet that would go past it is not
+   * written, nor any later one ({@linkcode PcapWriter.full} turns true).
+   * Default 0: no limit.
+   */
+  maxBytes?: number;
 }
 
 /**
@@ -91,6 +97,9 @@ export class PcapWriter {
   #nowMicros: () => number;
   #closed = false;
   #packets = 0;
+  #maxBytes: number;
+  #bytes = PCAP_HEADER_LENGTH;
+  #full = false;
 
   /** Starts a capture on `sink`, writing the file header first. */
   constructor(sink: PcapSink, options: PcapWriterOptions = {}) {
@@ -101,18 +110,33 @@ export class PcapWriter {
     );
     this.#nowMicros = options.nowMicros ??
       (() => Math.round((performance.timeOrigin + performance.now()) * 1000));
+    this.#maxBytes = options.maxBytes ?? 0;
     this.#buffer.set(pcapFileHeader(this.#snaplen), 0);
     this.#used = PCAP_HEADER_LENGTH;
   }
 
   /**
-   * Creates (or truncates) `path` with mode 0600 and starts a capture into it.
+   * Creates (or truncates) `path` with mode 0600 and starts a capture into
+   * it. An existing regular file gets mode 0600 too (the capture holds
+   * decrypted traffic).
    *
    * @throws {Deno.errors.NotFound} and other file errors when it cannot be opened.
    */
   static create(path: string, options?: PcapWriterOptions): PcapWriter {
     const file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: 0o600 });
+    try {
+      // Only a regular file (never a device such as /dev/full or a FIFO).
+      if (Deno.build.os !== "windows" && file.statSync().isFile) Deno.chmodSync(path, 0o600);
+    } catch (error) {
+      file.close();
+      throw error;
+    }
     return new PcapWriter(file, options);
+  }
+
+  /** True once {@linkcode PcapWriterOptions.maxBytes} stopped the capture. */
+  get full(): boolean {
+    return this.#full;
   }
 
   /** Packets written so far. */
@@ -122,8 +146,15 @@ export class PcapWriter {
 
   /** Appends one packet as a record, timestamped now. Ignored after close. */
   write(packet: Uint8Array): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#full) return;
     const captured = Math.min(packet.length, this.#snaplen);
+    if (this.#maxBytes > 0) {
+      if (this.#bytes + PCAP_RECORD_HEADER_LENGTH + captured > this.#maxBytes) {
+        this.#full = true;
+        return;
+      }
+      this.#bytes += PCAP_RECORD_HEADER_LENGTH + captured;
+    }
     if (this.#used + PCAP_RECORD_HEADER_LENGTH + captured > this.#buffer.length) this.flush();
     writeRecordHeader(this.#buffer, this.#used, {
       timeMicros: this.#nowMicros(),

@@ -131,4 +131,27 @@ Deno.test("pcap format", async (t) => {
       await Deno.remove(dir, { recursive: true });
     }
   });
+
+  await t.step("create() makes an existing world-readable file 0600", async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = `${dir}/old.pcap`;
+      await Deno.writeFile(path, new Uint8Array(100), { mode: 0o644 });
+      await Deno.chmod(path, 0o644);
+      PcapWriter.create(path).close();
+      assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  await t.step("maxBytes: the capture stops before the file would pass it", () => {
+    const sink = new MemorySink();
+    const pcap = new PcapWriter(sink, { nowMicros: () => 0, maxBytes: 24 + 2 * (16 + 100) + 50 });
+    for (let i = 0; i < 5; i++) pcap.write(new Uint8Array(100));
+    assert.equal(pcap.packets, 2);
+    assert.ok(pcap.full);
+    pcap.close();
+    assert.equal(sink.bytes().length, 24 + 2 * (16 + 100));
+  });
 });

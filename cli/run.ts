@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { ServeLogRecord, Server } from "@wgstack/server";
+import type { ForwarderStats, PolicyRule, ServeLogRecord, Server } from "@wgstack/server";
 import {
   generatePresharedKey,
   generatePrivateKey,
@@ -15,8 +15,7 @@ import {
 import { type CliArgs, formatHostPort, HELP, parseCliArgs, UsageError } from "./args.ts";
 import { type DnsUpstream, systemResolver } from "./dns.ts";
 import { Echo, type EchoStats } from "./echo.ts";
-import { Forwarder, type ForwarderStats } from "./forward.ts";
-import { createLogger, type Logger, type LogRecord } from "./log.ts";
+import { createLogger, LineSink, type Logger, type LogRecord } from "./log.ts";
 import { detectEndpointAddress, ipVersionOf } from "./net.ts";
 import { PcapWriter } from "./pcap.ts";
 import { qrPayload, renderQr } from "./qr.ts";
@@ -24,6 +23,7 @@ import {
   addPeer,
   type ClientFile,
   ensureServerConfig,
+  loadServerConfig,
   readClientFiles,
   type ServerSetup,
   tunnelAddresses,
@@ -41,8 +41,10 @@ export interface CliIo {
   stderr(text: string): void;
   /** All of standard input (for `pubkey`). */
   readStdin(): Promise<string>;
-  /** Log lines (default: standard output). */
+  /** Log lines (default: standard output, written in the background). */
   logLine(line: string): void;
+  /** Waits until every log line is out (called before the command returns). */
+  flushLog?(): Promise<void>;
   /** Whether standard output is a terminal (coloured QR codes). */
   isTerminal: boolean;
   /** Aborts the server as SIGINT/SIGTERM do; default: the real signals. */
@@ -69,17 +71,14 @@ function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): voi
 }
 
 function defaultIo(): CliIo {
+  // Log lines never block the server: written in the background, bounded.
+  const sink = new LineSink({ write: (b) => Deno.stdout.write(b) });
   return {
     stdout: (text) => writeAll(Deno.stdout, text),
     stderr: (text) => writeAll(Deno.stderr, text),
     readStdin: () => new Response(Deno.stdin.readable).text(),
-    logLine: (line) => {
-      try {
-        writeAll(Deno.stdout, line + "\n");
-      } catch {
-        // standard output closed
-      }
-    },
+    logLine: (line) => sink.line(line),
+    flushLog: () => sink.flush(),
     isTerminal: Deno.stdout.isTerminal(),
   };
 }
@@ -116,7 +115,9 @@ export async function runCli(args: string[], io: Partial<CliIo> = {}): Promise<n
         return await pubkey(out);
       case "add-peer":
         return await addPeerCommand(cli, out);
-      case "serve":
+      case "show-client":
+        return await showClientCommand(cli, out);
+      default:
         return await runServer(cli, out);
     }
   } catch (error) {
@@ -126,6 +127,8 @@ export async function runCli(args: string[], io: Partial<CliIo> = {}): Promise<n
     }
     out.stderr(`wgstack: internal error: ${(error as Error)?.stack ?? error}\n`);
     return 1;
+  } finally {
+    await out.flushLog?.();
   }
 }
 
@@ -165,6 +168,42 @@ async function addPeerCommand(cli: CliArgs, io: CliIo): Promise<number> {
   return 0;
 }
 
+async function showClientCommand(cli: CliArgs, io: CliIo): Promise<number> {
+  const setup = await loadServerConfig(cli.config);
+  const client = (await readClientFiles(setup)).find((c) => c.name === cli.peerName);
+  if (!client) {
+    throw new UsageError(
+      `No client file for "${cli.peerName}" beside ${cli.config} (add one with wgstack add-peer)`,
+    );
+  }
+  const endpoint = cli.endpoint
+    ? formatHostPort(cli.endpoint.hostname!, cli.endpoint.port ?? setup.listenPort)
+    : undefined;
+  await showClient(client, cli, io, endpoint);
+  return 0;
+}
+
+/**
+ * Warns when a file holding keys can be read by group or others (as
+ * wg-quick does). Names the file and the mode, never its contents.
+ */
+function checkSecretFileMode(path: string, logger: Logger): void {
+  let mode: number | null;
+  try {
+    mode = Deno.statSync(path).mode;
+  } catch {
+    return;
+  }
+  if (mode === null || (mode & 0o077) === 0) return;
+  logger.log({
+    level: "warn",
+    event: "config",
+    warning: `${path} holds private keys and is readable by ${
+      (mode & 0o070) !== 0 ? "its group" : "others"
+    } (mode 0${(mode & 0o777).toString(8)}): run chmod 600 ${path}`,
+  });
+}
+
 async function showClient(
   client: ClientFile,
   cli: CliArgs,
@@ -179,12 +218,11 @@ async function showClient(
   }
 }
 
-/** Log records of the server, with its per-connection records demoted (ours say more). */
+/** Log records of the server (its forwarding records included). */
 function serverLogger(logger: Logger): (record: ServeLogRecord) => void {
   return (record) => {
     const { level, event, type: _type, ...rest } = record;
     let l = level;
-    if (event === "tcp-open" || event === "tcp-close") l = "debug";
     if (event === "handshake-failed" && l === "info") l = "warn";
     logger.log({ ...rest, level: l, event });
   };
@@ -215,6 +253,8 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
     });
   }
   for (const warning of setup.warnings) logger.log({ level: "warn", event: "config", warning });
+  checkSecretFileMode(setup.path, logger);
+  for (const client of await readClientFiles(setup)) checkSecretFileMode(client.path, logger);
   for (const peer of setup.peers) {
     if (peer.endpoint && ipVersionOf(peer.endpoint.host) === undefined) {
       logger.log({
@@ -241,34 +281,38 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
     }
   }
 
+  // Loaded here so that the key and config commands start without the whole stack.
+  const { parsePolicyRule, serve } = await import("@wgstack/server");
+  let rules: PolicyRule[];
+  try {
+    rules = cli.rules.map((r) => parsePolicyRule(r.action, r.target));
+  } catch (error) {
+    throw new UsageError(`--allow/--deny: ${(error as Error).message}`);
+  }
+
   let pcap: PcapTap | undefined;
   if (cli.pcap) {
     try {
-      pcap = new PcapTap(PcapWriter.create(cli.pcap), logger);
+      pcap = new PcapTap(PcapWriter.create(cli.pcap, { maxBytes: cli.pcapMaxBytes }), logger);
     } catch (error) {
       throw new UsageError(`--pcap ${cli.pcap}: ${(error as Error).message}`);
     }
+    logger.log({
+      level: "warn",
+      event: "pcap-start",
+      message: `${cli.pcap} receives the clients' decrypted traffic (mode 0600${
+        cli.pcapMaxBytes > 0 ? `, at most ${cli.pcapMaxBytes} bytes` : ", no size limit"
+      }): keep it private and delete it when done`,
+    });
   }
 
   const local = tunnelAddresses(setup);
-  const forwarder = cli.mode === "forward"
-    ? new Forwarder({
-      logger,
-      localAddresses: local,
-      tunnelSubnets: setup.addresses,
-      dns,
-      connectTimeoutMs: cli.connectTimeoutMs,
-    })
-    : undefined;
   const echo = cli.mode === "echo" ? new Echo(logger) : undefined;
 
   const controller = new AbortController();
   const stop = () => controller.abort();
   // Our handlers hold their streams: end them so the server need not wait.
-  controller.signal.addEventListener("abort", () => {
-    forwarder?.close();
-    echo?.close();
-  }, { once: true });
+  controller.signal.addEventListener("abort", () => echo?.close(), { once: true });
   io.signal?.addEventListener("abort", stop, { once: true });
   const signals: Deno.Signal[] = io.signal
     ? []
@@ -289,8 +333,6 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
   let server: Server;
   const port = cli.listen?.port ?? setup.listenPort;
   try {
-    // Loaded here so that the key and config commands start without the whole stack.
-    const { serve } = await import("@wgstack/server");
     server = await serve({
       privateKey: setup.privateKey,
       hostname: cli.listen?.hostname,
@@ -307,9 +349,20 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
           ? { address: p.endpoint.host, port: p.endpoint.port }
           : undefined,
       })),
-      accept: forwarder ? (info) => forwarder.accept(info) : undefined,
-      onTcp: forwarder ? (s) => forwarder.onTcp(s) : (s) => echo!.onTcp(s),
-      onUdp: forwarder ? (f) => forwarder.onUdp(f) : (f) => echo!.onUdp(f),
+      forward: cli.mode === "forward"
+        ? {
+          localAddresses: local,
+          tunnelSubnets: setup.addresses,
+          dns,
+          connectTimeoutMs: cli.connectTimeoutMs,
+          rules,
+          denyPrivate: cli.denyPrivate,
+          refuseWith: cli.refuseWith,
+          tcpIdleTimeoutMs: cli.tcpIdleTimeoutMs,
+        }
+        : undefined,
+      onTcp: echo ? (s) => echo.onTcp(s) : undefined,
+      onUdp: echo ? (f) => echo.onUdp(f) : undefined,
       logger: serverLogger(logger),
       onPacket: pcap?.onPacket,
       signal: controller.signal,
@@ -321,16 +374,16 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
   }
   io.onListening?.(server);
 
-  await printBanner(setup, server, cli, io);
+  await printBanner(setup, server, cli, io, created);
 
   await server.finished;
   for (const s of signals) Deno.removeSignalListener(s, onSignal);
-  forwarder?.close();
   pcap?.close();
+  const stats = server.stats();
   logger.log(summaryRecord({
     uptimeMs: Math.round(performance.now() - started),
-    stats: server.stats(),
-    forwarder: forwarder?.stats(),
+    stats,
+    forwarder: stats.forward,
     echo: echo?.stats(),
     pcapPackets: pcap?.packets,
     full: cli.logFormat === "json",
@@ -352,11 +405,24 @@ function summaryRecord(parts: {
   for (const [reason, n] of Object.entries((wg.drops ?? {}) as Record<string, number>)) {
     if (n > 0) drops[reason] = n;
   }
+  const fwd = parts.forwarder;
   return {
     level: "info",
     event: "summary",
     uptimeMs: parts.uptimeMs,
-    ...(parts.forwarder ?? {}),
+    ...(fwd
+      ? {
+        tcpAccepted: fwd.tcpAccepted,
+        tcpRefused: fwd.tcpRefused,
+        tcpUnreachable: fwd.tcpUnreachable,
+        udpFlows: fwd.udpFlows,
+        udpRefused: fwd.udpRefused,
+        bytesUp: fwd.bytesUp,
+        bytesDown: fwd.bytesDown,
+        refused: Object.keys(fwd.policy.refused).length > 0 ? fwd.policy.refused : undefined,
+        upstreamSocketsPeak: fwd.upstreamSocketsPeak,
+      }
+      : {}),
     ...(parts.echo
       ? {
         tcpConnections: parts.echo.tcpConnections,
@@ -369,8 +435,14 @@ function summaryRecord(parts: {
     packetsOut: wg.txPackets,
     drops: Object.keys(drops).length > 0 ? drops : undefined,
     pcapPackets: parts.pcapPackets,
+    selfDatagrams: parts.stats.selfDatagrams > 0 ? parts.stats.selfDatagrams : undefined,
     ...(parts.full
-      ? { wireguard: wg, netstack: parts.stats.netstack, socket: parts.stats.socket }
+      ? {
+        wireguard: wg,
+        netstack: parts.stats.netstack,
+        socket: parts.stats.socket,
+        forward: parts.forwarder,
+      }
       : {}),
   };
 }
@@ -388,9 +460,19 @@ class PcapTap {
     this.#logger = logger;
     this.#timer = setInterval(() => this.#guard(() => pcap.flush()), 1000);
   }
+  #reportedFull = false;
   readonly onPacket = (packet: Uint8Array): void => {
     const pcap = this.#pcap;
-    if (pcap) this.#guard(() => pcap.write(packet));
+    if (!pcap) return;
+    this.#guard(() => pcap.write(packet));
+    if (pcap.full && !this.#reportedFull) {
+      this.#reportedFull = true;
+      this.#logger.log({
+        level: "warn",
+        event: "pcap-full",
+        message: "the capture reached --pcap-max-size and stopped",
+      });
+    }
   };
   #packets = 0;
   /** Packets captured (kept after close). */
@@ -451,12 +533,23 @@ async function printBanner(
   server: Server,
   cli: CliArgs,
   io: CliIo,
+  created: string[],
 ): Promise<void> {
   const endpoint = cli.endpoint
     ? formatHostPort(cli.endpoint.hostname!, cli.endpoint.port ?? server.addr.port)
     : undefined;
   const clients = await readClientFiles(setup);
-  for (const client of clients) await showClient(client, cli, io, endpoint);
+  // A client config holds the client's private key: print it only when it
+  // was just made (first run), never on every start (logs keep it).
+  for (const client of clients) {
+    if (created.includes(client.path)) await showClient(client, cli, io, endpoint);
+  }
+  const others = clients.filter((c) => !created.includes(c.path)).map((c) => c.name);
+  if (others.length > 0) {
+    io.stderr(
+      `Clients: ${others.join(", ")} (print one with: wgstack show-client NAME ${setup.path})\n`,
+    );
+  }
   const unnamed = setup.peers.length - clients.length;
   if (unnamed > 0) {
     io.stderr(`(${unnamed} more peer(s) without a client file beside ${setup.path})\n`);

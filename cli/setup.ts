@@ -164,6 +164,22 @@ function formatWarning(w: ConfigWarning, path: string): string {
 }
 
 /**
+ * Replaces anything in a message that could be a key (a run of 20 or more
+ * base64 characters) with `[redacted]`: config messages quote what they
+ * could not parse, and a mistyped line may hold a private key.
+ *
+ * @example
+ * ```ts
+ * import { redactKeys } from "./setup.ts";
+ * redactKeys('wg.conf:3: invalid PrivateKey "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBm"');
+ * // 'wg.conf:3: invalid PrivateKey "[redacted]"'
+ * ```
+ */
+export function redactKeys(message: string): string {
+  return message.replace(/[A-Za-z0-9+/]{20,}={0,2}/g, "[redacted]");
+}
+
+/**
  * Parses a server config text.
  *
  * @throws {UsageError} With `file:line: reason` for any invalid content.
@@ -173,7 +189,7 @@ export function parseServerConfig(text: string, path: string): ServerSetup {
   try {
     parsed = parseConfig(text, { filename: path });
   } catch (error) {
-    if (error instanceof ConfigError) throw new UsageError(error.message);
+    if (error instanceof ConfigError) throw new UsageError(redactKeys(error.message));
     throw error;
   }
   const { config, warnings } = parsed;
@@ -197,7 +213,7 @@ export function parseServerConfig(text: string, path: string): ServerSetup {
   text.split(/\r?\n|\r/).forEach((raw, i) => {
     if (/^\s*\[\s*peer\s*\]/i.test(raw) && index < peers.length) peers[index++].line = i + 1;
   });
-  const messages = warnings.map((w) => formatWarning(w, path));
+  const messages = warnings.map((w) => redactKeys(formatWarning(w, path)));
   for (const peer of peers) {
     if (peer.publicKey === publicKey) {
       throw new UsageError(

@@ -10,6 +10,7 @@ import {
   peerNames,
   randomUlaPrefix,
   readClientFiles,
+  redactKeys,
   withEndpoint,
 } from "./setup.ts";
 
@@ -189,6 +190,31 @@ Deno.test("setup helpers", async (t) => {
         ),
       /o.conf:3: this peer has the server's own public key/,
     );
+  });
+
+  await t.step("config errors and warnings never echo a key", () => {
+    const bad = KEY_A.slice(0, 40); // a truncated key: invalid, quoted by the parser
+    for (
+      const text of [
+        `[Interface]\nPrivateKey = ${bad}\n`,
+        `[Interface]\nPrivateKey ${KEY_A}\n`,
+      ]
+    ) {
+      assert.throws(
+        () => parseServerConfig(text, "k.conf"),
+        (e: unknown) =>
+          e instanceof UsageError && !e.message.includes(bad) && /^k\.conf:/.test(e.message),
+      );
+    }
+    const setup = parseServerConfig(
+      `[Interface]\nPrivateKey = ${KEY_A}\n[Peer]\nPublicKey = ${PUB_B}\n${
+        KEY_A.slice(0, 30)
+      }x = 1\n`,
+      "w.conf",
+    );
+    assert.equal(setup.warnings.length, 1);
+    assert.ok(!setup.warnings[0].includes(KEY_A.slice(0, 30)), setup.warnings[0]);
+    assert.equal(redactKeys('ListenPort "abc"'), 'ListenPort "abc"');
   });
 
   await t.step("withEndpoint replaces the Endpoint line", () => {

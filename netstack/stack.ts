@@ -181,6 +181,13 @@ export interface NetStackOptions {
    * are answered with ICMP port unreachable (rate-limited).
    */
   onUdpFlow?(flow: UdpFlow): void;
+  /**
+   * Asked before a datagram opens a new UDP flow (not for datagrams of open
+   * flows): `false` refuses it with ICMP/ICMPv6 destination unreachable,
+   * administratively prohibited (rate-limited), and opens nothing. `datagram`
+   * is valid only during the call.
+   */
+  acceptUdpFlow?(datagram: UdpDatagramIn, ipVersion: 4 | 6): boolean;
   /** Link MTU, 1280 to 65535 (default 1420). TCP MSS is mtu − 40 (IPv4) / mtu − 60 (IPv6). */
   mtu?: number;
   /** Answer ICMP/ICMPv6 echo requests to any unicast address (default true). */
@@ -244,6 +251,7 @@ export class NetStack {
   #wake: () => void;
   #onTcp?: (request: TcpRequest) => void;
   #onUdp?: (flow: UdpFlow) => void;
+  #acceptUdp?: (datagram: UdpDatagramIn, ipVersion: 4 | 6) => boolean;
   #mtu: number;
   #icmpEcho: boolean;
   #random: (bytes: Uint8Array) => void;
@@ -336,6 +344,7 @@ export class NetStack {
     this.#wake = options.wake ?? (() => {});
     this.#onTcp = options.onTcpConnection;
     this.#onUdp = options.onUdpFlow;
+    this.#acceptUdp = options.acceptUdpFlow;
     const mtu = options.mtu ?? 1420;
     if (!Number.isInteger(mtu) || mtu < IPV6_MIN_MTU || mtu > MAX_PACKET) {
       throw new RangeError(`The MTU must be an integer from 1280 to 65535, not ${mtu}`);
@@ -722,6 +731,13 @@ export class NetStack {
       this.#stats.udpUnhandled++;
       this.#drop("udp.no-handler");
       const code = version === 4 ? ICMPV4_CODE_PORT_UNREACHABLE : ICMPV6_CODE_PORT_UNREACHABLE;
+      const type = version === 4 ? ICMPV4_DEST_UNREACHABLE : ICMPV6_DEST_UNREACHABLE;
+      this.#sendIcmpError(version, packet, type, code, 0, now);
+      return;
+    }
+    if (this.#acceptUdp && !this.#acceptUdp(d, version)) {
+      this.#drop("udp.refused");
+      const code = version === 4 ? ICMPV4_CODE_ADMIN_PROHIBITED : ICMPV6_CODE_ADMIN_PROHIBITED;
       const type = version === 4 ? ICMPV4_DEST_UNREACHABLE : ICMPV6_DEST_UNREACHABLE;
       this.#sendIcmpError(version, packet, type, code, 0, now);
       return;

@@ -507,6 +507,29 @@ Deno.test("NetStack UDP flows", async (t) => {
     await flow.closed;
   });
 
+  await t.step("acceptUdpFlow false: ICMP administratively prohibited, no flow", () => {
+    const asked: string[] = [];
+    const flows: UdpFlow[] = [];
+    const { stack, out } = makeStack({
+      onUdpFlow: (f) => flows.push(f),
+      acceptUdpFlow: (d, version) => {
+        asked.push(`${version} ${d.localPort}`);
+        return d.localPort !== 9999;
+      },
+    });
+    const packet = ip4(CLIENT4, SERVER4, 17, udp(CLIENT4, SERVER4, 40000, 9999, bytes("hi")));
+    stack.input(packet, 0);
+    assert.equal(flows.length, 0);
+    const icmp = new Uint8Array(8 + packet.length);
+    emitIcmp(icmp, { type: 3, code: 13, restOfHeader: 0, data: packet });
+    assert.deepEqual(out[0], ip4(SERVER4, CLIENT4, 1, icmp, { id: 1 }));
+    assert.equal(stack.stats().drops["udp.refused"], 1);
+    stack.input(ip4(CLIENT4, SERVER4, 17, udp(CLIENT4, SERVER4, 40000, 53, bytes("q"))), 0);
+    stack.input(ip4(CLIENT4, SERVER4, 17, udp(CLIENT4, SERVER4, 40000, 53, bytes("q"))), 0);
+    assert.equal(flows.length, 1);
+    assert.deepEqual(asked, ["4 9999", "4 53"], "asked only before a flow opens");
+  });
+
   await t.step("no handler: ICMP port unreachable quoting the datagram, rate-limited", () => {
     const { stack, out } = makeStack({ limits: { icmpErrorBurst: 2, icmpErrorsPerSecond: 1 } });
     const packet = ip4(CLIENT4, SERVER4, 17, udp(CLIENT4, SERVER4, 40000, 9999, bytes("hi")));

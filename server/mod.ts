@@ -30,3 +30,26 @@ export {
   type FfiUdpOptions,
   openFfiUdpSocket,
 } from "./udp_ffi.ts";
+export {
+  fileDescriptorLimit,
+  Forwarder,
+  type ForwarderStats,
+  type ForwardLimits,
+  forwardLimits,
+  type ForwardOptions,
+  type RelayClient,
+  type RelayResult,
+  relayTcp,
+  type TcpDial,
+  type UpstreamConn,
+} from "./forward.ts";
+export {
+  DestinationPolicy,
+  type DestinationPolicyOptions,
+  type DestinationPolicyStats,
+  embeddedIpv4,
+  parsePolicyRule,
+  type PolicyInterface,
+  type PolicyRule,
+  type RefusalReason,
+} from "./policy.ts";

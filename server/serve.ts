@@ -16,14 +16,19 @@ import {
   publicKey as derivePublicKey,
 } from "@wgstack/wireguard";
 import {
+  formatAddress,
   NetStack,
   type NetStackLimits,
   type TcpConnection,
+  type TcpKeepAliveOptions,
   type TcpOptions,
   type TcpRequest,
+  type UdpDatagramIn,
   type UdpFlow,
 } from "@wgstack/netstack";
 import { openUdpSocket, type UdpEndpoint, type UdpSocket, type UdpSocketStats } from "./udp.ts";
+import { Forwarder, type ForwarderStats, type ForwardOptions } from "./forward.ts";
+import { DestinationPolicy } from "./policy.ts";
 
 /** A peer (client) the server accepts. */
 export interface ServePeer {
@@ -122,6 +127,19 @@ export interface ServeOptions {
    * the real destination first and accept only if that worked. Default: accept.
    */
   accept?: (info: FlowInfo) => AcceptDecision | Promise<AcceptDecision>;
+  /**
+   * Forward every TCP connection and UDP flow to its real destination
+   * (dial first, then relay), applying the destination policy, caps and
+   * per-peer quotas of {@linkcode ForwardOptions}. Takes the place of
+   * `accept`, `onTcp` and `onUdp`. Deno only.
+   */
+  forward?: ForwardOptions;
+  /**
+   * TCP keepalive towards clients, so connections of clients that vanished
+   * are reaped. Default with `forward`: probe after 15 min idle, every 60 s,
+   * give up after 5 (about 20 min); without `forward`: off. `false`: off.
+   */
+  tcpKeepAlive?: TcpKeepAliveOptions | false;
   /** Inner MTU. Default 1420. */
   mtu?: number;
   /**
@@ -133,6 +151,13 @@ export interface ServeOptions {
   limits?: {
     /** Connections and flows waiting in the iterator before new ones are refused. Default 256. */
     pendingStreams?: number;
+    /**
+     * UDP flows one peer may hold (default: the stack's `udpFlows`, 1024).
+     * When the table is full, a new flow closes the oldest flow of the peer
+     * holding the most flows, so one peer never evicts another's flow while
+     * it holds more than them.
+     */
+    peerUdpFlows?: number;
     /** Netstack limits: connections, half-open SYNs, UDP flows, reassembly, ICMP rate. */
     netstack?: NetStackLimits;
     /** WireGuard device limits: handshake load threshold, per-peer queue, peers. */
@@ -171,6 +196,12 @@ export interface ServerStats {
   polls: number;
   /** The crypto backend in use (`"libcrypto"`, `"native"` or `"noble"`). */
   cryptoBackend: string;
+  /** Datagrams dropped because they came from one of this server's own sockets. */
+  selfDatagrams: number;
+  /** UDP flows closed to make room for another (taken from the peer holding the most). */
+  udpFlowsEvicted: number;
+  /** Forwarding counters, with `forward`. */
+  forward?: ForwarderStats;
 }
 
 /** A running server. Async-iterate it to get connections when no handler is set. */
@@ -197,6 +228,9 @@ export interface Server extends AsyncIterable<TcpStream | UdpStream> {
   /** Counters. */
   stats(): ServerStats;
 }
+
+/** Least time between two turns that work on queued handshakes (ms). */
+const HANDSHAKE_TURN_MS = 1;
 
 function toKey(key: string | Uint8Array): Uint8Array {
   return typeof key === "string" ? keyFromBase64(key) : key;
@@ -257,11 +291,41 @@ export async function serve(options: ServeOptions): Promise<Server> {
   // packet tap see the same object; it follows the peer's endpoint).
   const peerInfos = new Map<Peer, PeerInfo>();
   const openTcp = new Map<TcpStream, TcpConnection>();
-  const openUdp = new Set<UdpStream>();
+  const openUdp = new Map<UdpStream, { flow: UdpFlow; peer: Peer }>();
+  /** Each peer's UDP flows, oldest first (for fair eviction). */
+  const udpByPeer = new Map<Peer, Set<UdpStream>>();
   const now = () => performance.now();
+  if (options.forward && (options.accept || options.onTcp || options.onUdp)) {
+    throw new TypeError("forward replaces accept, onTcp and onUdp: pass one or the other");
+  }
+  const udpCap = options.limits?.netstack?.udpFlows ?? 1024;
+  const peerUdpCap = options.limits?.peerUdpFlows ?? udpCap;
+  if (!Number.isInteger(peerUdpCap) || peerUdpCap < 1) {
+    throw new RangeError(`limits.peerUdpFlows must be a positive integer, not ${peerUdpCap}`);
+  }
+  const keepAlive = options.tcpKeepAlive === false ? undefined : options.tcpKeepAlive ??
+    (options.forward ? { idle: 900_000, interval: 60_000, count: 5 } : undefined);
 
   const socket = options.socket ??
     await openUdpSocket({ hostname: options.hostname, port: options.port ?? 51820 });
+  let forwarder: Forwarder | undefined;
+  try {
+    forwarder = options.forward ? new Forwarder(options.forward, log) : undefined;
+  } catch (error) {
+    socket.close();
+    throw error;
+  }
+  // Datagrams from our own sockets are never a client's (no peer may roam
+  // to one of them): a client asking the forwarder to send to our port
+  // would otherwise make the server talk to itself.
+  let ownPolicy: DestinationPolicy | undefined;
+  const fromOwnSocket = forwarder
+    ? (from: UdpEndpoint) => forwarder!.isOwnSocket(from, socket.addr.port)
+    : (from: UdpEndpoint) =>
+      from.port === socket.addr.port &&
+      (ownPolicy ??= new DestinationPolicy()).isOwnAddress(from.address);
+  let selfDatagrams = 0;
+  let udpFlowsEvicted = 0;
 
   // The peer whose packet is being handed to the netstack right now: new
   // connections and flows are attributed to it (set only during input).
@@ -282,7 +346,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const device = new Device({
     privateKey,
     backend,
-    limits: { mtu: options.mtu ?? 1420, ...options.limits?.wireguard },
+    // Handshakes wait in a bounded queue, worked through per poll (off the data path).
+    limits: {
+      mtu: options.mtu ?? 1420,
+      handshakeQueue: 1024,
+      handshakeBudget: 16,
+      ...options.limits?.wireguard,
+    },
     wallClock: () => Date.now(),
     sendDatagram: (datagram, to) => socket.send(datagram, to),
     deliverPacket: (packet, peer) => {
@@ -307,8 +377,15 @@ export async function serve(options: ServeOptions): Promise<Server> {
 
   const stack: NetStack = new NetStack({
     mtu: options.mtu,
-    tcp: options.tcp,
-    limits: options.limits?.netstack,
+    limits: {
+      // With forwarding, the fair dial table (per-peer quotas) decides which
+      // SYN waits; the stack's global half-open table must not fill first.
+      tcpHalfOpen: forwarder ? 4 * forwarder.stats().limits.pendingDials : undefined,
+      ...options.limits?.netstack,
+      udpFlows: udpCap + 1,
+    },
+    tcp: keepAlive ? { keepAlive, ...options.tcp } : options.tcp,
+    acceptUdpFlow: forwarder ? (d, version) => acceptUdp(d, version) : undefined,
     output: (packet) => {
       if (options.onPacket) options.onPacket(packet, "out", undefined);
       device.send(packet, now());
@@ -339,6 +416,27 @@ export async function serve(options: ServeOptions): Promise<Server> {
       request.reject("rst");
       return;
     }
+    if (forwarder) {
+      const fwd = forwarder;
+      fwd.accept(info).then((dial) => {
+        const upstream = dial.upstream;
+        if (dial.decision !== "accept" || !upstream) {
+          request.reject(dial.decision === "accept" ? "rst" : dial.decision);
+        } else if (stopping) {
+          upstream.close();
+          request.reject("rst");
+        } else {
+          // The dialled upstream goes straight to this connection's relay.
+          deliverTcp(info, request.accept(), (stream) => fwd.relay(stream, upstream));
+        }
+        pollSoon();
+      }, (err) => {
+        log({ level: "error", event: "accept-error", error: String(err) });
+        request.reject("rst");
+        pollSoon();
+      });
+      return;
+    }
     if (!options.accept) {
       deliverTcp(info, request.accept());
       return;
@@ -363,7 +461,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
     });
   }
 
-  function deliverTcp(info: FlowInfo, conn: TcpConnection): void {
+  function deliverTcp(
+    info: FlowInfo,
+    conn: TcpConnection,
+    handler: ((stream: TcpStream) => void | Promise<void>) | undefined = options.onTcp,
+  ): void {
     const stream: TcpStream = {
       ...info,
       protocol: "tcp",
@@ -374,7 +476,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     };
     openTcp.set(stream, conn);
     log({
-      level: "info",
+      level: "debug",
       event: "tcp-open",
       peer: info.peer.name ?? info.peer.publicKey,
       source: info.source,
@@ -383,7 +485,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     conn.closed.finally(() => {
       openTcp.delete(stream);
       log({
-        level: "info",
+        level: "debug",
         event: "tcp-close",
         source: info.source,
         destination: info.destination,
@@ -391,7 +493,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         tcp: conn.stats,
       });
     });
-    if (options.onTcp) runHandler(() => options.onTcp!(stream), () => conn.reset());
+    if (handler) runHandler(() => handler(stream), () => conn.reset());
     else if (!queue.push(stream)) conn.reset();
   }
 
@@ -412,10 +514,50 @@ export async function serve(options: ServeOptions): Promise<Server> {
       readable: flow.readable,
       writable: flow.writable,
     };
-    openUdp.add(stream);
-    flow.closed.finally(() => openUdp.delete(stream));
-    if (options.onUdp) runHandler(() => options.onUdp!(stream), () => flow.close());
+    const peer = currentPeer!;
+    openUdp.set(stream, { flow, peer });
+    let mine = udpByPeer.get(peer);
+    if (!mine) udpByPeer.set(peer, mine = new Set());
+    mine.add(stream);
+    flow.closed.finally(() => forgetUdp(stream));
+    // Over a quota: the oldest flow of this peer, or of the peer holding the most.
+    if (mine.size > peerUdpCap) evictUdp(mine);
+    else if (openUdp.size > udpCap) {
+      let heaviest = mine;
+      for (const set of udpByPeer.values()) if (set.size > heaviest.size) heaviest = set;
+      evictUdp(heaviest);
+    }
+    const handler = forwarder ? (s: UdpStream) => forwarder!.onUdp(s) : options.onUdp;
+    if (handler) runHandler(() => handler(stream), () => flow.close());
     else if (!queue.push(stream)) flow.close();
+  }
+
+  function forgetUdp(stream: UdpStream): void {
+    const entry = openUdp.get(stream);
+    if (!entry) return;
+    openUdp.delete(stream);
+    const set = udpByPeer.get(entry.peer);
+    set?.delete(stream);
+    if (set?.size === 0) udpByPeer.delete(entry.peer);
+  }
+
+  function evictUdp(set: Set<UdpStream>): void {
+    const oldest = set.values().next().value;
+    if (!oldest) return;
+    const entry = openUdp.get(oldest)!;
+    forgetUdp(oldest);
+    udpFlowsEvicted++;
+    entry.flow.close();
+  }
+
+  function acceptUdp(d: UdpDatagramIn, ipVersion: 4 | 6): boolean {
+    const info = infoOf(
+      currentPeer,
+      ipVersion,
+      { address: formatAddress(d.remoteAddress), port: d.remotePort },
+      { address: formatAddress(d.localAddress), port: d.localPort },
+    );
+    return !stopping && info !== undefined && forwarder!.acceptUdp(info);
   }
 
   function runHandler(fn: () => void | Promise<void>, onError: () => void): void {
@@ -438,11 +580,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timerAt = Infinity;
   let pollQueued = false;
+  let lastPollAt = -Infinity;
   let polls = 0;
   function pollNow(): void {
     pollQueued = false;
     polls++;
     const t = now();
+    lastPollAt = t;
     device.poll(t);
     stack.poll(t);
     arm();
@@ -466,7 +610,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
   }
   function arm(): void {
     if (closedSocket) return;
-    const deadline = Math.min(device.nextDeadline(), stack.nextDeadline());
+    // Queued handshakes (-Infinity) get a turn at most every HANDSHAKE_TURN_MS:
+    // a flood of them takes a bounded share of the thread.
+    const deviceAt = device.nextDeadline();
+    const deadline = Math.min(
+      deviceAt === -Infinity ? lastPollAt + HANDSHAKE_TURN_MS : deviceAt,
+      stack.nextDeadline(),
+    );
     // Keep the armed timer unless the deadline moved earlier: re-arming per
     // packet costs more than an early wake-up (which just re-arms).
     if (timer !== undefined && timerAt <= deadline) return;
@@ -496,6 +646,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
   }
 
   const listening = socket.listen((data, from) => {
+    if (fromOwnSocket(from)) {
+      selfDatagrams++;
+      return;
+    }
     try {
       device.receive(data, from, now());
     } catch (err) {
@@ -516,6 +670,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
   function shutdown(): Promise<void> {
     if (shutdownPromise) return shutdownPromise;
     stopping = true;
+    // Our forwarding relays hold their streams: end them so shutdown need not wait.
+    forwarder?.close();
+    ownPolicy?.close();
     shutdownPromise = (async () => {
       for (const s of queue.close()) {
         if (s.protocol === "tcp") s.reset();
@@ -581,6 +738,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
       udpOpen: openUdp.size,
       polls,
       cryptoBackend: backend.name,
+      selfDatagrams,
+      udpFlowsEvicted,
+      forward: forwarder?.stats(),
     }),
   };
 }

@@ -336,6 +336,8 @@ Deno.test({
       "json",
       "--pcap",
       pcapPath,
+      "--pcap-max-size",
+      "0",
     ]);
     let cliStopped = false;
     stack.defer(async () => {
@@ -531,6 +533,61 @@ Deno.test({
       assert.equal(r.stdout.trim(), "3");
     });
 
+    /** Connects from `ns` and prints what the service sent, or the errno name. */
+    const probe = async (ns: Netns, host: string, port: number) =>
+      (await ns.run([
+        "python3",
+        "-c",
+        "import errno, socket, sys\n" +
+        "try:\n" +
+        "    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n" +
+        "    print(s.recv(100).decode().strip() or 'connected')\n" +
+        "except OSError as e:\n" +
+        "    print(errno.errorcode.get(e.errno, e))\n",
+        host,
+        String(port),
+      ])).stdout.trim();
+
+    await t.step(
+      "a service on the server's own address is unreachable through the tunnel",
+      async () => {
+        const own = inner.a.v4;
+        const host = new Proc(server, [
+          "python3",
+          "-c",
+          "import socket\n" +
+          "s = socket.socket()\n" +
+          "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n" +
+          "s.bind(('0.0.0.0', 8081))\n" +
+          "s.listen(16)\n" +
+          "print('ready', flush=True)\n" +
+          "while True:\n" +
+          "    c, _ = s.accept()\n" +
+          "    c.sendall(b'host-only\\n')\n" +
+          "    c.close()\n",
+        ]);
+        stack.defer(async () => void await host.stop("SIGKILL"));
+        await waitFor("the host-only service", () => host.stdout.includes("ready") || undefined);
+        assert.equal(await probe(server, own, 8081), "host-only", "the host itself reaches it");
+        await client.run(["ip", "route", "add", `${own}/32`, "dev", "wg0"]);
+        assert.equal(await probe(client, own, 8081), "ECONNREFUSED");
+        assert.equal(await probe(client, SERVER_V4, 8081), "ECONNREFUSED");
+      },
+    );
+
+    await t.step("a metadata address in the target namespace is refused, others work", async () => {
+      const metadata = "169.254.169.254";
+      await services.run(["ip", "addr", "add", `${metadata}/32`, "dev", "lo"]);
+      await server.run(["ip", "route", "add", `${metadata}/32`, "via", target4]);
+      await client.run(["ip", "route", "add", `${metadata}/32`, "dev", "wg0"]);
+      const direct = await server.run(["curl", "-sS", "-m", "5", `http://${metadata}:8080/`]);
+      assert.match(direct.stdout, /^hello /, "the server's namespace reaches it");
+      const r = await inClient(["curl", "-sS", "-m", "5", `http://${metadata}:8080/`], false);
+      assert.equal(r.code, 7, `curl exit code 7 (connection refused): ${r.stderr}`);
+      const ok = await inClient(["curl", "-sS", "-m", "5", `${http4}/`]);
+      assert.match(ok.stdout, /^hello /);
+    });
+
     await t.step("SIGTERM: quick graceful shutdown with a summary, even mid-download", async () => {
       // A slow download still running when the signal comes.
       const slow = new Proc(client, [
@@ -564,6 +621,44 @@ Deno.test({
       assert.ok((summary.tcpAccepted as number) >= 55);
       assert.ok((summary.bytesDown as number) >= BIG + 51 * MID);
       assert.ok(records(cli).some((r) => r.event === "handshake"), "handshake logged");
+      const refused = summary.refused as Record<string, number>;
+      assert.ok(refused["own-address"] >= 1, JSON.stringify(refused));
+      assert.ok(refused.metadata >= 1, JSON.stringify(refused));
+    });
+
+    await t.step("a normal start prints no key; show-client prints the client's", async () => {
+      const secrets: string[] = [];
+      for (const f of ["wg.conf", "wg-client-1.conf"]) {
+        const text = await Deno.readTextFile(`${dir}/${f}`);
+        for (const m of text.matchAll(/^\s*(?:PrivateKey|PresharedKey)\s*=\s*(\S+)/gm)) {
+          secrets.push(m[1]);
+        }
+      }
+      assert.ok(secrets.length >= 3, "keys found in the files");
+      const again = new Proc(server, [Deno.execPath(), "run", "-A", MAIN, `${dir}/wg.conf`]);
+      stack.defer(async () => void await again.stop("SIGKILL"));
+      await waitFor(
+        "the second start",
+        () => again.stderr.includes("listening on UDP") || undefined,
+        {
+          timeoutMs: 30_000,
+        },
+      );
+      assert.equal((await again.stop("SIGTERM")).code, 0, again.stderr);
+      const output = again.stdout + again.stderr;
+      assert.match(output, /show-client/, "says how to print a client");
+      for (const secret of secrets) assert.ok(!output.includes(secret), "a key was printed");
+      const shown = await server.run([
+        Deno.execPath(),
+        "run",
+        "-A",
+        MAIN,
+        "show-client",
+        "client-1",
+        `${dir}/wg.conf`,
+        "--no-qr",
+      ]);
+      assert.ok(shown.stderr.includes(secrets.find((k) => clientText.includes(k))!));
     });
 
     await t.step("the pcap file is read by tshark", async () => {

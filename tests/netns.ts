@@ -146,7 +146,8 @@ async function probe(): Promise<NetnsCapability> {
   } catch (error) {
     return { ok: false, reason: `/dev/net/tun is not usable: ${(error as Error).message}` };
   }
-  const name = `wgprobe-${Deno.pid}`;
+  // Unique per worker: test files run in parallel workers of one process.
+  const name = uniqueName("wgprobe");
   try {
     await run(["ip", "netns", "add", name]);
     await run(["ip", "link", "set", "lo", "up"], { ns: name });
@@ -238,6 +239,12 @@ export async function requireOrSkip(what: string): Promise<NetnsRequirement> {
 
 let counter = 0;
 /**
+ * Put in front of every namespace and interface name (env
+ * `WGSTACK_NETNS_PREFIX`, e.g. `s9`), so that people sharing a machine can
+ * tell their namespaces apart.
+ */
+const NAME_PREFIX = Deno.env.get("WGSTACK_NETNS_PREFIX") ?? "";
+/**
  * A tag unique to this module instance: `deno test --parallel` runs test files
  * in workers of one process, so the pid alone does not tell them apart.
  */
@@ -248,6 +255,7 @@ const WORKER_TAG = crypto.getRandomValues(new Uint32Array(1))[0].toString(36).pa
  * `prefix<tag><n>` when `max` requires (interface names have 15 characters).
  */
 export function uniqueName(prefix: string, max = 64): string {
+  prefix = NAME_PREFIX + prefix;
   const n = (counter++).toString(36);
   const name = `${prefix}-${Deno.pid}-${WORKER_TAG}${n}`;
   if (name.length <= max) return name;

@@ -107,6 +107,16 @@ export interface DeviceLimits {
   maxPeers?: number;
   /** When set, padding never makes a plaintext longer than this (default: no bound). */
   mtu?: number;
+  /**
+   * Handshake messages (initiations, responses, cookie replies) held for
+   * {@linkcode Device.poll} instead of being worked on in `receive`, so a
+   * flood of them cannot starve transport packets. Default 0: worked on at
+   * once. When the queue is full, new ones are dropped (counted); while it
+   * is over half full the device is under load (MAC2 required).
+   */
+  handshakeQueue?: number;
+  /** Queued handshake messages worked on per {@linkcode Device.poll} (default 32). */
+  handshakeBudget?: number;
 }
 
 /** Options of a {@linkcode Device}. */
@@ -141,6 +151,10 @@ export interface DeviceStats extends PeerStats {
   queuedPackets: number;
   /** Whether the device is under load now. */
   underLoad: boolean;
+  /** Handshake messages waiting in the queue (see {@linkcode DeviceLimits.handshakeQueue}). */
+  handshakesPending: number;
+  /** Handshake messages dropped because the queue was full. */
+  handshakeQueueDrops: number;
 }
 
 interface IndexEntry {
@@ -154,6 +168,17 @@ const LATIN1 = new TextDecoder("latin1");
 
 function keyString(key: Uint8Array): string {
   return LATIN1.decode(key);
+}
+
+/** The length of a handshake message of `type`; -1 for other types. */
+function handshakeLength(type: number): number {
+  return type === MESSAGE_INITIATION
+    ? INITIATION_LENGTH
+    : type === MESSAGE_RESPONSE
+    ? RESPONSE_LENGTH
+    : type === MESSAGE_COOKIE_REPLY
+    ? COOKIE_REPLY_LENGTH
+    : -1;
 }
 
 function sameEndpoint(a: Endpoint | undefined, b: Endpoint): boolean {
@@ -205,6 +230,11 @@ export class Device {
   #loadCount = 0;
   #underLoadUntil = -Infinity;
   #lastNow = -Infinity;
+  readonly #hsMax: number;
+  readonly #hsBudget: number;
+  #hsQueue: { bytes: Uint8Array; from: Endpoint }[] = [];
+  #hsHead = 0;
+  #hsDrops = 0;
 
   readonly #nonce = new Uint8Array(12);
   readonly #indexBytes = new Uint8Array(4);
@@ -240,6 +270,8 @@ export class Device {
     this.#queuePerPeer = positive(limits.queuePerPeer ?? 1024, "queuePerPeer");
     this.#maxPeers = positive(limits.maxPeers ?? 65536, "maxPeers");
     this.#mtu = limits.mtu === undefined ? Infinity : positive(limits.mtu, "mtu");
+    this.#hsMax = nonNegative(limits.handshakeQueue ?? 0, "handshakeQueue");
+    this.#hsBudget = positive(limits.handshakeBudget ?? 32, "handshakeBudget");
     this.#limiter = new RateLimiter({
       maxEntries: positive(limits.rateLimiterEntries ?? DEFAULT_MAX_ENTRIES, "rateLimiterEntries"),
     });
@@ -312,6 +344,8 @@ export class Device {
       rateLimiterSize: this.#limiter.size,
       queuedPackets: queued,
       underLoad: this.#underLoadThreshold === 0 || this.#lastNow < this.#underLoadUntil,
+      handshakesPending: this.#hsQueue.length - this.#hsHead,
+      handshakeQueueDrops: this.#hsDrops,
     };
   }
 
@@ -320,7 +354,24 @@ export class Device {
   /** Handles a datagram from the network. Never throws for bad input: drops and counts it. */
   receive(datagram: Uint8Array, from: Endpoint, now: number): void {
     this.#lastNow = now;
-    switch (messageType(datagram)) {
+    const type = messageType(datagram);
+    if (this.#hsMax > 0 && handshakeLength(type) === datagram.length) {
+      // Off the data path: poll() works through these with a budget.
+      if (this.#hsQueue.length - this.#hsHead >= this.#hsMax) {
+        this.#hsDrops++;
+        return;
+      }
+      this.#hsQueue.push({
+        bytes: datagram.slice(),
+        from: { address: from.address, port: from.port },
+      });
+      return;
+    }
+    this.#dispatch(type, datagram, from, now);
+  }
+
+  #dispatch(type: number, datagram: Uint8Array, from: Endpoint, now: number): void {
+    switch (type) {
       case MESSAGE_INITIATION:
         return this.#receiveInitiation(datagram, from, now);
       case MESSAGE_RESPONSE:
@@ -346,7 +397,9 @@ export class Device {
       this.#drop("mac1");
       return false;
     }
-    if (!this.#underLoad(now)) return true;
+    // Under load, or with the handshake queue over half full: cookies first.
+    const backlog = this.#hsQueue.length - this.#hsHead > this.#hsMax >> 1 && this.#hsMax > 0;
+    if (!this.#underLoad(now) && !backlog) return true;
     if (!this.#checker.checkMac2(bytes, mac1Offset + 16, from, now)) {
       this.#checker.createReply(bytes, mac1Offset, sender, from, now, this.#cookieBuffer);
       this.#drop("cookieRequired");
@@ -713,6 +766,8 @@ export class Device {
 
   /** Runs the timers that are due at `now`. */
   poll(now: number): void {
+    this.#lastNow = now;
+    this.#workHandshakes(now);
     for (const peer of this.#peers.values()) {
       if (peer.timers.nextDeadline() > now) continue;
       const actions = peer.timers.due(now);
@@ -736,12 +791,29 @@ export class Device {
 
   /** When {@linkcode Device.poll} must next be called (monotonic ms); `Infinity` when never. */
   nextDeadline(): number {
+    if (this.#hsHead < this.#hsQueue.length) return -Infinity;
     let next = Infinity;
     for (const peer of this.#peers.values()) {
       const deadline = peer.timers.nextDeadline();
       if (deadline < next) next = deadline;
     }
     return next;
+  }
+
+  /** Works on at most the budget of queued handshake messages, oldest first. */
+  #workHandshakes(now: number): void {
+    const end = Math.min(this.#hsQueue.length, this.#hsHead + this.#hsBudget);
+    while (this.#hsHead < end) {
+      const { bytes, from } = this.#hsQueue[this.#hsHead++];
+      this.#dispatch(messageType(bytes), bytes, from, now);
+    }
+    if (this.#hsHead === this.#hsQueue.length) {
+      this.#hsQueue = [];
+      this.#hsHead = 0;
+    } else if (this.#hsHead > 1024) {
+      this.#hsQueue = this.#hsQueue.slice(this.#hsHead);
+      this.#hsHead = 0;
+    }
   }
 
   // ---- bookkeeping ----
