@@ -10,6 +10,7 @@
  * deno run -A bench/server_bench.ts --only baseline   # or: --only ours
  * deno run -A bench/server_bench.ts --metrics upload,download   # also: http, latency, ping
  * deno run -A bench/server_bench.ts --rmem 4194304   # UDP receive buffer default in S
+ * WGSTACK_TCP_CC=bbr deno run -A bench/server_bench.ts   # our TCP's congestion controller
  * deno run -A bench/server_bench.ts --only ours --metrics upload --profile /tmp/prof
  *   # our server runs with --cpu-prof; the .cpuprofile lands in /tmp/prof
  * ```
@@ -66,26 +67,17 @@ interface ServeConfig {
 
 async function serveMode(config: ServeConfig): Promise<void> {
   const { serve } = await import("../server/serve.ts");
-  const { Forwarder } = await import("../cli/forward.ts");
-  const logger = {
-    level: "error" as const,
-    enabled: (l: string) => l === "error",
-    log: (r: { level: string }) => {
-      if (r.level === "error") console.error(JSON.stringify(r));
-    },
-  };
-  const fwd = new Forwarder({ logger, localAddresses: [config.tunnelAddress] });
   const ac = new AbortController();
   const onTerm = () => ac.abort();
   Deno.addSignalListener("SIGTERM", onTerm);
+  const cc = Deno.env.get("WGSTACK_TCP_CC");
   const server = await serve({
     privateKey: config.privateKey,
     hostname: config.hostname,
     port: config.port,
     peers: [{ publicKey: config.peerPublicKey, allowedIps: [`${config.peerAddress}/32`] }],
-    accept: (i) => fwd.accept(i),
-    onTcp: (s) => fwd.onTcp(s),
-    onUdp: (f) => fwd.onUdp(f),
+    forward: { localAddresses: [config.tunnelAddress] },
+    tcp: cc ? { congestionControl: cc as "cubic" | "newreno" | "bbr" } : undefined,
     signal: ac.signal,
     shutdownTimeout: 500,
   });
