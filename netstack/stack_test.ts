@@ -99,6 +99,8 @@ function fakeConnection(tuple: TcpTuple): TcpConnectionLike {
       dupAckThreshold: 3,
       pacingRate: 0,
       congestionControl: "cubic",
+      congestionState: "open",
+      bottleneckBandwidth: 0,
       srtt: 0,
       rttvar: 0,
       rto: 0,

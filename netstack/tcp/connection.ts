@@ -320,6 +320,13 @@ export interface TcpConnectionStats {
   pacingRate: number;
   /** Congestion controller name. */
   congestionControl: string;
+  /**
+   * The controller's state: BBR's (e.g. "probe_bw_cruise"), else "open",
+   * "recovery" or "loss" (after a timeout).
+   */
+  congestionState: string;
+  /** BBR's bottleneck bandwidth estimate in bytes per ms (0 for other controllers). */
+  bottleneckBandwidth: number;
   /** Smoothed RTT, ms. */
   srtt: number;
   /** RTT variation, ms. */
@@ -538,7 +545,6 @@ export class Connection implements TcpConnectionLike {
   #undoPossible = false;
   #undoCwnd = 0;
   #undoSsthresh = 0;
-  #rexmitTsVal = 0;
   /** TSval of our latest retransmission while some data is unacknowledged, or -1. */
   #rexmitTs = -1;
   #dropped = 0;
@@ -1152,12 +1158,11 @@ export class Connection implements TcpConnectionLike {
   #startEpisode(now: number): void {
     this.#undoCwnd = this.#cc.cwnd;
     this.#undoSsthresh = this.#cc.ssthresh;
-    this.#lr!.startEpisode(this.#sndUna);
-    if (this.#tsOk) {
-      // Eifel detection (RFC 3522): the TSval our first retransmission carries.
-      this.#rexmitTsVal = this.#tsNow(now);
-      this.#undoPossible = true;
-    }
+    this.#lr!.startEpisode(this.#sndUna, now);
+    // Eifel detection (RFC 3522): judged on the first segment retransmitted in
+    // this episode that is cumulatively acknowledged (recovery.ts compares
+    // the echoed timestamp with that retransmission's).
+    this.#undoPossible = this.#tsOk;
   }
 
   /**
@@ -1216,17 +1221,12 @@ export class Connection implements TcpConnectionLike {
     this.#retries = 0;
     this.#rtt.resetBackoff();
 
-    if (this.#undoPossible && res && res.retransAcked) {
+    if (this.#undoPossible && res && res.eifel !== 0) {
       this.#undoPossible = false;
-      // The first ACK of a retransmitted segment echoes the original's TSval:
-      // the original arrived, the "loss" was reordering or delay (RFC 3522 §2,
-      // for timeouts RFC 4015).
-      if (
-        (this.#inRecovery || this.#inLoss) && seg.hasTimestamp && seg.tsEcr !== 0 &&
-        seqLt(seg.tsEcr, this.#rexmitTsVal)
-      ) {
-        this.#undo(now);
-      }
+      // The ACK of a segment retransmitted in this episode echoes the
+      // original's TSval: the original arrived, the "loss" was reordering or
+      // delay (RFC 3522 §2; for timeouts RFC 4015).
+      if (res.eifel === 2 && (this.#inRecovery || this.#inLoss)) this.#undo(now);
     }
     const lr = this.#lr;
     if (lr && this.#inRecovery && !this.#sackOk) {
@@ -2073,6 +2073,14 @@ export class Connection implements TcpConnectionLike {
       dupAckThreshold: this.#dupThresh,
       pacingRate: this.#cc.pacingRate,
       congestionControl: this.#cc.name,
+      congestionState: this.#cc instanceof Bbr
+        ? this.#cc.state
+        : this.#inRecovery
+        ? "recovery"
+        : this.#inLoss
+        ? "loss"
+        : "open",
+      bottleneckBandwidth: this.#cc instanceof Bbr ? this.#cc.bw : 0,
       srtt: this.#rtt.srtt,
       rttvar: this.#rtt.rttvar,
       rto: this.#rtt.rto,

@@ -85,13 +85,18 @@ export interface AckResult {
   dsack: boolean;
   /** DSACK blocks that reported a retransmission of the current episode. */
   dsackRetrans: number;
-  /** A segment that had been retransmitted was cumulatively acknowledged. */
-  retransAcked: boolean;
+  /**
+   * Eifel evidence (RFC 3522) from a segment retransmitted in the current
+   * episode and now cumulatively acknowledged: 0 none, 1 the ACK echoes the
+   * retransmission (it was needed), 2 it echoes an earlier transmission (the
+   * original arrived: the retransmission was spurious).
+   */
+  eifel: 0 | 1 | 2;
 }
 
 /** A zeroed {@linkcode AckResult} to pass to {@linkcode LossRecovery.onAck}. */
 export function newAckResult(): AckResult {
-  return { acked: 0, delivered: 0, dsack: false, dsackRetrans: 0, retransAcked: false };
+  return { acked: 0, delivered: 0, dsack: false, dsackRetrans: 0, eifel: 0 };
 }
 
 /** Options of {@linkcode LossRecovery}. */
@@ -194,6 +199,8 @@ export class LossRecovery {
   // Undo (RFC 3708 / Linux undo_retrans).
   /** SND.UNA when the current loss episode began, -1 when none. */
   undoMarker = -1;
+  /** When the current loss episode began (ms). */
+  episodeStart = Infinity;
   /** Retransmissions of the episode not yet shown spurious. */
   undoRetrans = 0;
 
@@ -342,7 +349,7 @@ export class LossRecovery {
     out.delivered = 0;
     out.dsack = false;
     out.dsackRetrans = 0;
-    out.retransAcked = false;
+    out.eifel = 0;
     const rs = this.#rs;
     rs.priorInFlight = this.inFlight;
     rs.priorDelivered = -1;
@@ -411,7 +418,9 @@ export class LossRecovery {
           }
           break;
         }
-        if (rec.flags & EVER_RETRANS) out.retransAcked = true;
+        if ((rec.flags & EVER_RETRANS) && out.eifel === 0 && rec.xmitTs >= this.episodeStart) {
+          if (this.echoedAt >= 0) out.eifel = this.echoedAt < Math.floor(rec.xmitTs) ? 2 : 1;
+        }
         if (!(rec.flags & SACKED)) this.#delivered(rec, now, true);
         this.#removeHead();
       }
@@ -726,7 +735,8 @@ export class LossRecovery {
   // ------------------------------------------------------------ episodes and PRR
 
   /** A loss episode (recovery or timeout) begins at SND.UNA `una`. */
-  startEpisode(una: number): void {
+  startEpisode(una: number, now: number): void {
+    this.episodeStart = now;
     this.undoMarker = una;
     this.undoRetrans = 0;
   }
