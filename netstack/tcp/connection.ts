@@ -389,8 +389,8 @@ const ACK_RESULT: AckResult = newAckResult();
 const REO_TIMER = [0];
 /** Worst-case delayed-ACK time added to a probe timeout for a single segment (RFC 8985 §7.2). */
 const WC_DEL_ACK = 200;
-/** Burst allowance of pacing in ms of sending at the pacing rate (timer granularity ~2 ms). */
-const PACING_QUANTUM_MS = 4;
+/** Burst allowance of pacing in ms of sending at the pacing rate (the timer granularity, ~2 ms). */
+const PACING_QUANTUM_MS = 2;
 /** Largest learned duplicate-ACK threshold (Linux caps tp->reordering at 300). */
 const MAX_DUP_THRESH = 64;
 
