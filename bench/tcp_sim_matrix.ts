@@ -24,7 +24,7 @@ const args = parseArgs({
   options: {
     size: { type: "string", default: "20" },
     seeds: { type: "string", default: "3" },
-    cc: { type: "string", default: "cubic,newreno" },
+    cc: { type: "string", default: "bbr,cubic" },
     cells: { type: "string", default: "2/5/10,1/25/25,5/50/0,0/50/10,0.5/100/0,2/5/0,0/5/10" },
     bandwidth: { type: "string", default: "25000" },
     queue: { type: "string", default: "262144" },

@@ -122,7 +122,7 @@ Flags:
                                    (default 10.44.0.1/24 and a random fdXX::1/64)
       --connect-timeout SECONDS    forward mode dial timeout (default 10)
       --tcp-cc cubic|newreno|bbr   congestion control of our TCP towards clients
-                                   (default cubic)
+                                   (default bbr)
       --allow CIDR[:PORTS]         forward mode: allow destinations (repeatable;
                                    rules apply in order, first match wins; IPv6
                                    with ports as [CIDR]:PORTS; PORTS like 80,8000-8100)

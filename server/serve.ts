@@ -144,7 +144,7 @@ export interface ServeOptions {
   mtu?: number;
   /**
    * TCP options of the netstack, e.g. `{ congestionControl: "bbr" }` (the
-   * controller of every connection the server terminates; default CUBIC).
+   * controller of every connection the server terminates; default BBR).
    */
   tcp?: TcpOptions;
   /** Limits. */

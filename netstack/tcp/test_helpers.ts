@@ -139,7 +139,13 @@ export class Harness {
         else if (this.onSyn === "drop") req.drop();
       },
     };
-    this.layer = new TcpLayer(host, { secret: new Uint8Array(16).fill(7), ...options });
+    // The packet-level tests script ACK-clocked exchanges: an unpaced
+    // loss-based controller unless a test asks for another.
+    this.layer = new TcpLayer(host, {
+      secret: new Uint8Array(16).fill(7),
+      congestionControl: "cubic",
+      ...options,
+    });
   }
 
   /** Sends `seg` from the peer to us at time `at` (default: now). */
