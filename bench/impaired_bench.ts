@@ -232,6 +232,8 @@ s = socket.socket()
 if cc != "-": s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
 t0 = time.perf_counter()
 s.connect((host, int(port)))
+lport = s.getsockname()[1]
+print(json.dumps({"lport": lport}), flush=True)
 s.sendall(("%s %d %s\\n" % (op, n, tid)).encode())
 if op == "GET":
     h = hashlib.sha256(); got = 0
@@ -249,9 +251,8 @@ else:
     why = "target got %s bytes, sha256 %s" % (got, digest)
 ms = (time.perf_counter() - t0) * 1000
 info = tcp_info(s)
-lport = s.getsockname()[1]
 s.close()
-print(json.dumps({"ms": ms, "ok": ok, "why": why, "info": info, "lport": lport}), flush=True)
+print(json.dumps({"ms": ms, "ok": ok, "why": why, "info": info}), flush=True)
 `;
 
 // ---------------------------------------------------------------------------
@@ -678,8 +679,22 @@ class Bench {
     this.defer(async () => {
       await ours.stop(5000);
       const summary = jsonLines(ours.log).find((r) => r.event === "summary");
-      if (summary) console.log(`our server's summary: ${JSON.stringify(summary)}`);
-      else console.log(`our server said:\n${ours.log}`);
+      if (summary) {
+        const { tcpAccepted, bytesUp, bytesDown, packetsIn, packetsOut, drops, netstack, socket } =
+          summary as Record<string, Record<string, unknown>>;
+        console.log(`our server's summary: ${
+          JSON.stringify({
+            tcpAccepted,
+            bytesUp,
+            bytesDown,
+            packetsIn,
+            packetsOut,
+            drops,
+            netstackDrops: netstack?.drops,
+            socket,
+          })
+        }`);
+      } else console.log(`our server said:\n${ours.log}`);
     });
     await waitLine("our server", ours, (l) => l.includes("listening on UDP") || undefined, 60_000);
   }
@@ -699,6 +714,7 @@ class Bench {
     let capture: Background | undefined;
     let captureDrops: number | null = null;
     let lport: number | undefined;
+    const oursLogStart = this.ours?.log.length ?? 0; // client ports repeat across transfers
     const pcap = `${this.tmp}/${id}.pcap`;
     try {
       if (cell.impair) {
@@ -778,7 +794,8 @@ class Bench {
       else if (!out.ok) result.error = `sha256/size mismatch: ${out.why}`;
       else result.ms = out.ms as number;
       if (out && v.direction === "upload") result.senderInfo = out.info as TcpInfo;
-      lport = out?.lport as number | undefined;
+      // Printed at connect, so our stats are found for a transfer killed at the cap too.
+      lport = jsonLines(client.log).find((r) => "lport" in r)?.lport as number | undefined;
     } finally {
       if (capture) {
         await capture.stop();
@@ -811,7 +828,7 @@ class Bench {
       const rec = await waitFor(
         "our tcp-close record",
         () =>
-          jsonLines(ours.log).find((r) =>
+          jsonLines(ours.log.slice(oursLogStart)).find((r) =>
             r.event === "tcp-close" && r.tcp !== undefined &&
             String(r.source).endsWith(`:${lport}`) // the CLI writes endpoints as address:port
           ),
