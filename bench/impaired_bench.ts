@@ -148,6 +148,12 @@ interface Transfer {
   netem?: Record<string, number>;
   /** CPU seconds the impairment process used, per wall second of the transfer. */
   netemCpuShare?: number;
+  /**
+   * UDP receive-buffer overflows during the transfer (/proc/net/snmp
+   * RcvbufErrors) in C and S: losses on the path that the impairment did not
+   * decide.
+   */
+  udpRcvbufErrors?: { c: number; s: number };
   load: string;
 }
 
@@ -389,6 +395,14 @@ function cpuSeconds(pid: number): number {
   } catch {
     return NaN;
   }
+}
+
+/** UDP RcvbufErrors of a namespace so far (/proc/net/snmp). */
+async function udpRcvbufErrors(ns: Netns): Promise<number> {
+  const text = (await ns.run(["cat", "/proc/net/snmp"])).stdout;
+  const [names, values] = text.split("\n").filter((l) => l.startsWith("Udp:"));
+  const i = names.split(/\s+/).indexOf("RcvbufErrors");
+  return Number(values.split(/\s+/)[i]);
 }
 
 function median(xs: number[]): number {
@@ -757,6 +771,7 @@ class Bench {
         await waitLine("dumpcap", capture, (l) => l.includes("Capturing on") || undefined);
       }
       const cpu0 = netem ? cpuSeconds(netem.pid) : 0;
+      const udp0 = await Promise.all([udpRcvbufErrors(this.c), udpRcvbufErrors(this.s)]);
       const host = v.path === "ours" ? TARGET_OURS : TARGET_BASE;
       const port = v.direction === "download" ? CC_PORTS[v.cc] : CC_PORTS.bbr;
       const client = spawnIn(this.c, [
@@ -788,6 +803,8 @@ class Bench {
       this.#current.delete(client);
       const wall = (performance.now() - t0) / 1000;
       if (netem) result.netemCpuShare = (cpuSeconds(netem.pid) - cpu0) / wall;
+      const udp1 = await Promise.all([udpRcvbufErrors(this.c), udpRcvbufErrors(this.s)]);
+      result.udpRcvbufErrors = { c: udp1[0] - udp0[0], s: udp1[1] - udp0[1] };
       const out = jsonLines(client.log).find((r) => "ms" in r);
       if (timedOut) result.error = `>${this.opts.capS}s`;
       else if (!out) result.error = `client failed: ${client.log.trim().slice(-300)}`;
@@ -1058,6 +1075,9 @@ async function main(): Promise<number> {
               (c
                 ? `  capture: dup ${c.duplicates} dsack ${c.dsacks}` +
                   (c.captureDrops ? ` drops ${c.captureDrops}` : "")
+                : "") +
+              (t.udpRcvbufErrors && (t.udpRcvbufErrors.c || t.udpRcvbufErrors.s)
+                ? `  udp-rcvbuf-drops C ${t.udpRcvbufErrors.c} S ${t.udpRcvbufErrors.s}`
                 : "") +
               (t.netemCpuShare !== undefined
                 ? `  netem cpu ${(t.netemCpuShare * 100).toFixed(0)}%`
