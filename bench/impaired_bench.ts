@@ -160,6 +160,12 @@ interface Transfer {
   netem?: Record<string, number>;
   /** CPU seconds the impairment process used, per wall second of the transfer. */
   netemCpuShare?: number;
+  /**
+   * UDP receive-buffer overflows during the transfer (/proc/net/snmp
+   * RcvbufErrors) in C and S: losses on the path that the impairment did not
+   * decide.
+   */
+  udpRcvbufErrors?: { c: number; s: number };
   load: string;
 }
 
@@ -244,6 +250,8 @@ s = socket.socket()
 if cc != "-": s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
 t0 = time.perf_counter()
 s.connect((host, int(port)))
+lport = s.getsockname()[1]
+print(json.dumps({"lport": lport}), flush=True)
 s.sendall(("%s %d %s\\n" % (op, n, tid)).encode())
 if op == "GET":
     h = hashlib.sha256(); got = 0
@@ -261,9 +269,8 @@ else:
     why = "target got %s bytes, sha256 %s" % (got, digest)
 ms = (time.perf_counter() - t0) * 1000
 info = tcp_info(s)
-lport = s.getsockname()[1]
 s.close()
-print(json.dumps({"ms": ms, "ok": ok, "why": why, "info": info, "lport": lport}), flush=True)
+print(json.dumps({"ms": ms, "ok": ok, "why": why, "info": info}), flush=True)
 `;
 
 // ---------------------------------------------------------------------------
@@ -400,6 +407,14 @@ function cpuSeconds(pid: number): number {
   } catch {
     return NaN;
   }
+}
+
+/** UDP RcvbufErrors of a namespace so far (/proc/net/snmp). */
+async function udpRcvbufErrors(ns: Netns): Promise<number> {
+  const text = (await ns.run(["cat", "/proc/net/snmp"])).stdout;
+  const [names, values] = text.split("\n").filter((l) => l.startsWith("Udp:"));
+  const i = names.split(/\s+/).indexOf("RcvbufErrors");
+  return Number(values.split(/\s+/)[i]);
 }
 
 function median(xs: number[]): number {
@@ -690,8 +705,22 @@ class Bench {
     this.defer(async () => {
       await ours.stop(5000);
       const summary = jsonLines(ours.log).find((r) => r.event === "summary");
-      if (summary) console.log(`our server's summary: ${JSON.stringify(summary)}`);
-      else console.log(`our server said:\n${ours.log}`);
+      if (summary) {
+        const { tcpAccepted, bytesUp, bytesDown, packetsIn, packetsOut, drops, netstack, socket } =
+          summary as Record<string, Record<string, unknown>>;
+        console.log(`our server's summary: ${
+          JSON.stringify({
+            tcpAccepted,
+            bytesUp,
+            bytesDown,
+            packetsIn,
+            packetsOut,
+            drops,
+            netstackDrops: netstack?.drops,
+            socket,
+          })
+        }`);
+      } else console.log(`our server said:\n${ours.log}`);
     });
     await waitLine("our server", ours, (l) => l.includes("listening on UDP") || undefined, 60_000);
   }
@@ -711,6 +740,7 @@ class Bench {
     let capture: Background | undefined;
     let captureDrops: number | null = null;
     let lport: number | undefined;
+    const oursLogStart = this.ours?.log.length ?? 0; // client ports repeat across transfers
     const pcap = `${this.tmp}/${id}.pcap`;
     try {
       if (cell.impair) {
@@ -753,6 +783,7 @@ class Bench {
         await waitLine("dumpcap", capture, (l) => l.includes("Capturing on") || undefined);
       }
       const cpu0 = netem ? cpuSeconds(netem.pid) : 0;
+      const udp0 = await Promise.all([udpRcvbufErrors(this.c), udpRcvbufErrors(this.s)]);
       const host = v.path === "ours" ? TARGET_OURS : TARGET_BASE;
       const port = v.direction === "download" ? CC_PORTS[v.cc] : CC_PORTS.bbr;
       const client = spawnIn(this.c, [
@@ -784,13 +815,16 @@ class Bench {
       this.#current.delete(client);
       const wall = (performance.now() - t0) / 1000;
       if (netem) result.netemCpuShare = (cpuSeconds(netem.pid) - cpu0) / wall;
+      const udp1 = await Promise.all([udpRcvbufErrors(this.c), udpRcvbufErrors(this.s)]);
+      result.udpRcvbufErrors = { c: udp1[0] - udp0[0], s: udp1[1] - udp0[1] };
       const out = jsonLines(client.log).find((r) => "ms" in r);
       if (timedOut) result.error = `>${this.opts.capS}s`;
       else if (!out) result.error = `client failed: ${client.log.trim().slice(-300)}`;
       else if (!out.ok) result.error = `sha256/size mismatch: ${out.why}`;
       else result.ms = out.ms as number;
       if (out && v.direction === "upload") result.senderInfo = out.info as TcpInfo;
-      lport = out?.lport as number | undefined;
+      // Printed at connect, so our stats are found for a transfer killed at the cap too.
+      lport = jsonLines(client.log).find((r) => "lport" in r)?.lport as number | undefined;
     } finally {
       if (capture) {
         await capture.stop();
@@ -823,7 +857,7 @@ class Bench {
       const rec = await waitFor(
         "our tcp-close record",
         () =>
-          jsonLines(ours.log).find((r) =>
+          jsonLines(ours.log.slice(oursLogStart)).find((r) =>
             r.event === "tcp-close" && r.tcp !== undefined &&
             String(r.source).endsWith(`:${lport}`) // the CLI writes endpoints as address:port
           ),
@@ -1053,6 +1087,9 @@ async function main(): Promise<number> {
               (c
                 ? `  capture: dup ${c.duplicates} dsack ${c.dsacks}` +
                   (c.captureDrops ? ` drops ${c.captureDrops}` : "")
+                : "") +
+              (t.udpRcvbufErrors && (t.udpRcvbufErrors.c || t.udpRcvbufErrors.s)
+                ? `  udp-rcvbuf-drops C ${t.udpRcvbufErrors.c} S ${t.udpRcvbufErrors.s}`
                 : "") +
               (t.netemCpuShare !== undefined
                 ? `  netem cpu ${(t.netemCpuShare * 100).toFixed(0)}%`
