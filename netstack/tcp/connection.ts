@@ -6,7 +6,8 @@
  * loss recovery in `recovery.ts` (RFC 8985
  * RACK-TLP with SACK, a learned duplicate-ACK threshold and RFC 6582 NewReno
  * without it, RFC 6937 PRR, undo of spurious recoveries and timeouts by
- * timestamps (RFC 3522 / RFC 4015) and by DSACK (RFC 3708)), RFC 6298 (RTO;
+ * timestamps (RFC 3522 / RFC 4015), by F-RTO without them (RFC 5682) and by
+ * DSACK (RFC 3708)), RFC 6298 (RTO;
  * Karn's rule also for timestamp echoes), RFC 5681 + RFC 9438 (congestion
  * control; BBR in `bbr.ts`, the default) with pacing when the controller sets a rate,
  * delayed ACKs (RFC 1122 §4.2.3.2: every second segment or 40 ms),
@@ -497,6 +498,8 @@ export class Connection implements TcpConnectionLike {
   #prrActive = false;
   /** After a retransmission timeout, until SND.UNA passes `#recover`. */
   #inLoss = false;
+  /** F-RTO (RFC 5682) step: 0 off, 1 first ACK awaited, 2 second ACK awaited. */
+  #frto = 0;
   #recover = 0;
   #tlpAt = Infinity;
   #reoAt = Infinity;
@@ -1036,6 +1039,14 @@ export class Connection implements TcpConnectionLike {
         this.#dupAcks++;
         lr.renoSacked = Math.min(this.#dupAcks * mss, lr.outBytes);
       }
+      if (
+        this.#frto !== 0 &&
+        (seqGt(ack, una) ||
+          (payloadLen === 0 && !(flags & (TCP_SYN | TCP_FIN)) && newWnd === wasWnd))
+      ) {
+        // An ACK that advances SND.UNA, or a duplicate ACK (RFC 5681 §2).
+        this.#frtoStep(seqGt(ack, una) ? seqDiff(ack, una) : 0, now);
+      }
       // Spurious retransmissions shown by DSACK (RFC 3708): undo once all of
       // the episode's retransmissions came back as duplicates.
       if (res.dsackRetrans > 0 && lr.undoMarker >= 0 && lr.undoRetrans === 0) {
@@ -1091,6 +1102,9 @@ export class Connection implements TcpConnectionLike {
     const lr = this.#lr!;
     const mss = this.#dataMss();
     let lost = 0;
+    // While F-RTO judges a timeout, its two ACKs decide (RACK would take the
+    // ambiguous ACK of the retransmitted first segment for news).
+    if (this.#frto !== 0) return 0;
     if (this.#sackOk) {
       const reo = lr.reoWnd(
         this.#inRecovery || this.#inLoss,
@@ -1450,7 +1464,12 @@ export class Connection implements TcpConnectionLike {
     // 1. Segments marked lost (RACK, duplicate ACKs, timeout), in sequence order.
     const lost = lr ? lr.nextLost() : null;
     if (lost) {
-      if (this.#pipe() + Math.min(lost.length, mss) > cwnd && this.#pipe() > 0) return false;
+      // (F-RTO's one retransmission goes whatever the rest in flight says.)
+      if (
+        this.#pipe() + Math.min(lost.length, mss) > cwnd && this.#pipe() > 0 && this.#frto !== 1
+      ) {
+        return false;
+      }
       if (!this.#paceAllows(lost.length, now)) return false;
       this.#resend(lost, mss, now);
       return true;
@@ -1700,6 +1719,11 @@ export class Connection implements TcpConnectionLike {
     // unSACKed segment is lost (RFC 8985 §6.3). ssthresh falls once per
     // episode, not again on each backoff.
     const lr = this.#lr;
+    // F-RTO (RFC 5682) where timestamps cannot tell a spurious timeout: the
+    // first timeout of an episode resends only the first segment and lets
+    // the next two ACKs decide.
+    const frto = !this.#tsOk && this.#retries === 1 && !this.#inLoss && !this.#inRecovery;
+    this.#frto = 0;
     if (this.#retries === 1) {
       if (!this.#inLoss && !this.#inRecovery) this.#startEpisode(now);
       else this.#undoPossible = false; // a timeout inside recovery: not Eifel-undoable
@@ -1718,10 +1742,43 @@ export class Connection implements TcpConnectionLike {
     // Keep SACK information across the first timeout (resend only the holes);
     // forget it after a second one in case the receiver reneged (RFC 2018 §8).
     if (lr) {
-      lr.markAllLost(this.#retries >= 2);
+      if (frto && lr.markHeadLost() > 0) this.#frto = 1;
+      else lr.markAllLost(this.#retries >= 2);
       lr.renoSacked = 0;
     }
     this.#rtoAt = now + this.#rtt.rto;
+  }
+
+  /**
+   * F-RTO (RFC 5682 §2) after an ACK, while a timeout is being judged: the
+   * first ACK that advances SND.UNA lets up to two new segments go (step 2b);
+   * if the next ACK advances SND.UNA too, the timeout was spurious and is
+   * undone (step 3b), else — or on a duplicate ACK at any step — recovery
+   * goes on as usual, every outstanding segment resent.
+   */
+  #frtoStep(acked: number, now: number): void {
+    const lr = this.#lr!;
+    if (!this.#inLoss || seqGe(this.#sndUna, this.#recover)) {
+      this.#frto = 0;
+      return;
+    }
+    if (acked === 0) return this.#frtoFallBack();
+    if (this.#frto === 1) {
+      if (this.#unsentBytes() <= 0) return this.#frtoFallBack(); // no new data to test with
+      this.#frto = 2;
+      const mss = this.#dataMss();
+      if (!this.#cc.modelBased) this.#cc.cwnd = Math.max(this.#cc.cwnd, lr.inFlight + 2 * mss);
+      return;
+    }
+    this.#frto = 0;
+    this.#undo(now);
+  }
+
+  /** F-RTO gave way to conventional recovery (RFC 5682 §2 step 3a): slow start, all resent. */
+  #frtoFallBack(): void {
+    this.#frto = 0;
+    this.#lr!.markAllLost(false);
+    if (!this.#cc.modelBased) this.#cc.cwnd = Math.min(this.#cc.cwnd, 2 * this.#dataMss());
   }
 
   /** The RACK reordering timer (RFC 8985 §6.3): detect losses again. */

@@ -522,11 +522,11 @@ export class LossRecovery {
     // RACK.xmit_ts / end_seq (RFC 8985 §6.2 step 2). A retransmitted segment
     // whose delivery may be that of the original does not advance RACK: the
     // ACK echoes a timestamp from before the retransmission, or (without
-    // timestamps) it came less than min_RTT after it.
+    // timestamps) it came less than min_RTT after it, or no RTT is known yet.
     if (retrans) {
       if (
         this.echoedAt >= 0 ? this.echoedAt < Math.floor(rec.xmitTs) : (
-          this.minRtt > 0 && now - rec.xmitTs < this.minRtt
+          this.minRtt === 0 || now - rec.xmitTs < this.minRtt
         )
       ) return;
     }

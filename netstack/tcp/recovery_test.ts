@@ -193,6 +193,50 @@ Deno.test("DSACK and undo", async (t) => {
   });
 });
 
+Deno.test("F-RTO (RFC 5682) without timestamps", async (t) => {
+  /** 12 segments written, 10 sent (the initial window); then a timeout. */
+  async function timedOut() {
+    const h = new Harness();
+    const { conn, iss } = h.open({ mss: 1000, sackPerm: true });
+    const w = conn.writable.getWriter();
+    await w.write(filler(12_000));
+    h.poll(0);
+    assert.equal(h.out.splice(0).length, 10);
+    const rto = h.layer.nextDeadline();
+    h.poll(rto);
+    // Only the first segment is resent, not the whole window.
+    h.expect({ flags: "A", seq: seg(iss, 0) });
+    h.expectNothing();
+    return { h, conn, iss, rto };
+  }
+
+  await t.step("a delay spike: two advancing ACKs undo the timeout", async () => {
+    const { h, conn, iss, rto } = await timedOut();
+    // The originals were only late: ACKs for them arrive.
+    h.send({ flags: "A", seq: P, ack: seg(iss, 2) }, rto + 5);
+    // Step 2b: two new segments instead of retransmissions.
+    h.expect({ flags: "A", seq: seg(iss, 10) });
+    h.expect({ flags: "PA", seq: seg(iss, 11) });
+    h.send({ flags: "A", seq: P, ack: seg(iss, 4) }, rto + 6);
+    const st = stats(conn);
+    assert.equal(st.spuriousRecoveries, 1);
+    assert.equal(st.retransmits, 1);
+    assert.equal(st.congestionState, "open");
+  });
+
+  await t.step("a real loss: a duplicate ACK goes back to resending everything", async () => {
+    const { h, conn, iss, rto } = await timedOut();
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1) }, rto + 5); // the retransmission arrived
+    h.expect({ flags: "A", seq: seg(iss, 10) }); // step 2b probes
+    h.expect({ flags: "PA", seq: seg(iss, 11) });
+    h.send({ flags: "A", seq: P, ack: seg(iss, 1), sack: [[seg(iss, 10), seg(iss, 11)]] }, rto + 6);
+    // Step 3a: conventional recovery resends what is outstanding.
+    h.expect({ flags: "A", seq: seg(iss, 1) });
+    assert.equal(stats(conn).spuriousRecoveries, 0);
+    assert.equal(stats(conn).congestionState, "loss");
+  });
+});
+
 Deno.test("reordered ACKs (PAWS)", async (t) => {
   /** A SACK + timestamps connection that sent 8 segments of 988 bytes at t = 0. */
   async function open() {
