@@ -885,9 +885,13 @@ export class Connection implements TcpConnectionLike {
    * path, not a wrapped old segment.
    */
   #disorderedAck(seg: TcpRepr): boolean {
-    return seg.payload.length === 0 && !(seg.flags & (TCP_SYN | TCP_FIN)) &&
-      (seg.flags & TCP_ACK) !== 0 && seg.seq === this.#rcv.nxt && seg.ack === this.#sndUna &&
-      (seg.window << this.#sndShift) <= this.#sndWnd &&
+    return this.#overtakenAck(seg) && seg.seq === this.#rcv.nxt && seg.ack === this.#sndUna &&
+      (seg.window << this.#sndShift) <= this.#sndWnd;
+  }
+
+  /** A pure ACK whose timestamp is older than TS.Recent by less than an RTO. */
+  #overtakenAck(seg: TcpRepr): boolean {
+    return seg.payload.length === 0 && (seg.flags & (TCP_SYN | TCP_FIN | TCP_ACK)) === TCP_ACK &&
       seqDiff(this.#tsRecent, seg.tsVal) <= this.#rtt.rto;
   }
 
@@ -902,9 +906,8 @@ export class Connection implements TcpConnectionLike {
   #overtakenSack(seg: TcpRepr, now: number): void {
     const lr = this.#lr;
     if (
-      !lr || lr.size === 0 || !this.#sackOk || seg.sackCount === 0 || seg.payload.length > 0 ||
-      !(seg.flags & TCP_ACK) || (seg.flags & (TCP_SYN | TCP_FIN)) ||
-      seqGt(seg.ack, this.#sndUna) || seqDiff(this.#tsRecent, seg.tsVal) > this.#rtt.rto
+      !lr || lr.size === 0 || !this.#sackOk || seg.sackCount === 0 ||
+      seqGt(seg.ack, this.#sndUna) || !this.#overtakenAck(seg)
     ) return;
     lr.echoedAt = -1;
     lr.onAck(seg.ack, seg.sackBlocks, seg.sackCount, this.#sndUna, this.#sndMax, now, ACK_RESULT);
@@ -1147,7 +1150,7 @@ export class Connection implements TcpConnectionLike {
       this.#inLoss = false;
       cc.onRecoveryEnd(now);
     }
-    const rs = lr.rateSample(lost, lr.minRtt);
+    const rs = lr.rateSample(lost);
     if (!this.#inRecovery && res.acked > 0 && rs.priorInFlight * 2 >= cc.cwnd) {
       // Grow only while the window is actually used (RFC 7661 spirit).
       cc.onAck(res.acked, this.#rtt.srtt, now);
@@ -1193,9 +1196,9 @@ export class Connection implements TcpConnectionLike {
     const wasRecovering = this.#inRecovery || this.#inLoss;
     this.#inRecovery = false;
     this.#inLoss = false;
-    if (cc.modelBased) {
-      // The model restores what it saved (BBR: HandleSpuriousLossDetection).
-      (cc as Bbr).onSpuriousLoss?.(now);
+    if (cc instanceof Bbr) {
+      // The model restores what it saved (HandleSpuriousLossDetection).
+      cc.onSpuriousLoss(now);
     } else {
       cc.cwnd = Math.max(cc.cwnd, this.#undoCwnd);
       cc.ssthresh = Math.max(cc.ssthresh, this.#undoSsthresh);
@@ -1505,10 +1508,10 @@ export class Connection implements TcpConnectionLike {
   /** Sends `len` new bytes at SND.NXT (plus FIN when closing and they end the buffer). */
   #sendNew(len: number, now: number): void {
     const seq = this.#sndNxt;
-    const idle = this.#lr;
-    if (idle && idle.inFlight === 0 && idle.appLimited !== 0 && this.#cc.modelBased) {
+    const was = this.#lr;
+    if (this.#cc instanceof Bbr && was && was.inFlight === 0 && was.appLimited !== 0) {
       // Restart after idle (BBR §5.4): pace at the estimated rate, not above.
-      (this.#cc as Bbr).onIdleRestart?.(now);
+      this.#cc.onIdleRestart(now);
     }
     const fin = this.#sendData(seq, len, now);
     const end = seqAdd(seq, len + (fin ? 1 : 0));

@@ -211,17 +211,10 @@ export class LossRecovery {
 
   /** DSACK blocks received: duplicates the peer saw, mostly spurious retransmissions. */
   dsacks = 0;
-  /** Bytes retransmitted by RACK-detected losses (statistics). */
-  rackLosses = 0;
 
   /** Creates empty state. */
   constructor(options: LossRecoveryOptions) {
     this.#sack = options.sack;
-  }
-
-  /** Whether the peer does SACK. */
-  set sack(on: boolean) {
-    this.#sack = on;
   }
 
   /** Number of records. */
@@ -244,11 +237,6 @@ export class LossRecovery {
   /** The record with the highest sequence numbers, or null. */
   last(): SentSegment | null {
     return this.#count === 0 ? null : this.#at(this.#count - 1);
-  }
-
-  /** The first record (at SND.UNA), or null. */
-  first(): SentSegment | null {
-    return this.#count === 0 ? null : this.#at(0);
   }
 
   // ------------------------------------------------------------ sending
@@ -412,7 +400,7 @@ export class LossRecovery {
           if (seqGt(ack, rec.start)) {
             // Partly acknowledged (a receiver that took part of a segment).
             const part = seqDiff(ack, rec.start);
-            if (!(rec.flags & SACKED)) this.#deliverBytes(part);
+            if (!(rec.flags & SACKED)) this.delivered += part;
             this.#adjustCounters(rec, -part);
             rec.start = ack;
           }
@@ -479,10 +467,6 @@ export class LossRecovery {
       if (rec.onTsList) this.#tsRemove(rec);
       this.#delivered(rec, now, false);
     }
-  }
-
-  #deliverBytes(n: number): void {
-    this.delivered += n;
   }
 
   /**
@@ -553,7 +537,8 @@ export class LossRecovery {
   }
 
   /** Completes the rate sample after loss detection; read it afterwards. */
-  rateSample(newlyLost: number, minRtt: number): RateSample {
+  rateSample(newlyLost: number): RateSample {
+    const minRtt = this.minRtt;
     const rs = this.#rs;
     this.#deliveredSampled = this.delivered;
     rs.newlyLost = newlyLost;
@@ -653,7 +638,6 @@ export class LossRecovery {
       rec = next;
     }
     timer[0] = wait;
-    this.rackLosses += lost;
     return lost;
   }
 
@@ -816,15 +800,5 @@ export class LossRecovery {
   clear(): void {
     while (this.#count > 0) this.#removeHead();
     this.#ring = [];
-  }
-
-  /** Whether `rec` is SACKed. */
-  static isSacked(rec: SentSegment): boolean {
-    return (rec.flags & SACKED) !== 0;
-  }
-
-  /** Whether `rec` was ever retransmitted. */
-  static everRetransmitted(rec: SentSegment): boolean {
-    return (rec.flags & EVER_RETRANS) !== 0;
   }
 }

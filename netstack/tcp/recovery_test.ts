@@ -334,10 +334,10 @@ Deno.test("LossRecovery bookkeeping", async (t) => {
     const res = newAckResult();
     // 10 segments at t = 0, acknowledged one per ms from t = 20 (1000 B/ms).
     for (let i = 0; i < 10; i++) lr.sent(1000 * i, 1000 * (i + 1), false, 0);
-    let rs = lr.rateSample(0, 0);
+    let rs = lr.rateSample(0);
     for (let i = 1; i <= 10; i++) {
       lr.onAck(1000 * i, new Uint32Array(0), 0, 1000 * (i - 1), 10_000, 19 + i, res);
-      rs = lr.rateSample(0, 0);
+      rs = lr.rateSample(0);
     }
     assert.equal(rs.totalDelivered, 10_000);
     assert.equal(rs.delivered, 10_000);
