@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Assembler } from "./assembler.ts";
+import { Assembler, MAX_BLOCKS } from "./assembler.ts";
 import { Cubic, initialWindow, NewReno } from "./congestion.ts";
 import { KeyedHash } from "./isn.ts";
 import { RttEstimator } from "./rtt.ts";
@@ -127,8 +127,14 @@ Deno.test("assembler", async (t) => {
   await t.step("limits the number of blocks", () => {
     const a = new Assembler();
     let refused = 0;
-    for (let i = 0; i < 200; i++) if (!a.insert(1000 + 10 * i, new Uint8Array(5), 0)) refused++;
-    assert.equal(refused, 200 - 64);
+    const n = MAX_BLOCKS + 100;
+    for (let i = 0; i < n; i++) if (!a.insert(1000 + 10 * i, new Uint8Array(5), 0)) refused++;
+    assert.equal(refused, n - MAX_BLOCKS);
+    assert.equal(a.blocks, MAX_BLOCKS);
+    // Filling a gap between two islands merges them, even at the limit.
+    assert.ok(a.insert(1005, new Uint8Array(5), 0));
+    assert.equal(a.blocks, MAX_BLOCKS - 1);
+    assert.ok(a.holds(1000, 15) && !a.holds(1000, 16) && !a.holds(995, 5));
   });
   await t.step("works across sequence wrap", () => {
     const a = new Assembler();
@@ -187,6 +193,13 @@ Deno.test("assembler against a byte-map model (random)", () => {
         assert.ok(e >= total || have[e] === 0, "blocks are maximal on the right");
       }
       assert.ok(n === Math.min(4, a.blocks));
+      // holds() agrees with the model for a random range above nxt.
+      const ps = nxt + 1 + rnd(3000), pl = 1 + rnd(200);
+      if (ps + pl <= total) {
+        let all = true;
+        for (let i = ps; i < ps + pl; i++) if (!have[i]) all = false;
+        assert.equal(a.holds((base + ps) >>> 0, pl), all, `holds ${ps}+${pl}`);
+      }
     }
     assert.deepEqual(new Uint8Array(out), src.subarray(0, out.length));
   }
