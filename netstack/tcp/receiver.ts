@@ -100,11 +100,17 @@ export class Receiver {
       const asm = this.#asm ??= new Assembler();
       // A duplicate of out-of-order data: DSACK it (RFC 2883 §4.1.2).
       if (asm.holds(seq, len)) this.noteDuplicate(seq, seqAdd(seq, len));
-      else if (!asm.insert(seq, payload, this.nxt)) this.refused++;
+      else {
+        const stored = asm.bytes;
+        if (!asm.insert(seq, payload, this.nxt)) this.refused++;
+        // New bytes count toward growth when they arrive, also above a hole:
+        // with loss, every round trip has one, and counting only in-order
+        // bytes measured half the sender's rate (and grew the window late).
+        this.#maybeGrow(asm.bytes - stored, now, fallbackRtt);
+      }
       if (asm.empty) this.#asm = null;
       return Accepted.OUT_OF_ORDER;
     }
-    const before = this.nxt;
     this.#push(payload.slice());
     this.nxt = seqAdd(this.nxt, len);
     let filled = false;
@@ -117,9 +123,7 @@ export class Receiver {
       }
       if (asm.empty) this.#asm = null;
     }
-    // Every byte this segment made deliverable counts, also those it
-    // released from reassembly (else reordering would stall the growth).
-    this.#maybeGrow(seqDiff(this.nxt, before), now, fallbackRtt);
+    this.#maybeGrow(len, now, fallbackRtt);
     return filled || this.#asm ? Accepted.FILLED : Accepted.IN_ORDER;
   }
 
@@ -178,10 +182,11 @@ export class Receiver {
 
   /**
    * Receive-buffer growth ("dynamic right-sizing" in the spirit of Linux):
-   * per receiver RTT, when the peer delivered at least half the buffer and the
-   * consumer kept the queue under half of it, the window is what limits the
-   * transfer, so the buffer grows to four times what arrived (at least
-   * double, up to the maximum). A consumer that does not read never grows it.
+   * per receiver RTT, when the peer sent at least half the buffer (new bytes,
+   * in order or not) and the consumer kept the queue under half of it, the
+   * window is what limits the transfer, so the buffer grows to four times
+   * what arrived (at least double, up to the maximum). A consumer that does
+   * not read never grows it.
    */
   #maybeGrow(len: number, now: number, fallbackRtt: number): void {
     if (this.buf >= this.#max) return;
@@ -198,9 +203,15 @@ export class Receiver {
     this.#epochBytes = 0;
   }
 
-  /** A receiver RTT sample (ms) from a timestamp echo or the handshake. */
+  /**
+   * A receiver RTT sample (ms) from a timestamp echo or the handshake:
+   * smoothed both ways (as Linux's tcp_rcv_rtt_update with timestamps). Not
+   * the minimum: on a reordering path a segment that overtook others echoes
+   * an ACK that overtook others too, and a minimum of such samples (1 ms on a
+   * 100 ms path) made every growth epoch too short to ever fill the window.
+   */
   rttSample(sample: number): void {
-    this.rtt = this.rtt === 0 || sample < this.rtt ? sample : 0.875 * this.rtt + 0.125 * sample;
+    this.rtt = this.rtt === 0 ? sample : 0.875 * this.rtt + 0.125 * sample;
   }
 
   /**

@@ -109,6 +109,32 @@ Deno.test("Receiver", async (t) => {
     },
   );
 
+  await t.step("bytes arriving above a hole count toward growth", () => {
+    // With loss every round trip has a hole; what the peer sent still shows
+    // that the window limits it.
+    const r = new Receiver(65536, 1 << 20);
+    r.start(0, 0);
+    r.rtt = 10;
+    let seq = 1000; // bytes 0..999 never arrive
+    for (let now = 0; now <= 20 && r.free() >= 4000; now++) {
+      r.accept(seq, bytes(4000), now, 0);
+      seq += 4000;
+    }
+    assert.ok(r.buf > 65536, `buffer ${r.buf}`);
+    assert.equal(r.queued, 0, "nothing was deliverable");
+  });
+
+  await t.step("the receiver RTT is smoothed, not the minimum of its samples", () => {
+    // A segment that overtook others (and echoes an ACK that did too) gives
+    // a tiny sample on a reordering path; growth epochs must not shrink to it.
+    const r = new Receiver(65536, 1 << 20);
+    r.rttSample(100);
+    r.rttSample(1);
+    assert.ok(r.rtt > 80, `rtt ${r.rtt}`);
+    r.rttSample(100);
+    assert.ok(r.rtt > 80 && r.rtt <= 100);
+  });
+
   await t.step("cancel: data is dropped and the window opens fully", () => {
     const r = new Receiver(4096, 4096);
     r.start(0, 0);
