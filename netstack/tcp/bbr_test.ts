@@ -806,6 +806,22 @@ Deno.test("Bbr: loss", async (t) => {
     assert.ok(link.cc.inflightLongterm > ilt, "inflight_longterm grows back in UP");
   });
 
+  await t.step("the path's own steady loss does not ratchet the short-term model down", () => {
+    // Every round loses ~5 %, so each delivers less than was paced; taken as
+    // congestion, bw_shortterm would follow the delivery rate down round
+    // after round until REFILL.
+    const link = steadyLink({ loss: 0.05 });
+    toProbeBw(link);
+    link.run(link.now + 6000); // the background estimate learns the loss
+    assert.ok(link.cc.backgroundLoss > 0.03, `background ${link.cc.backgroundLoss}`);
+    let low = Infinity;
+    link.run(link.now + 4000, (tick) => {
+      if (tick.state === "probe_bw_cruise") low = Math.min(low, link.cc.bw);
+    });
+    assert.ok(low !== Infinity, "cruised");
+    assert.ok(low >= 0.8 * link.rate, `bw fell to ${low} of ${link.rate}`);
+  });
+
   await t.step(
     "loss while cruising cuts bw_shortterm by at most 30 % a round; REFILL resets it",
     () => {
@@ -830,7 +846,19 @@ Deno.test("Bbr: loss", async (t) => {
     },
   );
 
+  await t.step("congestive loss (a shallow buffer overflowing) ends Startup", () => {
+    // A buffer of a quarter BDP overflows while Startup still doubles.
+    const link = new Link({ rate: 10_000, delay: 40, buffer: 100_000 });
+    const exit = link.runUntil((tick) => tick.state !== "startup", 5000);
+    assert.equal(exit.state, "drain");
+    assert.ok(link.dropped > 0);
+    assert.ok(link.cc.inflightLongterm < Infinity, "Startup ended on loss");
+    assert.ok(link.cc.inflightLongterm >= link.cc.bdp);
+  });
+
   await t.step("heavy loss ends Startup before the bandwidth plateau", () => {
+    // 10 % loss from the start: the background estimate (an EWMA) has not
+    // learned it yet, so it counts as congestion, as in the draft.
     const link = new Link({ rate: 10_000, delay: 40, loss: 0.1 });
     const exit = link.runUntil((tick) => tick.state !== "startup", 5000);
     assert.equal(exit.state, "drain");
@@ -963,7 +991,7 @@ Deno.test("Bbr: loss recovery and timeouts", async (t) => {
   });
 
   await t.step("a spurious Startup exit returns to Startup", () => {
-    const link = new Link({ rate: 10_000, delay: 40, loss: 0.1 });
+    const link = new Link({ rate: 10_000, delay: 40, buffer: 100_000 });
     link.runUntil((tick) => tick.state !== "startup", 5000);
     assert.equal(link.cc.fullBwReached, true);
     link.cc.onSpuriousLoss(link.now);
