@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { Device, type DeviceEvent, type Endpoint, type Peer } from "../wireguard/device.ts";
 import { defaultBackend } from "../wireguard/crypto/mod.ts";
 import { messageType } from "../wireguard/messages.ts";
+import { REKEY_AFTER_SAFE_MESSAGES, REKEY_TIMEOUT, ZERO_KEYS_AFTER } from "../wireguard/timers.ts";
 
 const backend = defaultBackend();
 const WALL_BASE = 1_700_000_000_000;
@@ -542,6 +543,48 @@ Deno.test("wireguard simulation", async (t) => {
     assert.deepEqual(keypair.sendKey, new Uint8Array(32));
     assert.ok(sim.events.a.some((e) => e.type === "session-expired"));
     assert.equal(sim.a.stats().indexTableSize, 0);
+  });
+
+  await t.step("a handshake that gave up never reports session-expired", () => {
+    const sim = new Sim();
+    sim.filter = () => false; // nothing arrives: the peer never had a session
+    sim.a.send(ipv4("10.0.0.1", "10.0.0.2", 10), sim.now);
+    sim.advance(100_000);
+    assert.ok(sim.events.a.some((e) => e.type === "handshake-failed"));
+    sim.advance(ZERO_KEYS_AFTER + 60_000);
+    assert.deepEqual(sim.events.a.map((e) => e.type), ["handshake-failed"]);
+    assert.equal(sim.a.nextDeadline(), Infinity, "no timer left armed");
+  });
+
+  await t.step("rekey after messages applies to the responder's session too", () => {
+    const sim = new Sim();
+    sim.handshake();
+    sim.a.send(ipv4("10.0.0.1", "10.0.0.2", 10), sim.now); // confirms b's session
+    sim.pump();
+    sim.advance(REKEY_TIMEOUT + 1); // past b's own initiation guard
+    const session = sim.peerA.current!;
+    assert.equal(session.initiator, false);
+    session.sendCounter = REKEY_AFTER_SAFE_MESSAGES;
+    sim.b.send(ipv4("10.0.0.2", "10.0.0.1", 10), sim.now);
+    assert.equal(sim.sentOf("b", 1).length, 1, "the responder initiates a rekey");
+    sim.pump();
+    assert.notEqual(sim.peerA.current, session);
+    assert.equal(sim.peerA.current!.initiator, true);
+  });
+
+  await t.step("rekey after messages: the initiator's session, before the counter runs out", () => {
+    const sim = new Sim();
+    sim.handshake();
+    sim.advance(REKEY_TIMEOUT + 1);
+    const session = sim.peerB.current!;
+    session.sendCounter = REKEY_AFTER_SAFE_MESSAGES - 2;
+    sim.a.send(ipv4("10.0.0.1", "10.0.0.2", 10), sim.now);
+    assert.equal(sim.sentOf("a", 1).length, 1, "below the threshold: no rekey");
+    sim.a.send(ipv4("10.0.0.1", "10.0.0.2", 10), sim.now);
+    assert.equal(sim.sentOf("a", 1).length, 2, "at the threshold: a rekey");
+    sim.pump();
+    assert.equal(sim.delivered.b.length, 2, "the old session still carried both");
+    assert.notEqual(sim.peerB.current, session);
   });
 
   await t.step("IPv6 outer endpoints; AllowedIPs changed at runtime", () => {

@@ -69,7 +69,7 @@ import {
   MAX_SAFE_COUNTER,
   REJECT_AFTER_MESSAGES,
   REJECT_AFTER_TIME,
-  REKEY_AFTER_MESSAGES,
+  REKEY_AFTER_SAFE_MESSAGES,
   REKEY_AFTER_TIME,
   REKEY_ON_RECEIVE_AGE,
   REKEY_TIMEOUT,
@@ -713,11 +713,14 @@ export class Device {
     if (length > 0) peer.timers.dataSent(now);
   }
 
-  /** Whitepaper §6.2: the initiator rekeys a session that is old or heavily used. */
+  /**
+   * Whitepaper §6.2: a heavily used session is rekeyed whoever initiated it;
+   * an old one only by its initiator (the responder would race it).
+   */
   #keepFreshSending(peer: Peer, keypair: Keypair, now: number): void {
     if (
-      keypair.initiator &&
-      (now - keypair.created >= REKEY_AFTER_TIME || keypair.sendCounter >= REKEY_AFTER_MESSAGES)
+      keypair.sendCounter >= REKEY_AFTER_SAFE_MESSAGES ||
+      (keypair.initiator && now - keypair.created >= REKEY_AFTER_TIME)
     ) this.#initiate(peer, now, false);
   }
 

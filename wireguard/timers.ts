@@ -30,6 +30,13 @@ export const REKEY_TIMEOUT_JITTER_MAX = 333;
 export const KEEPALIVE_TIMEOUT = 10_000;
 /** Initiator rekeys after this many messages (§6.1): 2^60. */
 export const REKEY_AFTER_MESSAGES = 2 ** 60;
+/**
+ * The rekey-after-messages threshold we apply (either role): 2^53 − 2^49. A
+ * sender stops at {@linkcode MAX_SAFE_COUNTER}, long before the whitepaper's
+ * {@linkcode REKEY_AFTER_MESSAGES}, so we rekey with the same 1/16 headroom
+ * below our own limit that 2^60 leaves below 2^64.
+ */
+export const REKEY_AFTER_SAFE_MESSAGES = 2 ** 53 - 2 ** 49;
 /** A session is never used for more messages than this (§6.1): 2^64 − 2^13 − 1 (rounded as a number). */
 export const REJECT_AFTER_MESSAGES = 2 ** 64 - 2 ** 13 - 1;
 /** The largest counter we send or accept: 2^53 − 1 (see the module doc). */
@@ -202,7 +209,9 @@ export class PeerTimers {
         actions |= TimerAction.GiveUpHandshake;
         this.handshakeAttempts = 0;
         this.keepaliveAt = Infinity;
-        if (this.zeroKeysAt === Infinity) this.zeroKeysAt = now + ZERO_KEYS_AFTER;
+        // Unlike wireguard-go, no key zeroing is armed here: the device
+        // discards the abandoned handshake at once, and a session's keys
+        // are zeroed by the timer armed when they were derived.
       } else {
         this.handshakeAttempts++;
         actions |= TimerAction.RetransmitHandshake;
