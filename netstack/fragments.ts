@@ -8,7 +8,8 @@
  *   IPv6; the same simple, safe rule for IPv4). An exact duplicate of a
  *   fragment already held is ignored (RFC 8200 §4.5 allows this).
  * - A fragment that is not the last must carry a multiple of 8 bytes.
- * - A datagram whose payload would pass {@linkcode FRAGMENT_MAX_PAYLOAD} is dropped.
+ * - A datagram whose payload would pass {@linkcode FRAGMENT_MAX_PAYLOAD_V4}
+ *   (IPv4) or {@linkcode FRAGMENT_MAX_PAYLOAD_V6} (IPv6) is dropped.
  * - Limits: total bytes held (oldest datagrams are evicted to make room),
  *   number of datagrams in reassembly (oldest evicted), fragments per
  *   datagram (the datagram is dropped).
@@ -18,8 +19,16 @@
  * @module
  */
 
-/** Largest reassembled payload: 65535 (16-bit length fields) minus the smallest header. */
-export const FRAGMENT_MAX_PAYLOAD = 65535 - 20;
+/**
+ * Largest reassembled IPv4 payload: 65535 (the 16-bit total length, RFC 791)
+ * minus the smallest header.
+ */
+export const FRAGMENT_MAX_PAYLOAD_V4 = 65535 - 20;
+/**
+ * Largest reassembled IPv6 payload: 65535 (the 16-bit payload length, which
+ * does not count the fixed header; RFC 8200 §4.5).
+ */
+export const FRAGMENT_MAX_PAYLOAD_V6 = 65535;
 
 /** Bytes charged per held fragment on top of its data (bookkeeping overhead). */
 const FRAGMENT_OVERHEAD = 64;
@@ -193,7 +202,7 @@ export class FragmentReassembler {
       stats.drops.badLength++;
       return null;
     }
-    if (end > FRAGMENT_MAX_PAYLOAD) {
+    if (end > (fragment.version === 4 ? FRAGMENT_MAX_PAYLOAD_V4 : FRAGMENT_MAX_PAYLOAD_V6)) {
       stats.drops.tooBig++;
       this.#remove(this.#datagrams.get(keyOf(fragment)));
       return null;

@@ -114,6 +114,23 @@ Deno.test("FragmentReassembler", async (t) => {
     assert.equal(r.stats().drops.tooBig, 1);
   });
 
+  await t.step("payload limits: 65535 - 20 for IPv4, 65535 for IPv6 (RFC 8200 §4.5)", () => {
+    for (const [version, max] of [[4, 65515], [6, 65535]] as const) {
+      const r = new FragmentReassembler();
+      const data = payload(max - 65000);
+      assert.equal(r.add(frag(payload(65000), 0, 65000, true, { version }), 0), null);
+      assert.equal(
+        r.add({ ...frag(data, 0, data.length, false, { version }), offset: 65000 }, 0)?.length,
+        max,
+      );
+      assert.equal(r.add(frag(payload(65000), 0, 65000, true, { version, id: 7 }), 0), null);
+      const over = payload(max + 1 - 65000);
+      r.add({ ...frag(over, 0, over.length, false, { version, id: 7 }), offset: 65000 }, 0);
+      assert.equal(r.stats().drops.tooBig, 1, `IPv${version}`);
+      assert.equal(r.size, 0);
+    }
+  });
+
   await t.step("keys: protocol, id, version and addresses separate datagrams", () => {
     const r = new FragmentReassembler();
     r.add(frag(whole, 0, 1480, true), 0);

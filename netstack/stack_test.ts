@@ -608,6 +608,30 @@ Deno.test("NetStack UDP flows", async (t) => {
     },
   );
 
+  await t.step(
+    "the largest UDP payloads (65507 over IPv4, 65527 over IPv6) reassemble",
+    async () => {
+      const a = makeStack();
+      const flows: UdpFlow[] = [];
+      const b = makeStack({ onUdpFlow: (f) => flows.push(f) });
+      for (
+        const [from, to, size] of [
+          ["10.0.0.1", "10.0.0.2", 65507],
+          ["2001:db8::1", "2001:db8::2", 65527],
+        ] as const
+      ) {
+        const payload = new Uint8Array(size).map((_, i) => (i * 7) & 0xff);
+        a.out.length = 0;
+        a.stack.sendUdp({ address: from, port: 53 }, { address: to, port: 5000 }, payload, 0);
+        for (const p of a.out) b.stack.input(p, 0);
+        assert.equal(b.stack.stats().fragments.drops.tooBig, 0, `${size} B`);
+        assert.deepEqual((await flows.at(-1)!.readable.getReader().read()).value, payload);
+      }
+      assert.equal(flows.length, 2);
+      for (const f of flows) f.close();
+    },
+  );
+
   await t.step("sendUdp misuse throws", () => {
     const { stack } = makeStack();
     const ok = { address: "10.0.0.1", port: 1 };
