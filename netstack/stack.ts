@@ -194,7 +194,11 @@ export interface NetStackOptions {
   icmpEcho?: boolean;
   /** Table and rate limits. */
   limits?: NetStackLimits;
-  /** Fills `bytes` with random bytes (default `crypto.getRandomValues`). */
+  /**
+   * Fills `bytes` with random bytes (default `crypto.getRandomValues`): the
+   * stack's only source of randomness (IP ids, ephemeral ports, the TCP
+   * layer's ISN secret unless `tcp.secret` is given).
+   */
   random?: (bytes: Uint8Array) => void;
   /** Options passed to the TCP layer (its `mtu` defaults to the stack's). */
   tcp?: TcpOptions;
@@ -393,6 +397,8 @@ export class NetStack {
       maxHalfOpen: limits.tcpHalfOpen,
       ...options.tcp,
     };
+    // The ISN secret comes from our randomness too (all of it is injectable).
+    if (tcpOptions.secret === undefined) this.#random(tcpOptions.secret = new Uint8Array(16));
     this.#tcp = new Layer(host, tcpOptions);
   }
 

@@ -938,6 +938,22 @@ Deno.test("NetStack with the built-in TcpLayer", async (t) => {
     },
   );
 
+  await t.step("options.random keys the TCP layer's ISNs (no other randomness)", () => {
+    const isnWith = (fill: number) => {
+      const out: Uint8Array[] = [];
+      const stack = new NetStack({
+        output: (p) => out.push(p.slice()),
+        random: (b) => b.fill(fill),
+        onTcpConnection: (r) => void r.accept(),
+      });
+      stack.input(ip4(CLIENT4, SERVER4, 6, tcpSegment(CLIENT4, SERVER4, 40000, 80, 0x02)), 0);
+      assert.equal(out.length, 1, "a SYN-ACK");
+      return new DataView(out[0].buffer).getUint32(20 + 4);
+    };
+    assert.equal(isnWith(1), isnWith(1), "the same random bytes, the same ISN");
+    assert.notEqual(isnWith(1), isnWith(2));
+  });
+
   await t.step("no handler: the SYN gets a RST and connect fails", async () => {
     const pair = new Pair();
     const conn = pair.client.connect(
