@@ -223,7 +223,10 @@ export interface Server extends AsyncIterable<TcpStream | UdpStream> {
   sendDatagram(from: UdpEndpoint, to: UdpEndpoint, payload: Uint8Array): void;
   /** Adds a peer at runtime. Throws `RangeError` for a duplicate key. */
   addPeer(peer: ServePeer): void;
-  /** Removes a peer at runtime; true when it existed. */
+  /**
+   * Removes a peer at runtime; true when it existed. Its TCP connections are
+   * reset and its UDP flows closed at once (logged as `"peer-removed"`).
+   */
   removePeer(publicKey: string | Uint8Array): boolean;
   /** Counters. */
   stats(): ServerStats;
@@ -342,6 +345,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
   });
   // A removed peer can still be named by a late event: describe it afresh.
   const peerInfo = (peer: Peer): PeerInfo => peerInfos.get(peer) ?? describePeer(peer);
+  // Peers removed while one of their connections waited for its accept decision.
+  const removedPeers = new WeakSet<PeerInfo>();
 
   const device = new Device({
     privateKey,
@@ -422,7 +427,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const upstream = dial.upstream;
         if (dial.decision !== "accept" || !upstream) {
           request.reject(dial.decision === "accept" ? "rst" : dial.decision);
-        } else if (stopping) {
+        } else if (stopping || removedPeers.has(info.peer)) {
           upstream.close();
           request.reject("rst");
         } else {
@@ -450,7 +455,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       return;
     }
     Promise.resolve(decision).then((d) => {
-      if (stopping) d = "rst";
+      if (stopping || removedPeers.has(info.peer)) d = "rst";
       if (d === true || d === "accept") deliverTcp(info, request.accept());
       else request.reject(d === false ? "rst" : d);
       pollSoon();
@@ -544,9 +549,14 @@ export async function serve(options: ServeOptions): Promise<Server> {
   function evictUdp(set: Set<UdpStream>): void {
     const oldest = set.values().next().value;
     if (!oldest) return;
-    const entry = openUdp.get(oldest)!;
-    forgetUdp(oldest);
     udpFlowsEvicted++;
+    closeUdp(oldest);
+  }
+
+  function closeUdp(stream: UdpStream): void {
+    const entry = openUdp.get(stream);
+    if (!entry) return;
+    forgetUdp(stream);
     entry.flow.close();
   }
 
@@ -677,6 +687,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
       for (const s of queue.close()) {
         if (s.protocol === "tcp") s.reset();
       }
+      // UDP has no graceful end: every flow closes now (handlers' reads end).
+      for (const stream of [...openUdp.keys()]) closeUdp(stream);
       // FIN after what was already written, whoever holds the writable.
       for (const conn of openTcp.values()) conn.close();
       pollSoon();
@@ -725,10 +737,31 @@ export async function serve(options: ServeOptions): Promise<Server> {
     removePeer(key) {
       const publicKey = toKey(key);
       const peer = device.getPeer(publicKey);
-      const removed = device.removePeer(publicKey);
-      if (peer) peerInfos.delete(peer);
+      if (!peer) return false;
+      // Its connections and flows end now; the RSTs still go out through
+      // the tunnel, before the peer's keys go away.
+      const info = peerInfo(peer);
+      removedPeers.add(info);
+      let tcpReset = 0;
+      for (const [stream, conn] of openTcp) {
+        if (stream.peer !== info) continue;
+        openTcp.delete(stream);
+        conn.reset();
+        tcpReset++;
+      }
+      const flows = [...udpByPeer.get(peer) ?? []];
+      for (const stream of flows) closeUdp(stream);
+      device.removePeer(publicKey);
+      peerInfos.delete(peer);
+      log({
+        level: "info",
+        event: "peer-removed",
+        peer: info.name ?? info.publicKey,
+        tcpReset,
+        udpClosed: flows.length,
+      });
       arm();
-      return removed;
+      return true;
     },
     stats: () => ({
       wireguard: device.stats(),

@@ -8,13 +8,18 @@
 
 import { Device, generatePrivateKey, type Peer, publicKey } from "@wgstack/wireguard";
 import { NetStack, type TcpConnection, type UdpFlow } from "@wgstack/netstack";
+import { openDenoUdpSocket, type UdpSocket } from "../server/udp.ts";
 
 /** Options of {@linkcode startTestClient}. */
 export interface TestClientOptions {
   /** The server's public key. */
   serverPublicKey: Uint8Array;
-  /** The server's UDP port on 127.0.0.1. */
+  /** The server's UDP port. */
   serverPort: number;
+  /** The server's address (default 127.0.0.1). */
+  serverAddress?: string;
+  /** The client's socket (default: a new UDP socket on 127.0.0.1). */
+  socket?: UdpSocket;
   /** Our tunnel addresses (used as sources). */
   address4?: string;
   /** Our IPv6 tunnel address. */
@@ -59,7 +64,7 @@ export function startTestClient(options: TestClientOptions): TestClient {
   const address4 = options.address4 ?? "10.7.0.2";
   const address6 = options.address6 ?? "fd00:7::2";
   const privateKey = options.privateKey ?? generatePrivateKey();
-  const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const socket = options.socket ?? openDenoUdpSocket({ hostname: "127.0.0.1", port: 0 });
   const now = () => performance.now();
   const flows: UdpFlow[] = [];
   let closed = false;
@@ -70,9 +75,7 @@ export function startTestClient(options: TestClientOptions): TestClient {
     privateKey,
     wallClock: () => Date.now(),
     sendDatagram: (datagram, to) => {
-      if (closed) return;
-      socket.send(datagram.slice(), { transport: "udp", hostname: to.address, port: to.port })
-        .catch(() => {});
+      if (!closed) socket.send(datagram, to);
     },
     deliverPacket: (packet) => {
       options.onPacket?.(packet);
@@ -92,7 +95,7 @@ export function startTestClient(options: TestClientOptions): TestClient {
   const peer = device.addPeer({
     publicKey: options.serverPublicKey,
     allowedIps: ["0.0.0.0/0", "::/0"],
-    endpoint: { address: "127.0.0.1", port: options.serverPort },
+    endpoint: { address: options.serverAddress ?? "127.0.0.1", port: options.serverPort },
   });
 
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -107,18 +110,10 @@ export function startTestClient(options: TestClientOptions): TestClient {
       ? undefined
       : setTimeout(tick, Math.max(0, Math.ceil(deadline - now())));
   }
-  (async () => {
-    while (!closed) {
-      try {
-        const [data, from] = await socket.receive();
-        const addr = from as Deno.NetAddr;
-        device.receive(data, { address: addr.hostname, port: addr.port }, now());
-        tick();
-      } catch {
-        return;
-      }
-    }
-  })();
+  socket.listen((data, from) => {
+    device.receive(data, from, now());
+    tick();
+  }).catch(() => {});
   device.initiate(peer, now());
   tick();
 
@@ -127,7 +122,7 @@ export function startTestClient(options: TestClientOptions): TestClient {
     device,
     stack,
     peer,
-    port: (socket.addr as Deno.NetAddr).port,
+    port: socket.addr.port,
     flows,
     connect(address, port) {
       const v6 = address.includes(":");

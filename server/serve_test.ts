@@ -1,0 +1,246 @@
+/**
+ * Unit tests of `serve()` over an in-memory socket pair (the `socket`
+ * option): our own client (Device + NetStack, tests/_client.ts) on one end,
+ * the server on the other, no network at all.
+ */
+
+import assert from "node:assert/strict";
+import { generatePrivateKey, publicKey } from "@wgstack/wireguard";
+import type { TcpError } from "@wgstack/netstack";
+import {
+  serve,
+  type ServeLogRecord,
+  type ServeOptions,
+  type Server,
+  type TcpStream,
+  type UdpStream,
+} from "./serve.ts";
+import type { UdpEndpoint, UdpSocket, UdpSocketStats } from "./udp.ts";
+import { startTestClient, type TestClient } from "../tests/_client.ts";
+
+const CLIENT4 = "10.7.0.2";
+const CLIENT6 = "fd00:7::2";
+
+/** One end of an in-memory datagram link; what it sends arrives at the other end in a later task. */
+class MemorySocket implements UdpSocket {
+  other: MemorySocket | undefined;
+  readonly #stats: UdpSocketStats = { received: 0, sent: 0, sendDropped: 0, sendErrors: 0 };
+  #onDatagram: ((data: Uint8Array, from: UdpEndpoint) => void) | undefined;
+  #closed = false;
+  #resolveListen!: () => void;
+  readonly #listening = new Promise<void>((resolve) => this.#resolveListen = resolve);
+
+  constructor(readonly addr: UdpEndpoint) {}
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  listen(onDatagram: (data: Uint8Array, from: UdpEndpoint) => void): Promise<void> {
+    this.#onDatagram = onDatagram;
+    return this.#listening;
+  }
+
+  send(data: Uint8Array, to: UdpEndpoint): void {
+    const other = this.other;
+    if (this.#closed || other?.addr.address !== to.address || other.addr.port !== to.port) {
+      this.#stats.sendErrors++;
+      return;
+    }
+    this.#stats.sent++;
+    const copy = data.slice();
+    setTimeout(() => other.#deliver(copy, this.addr), 0);
+  }
+
+  #deliver(data: Uint8Array, from: UdpEndpoint): void {
+    if (this.#closed || !this.#onDatagram) return;
+    this.#stats.received++;
+    this.#onDatagram(data, from);
+  }
+
+  stats(): UdpSocketStats {
+    return { ...this.#stats };
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#resolveListen();
+  }
+}
+
+interface Env {
+  server: Server;
+  client: TestClient;
+  serverSocket: MemorySocket;
+  logs: ServeLogRecord[];
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A server on one end of a memory link and our client, handshaken, on the other. */
+async function setup(extra: Partial<ServeOptions> = {}): Promise<Env> {
+  const serverSocket = new MemorySocket({ address: "192.0.2.1", port: 51820 });
+  const clientSocket = new MemorySocket({ address: "192.0.2.2", port: 40000 });
+  serverSocket.other = clientSocket;
+  clientSocket.other = serverSocket;
+  const serverKey = generatePrivateKey();
+  const clientKey = generatePrivateKey();
+  const logs: ServeLogRecord[] = [];
+  const server = await serve({
+    privateKey: serverKey,
+    socket: serverSocket,
+    peers: [{
+      publicKey: publicKey(clientKey),
+      allowedIps: [`${CLIENT4}/32`, `${CLIENT6}/128`],
+      name: "client",
+    }],
+    logger: (record) => logs.push(record),
+    shutdownTimeout: 500,
+    ...extra,
+  });
+  const client = startTestClient({
+    serverPublicKey: publicKey(serverKey),
+    serverAddress: serverSocket.addr.address,
+    serverPort: serverSocket.addr.port,
+    privateKey: clientKey,
+    socket: clientSocket,
+    address4: CLIENT4,
+    address6: CLIENT6,
+  });
+  await client.handshake();
+  return {
+    server,
+    client,
+    serverSocket,
+    logs,
+    async [Symbol.asyncDispose]() {
+      client.close();
+      await server.shutdown();
+    },
+  };
+}
+
+/**
+ * Resolves with `promise`, or fails the test when it does not settle within
+ * a generous bound (turns a hang into a failure; no duration is asserted).
+ */
+async function settles<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hang = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still pending (hangs)`)), 10_000);
+  });
+  try {
+    return await Promise.race([promise, hang]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves once `condition()` holds (checked every few ms; fails when it never does). */
+function until(condition: () => boolean, what: string): Promise<void> {
+  return settles(
+    new Promise<void>((resolve) => {
+      const check = () => condition() ? resolve() : setTimeout(check, 2);
+      check();
+    }),
+    what,
+  );
+}
+
+/** A UDP handler that reads its flow to the end; `ended` resolves with the datagrams read. */
+function udpReader() {
+  const flows: UdpStream[] = [];
+  const ends: Promise<number>[] = [];
+  return {
+    flows,
+    ends,
+    onUdp(flow: UdpStream): Promise<void> {
+      flows.push(flow);
+      const reading = (async () => {
+        let n = 0;
+        for await (const _ of flow.readable) n++;
+        return n;
+      })();
+      ends.push(reading);
+      return reading.then(() => {});
+    },
+  };
+}
+
+const payload = new TextEncoder().encode("ping");
+
+Deno.test("serve() lifecycle over a memory socket", async (t) => {
+  await t.step("shutdown ends every UDP flow: handlers' reads end, udpOpen is 0", async () => {
+    const udp = udpReader();
+    await using env = await setup({ onUdp: udp.onUdp });
+    env.client.sendUdp(
+      { address: CLIENT4, port: 5000 },
+      { address: "192.0.2.53", port: 53 },
+      payload,
+    );
+    env.client.sendUdp(
+      { address: CLIENT6, port: 5001 },
+      { address: "2001:db8::53", port: 53 },
+      payload,
+    );
+    await until(() => udp.flows.length === 2, "two flows");
+    assert.equal(env.server.stats().udpOpen, 2);
+    await settles(env.server.shutdown(), "shutdown");
+    assert.equal(env.server.stats().udpOpen, 0);
+    assert.deepEqual(await settles(Promise.all(udp.ends), "the handlers' reads"), [1, 1]);
+    assert.ok(env.serverSocket.closed);
+  });
+
+  await t.step(
+    "removePeer resets the peer's TCP connections and closes its UDP flows",
+    async () => {
+      const udp = udpReader();
+      const tcp: TcpStream[] = [];
+      await using env = await setup({ onUdp: udp.onUdp, onTcp: (s) => void tcp.push(s) });
+      const conn = env.client.connect("192.0.2.80", 80);
+      const clientRead = conn.readable.getReader().read();
+      env.client.sendUdp(
+        { address: CLIENT4, port: 5000 },
+        { address: "192.0.2.53", port: 53 },
+        payload,
+      );
+      await until(() => tcp.length === 1 && udp.flows.length === 1, "a connection and a flow");
+      const serverRead = tcp[0].readable.getReader().read();
+      assert.equal(env.server.removePeer(env.client.publicKey), true);
+      assert.equal(env.server.stats().tcpOpen, 0, "at once");
+      assert.equal(env.server.stats().udpOpen, 0, "at once");
+      await assert.rejects(serverRead, (e: TcpError) => e.code === "ECONNABORTED");
+      assert.equal(await settles(udp.ends[0], "the UDP handler's read"), 1);
+      // The RST went out through the tunnel before the peer's keys went away.
+      await assert.rejects(
+        settles(clientRead, "the client's read"),
+        (e: TcpError) => e.code === "ECONNRESET",
+      );
+      const removed = env.logs.find((r) => r.event === "peer-removed");
+      assert.deepEqual(removed && { ...removed }, {
+        level: "info",
+        event: "peer-removed",
+        peer: "client",
+        tcpReset: 1,
+        udpClosed: 1,
+      });
+      assert.equal(env.server.stats().wireguard.drops.noRoute, 0);
+      assert.equal(env.server.removePeer(env.client.publicKey), false);
+    },
+  );
+
+  await t.step("a connection accepted after its peer was removed is refused", async () => {
+    let decide!: (d: boolean) => void;
+    const accepted: TcpStream[] = [];
+    await using env = await setup({
+      accept: () => new Promise<boolean>((resolve) => decide = resolve),
+      onTcp: (s) => void accepted.push(s),
+    });
+    env.client.connect("192.0.2.80", 80);
+    await until(() => decide !== undefined, "the accept decision is asked for");
+    env.server.removePeer(env.client.publicKey);
+    decide(true);
+    await until(() => env.server.stats().netstack.tcp.layer!.halfOpen === 0, "the SYN is answered");
+    assert.equal(accepted.length, 0);
+    assert.equal(env.server.stats().tcpOpen, 0);
+  });
+});
