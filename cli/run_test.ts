@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { Device, type Endpoint, parseConfig } from "@wgstack/wireguard";
 import { buildUdpPacket, parseUdpPacket } from "../tests/netns.ts";
+import { requirement } from "../tests/_skip.ts";
 import { type ListeningServer, runCli } from "./run.ts";
 
 /** A WireGuard client: our Device on a loopback UDP socket (replaceable, to roam), with a timer. */
@@ -229,12 +230,18 @@ Deno.test({
   },
 });
 
+const needsLinux = requirement(
+  "runCli with a full disk",
+  Deno.build.os === "linux" ? undefined : `needs /dev/full (Linux), not ${Deno.build.os}`,
+);
+
 Deno.test({
   name: "runCli: a capture that cannot be written (disk full) is logged once, the server goes on",
-  ignore: Deno.build.os !== "linux",
+  ignore: needsLinux.ignore,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
+    needsLinux.assert();
     const dir = await Deno.makeTempDir({ prefix: "wgstack-run-" });
     const logs: Record<string, unknown>[] = [];
     const controller = new AbortController();

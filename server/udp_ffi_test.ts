@@ -13,9 +13,14 @@ import {
 } from "./udp_ffi.ts";
 import { openUdpSocket, type UdpEndpoint, type UdpSocket } from "./udp.ts";
 import { xorshift32 } from "../tests/_prng.ts";
+import { requirement } from "../tests/_skip.ts";
 
-const supported = Deno.build.os === "linux" &&
-  (Deno.build.arch === "x86_64" || Deno.build.arch === "aarch64");
+const needsFfi = requirement(
+  "udp_ffi",
+  Deno.build.os === "linux" && (Deno.build.arch === "x86_64" || Deno.build.arch === "aarch64")
+    ? undefined
+    : `the FFI adapter is for Linux on x86_64 or aarch64, not ${Deno.build.os} on ${Deno.build.arch}`,
+);
 
 function open(hostname: string, gso?: boolean, gro?: boolean): UdpSocket {
   const socket = openFfiUdpSocket({ hostname, port: 0 }, { gso, gro });
@@ -115,8 +120,9 @@ async function exchange(hostA: string, hostB: string, to: string, expectFrom: st
 
 Deno.test({
   name: "udp_ffi: loopback sockets",
-  ignore: !supported,
+  ignore: needsFfi.ignore,
   async fn(t) {
+    needsFfi.assert();
     await t.step("binds port 0 and reports the real port", async () => {
       const v4 = open("127.0.0.1");
       const v6 = open("::1");
@@ -356,8 +362,9 @@ function withDescriptor(
 
 Deno.test({
   name: "udp_ffi: UDP GSO on send",
-  ignore: !supported,
+  ignore: needsFfi.ignore,
   async fn(t) {
+    needsFfi.assert();
     for (const host of ["127.0.0.1", "::1"]) {
       for (const gso of [true, false]) {
         await t.step(
@@ -579,8 +586,9 @@ Deno.test({
 
 Deno.test({
   name: "udp_ffi: UDP GRO on receive",
-  ignore: !supported,
+  ignore: needsFfi.ignore,
   async fn(t) {
+    needsFfi.assert();
     for (const host of ["127.0.0.1", "::1"]) {
       for (const gro of [true, false]) {
         await t.step(
@@ -704,8 +712,9 @@ Deno.test("udp_ffi: sockaddr encoding", async (t) => {
 
 Deno.test({
   name: "udp: openUdpSocket picks the adapter",
-  ignore: !supported,
+  ignore: needsFfi.ignore,
   async fn(t) {
+    needsFfi.assert();
     const kind = (s: UdpSocket) => s.constructor.name === "FfiUdpSocket" ? "ffi" : "other";
     await t.step("auto prefers ffi under Deno on Linux", async () => {
       const previous = Deno.env.get("WGSTACK_UDP");

@@ -11,11 +11,10 @@
  * @module
  */
 
+import { missingAny, type Requirement, requirement } from "./_skip.ts";
+
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
-
-/** True when the environment says we run under CI (interop must not skip). */
-export const isCI: boolean = Deno.env.get("CI") === "true";
 
 // ---------------------------------------------------------------------------
 // Commands
@@ -136,10 +135,8 @@ export function canRunNetns(): Promise<NetnsCapability> {
 async function probe(): Promise<NetnsCapability> {
   if (Deno.build.os !== "linux") return { ok: false, reason: `needs Linux, not ${Deno.build.os}` };
   if (Deno.uid() !== 0) return { ok: false, reason: "needs root (network namespaces, TUN)" };
-  const missing = ["ip", "wg", "wireguard-go", "unshare", "nsenter", "mount"].filter((c) =>
-    findInPath(c) === null
-  );
-  if (missing.length > 0) return { ok: false, reason: `missing on PATH: ${missing.join(", ")}` };
+  const missing = missingOnPath("ip", "wg", "wireguard-go", "unshare", "nsenter", "mount");
+  if (missing !== undefined) return { ok: false, reason: missing };
   try {
     const tun = Deno.openSync("/dev/net/tun", { read: true, write: true });
     tun.close();
@@ -202,35 +199,29 @@ export async function cleanupStaleNamespaces(): Promise<string[]> {
   return removed;
 }
 
-/** What {@linkcode requireOrSkip} returns: spread into `Deno.test` options, call `assert` first. */
-export interface NetnsRequirement {
-  /** `true` when the test must be skipped (locally, capability missing). */
-  ignore: boolean;
-  /** Throws when the capability is missing (only reached under `CI=true`). */
-  assert(): void;
-}
-
 /**
- * Skip-or-fail semantics for tests that need namespaces and wireguard-go:
- * locally a missing capability prints the reason and ignores the test; with
- * `CI=true` the test runs and fails at `assert()` with the reason.
+ * Skip-or-fail (tests/_skip.ts) for tests that need namespaces and
+ * wireguard-go, plus whatever else `alsoMissing` names (e.g.
+ * {@linkcode missingOnPath}): locally a missing capability prints the reason
+ * and ignores the test; with `CI=true` the test runs and fails at `assert()`.
  *
  * ```ts
  * const netns = await requireOrSkip("wireguard interop");
  * Deno.test({ name: "…", ignore: netns.ignore, fn: async (t) => { netns.assert(); … } });
  * ```
  */
-export async function requireOrSkip(what: string): Promise<NetnsRequirement> {
+export async function requireOrSkip(
+  what: string,
+  ...alsoMissing: (string | undefined)[]
+): Promise<Requirement> {
   const cap = await canRunNetns();
-  if (cap.ok) return { ignore: false, assert() {} };
-  const reason = cap.reason;
-  if (!isCI) console.log(`SKIP ${what}: ${reason}`);
-  return {
-    ignore: !isCI,
-    assert() {
-      throw new Error(`${what} cannot run (and CI=true forbids skipping): ${reason}`);
-    },
-  };
+  return requirement(what, missingAny(cap.ok ? undefined : cap.reason, ...alsoMissing));
+}
+
+/** `"missing on PATH: a, b"` for the commands not on PATH, `undefined` when all are. */
+export function missingOnPath(...names: string[]): string | undefined {
+  const missing = names.filter((name) => findInPath(name) === null);
+  return missing.length > 0 ? `missing on PATH: ${missing.join(", ")}` : undefined;
 }
 
 // ---------------------------------------------------------------------------

@@ -24,10 +24,9 @@ import assert from "node:assert/strict";
 import {
   createVeth,
   forEachLine,
-  isCI,
+  missingOnPath,
   Netns,
   requireOrSkip,
-  run,
   type VethLink,
   waitFor,
   wgGenKeyPair,
@@ -43,32 +42,11 @@ import {
   type TcpStream,
 } from "../server/serve.ts";
 
-const netnsReq = await requireOrSkip("server interop (serve() + wireguard-go)");
-const missing = await missingTools(["python3", "iptables"]);
-if (missing.length > 0 && !isCI && !netnsReq.ignore) {
-  console.log(`SKIP server interop: missing on PATH: ${missing.join(", ")}`);
-}
-/** Skip locally, fail under CI=true (see tests/netns.ts). */
-const netns = {
-  ignore: netnsReq.ignore || (missing.length > 0 && !isCI),
-  assert(): void {
-    netnsReq.assert();
-    if (missing.length > 0) throw new Error(`missing on PATH: ${missing.join(", ")}`);
-  },
-};
-
-/** Tools this file needs beyond what `requireOrSkip` checks. */
-async function missingTools(names: string[]): Promise<string[]> {
-  const missing: string[] = [];
-  for (const name of names) {
-    const ok = await run(["sh", "-c", `command -v ${name}`], { check: false }).then(
-      (r) => r.code === 0,
-      () => false,
-    );
-    if (!ok) missing.push(name);
-  }
-  return missing;
-}
+/** Skip locally, fail under CI=true (see tests/_skip.ts). */
+const netns = await requireOrSkip(
+  "server interop (serve() + wireguard-go)",
+  missingOnPath("python3", "iptables"),
+);
 
 const CLIENT = new URL("./fixtures/tunnel_client.py", import.meta.url).pathname;
 const SERVER_V4 = "192.0.2.1";

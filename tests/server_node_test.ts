@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import {
   createVeth,
   forEachLine,
-  isCI,
+  missingOnPath,
   Netns,
   requireOrSkip,
   run,
@@ -23,17 +23,10 @@ import {
   WireGuardGo,
 } from "./netns.ts";
 
-const netnsReq = await requireOrSkip("server under Node (bundle + wireguard-go)");
-const nodeVersion = await run(["node", "--version"], { check: false }).then(
-  (r) => r.code === 0 ? r.stdout.trim() : undefined,
-  () => undefined,
+const netns = await requireOrSkip(
+  "server under Node (bundle + wireguard-go)",
+  missingOnPath("node", "python3"),
 );
-if (nodeVersion === undefined && !isCI) console.log("SKIP server under Node: `node` not on PATH");
-const python = await run(["python3", "--version"], { check: false }).then(
-  (r) => r.code === 0,
-  () => false,
-);
-if (!python && !isCI) console.log("SKIP server under Node: `python3` not on PATH");
 
 const ENTRY = new URL("./fixtures/node_server.ts", import.meta.url).pathname;
 const CLIENT = new URL("./fixtures/tunnel_client.py", import.meta.url).pathname;
@@ -119,14 +112,12 @@ async function client(ns: Netns, args: (string | number)[]): Promise<Record<stri
 
 Deno.test({
   name: "serve() bundled with deno bundle runs under Node with a wireguard-go client",
-  ignore: netnsReq.ignore || ((nodeVersion === undefined || !python) && !isCI),
+  ignore: netns.ignore,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t) {
-    netnsReq.assert();
-    if (nodeVersion === undefined) {
-      throw new Error("`node` is not on PATH (CI=true forbids skipping)");
-    }
+    netns.assert();
+    const nodeVersion = (await run(["node", "--version"])).stdout.trim();
     const dir = await Deno.makeTempDir({ prefix: "wgstack-node-" });
     const cleanups: (() => Promise<unknown>)[] = [() => Deno.remove(dir, { recursive: true })];
     try {

@@ -10,6 +10,7 @@ import {
 } from "./config.ts";
 import { formatIp, parseIp } from "./ip.ts";
 import { xorshift32 } from "../tests/_prng.ts";
+import { requirement } from "../tests/_skip.ts";
 
 /** A deterministic 32-byte key: bytes seed, seed+7, seed+14, … (mod 256). */
 function key(seed: number): Uint8Array {
@@ -749,7 +750,7 @@ async function wgUsable(): Promise<string | null> {
   return null;
 }
 
-const wgSkipReason = await wgUsable();
+const needsWg = requirement("wg compatibility", await wgUsable());
 
 function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -928,11 +929,10 @@ const WG_COMPAT_CONFIGS = [
 ];
 
 Deno.test({
-  name: `wg compatibility via a fake UAPI socket${
-    wgSkipReason ? ` (skipped: ${wgSkipReason})` : ""
-  }`,
-  ignore: wgSkipReason !== null,
+  name: "wg compatibility via a fake UAPI socket",
+  ignore: needsWg.ignore,
   fn: async (t) => {
+    needsWg.assert();
     await t.step(
       "wg setconf accepts our wgQuick: false output and reads the same values",
       async () => {

@@ -8,6 +8,7 @@ import {
   TAG_LENGTH,
 } from "./mod.ts";
 import { hchacha20 } from "./_aead.ts";
+import { requirement } from "../../tests/_skip.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -53,16 +54,13 @@ function seededBytes(seed: number): (length: number) => Uint8Array {
   };
 }
 
-const isCI = Deno.env.get("CI") === "true";
 const native = nativeBackend();
 const libcrypto = libcryptoBackend();
 /** Why the libcrypto backend is missing here (it is required under CI=true). */
 const libcryptoMissing = libcrypto === null
   ? "libcrypto.so.3 (OpenSSL 3) did not load through Deno.dlopen"
   : undefined;
-if (libcryptoMissing !== undefined && !isCI) {
-  console.log(`SKIP libcrypto backend tests: ${libcryptoMissing}`);
-}
+const needsLibcrypto = requirement("libcrypto backend tests", libcryptoMissing);
 /** Every backend this runtime offers; noble first (the reference for cross-checks). */
 const backends: CryptoBackend[] = [nobleBackend];
 if (native !== null) backends.push(native);
@@ -235,9 +233,9 @@ Deno.test("backend selection", async (t) => {
   });
   await t.step({
     name: "with FFI allowed, the libcrypto backend loads and is the default",
-    ignore: libcryptoMissing !== undefined && !isCI,
+    ignore: needsLibcrypto.ignore,
     fn: () => {
-      assert.notEqual(libcrypto, null, libcryptoMissing);
+      needsLibcrypto.assert();
       assert.equal(libcrypto?.name, "libcrypto");
       assert.equal(defaultBackend(), libcrypto);
       assert.equal(libcryptoBackend(), libcrypto, "the same object every time");

@@ -6,14 +6,14 @@
 
 import assert from "node:assert/strict";
 import { xorshift32 } from "../../tests/_prng.ts";
+import { requirement } from "../../tests/_skip.ts";
 import { libcryptoBackend, nobleBackend, TAG_LENGTH } from "./mod.ts";
 
-const isCI = Deno.env.get("CI") === "true";
 const libcrypto = libcryptoBackend();
-const missing = libcrypto === null
-  ? "libcrypto.so.3 (OpenSSL 3) did not load through Deno.dlopen"
-  : undefined;
-if (missing !== undefined && !isCI) console.log(`SKIP libcrypto backend tests: ${missing}`);
+const needsLibcrypto = requirement(
+  "libcrypto backend tests",
+  libcrypto === null ? "libcrypto.so.3 (OpenSSL 3) did not load through Deno.dlopen" : undefined,
+);
 
 /** Reproducible bytes from a seed. */
 function seededBytes(seed: number): (length: number) => Uint8Array {
@@ -45,9 +45,9 @@ function mallocInUse(): (() => number) | null {
 
 Deno.test({
   name: "libcrypto: FFI safety",
-  ignore: missing !== undefined && !isCI,
+  ignore: needsLibcrypto.ignore,
   fn: async (t) => {
-    assert.notEqual(libcrypto, null, missing);
+    needsLibcrypto.assert();
     const b = libcrypto!;
     const bytes = seededBytes(0x1c);
     const key = bytes(32);
@@ -103,11 +103,15 @@ Deno.test({
     });
 
     const inUse = mallocInUse();
+    const needsMallinfo = requirement(
+      "libcrypto native memory bound",
+      inUse === null ? "glibc's mallinfo2 is needed to watch native memory" : undefined,
+    );
     await t.step({
       name: "native memory stays bounded over many operations",
-      ignore: inUse === null && !isCI,
+      ignore: needsMallinfo.ignore,
       fn: async () => {
-        assert.notEqual(inUse, null, "glibc's mallinfo2 is needed to watch native memory");
+        needsMallinfo.assert();
         // malloc statistics are process-wide, and `deno test --parallel` runs
         // other test files in this process: measure in a process of its own.
         const out = await new Deno.Command(Deno.execPath(), {
