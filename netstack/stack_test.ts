@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { NetStack, type NetStackOptions, type TcpConnection, type TcpRequest } from "./stack.ts";
 import type { UdpFlow } from "./udp.ts";
 import { parseAddress } from "./addr.ts";
+import type { TcpError } from "./tcp/connection.ts";
 import { upperLayerChecksum } from "./wire/checksum.ts";
 import { emitIpv4Header, Ipv4Packet } from "./wire/ipv4.ts";
 import { emitIpv6FragmentHeader, emitIpv6Header, Ipv6Packet } from "./wire/ipv6.ts";
@@ -755,7 +756,7 @@ Deno.test("NetStack TCP glue", async (t) => {
   });
 
   await t.step("TCP segments from the TCP layer are wrapped in IP (DF on IPv4)", () => {
-    const { stack, out, tcp } = makeStack();
+    const { out, tcp } = makeStack();
     const seg = tcpSegment(SERVER4, CLIENT4, 443, 40000, 0x12);
     tcp.host.sendSegment(SERVER4, CLIENT4, seg);
     const ip = Ipv4Packet.parse(out[0]);
@@ -766,7 +767,6 @@ Deno.test("NetStack TCP glue", async (t) => {
     const seg6 = tcpSegment(SERVER6, CLIENT6, 443, 40000, 0x12);
     tcp.host.sendSegment(SERVER6, CLIENT6, seg6);
     assert.deepEqual(out[1], ip6(SERVER6, CLIENT6, 6, seg6));
-    void stack;
   });
 
   await t.step("ICMP frag-needed / packet-too-big / unreachable reach tcp.icmpError", () => {
@@ -929,12 +929,12 @@ Deno.test("NetStack with the built-in TcpLayer", async (t) => {
         { localAddress: CLIENT4, localPort: 40001, remoteAddress: SERVER4, remotePort: 25 },
         0,
       );
-      let error: unknown;
+      let error: TcpError | undefined;
       conn.readable.getReader().read().catch((e) => error = e);
-      await pair.run(() => pair.client.stats().icmp.errorsToTcp > 0);
+      await pair.run(() => error !== undefined);
       assert.equal(pair.server.stats().icmp.errorsSent, 1);
-      void error;
-      conn.reset();
+      assert.equal(pair.client.stats().icmp.errorsToTcp, 1);
+      assert.equal(error?.code, "EHOSTUNREACH", "a hard error for a SYN (RFC 1122 §4.2.3.9)");
     },
   );
 

@@ -141,34 +141,37 @@ Deno.test("relayTcp over loopback", async (t) => {
   );
 
   await t.step("backpressure: a client that does not read stops the upstream", async () => {
-    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    let written = 0;
-    let stopWriting = false;
-    const served = (async () => {
-      const conn = await listener.accept();
-      const chunk = new Uint8Array(65536);
-      try {
-        while (!stopWriting && written < 64_000_000) written += await conn.write(chunk);
-      } catch {
-        // the relay closed the connection
-      }
-      conn.close();
-    })();
-    const upstream = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
-    const c = fakeTcp({ address: "127.0.0.1", port: listener.addr.port });
-    const relay = relayTcp(c.stream, upstream);
-    await new Promise((r) => setTimeout(r, 400));
-    const stalled = written;
-    await new Promise((r) => setTimeout(r, 200));
-    assert.ok(written < 32_000_000, `upstream wrote ${written} bytes with nobody reading`);
-    assert.equal(written, stalled, "the upstream is blocked");
-    stopWriting = true;
-    const got = await readAll(c.clientReader);
+    // An upstream that always has data at once: without backpressure the
+    // relay would read all of it while the client reads nothing.
+    const TOTAL = 8 << 20;
+    const HELD = 4 * 64 * 1024; // the relay's chunk in hand plus the stream's queue, at most
+    let upstreamRead = 0;
+    const upstream: UpstreamConn = {
+      read: (p) => {
+        const n = Math.min(p.length, TOTAL - upstreamRead);
+        upstreamRead += n;
+        return Promise.resolve(n === 0 ? null : n);
+      },
+      write: (p) => Promise.resolve(p.length),
+      closeWrite: () => Promise.resolve(),
+      close: () => {},
+    };
+    const c = fakeTcp({ address: "192.0.2.80", port: 80 });
     await c.clientWriter.close();
-    await served;
+    const relay = relayTcp(c.stream, upstream);
+    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 0));
+    assert.ok(upstreamRead > 0 && upstreamRead <= HELD, `read ${upstreamRead} with nobody reading`);
+    let clientRead = 0;
+    for (;;) {
+      const { value, done } = await c.clientReader.read();
+      if (done) break;
+      clientRead += value.length;
+      assert.ok(upstreamRead - clientRead <= HELD, `${upstreamRead - clientRead} bytes held`);
+    }
+    assert.equal(clientRead, TOTAL);
     const result = await relay;
-    assert.equal(got.length, written);
-    assert.equal(result.bytesDown, written);
+    assert.equal(result.bytesDown, TOTAL);
+    assert.equal(result.end, "closed");
   });
 
   await t.step("a client reset closes the upstream", async () => {

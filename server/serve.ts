@@ -699,12 +699,15 @@ export async function serve(options: ServeOptions): Promise<Server> {
         new Promise<void>((r) => deadline = setTimeout(r, shutdownTimeout)),
       ]);
       clearTimeout(deadline);
+      // Whatever did not close within the shutdown timeout is reset.
+      const tcpReset = openTcp.size;
       for (const conn of openTcp.values()) conn.reset();
       pollNow();
       closedSocket = true;
       if (timer !== undefined) clearTimeout(timer);
       socket.close();
       await listening;
+      log({ level: "info", event: "shutdown", tcpReset });
       finishedResolve();
     })();
     return shutdownPromise;

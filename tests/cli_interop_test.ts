@@ -491,20 +491,21 @@ Deno.test({
       }
     });
 
-    await t.step("a closed port is refused quickly", async () => {
-      const started = performance.now();
+    await t.step("a closed port is refused with RST", async () => {
       const r = await inClient(["curl", "-sS", "-m", "10", `http://${target4}:9/`], false);
-      const elapsed = performance.now() - started;
+      // 7 is "connection refused"; a timeout would be 28.
       assert.equal(r.code, 7, `curl exit code 7 (connection refused): ${r.stderr}`);
-      assert.ok(elapsed < 3000, `refused after ${Math.round(elapsed)} ms`);
-      assert.ok(records(cli).some((x) => x.event === "tcp-refused" && x.answer === "rst"));
+      const refused = records(cli).find((x) =>
+        x.event === "tcp-refused" && x.destination === `${target4}:9`
+      );
+      assert.equal(refused?.answer, "rst");
+      assert.match(String(refused?.reason), /^ConnectionRefused/);
     });
 
     await t.step(
       "a dial that times out is answered (ICMP) after --connect-timeout",
       async () => {
         await services.run(["iptables", "-A", "INPUT", "-p", "tcp", "--dport", "81", "-j", "DROP"]);
-        const started = performance.now();
         const r = await inClient([
           "python3",
           "-c",
@@ -516,15 +517,14 @@ Deno.test({
           "    print(errno.errorcode.get(e.errno, e))\n",
           target4,
         ]);
-        const elapsed = performance.now() - started;
         // The netstack's "icmp" answer is destination unreachable (port unreachable), which
-        // the client's kernel reports as ECONNREFUSED: well before its own connect timeout.
+        // the client's kernel reports as ECONNREFUSED: before its own connect timeout.
         assert.match(r.stdout.trim(), /^(ECONNREFUSED|EHOSTUNREACH|ENETUNREACH)$/);
-        assert.ok(elapsed > 2500 && elapsed < 10_000, `answered after ${Math.round(elapsed)} ms`);
-        assert.ok(
-          records(cli).some((x) => x.event === "tcp-refused" && x.answer === "icmp"),
-          "logged as refused with icmp",
+        const refused = records(cli).find((x) =>
+          x.event === "tcp-refused" && x.destination === `${target4}:81`
         );
+        assert.equal(refused?.answer, "icmp", "logged as refused with icmp");
+        assert.match(String(refused?.reason), /^timed out after \d+ ms$/, "by --connect-timeout");
       },
     );
 
@@ -606,12 +606,13 @@ Deno.test({
         () => records(cli).filter((r) => r.event === "tcp-open").length > opened || undefined,
       );
       await new Promise((r) => setTimeout(r, 300));
-      const started = performance.now();
       const status = await cli.stop("SIGTERM");
-      const elapsed = performance.now() - started;
       cliStopped = true;
       assert.equal(status.code, 0, cli.stderr);
-      assert.ok(elapsed < 4000, `stopped after ${Math.round(elapsed)} ms`);
+      // Quick: the relay ended the download itself, nothing waited for the
+      // shutdown timeout to be reset.
+      const shutdown = records(cli).find((r) => r.event === "shutdown");
+      assert.equal(shutdown?.tcpReset, 0, JSON.stringify(shutdown));
       assert.ok(
         records(cli).some((r) => r.event === "tcp-close" && r.end === "shutdown"),
         "the open download ended by the shutdown",

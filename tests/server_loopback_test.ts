@@ -12,6 +12,7 @@ import {
   libcryptoBackend,
   publicKey,
 } from "@wgstack/wireguard";
+import type { TcpError } from "@wgstack/netstack";
 import { serve, type ServeOptions, type Server } from "@wgstack/server";
 import { startTestClient, type TestClient } from "./_client.ts";
 import { xorshift32 } from "./_prng.ts";
@@ -148,10 +149,20 @@ Deno.test("serve() on loopback with our own client", async (t) => {
   });
 
   await t.step("accept policy: refusing with RST errors the client's stream", async () => {
-    await using env = await setup({ accept: (info) => info.destination.port !== 23 && "rst" });
+    const asked: number[] = [];
+    await using env = await setup({
+      accept: (info) => {
+        asked.push(info.destination.port);
+        return info.destination.port === 23 ? "rst" : "accept";
+      },
+    });
     await env.client.handshake();
     const conn = env.client.connect("192.0.2.23", 23);
-    await assert.rejects(readAll(conn.readable, 0));
+    // A RST answering our SYN: refused (ICMP would be EHOSTUNREACH, a drop a timeout).
+    await assert.rejects(readAll(conn.readable, 0), (e: TcpError) => e.code === "ECONNREFUSED");
+    assert.equal(env.server.stats().tcpOpen, 0);
+    await echoRoundTrip(env.client, "192.0.2.24", 1000, 9);
+    assert.deepEqual(asked, [23, 7]);
   });
 
   await t.step("accept policy may decide later (dial first)", async () => {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { TcpConnectionLike, TcpLayerHost } from "./api.ts";
 import { TcpError } from "./connection.ts";
 import { TcpLayer } from "./layer.ts";
+import { TCP_RST } from "../wire/tcp.ts";
 import { Harness, LOCAL, LPORT, PEER_ISS, REMOTE, RPORT } from "./test_helpers.ts";
 import { xorshift32 } from "../../tests/_prng.ts";
 
@@ -210,8 +211,6 @@ Deno.test("TCP layer", async (t) => {
 });
 
 Deno.test("10,000 idle established connections stay small", () => {
-  const host: TcpLayerHost = { sendSegment() {}, wake() {}, onSyn: (r) => void r.accept() };
-  const layer = new TcpLayer(host, { secret: new Uint8Array(8) });
   const seg = (port: number, flags: number, seq: number, ack: number) => {
     const b = new Uint8Array(20);
     const v = new DataView(b.buffer);
@@ -233,7 +232,6 @@ Deno.test("10,000 idle established connections stay small", () => {
     onSyn: (r) => void r.accept(),
   };
   const l2 = new TcpLayer(capture, { secret: new Uint8Array(8), maxHalfOpen: 20000 });
-  void layer;
   const N = 10_000;
   // deno-lint-ignore no-explicit-any
   const gc = (globalThis as any).gc as (() => void) | undefined;
@@ -274,11 +272,19 @@ Deno.test("IPv6 active open: MSS is MTU − 60", () => {
   c.reset();
 });
 
-Deno.test("random segments never throw (fuzz)", async () => {
+Deno.test("random segments: the layer's invariants hold (fuzz)", async () => {
   const rnd = xorshift32(12345);
+  const totals = { malformed: 0, resetsSent: 0, synDropped: 0, outputs: 0, rstInputs: 0 };
   for (let round = 0; round < 20; round++) {
-    const h = new Harness({ keepAlive: { idle: 50, interval: 10, count: 3 }, maxHalfOpen: 4 });
+    const h = new Harness({
+      keepAlive: { idle: 50, interval: 10, count: 3 },
+      maxHalfOpen: 4,
+      maxConnections: 6,
+      maxTimeWait: 2,
+    });
     const { conn, iss } = h.open({ sackPerm: true, ts: [1, 0], ws: 3 }, [2, 0]);
+    let closed = false;
+    conn.closed.then(() => closed = true, () => closed = true);
     const w = conn.writable.getWriter();
     w.write(new Uint8Array(3000)).catch(() => {});
     const reader = conn.readable.getReader();
@@ -287,6 +293,7 @@ Deno.test("random segments never throw (fuzz)", async () => {
     for (let i = 0; i < 2000; i++) {
       now += rnd() % 50;
       const kind = rnd() % 4;
+      let rst = false;
       if (kind === 0) {
         // Raw garbage of random length.
         const b = new Uint8Array(rnd() % 80);
@@ -297,9 +304,11 @@ Deno.test("random segments never throw (fuzz)", async () => {
           b[2] = 0;
           b[3] = LPORT;
         }
+        rst = b.length >= 14 && (b[13] & 0x04) !== 0;
         h.layer.input(REMOTE, LOCAL, b, now);
       } else {
         const flags = ["A", "PA", "FA", "R", "S", "SA", "RA", "F", ""][rnd() % 9];
+        rst = flags.includes("R");
         const near = (base: number) => (base + (rnd() % 20000) - 10000) >>> 0;
         h.send(
           {
@@ -315,11 +324,42 @@ Deno.test("random segments never throw (fuzz)", async () => {
           rnd() % 5 === 0 ? 1024 + (rnd() % 8) : RPORT,
         );
       }
+      // RFC 9293 §3.10.7: a RST is never answered with a RST. (Output
+      // checksums are verified by the harness.)
+      if (rst) {
+        totals.rstInputs++;
+        assert.ok(
+          !h.out.some((r) => r.flags & TCP_RST),
+          `a RST answered a RST\n${h.trace.join("\n")}`,
+        );
+      }
       if (rnd() % 10 === 0) h.poll(now);
+      const st = h.layer.stats;
+      assert.ok(st.connections <= 6, `${st.connections} connections`);
+      assert.ok(st.halfOpen <= 4, `${st.halfOpen} half-open`);
+      assert.ok(st.timeWait <= 2, `${st.timeWait} in TIME_WAIT`);
+      assert.ok(h.layer.nextDeadline() >= 0, "a deadline in the past");
+      totals.outputs += h.out.length;
       h.out.length = 0;
       h.trace.length = 0;
     }
-    h.poll(now + 1_000_000);
+    // With nobody answering, keepalive, retransmission and TIME_WAIT timers
+    // empty the table.
+    for (let guard = 0; h.layer.nextDeadline() < Infinity; guard++) {
+      assert.ok(guard < 10_000, "the timers never settle");
+      h.poll(Math.max(now, h.layer.nextDeadline()));
+    }
+    const st = h.layer.stats;
+    assert.deepEqual([st.connections, st.halfOpen, st.timeWait], [0, 0, 0]);
     await new Promise((r) => setTimeout(r, 0));
+    assert.ok(closed, "the fuzzed connection's closed promise settled");
+    totals.malformed += st.malformed;
+    totals.resetsSent += st.resetsSent;
+    totals.synDropped += st.synDropped;
   }
+  // The fuzzer reached the paths it is meant to: garbage, stray segments, floods.
+  assert.ok(totals.malformed > 100, `malformed ${totals.malformed}`);
+  assert.ok(totals.resetsSent > 100, `resets ${totals.resetsSent}`);
+  assert.ok(totals.rstInputs > 1000, `RST inputs ${totals.rstInputs}`);
+  assert.ok(totals.outputs > 1000, `outputs ${totals.outputs}`);
 });
