@@ -168,15 +168,16 @@ function udpReader() {
 
 const payload = new TextEncoder().encode("ping");
 
+/** The client sends one datagram from `CLIENT4:port` to 192.0.2.53:53. */
+function sendUdp(client: TestClient, port = 5000): void {
+  client.sendUdp({ address: CLIENT4, port }, { address: "192.0.2.53", port: 53 }, payload);
+}
+
 Deno.test("serve() lifecycle over a memory socket", async (t) => {
   await t.step("shutdown ends every UDP flow: handlers' reads end, udpOpen is 0", async () => {
     const udp = udpReader();
     await using env = await setup({ onUdp: udp.onUdp });
-    env.client.sendUdp(
-      { address: CLIENT4, port: 5000 },
-      { address: "192.0.2.53", port: 53 },
-      payload,
-    );
+    sendUdp(env.client);
     env.client.sendUdp(
       { address: CLIENT6, port: 5001 },
       { address: "2001:db8::53", port: 53 },
@@ -198,11 +199,7 @@ Deno.test("serve() lifecycle over a memory socket", async (t) => {
       await using env = await setup({ onUdp: udp.onUdp, onTcp: (s) => void tcp.push(s) });
       const conn = env.client.connect("192.0.2.80", 80);
       const clientRead = conn.readable.getReader().read();
-      env.client.sendUdp(
-        { address: CLIENT4, port: 5000 },
-        { address: "192.0.2.53", port: 53 },
-        payload,
-      );
+      sendUdp(env.client);
       await until(() => tcp.length === 1 && udp.flows.length === 1, "a connection and a flow");
       const serverRead = tcp[0].readable.getReader().read();
       assert.equal(env.server.removePeer(env.client.publicKey), true);
@@ -243,4 +240,84 @@ Deno.test("serve() lifecycle over a memory socket", async (t) => {
     assert.equal(accepted.length, 0);
     assert.equal(env.server.stats().tcpOpen, 0);
   });
+
+  await t.step("shutdown: FIN on open TCP, RST after the timeout for what stays open", async () => {
+    const tcp: TcpStream[] = [];
+    const udp = udpReader();
+    await using env = await setup({ onTcp: (s) => void tcp.push(s), onUdp: udp.onUdp });
+    // One client closes when the server's FIN arrives; the other never does.
+    const polite = env.client.connect("192.0.2.80", 80);
+    const stubborn = env.client.connect("192.0.2.81", 81);
+    const politeEnd = polite.readable.pipeTo(new WritableStream()).then(() => polite.close());
+    const stubbornRead = stubborn.readable.getReader().read();
+    sendUdp(env.client);
+    await until(() => tcp.length === 2 && udp.flows.length === 1, "two connections, a flow");
+    let finished = false;
+    env.server.finished.then(() => finished = true);
+    await settles(env.server.shutdown(), "shutdown");
+    assert.ok(finished);
+    await settles(politeEnd, "the polite client's read ends with the FIN");
+    assert.equal((await settles(stubbornRead, "the stubborn client's read")).done, true, "FIN");
+    const record = env.logs.find((r) => r.event === "shutdown");
+    assert.equal(record?.tcpReset, 1, "only the connection that stayed open was reset");
+    const stats = env.server.stats();
+    assert.deepEqual([stats.tcpOpen, stats.udpOpen], [0, 0]);
+    assert.ok(env.serverSocket.closed);
+    assert.deepEqual(await env.server[Symbol.asyncIterator]().next(), {
+      value: undefined,
+      done: true,
+    });
+  });
+
+  await t.step("the signal option: aborting shuts the server down", async () => {
+    const controller = new AbortController();
+    const udp = udpReader();
+    await using env = await setup({ signal: controller.signal, onUdp: udp.onUdp });
+    sendUdp(env.client);
+    await until(() => udp.flows.length === 1, "a flow");
+    assert.equal(env.serverSocket.closed, false);
+    controller.abort();
+    await settles(env.server.finished, "finished");
+    assert.ok(env.serverSocket.closed);
+    assert.equal(env.server.stats().udpOpen, 0);
+    assert.ok(env.logs.some((r) => r.event === "shutdown"));
+  });
+
+  await t.step("the signal option: an aborted signal shuts down at once", async () => {
+    const socket = new MemorySocket({ address: "192.0.2.1", port: 51820 });
+    const server = await serve({
+      privateKey: generatePrivateKey(),
+      socket,
+      signal: AbortSignal.abort(),
+    });
+    await settles(server.finished, "finished");
+    assert.ok(socket.closed);
+  });
+
+  await t.step(
+    "pendingStreams: beyond the limit, connections are reset and flows closed",
+    async () => {
+      await using env = await setup({ limits: { pendingStreams: 2 } });
+      const conns = [80, 81, 82].map((port) => env.client.connect("192.0.2.80", port));
+      const third = conns[2].readable.getReader().read();
+      await assert.rejects(
+        settles(third, "the third read"),
+        (e: TcpError) => e.code === "ECONNRESET",
+      );
+      sendUdp(env.client);
+      await until(() => env.server.stats().netstack.udp.opened === 1, "the flow is seen");
+      await until(() => env.server.stats().udpOpen === 0, "the flow is closed");
+      assert.equal(env.server.stats().netstack.udp.flows, 0);
+      // The two that fit wait in the iterator, oldest first.
+      const iterator = env.server[Symbol.asyncIterator]();
+      const ports: number[] = [];
+      for (let i = 0; i < 2; i++) {
+        const { value } = await iterator.next();
+        assert.equal(value?.protocol, "tcp");
+        ports.push(value!.destination.port);
+      }
+      assert.deepEqual(ports, [80, 81]);
+      assert.equal(env.server.stats().tcpOpen, 2);
+    },
+  );
 });
