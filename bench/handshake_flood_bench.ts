@@ -37,7 +37,7 @@ await new Promise((r) => setTimeout(r, 1000));
 
 async function download(): Promise<number> {
   const started = performance.now();
-  const r = await client.run([
+  await client.run([
     "curl",
     "-sS",
     "--fail",
@@ -47,7 +47,6 @@ async function download(): Promise<number> {
     "/dev/null",
     `http://${host}:8080/big`,
   ]);
-  void r;
   return (file.length * 8) / ((performance.now() - started) / 1000) / 1e6; // Mbit/s
 }
 

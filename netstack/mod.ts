@@ -22,7 +22,6 @@ export {
   type ConnectionOwner,
   type ResolvedTcpOptions,
   type SynOptions,
-  type TcpConnectionStats,
   TcpError,
   type TcpKeepAliveOptions,
   type TcpOptions,

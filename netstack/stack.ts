@@ -268,7 +268,7 @@ export class NetStack {
   #ipId: number;
   #ipv6FragId: number;
   #inCore = 0;
-  /** The `now` of the current `input`/`poll` call. */
+  /** The `now` of the latest call that passed one (`input`, `poll`, `connect`, `sendUdp`). */
   #now = 0;
   /** The IP packet being processed (for quoting a SYN in a later reject). */
   #current: Uint8Array | null = null;
@@ -522,7 +522,7 @@ export class NetStack {
     if (payload.length > max) {
       throw new RangeError(`A UDP datagram carries at most ${max} bytes, not ${payload.length}`);
     }
-    void now;
+    this.#now = now;
     this.#stats.udpSent++;
     this.#emitUdp(src, from.port, dst, to.port, payload);
   }

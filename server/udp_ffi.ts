@@ -66,7 +66,7 @@ import {
   type UdpSocketOptions,
   type UdpSocketStats,
   unmapAddress,
-} from "./udp.ts";
+} from "./socket.ts";
 
 /** Datagrams per `recvmmsg` call. */
 export const RECV_BATCH = 64;

@@ -17,6 +17,7 @@
  * @module
  */
 
+import type { Endpoint } from "./endpoint.ts";
 import type { CryptoBackend } from "./crypto/backend.ts";
 import { CookieReplyMessage } from "./messages.ts";
 import { parseIp } from "./ip.ts";
@@ -32,14 +33,6 @@ export const MAC_LENGTH = 16;
 
 const encoder = new TextEncoder();
 
-/** An outer UDP endpoint as the cookie sees it: the text address and the port. */
-export interface CookieSource {
-  /** IPv4 or IPv6 address text. */
-  readonly address: string;
-  /** UDP port. */
-  readonly port: number;
-}
-
 /** Constant-time equality of two equal-length byte strings. */
 function equal(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
@@ -49,7 +42,7 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** The bytes a cookie binds to: the IP address (4 or 16 bytes, or its text when unparsable) and the big-endian port. */
-function sourceBytes(source: CookieSource): Uint8Array {
+function sourceBytes(source: Endpoint): Uint8Array {
   const ip = parseIp(source.address) ?? encoder.encode(source.address);
   const out = new Uint8Array(ip.length + 2);
   out.set(ip);
@@ -92,7 +85,7 @@ export class CookieChecker {
    * Whether `msg` carries a valid MAC2 at `mac2Offset` for a cookie we would
    * give to `source` now.
    */
-  checkMac2(msg: Uint8Array, mac2Offset: number, source: CookieSource, now: number): boolean {
+  checkMac2(msg: Uint8Array, mac2Offset: number, source: Endpoint, now: number): boolean {
     const cookie = this.#cookie(source, now);
     const mac = this.#backend.mac(cookie, msg.subarray(0, mac2Offset));
     return equal(mac, msg.subarray(mac2Offset, mac2Offset + MAC_LENGTH));
@@ -107,7 +100,7 @@ export class CookieChecker {
     msg: Uint8Array,
     mac1Offset: number,
     receiverIndex: number,
-    source: CookieSource,
+    source: Endpoint,
     now: number,
     out: Uint8Array,
   ): CookieReplyMessage {
@@ -125,7 +118,7 @@ export class CookieChecker {
     return reply;
   }
 
-  #cookie(source: CookieSource, now: number): Uint8Array {
+  #cookie(source: Endpoint, now: number): Uint8Array {
     if (now - this.#secretBirth >= COOKIE_SECRET_LIFETIME) {
       this.#random(this.#secret);
       this.#secretBirth = now;

@@ -64,6 +64,7 @@ import {
   type PeerStats,
 } from "./peer.ts";
 import { DEFAULT_MAX_ENTRIES, RateLimiter } from "./ratelimiter.ts";
+import { sameEndpoint } from "./endpoint.ts";
 import {
   INITIATION_MIN_INTERVAL,
   MAX_SAFE_COUNTER,
@@ -179,10 +180,6 @@ function handshakeLength(type: number): number {
     : type === MESSAGE_COOKIE_REPLY
     ? COOKIE_REPLY_LENGTH
     : -1;
-}
-
-function sameEndpoint(a: Endpoint | undefined, b: Endpoint): boolean {
-  return a !== undefined && a.port === b.port && a.address === b.address;
 }
 
 /** Length of the IPv4/IPv6 packet at the start of `p`, or -1 when it is not one. */

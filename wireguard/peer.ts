@@ -18,14 +18,9 @@ import { CookieGenerator } from "./cookie.ts";
 import { type InitiatorState, type Noise, NoiseRemote } from "./noise.ts";
 import { ReplayWindow } from "./replay.ts";
 import { PeerTimers } from "./timers.ts";
+import { checkEndpoint, type Endpoint } from "./endpoint.ts";
 
-/** An outer UDP endpoint: IPv4 or IPv6 address text and a port. */
-export interface Endpoint {
-  /** IPv4 or IPv6 address text. */
-  readonly address: string;
-  /** UDP port, 0–65535. */
-  readonly port: number;
-}
+export type { Endpoint } from "./endpoint.ts";
 
 /** The configuration of a peer (as in a wg-quick `[Peer]` section). */
 export interface PeerConfig {
@@ -321,28 +316,10 @@ export class Peer {
     }
     return false;
   }
-
-  /** Device use: the keypair for a receiver index, or `null`. */
-  keypairFor(localIndex: number): Keypair | null {
-    if (this.current?.localIndex === localIndex) return this.current;
-    if (this.next?.localIndex === localIndex) return this.next;
-    if (this.previous?.localIndex === localIndex) return this.previous;
-    return null;
-  }
 }
 
 function toCidr(entry: Cidr | string): Cidr {
   return typeof entry === "string" ? parseCidr(entry) : entry;
-}
-
-function checkEndpoint(endpoint: Endpoint): Endpoint {
-  if (typeof endpoint.address !== "string" || endpoint.address.length === 0) {
-    throw new TypeError("An endpoint needs an address");
-  }
-  if (!Number.isInteger(endpoint.port) || endpoint.port < 0 || endpoint.port > 65535) {
-    throw new RangeError(`An endpoint port is 0 to 65535, not ${endpoint.port}`);
-  }
-  return { address: endpoint.address, port: endpoint.port };
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

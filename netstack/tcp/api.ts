@@ -14,7 +14,6 @@
  */
 
 import type { IpAddress } from "../addr.ts";
-import type { TcpConnectionStats } from "./connection.ts";
 
 /** The four values that identify a TCP connection, seen from our side. */
 export interface TcpTuple {
@@ -136,3 +135,68 @@ export type TcpLayerConstructor<Options> = new (
   host: TcpLayerHost,
   options?: Options,
 ) => TcpLayerLike;
+
+/** Per-connection counters and estimates. */
+export interface TcpConnectionStats {
+  /** RFC 9293 state name. */
+  state: string;
+  /** Payload bytes received in sequence (delivered or discarded). */
+  bytesIn: number;
+  /** Payload bytes sent, retransmissions included. */
+  bytesOut: number;
+  /** Segments received. */
+  segmentsIn: number;
+  /** Segments sent. */
+  segmentsOut: number;
+  /** Segments retransmitted (timeouts, fast retransmit, SACK recovery). */
+  retransmits: number;
+  /** Retransmission timeouts. */
+  timeouts: number;
+  /** Fast recoveries undone because the retransmission was spurious (RFC 3522). */
+  spuriousRecoveries: number;
+  /** Fast-recovery episodes. */
+  fastRecoveries: number;
+  /** Retransmissions the peer reported as duplicates by DSACK (RFC 3708). */
+  spuriousRetransmits: number;
+  /** DSACK blocks received (duplicates the peer saw, any cause). */
+  dsacksReceived: number;
+  /** Tail loss probes sent (RFC 8985 §7). */
+  tailLossProbes: number;
+  /** RACK reordering window multiplier (1 = min_RTT/4; grows with DSACKs). */
+  reorderingWindowMultiplier: number;
+  /** Minimum RTT seen by the sender's records, ms (0 before the first sample). */
+  minRtt: number;
+  /** Duplicate-ACK threshold in use for a peer without SACK. */
+  dupAckThreshold: number;
+  /** Pacing rate in bytes per ms (0 = not paced). */
+  pacingRate: number;
+  /** Congestion controller name. */
+  congestionControl: string;
+  /**
+   * The controller's state: BBR's (e.g. "probe_bw_cruise"), else "open",
+   * "recovery" or "loss" (after a timeout).
+   */
+  congestionState: string;
+  /** BBR's bottleneck bandwidth estimate in bytes per ms (0 for other controllers). */
+  bottleneckBandwidth: number;
+  /** Smoothed RTT, ms. */
+  srtt: number;
+  /** RTT variation, ms. */
+  rttvar: number;
+  /** Current RTO, ms. */
+  rto: number;
+  /** Congestion window, bytes. */
+  cwnd: number;
+  /** Slow-start threshold, bytes. */
+  ssthresh: number;
+  /** Peer's window, bytes. */
+  sendWindow: number;
+  /** Our current receive buffer size, bytes. */
+  receiveBuffer: number;
+  /** Sender MSS in effect. */
+  mss: number;
+  /** Segments dropped: out of window, PAWS, or reassembly limits. */
+  dropped: number;
+  /** Challenge ACKs sent (RFC 5961). */
+  challengeAcks: number;
+}

@@ -49,7 +49,9 @@
  */
 
 import type { IpAddress } from "../addr.ts";
-import type { TcpConnectionLike } from "./api.ts";
+import type { TcpConnectionLike, TcpConnectionStats } from "./api.ts";
+
+export type { TcpConnectionStats } from "./api.ts";
 import {
   fillTcpChecksum,
   TCP_ACK,
@@ -285,71 +287,6 @@ export function resolveTcpOptions(o: TcpOptions = {}): ResolvedTcpOptions {
     throw new RangeError(`Unknown congestion control ${r.congestionControl}`);
   }
   return r;
-}
-
-/** Per-connection counters and estimates. */
-export interface TcpConnectionStats {
-  /** RFC 9293 state name. */
-  state: string;
-  /** Payload bytes received in sequence (delivered or discarded). */
-  bytesIn: number;
-  /** Payload bytes sent, retransmissions included. */
-  bytesOut: number;
-  /** Segments received. */
-  segmentsIn: number;
-  /** Segments sent. */
-  segmentsOut: number;
-  /** Segments retransmitted (timeouts, fast retransmit, SACK recovery). */
-  retransmits: number;
-  /** Retransmission timeouts. */
-  timeouts: number;
-  /** Fast recoveries undone because the retransmission was spurious (RFC 3522). */
-  spuriousRecoveries: number;
-  /** Fast-recovery episodes. */
-  fastRecoveries: number;
-  /** Retransmissions the peer reported as duplicates by DSACK (RFC 3708). */
-  spuriousRetransmits: number;
-  /** DSACK blocks received (duplicates the peer saw, any cause). */
-  dsacksReceived: number;
-  /** Tail loss probes sent (RFC 8985 §7). */
-  tailLossProbes: number;
-  /** RACK reordering window multiplier (1 = min_RTT/4; grows with DSACKs). */
-  reorderingWindowMultiplier: number;
-  /** Minimum RTT seen by the sender's records, ms (0 before the first sample). */
-  minRtt: number;
-  /** Duplicate-ACK threshold in use for a peer without SACK. */
-  dupAckThreshold: number;
-  /** Pacing rate in bytes per ms (0 = not paced). */
-  pacingRate: number;
-  /** Congestion controller name. */
-  congestionControl: string;
-  /**
-   * The controller's state: BBR's (e.g. "probe_bw_cruise"), else "open",
-   * "recovery" or "loss" (after a timeout).
-   */
-  congestionState: string;
-  /** BBR's bottleneck bandwidth estimate in bytes per ms (0 for other controllers). */
-  bottleneckBandwidth: number;
-  /** Smoothed RTT, ms. */
-  srtt: number;
-  /** RTT variation, ms. */
-  rttvar: number;
-  /** Current RTO, ms. */
-  rto: number;
-  /** Congestion window, bytes. */
-  cwnd: number;
-  /** Slow-start threshold, bytes. */
-  ssthresh: number;
-  /** Peer's window, bytes. */
-  sendWindow: number;
-  /** Our current receive buffer size, bytes. */
-  receiveBuffer: number;
-  /** Sender MSS in effect. */
-  mss: number;
-  /** Segments dropped: out of window, PAWS, or reassembly limits. */
-  dropped: number;
-  /** Challenge ACKs sent (RFC 5961). */
-  challengeAcks: number;
 }
 
 /** What a connection needs from the layer that owns it (internal). */
@@ -646,14 +583,14 @@ export class Connection implements TcpConnectionLike {
     this.state = S.SYN_RECEIVED;
     this.#irs = seq;
     this.#rcv.start(seqAdd(seq, 1), now);
-    this.#applySynOptions(syn, true);
+    this.#applySynOptions(syn);
     this.#sndNxt = this.#sndMax = seqAdd(this.#iss, 1);
     this.#sendSyn(now, true);
     this.#synAt = now;
     this.#rtoAt = now + this.#rtt.rto;
   }
 
-  #applySynOptions(syn: SynOptions, passive: boolean): void {
+  #applySynOptions(syn: SynOptions): void {
     const o = this.#o;
     const ours = this.#ourMss();
     const peerMss = syn.mss > 0 ? syn.mss : (this.ipVersion === 4 ? 536 : 1220);
@@ -667,7 +604,6 @@ export class Connection implements TcpConnectionLike {
     this.#cc = newCongestionControl(this.#ccName, this.#sndMss, this.#sackOk, this.#iss);
     this.#tsOk = o.timestamps && syn.hasTimestamp;
     if (this.#tsOk) this.#tsRecent = syn.tsVal;
-    void passive;
   }
 
   #sendSyn(now: number, ack: boolean): void {
@@ -803,7 +739,6 @@ export class Connection implements TcpConnectionLike {
           refused
             ? new TcpError("ECONNREFUSED", "Connection refused by peer")
             : new TcpError("ECONNRESET", "Connection reset by peer"),
-          false,
         );
       } else {
         this.#challengeAck(now);
@@ -954,7 +889,7 @@ export class Connection implements TcpConnectionLike {
     }
     if (f & TCP_RST) {
       if (f & TCP_ACK) {
-        this.#terminate(new TcpError("ECONNREFUSED", "Connection refused"), false);
+        this.#terminate(new TcpError("ECONNREFUSED", "Connection refused"));
       } else this.#dropped++;
       return;
     }
@@ -964,7 +899,7 @@ export class Connection implements TcpConnectionLike {
     }
     this.#irs = seg.seq;
     this.#rcv.start(seqAdd(seg.seq, 1), now);
-    this.#applySynOptions(seg, false);
+    this.#applySynOptions(seg);
     if (f & TCP_ACK) {
       this.#establish(seg, seg.seq, now);
       this.#ackNow = true;
@@ -1275,7 +1210,7 @@ export class Connection implements TcpConnectionLike {
         // Nobody reads any more: do not wait forever for the peer's FIN.
         if (this.#rcv.discard) this.#timeWaitAt = now + this.#o.timeWait;
       } else if (this.state === S.CLOSING) this.#enterTimeWait(now);
-      else if (this.state === S.LAST_ACK) this.#terminate(null, false);
+      else if (this.state === S.LAST_ACK) this.#terminate(null);
     }
   }
 
@@ -1384,7 +1319,7 @@ export class Connection implements TcpConnectionLike {
     if (this.#abortQueued) {
       this.#abortQueued = false;
       this.#sendRst(this.#sndNxt, 0, false, now);
-      this.#terminate(new TcpError("ECONNABORTED", "Connection aborted"), false);
+      this.#terminate(new TcpError("ECONNABORTED", "Connection aborted"));
       return;
     }
     if (this.#delackAt <= now) this.#ackNow = true;
@@ -1668,7 +1603,7 @@ export class Connection implements TcpConnectionLike {
   poll(now: number): void {
     if (this.state === S.CLOSED) return;
     if (this.#timeWaitAt <= now) {
-      this.#terminate(null, false);
+      this.#terminate(null);
       return;
     }
     if (this.#rtoAt <= now) {
@@ -1695,7 +1630,7 @@ export class Connection implements TcpConnectionLike {
     const st = this.state;
     if (st === S.SYN_SENT || st === S.SYN_RECEIVED) {
       if (this.#retries >= this.#o.synRetries) {
-        this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"), false);
+        this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"));
         return;
       }
       this.#retries++;
@@ -1714,7 +1649,7 @@ export class Connection implements TcpConnectionLike {
     }
     if (this.#retries >= this.#o.retries) {
       this.#sendRst(this.#sndNxt, 0, false, now);
-      this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"), false);
+      this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"));
       return;
     }
     this.#retries++;
@@ -1831,7 +1766,7 @@ export class Connection implements TcpConnectionLike {
     this.#probesUnanswered++;
     if (this.#probesUnanswered > this.#o.retries) {
       this.#sendRst(this.#sndNxt, 0, false, now);
-      this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"), false);
+      this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out"));
       return;
     }
     // Zero-window probe (RFC 9293 §3.8.6.1): one byte (or the FIN).
@@ -1866,7 +1801,7 @@ export class Connection implements TcpConnectionLike {
     }
     if (this.#probesUnanswered >= ka.count) {
       this.#sendRst(this.#sndNxt, 0, false, now);
-      this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out (keepalive)"), false);
+      this.#terminate(new TcpError("ETIMEDOUT", "Connection timed out (keepalive)"));
       return;
     }
     this.#probesUnanswered++;
@@ -1882,7 +1817,7 @@ export class Connection implements TcpConnectionLike {
     // Only errors about bytes in flight count (RFC 5927 §4.1).
     const inFlight = seqGe(seq, this.#sndUna) && seqLt(seq, this.#sndMax);
     if (this.state === S.SYN_SENT && kind === "unreachable" && seq === this.#iss) {
-      this.#terminate(new TcpError("EHOSTUNREACH", "Destination unreachable"), false);
+      this.#terminate(new TcpError("EHOSTUNREACH", "Destination unreachable"));
       return;
     }
     if (kind !== "packet-too-big" || !inFlight || mtu === undefined) return;
@@ -2028,13 +1963,13 @@ export class Connection implements TcpConnectionLike {
     if (this.state !== S.TIME_WAIT) {
       this.#sendRst(this.#sndNxt, this.#rcv.nxt, this.state !== S.SYN_SENT, this.#owner.lastNow);
     }
-    this.#terminate(new TcpError("ECONNABORTED", "Connection reset locally"), false);
+    this.#terminate(new TcpError("ECONNABORTED", "Connection reset locally"));
   }
 
   /** Drops the connection without a segment (half-open eviction, layer shutdown). */
   abandon(error: TcpError): void {
     if (this.state === S.CLOSED && (this.#error || this.#readDone)) return;
-    this.#terminate(error, false);
+    this.#terminate(error);
   }
 
   /** Flushes work queued by stream callbacks (from the layer's poll). */
@@ -2053,7 +1988,7 @@ export class Connection implements TcpConnectionLike {
   }
 
   /** Moves to CLOSED, errors the streams when `error` is set, and releases. */
-  #terminate(error: TcpError | null, _sendRst: boolean): void {
+  #terminate(error: TcpError | null): void {
     const wasTimeWait = this.state === S.TIME_WAIT;
     this.state = S.CLOSED;
     this.#rtoAt =

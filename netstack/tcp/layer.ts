@@ -31,6 +31,7 @@ import {
   type SynOptions,
   TcpError,
   type TcpOptions,
+  TcpState,
 } from "./connection.ts";
 import { KeyedHash } from "./isn.ts";
 import { seqAdd, seqGt } from "./seq.ts";
@@ -226,9 +227,9 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       conn = undefined;
     }
     if (conn) {
-      const wasHalfOpen = conn.state === 2;
+      const wasHalfOpen = conn.state === TcpState.SYN_RECEIVED;
       conn.input(seg, now);
-      if (wasHalfOpen && conn.state !== 2) this.#halfOpen.delete(key);
+      if (wasHalfOpen && conn.state !== TcpState.SYN_RECEIVED) this.#halfOpen.delete(key);
       this.#schedule(conn);
     } else {
       this.#noConnection(src, dst, key, seg, now);
@@ -509,13 +510,6 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     };
   }
 
-  /** The connection for a tuple, if any (for tests and tools). */
-  lookup(tuple: TcpTuple): Connection | undefined {
-    return this.#conns.get(
-      tupleKey(tuple.localAddress, tuple.localPort, tuple.remoteAddress, tuple.remotePort),
-    );
-  }
-
   // ------------------------------------------------------------ internals
 
   #flushDirty(now: number): void {
@@ -525,9 +519,9 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       for (const c of list) {
         c.dirty = false;
         if (c.released) continue;
-        const wasHalfOpen = c.state === 2;
+        const wasHalfOpen = c.state === TcpState.SYN_RECEIVED;
         c.flush(now);
-        if (wasHalfOpen && c.state !== 2) this.#halfOpen.delete(c.key);
+        if (wasHalfOpen && c.state !== TcpState.SYN_RECEIVED) this.#halfOpen.delete(c.key);
         this.#schedule(c);
       }
     }
