@@ -4,6 +4,8 @@
  * @module
  */
 
+import { bytesEqual } from "./_util.ts";
+
 /** An IPv4 (4 bytes) or IPv6 (16 bytes) address in network byte order. */
 export type IpAddress = Uint8Array;
 
@@ -112,7 +114,5 @@ function parseIpv6(text: string): IpAddress | null {
 
 /** True when `a` and `b` hold the same address. */
 export function addressEquals(a: IpAddress, b: IpAddress): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  return bytesEqual(a, b);
 }

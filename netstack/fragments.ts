@@ -19,6 +19,8 @@
  * @module
  */
 
+import { bytesEqual, positiveInteger } from "./_util.ts";
+
 /**
  * Largest reassembled IPv4 payload: 65535 (the 16-bit total length, RFC 791)
  * minus the smallest header.
@@ -162,11 +164,14 @@ export class FragmentReassembler {
 
   /** Creates an empty reassembler. Throws a `RangeError` on a non-positive limit. */
   constructor(options: FragmentReassemblerOptions = {}) {
-    this.#maxBytes = positive(options.maxBytes ?? 4 * 1024 * 1024, "maxBytes");
-    this.#maxDatagrams = positive(options.maxDatagrams ?? 256, "maxDatagrams");
-    this.#maxPieces = positive(options.maxFragmentsPerDatagram ?? 256, "maxFragmentsPerDatagram");
-    this.#timeoutV4 = positive(options.timeoutV4 ?? 30_000, "timeoutV4");
-    this.#timeoutV6 = positive(options.timeoutV6 ?? 60_000, "timeoutV6");
+    this.#maxBytes = positiveInteger(options.maxBytes ?? 4 * 1024 * 1024, "maxBytes");
+    this.#maxDatagrams = positiveInteger(options.maxDatagrams ?? 256, "maxDatagrams");
+    this.#maxPieces = positiveInteger(
+      options.maxFragmentsPerDatagram ?? 256,
+      "maxFragmentsPerDatagram",
+    );
+    this.#timeoutV4 = positiveInteger(options.timeoutV4 ?? 30_000, "timeoutV4");
+    this.#timeoutV6 = positiveInteger(options.timeoutV6 ?? 60_000, "timeoutV6");
     this.#headroom = options.headroom ?? 0;
     this.#onTimeout = options.onTimeout;
     if (!Number.isInteger(this.#headroom) || this.#headroom < 0) {
@@ -244,7 +249,7 @@ export class FragmentReassembler {
     while (i > 0 && pieces[i - 1].offset > offset) i--;
     const before = i > 0 ? pieces[i - 1] : undefined;
     if (before && before.offset === offset && before.data.length === data.length) {
-      if (sameBytes(before.data, data)) {
+      if (bytesEqual(before.data, data)) {
         stats.duplicates++;
         return null;
       }
@@ -345,14 +350,4 @@ function keyOf(f: FragmentInput): string {
 function highestEnd(dg: Datagram): number {
   const last = dg.pieces[dg.pieces.length - 1];
   return last ? last.offset + last.data.length : 0;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-function positive(value: number, name: string): number {
-  if (!(value > 0)) throw new RangeError(`${name} must be positive`);
-  return value;
 }

@@ -20,6 +20,7 @@
  */
 
 import { formatAddress, type IpAddress } from "./addr.ts";
+import { positiveInteger } from "./_util.ts";
 
 export type { IpAddress } from "./addr.ts";
 
@@ -296,13 +297,13 @@ export class UdpFlowTable {
   constructor(options: UdpFlowTableOptions) {
     this.#send = options.send;
     this.#wake = options.wake ?? (() => {});
-    this.#maxFlows = positiveInt(options.maxFlows ?? 1024, "maxFlows");
-    this.#idle = positiveInt(options.idleTimeout ?? 60_000, "idleTimeout");
-    this.queueLength = positiveInt(options.queueLength ?? 64, "queueLength");
-    this.queueBytes = positiveInt(options.queueBytes ?? 256 * 1024, "queueBytes");
-    this.sendQueueLength = positiveInt(options.sendQueueLength ?? 64, "sendQueueLength");
-    this.maxPayloadV4 = positiveInt(options.maxPayloadV4 ?? 65507, "maxPayloadV4");
-    this.maxPayloadV6 = positiveInt(options.maxPayloadV6 ?? 65527, "maxPayloadV6");
+    this.#maxFlows = positiveInteger(options.maxFlows ?? 1024, "maxFlows");
+    this.#idle = positiveInteger(options.idleTimeout ?? 60_000, "idleTimeout");
+    this.queueLength = positiveInteger(options.queueLength ?? 64, "queueLength");
+    this.queueBytes = positiveInteger(options.queueBytes ?? 256 * 1024, "queueBytes");
+    this.sendQueueLength = positiveInteger(options.sendQueueLength ?? 64, "sendQueueLength");
+    this.maxPayloadV4 = positiveInteger(options.maxPayloadV4 ?? 65507, "maxPayloadV4");
+    this.maxPayloadV6 = positiveInteger(options.maxPayloadV6 ?? 65527, "maxPayloadV6");
   }
 
   /** Flows now open. */
@@ -447,11 +448,4 @@ function flowKey(d: UdpDatagramIn): string {
   for (let i = 0; i < a.length; i++) key += String.fromCharCode(a[i]);
   for (let i = 0; i < b.length; i++) key += String.fromCharCode(b[i]);
   return key;
-}
-
-function positiveInt(value: number, name: string): number {
-  if (!Number.isInteger(value) || value <= 0) {
-    throw new RangeError(`${name} must be a positive integer`);
-  }
-  return value;
 }

@@ -28,6 +28,7 @@ import {
 } from "./policy.ts";
 import { LogLimiter } from "./log_limit.ts";
 import { unrefTimer } from "./_timers.ts";
+import { positiveInteger } from "./_util.ts";
 import { formatIp, parseIp } from "@wgstack/wireguard";
 
 /** The upstream side of a relayed TCP connection (a `Deno.TcpConn` fits). */
@@ -166,11 +167,7 @@ export function forwardLimits(
     pendingDials,
     peerPendingDials: limits.peerPendingDials ?? Math.max(1, Math.floor(pendingDials / 2)),
   };
-  for (const [name, value] of Object.entries(out)) {
-    if (!Number.isInteger(value) || value < 1) {
-      throw new RangeError(`limits.${name} must be a positive integer, not ${value}`);
-    }
-  }
+  for (const [name, value] of Object.entries(out)) positiveInteger(value, `limits.${name}`);
   return out;
 }
 

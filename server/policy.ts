@@ -10,6 +10,7 @@
 
 import { networkInterfaces } from "node:os";
 import { AllowedIps, formatIp, parseCidr, parseIp } from "@wgstack/wireguard";
+import { isIpv4Mapped } from "./_util.ts";
 import { unrefTimer } from "./_timers.ts";
 
 /** Why a destination was refused. */
@@ -111,9 +112,7 @@ const PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10
 export function embeddedIpv4(address: Uint8Array): Uint8Array[] {
   if (address.length !== 16) return [];
   const zeros = (from: number, to: number) => address.subarray(from, to).every((b) => b === 0);
-  if (zeros(0, 10) && address[10] === 0xff && address[11] === 0xff) {
-    return [address.slice(12)];
-  }
+  if (isIpv4Mapped(address)) return [address.slice(12)];
   if (zeros(0, 12)) {
     // :: and ::1 are IPv6's own; ::0.0.0.2 and up are IPv4-compatible.
     return zeros(12, 15) && address[15] <= 1 ? [] : [address.slice(12)];

@@ -29,6 +29,7 @@ import {
 import { openUdpSocket, type UdpEndpoint, type UdpSocket, type UdpSocketStats } from "./udp.ts";
 import { Forwarder, type ForwarderStats, type ForwardOptions } from "./forward.ts";
 import { DestinationPolicy } from "./policy.ts";
+import { positiveInteger } from "./_util.ts";
 
 /** A peer (client) the server accepts. */
 export interface ServePeer {
@@ -302,10 +303,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     throw new TypeError("forward replaces accept, onTcp and onUdp: pass one or the other");
   }
   const udpCap = options.limits?.netstack?.udpFlows ?? 1024;
-  const peerUdpCap = options.limits?.peerUdpFlows ?? udpCap;
-  if (!Number.isInteger(peerUdpCap) || peerUdpCap < 1) {
-    throw new RangeError(`limits.peerUdpFlows must be a positive integer, not ${peerUdpCap}`);
-  }
+  const peerUdpCap = positiveInteger(options.limits?.peerUdpFlows ?? udpCap, "limits.peerUdpFlows");
   const keepAlive = options.tcpKeepAlive === false ? undefined : options.tcpKeepAlive ??
     (options.forward ? { idle: 900_000, interval: 60_000, count: 5 } : undefined);
 

@@ -60,6 +60,7 @@
  */
 
 import { formatAddress, parseAddress } from "@wgstack/netstack";
+import { isIpv4Mapped } from "./_util.ts";
 import {
   type UdpEndpoint,
   type UdpSocket,
@@ -901,13 +902,12 @@ class FfiUdpSocket implements UdpSocket {
     const b = this.#recvU8;
     const family = b[offset] | (b[offset + 1] << 8);
     const port = (b[offset + 2] << 8) | b[offset + 3];
-    let ip: number;
+    // Where the four IPv4 bytes are: sin_addr, or the tail of a mapped sin6_addr.
+    let at: number;
     if (family === AF_INET && length >= SA4_LEN) {
-      ip =
-        ((b[offset + 4] << 24) | (b[offset + 5] << 16) | (b[offset + 6] << 8) | b[offset + 7]) >>>
-        0;
+      at = offset + 4;
     } else if (family === AF_INET6 && length >= SA6_LEN) {
-      if (!isMapped(b, offset + 8)) {
+      if (!isIpv4Mapped(b, offset + 8)) {
         const last = this.#lastV6Sa;
         if (this.#lastV6 !== undefined && sameBytes(b, offset, last, SA6_LEN)) return this.#lastV6;
         const endpoint = decodeSockaddr(b, offset);
@@ -916,16 +916,16 @@ class FfiUdpSocket implements UdpSocket {
         this.#lastV6 = endpoint;
         return endpoint;
       }
-      ip = ((b[offset + 20] << 24) | (b[offset + 21] << 16) | (b[offset + 22] << 8) |
-        b[offset + 23]) >>> 0;
+      at = offset + 20;
     } else {
       return undefined;
     }
+    const ip = ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]) >>> 0;
     const key = ip * 65536 + port;
     let endpoint = this.#v4Endpoints.get(key);
     if (endpoint === undefined) {
       if (this.#v4Endpoints.size >= 4096) this.#v4Endpoints.clear();
-      endpoint = { address: formatIpv4(ip), port };
+      endpoint = { address: formatAddress(b.subarray(at, at + 4)), port };
       this.#v4Endpoints.set(key, endpoint);
     }
     return endpoint;
@@ -1016,7 +1016,7 @@ export function encodeAddress(address: string, out: Uint8Array, v6: boolean): nu
     return AF_INET;
   }
   if (!v6) {
-    if (!isMapped(bytes, 0)) return 0;
+    if (!isIpv4Mapped(bytes)) return 0;
     out[0] = AF_INET;
     out.set(bytes.subarray(12, 16), 4);
     return AF_INET;
@@ -1035,11 +1035,11 @@ export function decodeSockaddr(b: Uint8Array, offset: number): UdpEndpoint | und
   const family = b[offset] | (b[offset + 1] << 8);
   const port = (b[offset + 2] << 8) | b[offset + 3];
   if (family === AF_INET) {
-    return { address: formatIpv4(readU32Be(b, offset + 4)), port };
+    return { address: formatAddress(b.subarray(offset + 4, offset + 8)), port };
   }
   if (family !== AF_INET6) return undefined;
-  if (isMapped(b, offset + 8)) {
-    return { address: formatIpv4(readU32Be(b, offset + 20)), port };
+  if (isIpv4Mapped(b, offset + 8)) {
+    return { address: formatAddress(b.subarray(offset + 20, offset + 24)), port };
   }
   // sin6_scope_id is in host order (little-endian on x86_64 and aarch64).
   const scopeId = (b[offset + 24] | (b[offset + 25] << 8) | (b[offset + 26] << 16) |
@@ -1048,20 +1048,7 @@ export function decodeSockaddr(b: Uint8Array, offset: number): UdpEndpoint | und
   return { address: unmapAddress(scopeId === 0 ? text : `${text}%${scopeId}`), port };
 }
 
-function isMapped(b: Uint8Array, offset: number): boolean {
-  for (let i = 0; i < 10; i++) if (b[offset + i] !== 0) return false;
-  return b[offset + 10] === 0xff && b[offset + 11] === 0xff;
-}
-
 function sameBytes(a: Uint8Array, offset: number, b: Uint8Array, length: number): boolean {
   for (let i = 0; i < length; i++) if (a[offset + i] !== b[i]) return false;
   return true;
-}
-
-function readU32Be(b: Uint8Array, offset: number): number {
-  return ((b[offset] << 24) | (b[offset + 1] << 16) | (b[offset + 2] << 8) | b[offset + 3]) >>> 0;
-}
-
-function formatIpv4(ip: number): string {
-  return `${ip >>> 24}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
 }

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { bytesEqual } from "./_util.ts";
 import type { Endpoint } from "./endpoint.ts";
 import type { CryptoBackend } from "./crypto/backend.ts";
 import { CookieReplyMessage } from "./messages.ts";
@@ -32,14 +33,6 @@ export const COOKIE_SECRET_LIFETIME = 120_000;
 export const MAC_LENGTH = 16;
 
 const encoder = new TextEncoder();
-
-/** Constant-time equality of two equal-length byte strings. */
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let acc = 0;
-  for (let i = 0; i < a.length; i++) acc |= a[i] ^ b[i];
-  return acc === 0;
-}
 
 /** The bytes a cookie binds to: the IP address (4 or 16 bytes, or its text when unparsable) and the big-endian port. */
 function sourceBytes(source: Endpoint): Uint8Array {
@@ -78,7 +71,7 @@ export class CookieChecker {
   /** Whether `msg` carries a valid MAC1 at `mac1Offset` (MAC1 covers the bytes before it). */
   checkMac1(msg: Uint8Array, mac1Offset: number): boolean {
     const mac = this.#backend.mac(this.#mac1Key, msg.subarray(0, mac1Offset));
-    return equal(mac, msg.subarray(mac1Offset, mac1Offset + MAC_LENGTH));
+    return bytesEqual(mac, msg.subarray(mac1Offset, mac1Offset + MAC_LENGTH));
   }
 
   /**
@@ -88,7 +81,7 @@ export class CookieChecker {
   checkMac2(msg: Uint8Array, mac2Offset: number, source: Endpoint, now: number): boolean {
     const cookie = this.#cookie(source, now);
     const mac = this.#backend.mac(cookie, msg.subarray(0, mac2Offset));
-    return equal(mac, msg.subarray(mac2Offset, mac2Offset + MAC_LENGTH));
+    return bytesEqual(mac, msg.subarray(mac2Offset, mac2Offset + MAC_LENGTH));
   }
 
   /**

@@ -34,6 +34,7 @@
  * @module
  */
 
+import { positiveInteger } from "./_util.ts";
 import type { CryptoBackend } from "./crypto/backend.ts";
 import { defaultBackend } from "./crypto/mod.ts";
 import { AllowedIps } from "./allowed_ips.ts";
@@ -264,13 +265,16 @@ export class Device {
     this.#checker = new CookieChecker(this.#backend, this.publicKey, this.#random);
     const limits = options.limits ?? {};
     this.#underLoadThreshold = nonNegative(limits.underLoadThreshold ?? 256, "underLoadThreshold");
-    this.#queuePerPeer = positive(limits.queuePerPeer ?? 1024, "queuePerPeer");
-    this.#maxPeers = positive(limits.maxPeers ?? 65536, "maxPeers");
-    this.#mtu = limits.mtu === undefined ? Infinity : positive(limits.mtu, "mtu");
+    this.#queuePerPeer = positiveInteger(limits.queuePerPeer ?? 1024, "limits.queuePerPeer");
+    this.#maxPeers = positiveInteger(limits.maxPeers ?? 65536, "limits.maxPeers");
+    this.#mtu = limits.mtu === undefined ? Infinity : positiveInteger(limits.mtu, "limits.mtu");
     this.#hsMax = nonNegative(limits.handshakeQueue ?? 0, "handshakeQueue");
-    this.#hsBudget = positive(limits.handshakeBudget ?? 32, "handshakeBudget");
+    this.#hsBudget = positiveInteger(limits.handshakeBudget ?? 32, "limits.handshakeBudget");
     this.#limiter = new RateLimiter({
-      maxEntries: positive(limits.rateLimiterEntries ?? DEFAULT_MAX_ENTRIES, "rateLimiterEntries"),
+      maxEntries: positiveInteger(
+        limits.rateLimiterEntries ?? DEFAULT_MAX_ENTRIES,
+        "limits.rateLimiterEntries",
+      ),
     });
   }
 
@@ -917,16 +921,9 @@ function grow(length: number): number {
   return size;
 }
 
-function positive(value: number, name: string): number {
-  if (!(value > 0) || !Number.isInteger(value)) {
-    throw new RangeError(`Limit ${name} must be a positive integer, not ${value}`);
-  }
-  return value;
-}
-
 function nonNegative(value: number, name: string): number {
   if (!(value >= 0) || !Number.isInteger(value)) {
-    throw new RangeError(`Limit ${name} must be a non-negative integer, not ${value}`);
+    throw new RangeError(`limits.${name} must be a non-negative integer, not ${value}`);
   }
   return value;
 }

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { isIpv4Mapped } from "./_util.ts";
+
 /**
  * Parses an IPv4 dotted quad (`192.0.2.1`) or IPv6 text (`2001:db8::1`,
  * `::ffff:192.0.2.1`) into 4 or 16 bytes in network order.
@@ -55,7 +57,7 @@ export function formatIp(address: Uint8Array): string {
   if (address.length !== 16) {
     throw new RangeError(`An IP address has 4 or 16 bytes, not ${address.length}`);
   }
-  if (isV4Mapped(address)) return `::ffff:${formatIpv4(address, 12)}`;
+  if (isIpv4Mapped(address)) return `::ffff:${formatIpv4(address, 12)}`;
   const groups = new Array<number>(8);
   for (let i = 0; i < 8; i++) groups[i] = (address[2 * i] << 8) | address[2 * i + 1];
   // RFC 5952 §4.2.2/§4.2.3: compress the longest run of at least two zero
@@ -83,11 +85,6 @@ export function formatIp(address: Uint8Array): string {
 
 function formatIpv4(bytes: Uint8Array, at: number): string {
   return `${bytes[at]}.${bytes[at + 1]}.${bytes[at + 2]}.${bytes[at + 3]}`;
-}
-
-function isV4Mapped(address: Uint8Array): boolean {
-  for (let i = 0; i < 10; i++) if (address[i] !== 0) return false;
-  return address[10] === 0xff && address[11] === 0xff;
 }
 
 /** Parses a strict dotted quad into `out[at..at+4]`; false when malformed. */

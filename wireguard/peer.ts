@@ -11,6 +11,7 @@
  * @module
  */
 
+import { bytesEqual } from "./_util.ts";
 import type { CryptoBackend } from "./crypto/backend.ts";
 import type { AllowedIps, Cidr } from "./allowed_ips.ts";
 import { parseCidr } from "./allowed_ips.ts";
@@ -286,7 +287,7 @@ export class Peer {
    * @throws {RangeError} When `publicKey` is given and differs, or a value is invalid.
    */
   update(config: Partial<PeerConfig>): void {
-    if (config.publicKey !== undefined && !sameBytes(config.publicKey, this.publicKey)) {
+    if (config.publicKey !== undefined && !bytesEqual(config.publicKey, this.publicKey)) {
       throw new RangeError("A peer's public key cannot change; remove and add the peer instead");
     }
     const cidrs = config.allowedIps?.map(toCidr);
@@ -320,10 +321,4 @@ export class Peer {
 
 function toCidr(entry: Cidr | string): Cidr {
   return typeof entry === "string" ? parseCidr(entry) : entry;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

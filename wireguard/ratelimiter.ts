@@ -13,7 +13,8 @@
  * @module
  */
 
-import { parseIp } from "./ip.ts";
+import { isIpv4Mapped, positiveInteger } from "./_util.ts";
+import { formatIp, parseIp } from "./ip.ts";
 
 /** Handshake messages a source may send per second. */
 export const RATE_PER_SECOND = 20;
@@ -36,16 +37,10 @@ export function sourceKey(address: string): string {
   if (!address.includes(":")) return address;
   const bytes = parseIp(address);
   if (bytes === null || bytes.length !== 16) return address;
-  if (isV4Mapped(bytes)) return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  if (isIpv4Mapped(bytes)) return formatIp(bytes.subarray(12));
   let key = "6:";
   for (let i = 0; i < 8; i++) key += bytes[i].toString(16).padStart(2, "0");
   return key;
-}
-
-/** Whether `bytes` is an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2). */
-function isV4Mapped(bytes: Uint8Array): boolean {
-  for (let i = 0; i < 10; i++) if (bytes[i] !== 0) return false;
-  return bytes[10] === 0xff && bytes[11] === 0xff;
 }
 
 /** Options of a {@linkcode RateLimiter}. */
@@ -65,11 +60,7 @@ export class RateLimiter {
    * @throws {RangeError} When `maxEntries` is not a positive integer.
    */
   constructor(options: RateLimiterOptions = {}) {
-    const max = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
-    if (!Number.isInteger(max) || max < 1) {
-      throw new RangeError(`The rate limiter needs a positive table bound, not ${max}`);
-    }
-    this.#maxEntries = max;
+    this.#maxEntries = positiveInteger(options.maxEntries ?? DEFAULT_MAX_ENTRIES, "maxEntries");
   }
 
   /** Number of sources tracked now (never above the bound). */
