@@ -27,6 +27,7 @@ import {
   IP_PROTOCOL_ICMPV6,
   IP_PROTOCOL_TCP,
   IP_PROTOCOL_UDP,
+  IPV4_FIELD,
   IPV4_HEADER_LEN,
   Ipv4Packet,
   type Ipv4Repr,
@@ -36,6 +37,7 @@ import {
 import {
   emitIpv6FragmentHeader,
   emitIpv6Header,
+  IPV6_FIELD,
   IPV6_FRAGMENT,
   IPV6_FRAGMENT_HEADER_LEN,
   IPV6_HEADER_LEN,
@@ -572,7 +574,7 @@ export class NetStack {
     if (typeof ip === "string") return this.#drop(`ipv4.${ip}`);
     // RFC 1122 §3.2.1.3: a source that is "this network", loopback,
     // multicast or broadcast is never valid; discard silently.
-    const b0 = ip.bytes[12];
+    const b0 = ip.bytes[IPV4_FIELD.SRC];
     if (b0 === 0 || b0 === 127 || b0 >= 224) return this.#drop("ipv4.bad-source");
     this.#stats.ipv4In++;
     if (ip.isFragment) {
@@ -785,8 +787,9 @@ export class NetStack {
       if (q.length < IPV4_HEADER_LEN || q[0] >> 4 !== 4) return this.#drop("icmp.bad-quote");
       const ihl = (q[0] & 0x0f) * 4;
       if (ihl < IPV4_HEADER_LEN || q.length < ihl + 8) return this.#drop("icmp.bad-quote");
-      if (q[9] !== IP_PROTOCOL_TCP) return this.#drop("icmp.error-not-tcp");
-      if (((q[6] & 0x1f) | q[7]) !== 0) return this.#drop("icmp.bad-quote");
+      if (q[IPV4_FIELD.PROTOCOL] !== IP_PROTOCOL_TCP) return this.#drop("icmp.error-not-tcp");
+      const fragment = IPV4_FIELD.FLAGS_FRAGMENT;
+      if (((q[fragment] & 0x1f) | q[fragment + 1]) !== 0) return this.#drop("icmp.bad-quote");
       let mtu: number | undefined;
       if (msg.code === ICMPV4_CODE_FRAG_NEEDED) {
         mtu = msg.v4NextHopMtu;
@@ -794,8 +797,8 @@ export class NetStack {
       }
       this.#stats.icmpErrorsToTcp++;
       this.#tcp.icmpError(
-        q.subarray(12, 16),
-        q.subarray(16, 20),
+        q.subarray(IPV4_FIELD.SRC, IPV4_FIELD.SRC + 4),
+        q.subarray(IPV4_FIELD.DST, IPV4_FIELD.DST + 4),
         q.subarray(ihl),
         mtu === undefined ? { kind: "unreachable" } : { kind: "packet-too-big", mtu },
         now,
@@ -853,8 +856,8 @@ export class NetStack {
       if (type === ICMPV6_PACKET_TOO_BIG) mtu = Math.max(msg.v6Mtu, IPV6_MIN_MTU);
       this.#stats.icmpErrorsToTcp++;
       this.#tcp.icmpError(
-        q.subarray(8, 24),
-        q.subarray(24, 40),
+        q.subarray(IPV6_FIELD.SRC, IPV6_FIELD.SRC + 16),
+        q.subarray(IPV6_FIELD.DST, IPV6_FIELD.DST + 16),
         q.subarray(chain.offset),
         mtu === undefined ? { kind: "unreachable" } : { kind: "packet-too-big", mtu },
         now,
@@ -1011,20 +1014,25 @@ export class NetStack {
   ): void {
     let src: Uint8Array, dst: Uint8Array;
     if (version === 4) {
-      src = invoking.subarray(12, 16);
-      dst = invoking.subarray(16, 20);
+      src = invoking.subarray(IPV4_FIELD.SRC, IPV4_FIELD.SRC + 4);
+      dst = invoking.subarray(IPV4_FIELD.DST, IPV4_FIELD.DST + 4);
       if (!isUnicastV4(src) || isIpv4MulticastOrBroadcast(dst)) return;
       const ihl = (invoking[0] & 0x0f) * 4;
       if (
-        invoking[9] === IP_PROTOCOL_ICMP && invoking.length > ihl && !isIcmpV4Query(invoking[ihl])
+        invoking[IPV4_FIELD.PROTOCOL] === IP_PROTOCOL_ICMP && invoking.length > ihl &&
+        !isIcmpV4Query(invoking[ihl])
       ) {
         return;
       }
     } else {
-      src = invoking.subarray(8, 24);
-      dst = invoking.subarray(24, 40);
+      src = invoking.subarray(IPV6_FIELD.SRC, IPV6_FIELD.SRC + 16);
+      dst = invoking.subarray(IPV6_FIELD.DST, IPV6_FIELD.DST + 16);
       if (isIpv6Multicast(src) || isIpv6Unspecified(src) || isIpv6Multicast(dst)) return;
-      if (invoking[6] === IP_PROTOCOL_ICMPV6 && invoking.length > 40 && invoking[40] < 128) return;
+      // An ICMPv6 error (types below 128) is never answered with one (RFC 4443 §2.4).
+      if (
+        invoking[IPV6_FIELD.NEXT_HEADER] === IP_PROTOCOL_ICMPV6 &&
+        invoking.length > IPV6_HEADER_LEN && invoking[IPV6_HEADER_LEN] < 128
+      ) return;
     }
     if (!force && !this.#takeToken(now)) {
       this.#stats.icmpRateLimited++;
@@ -1156,10 +1164,11 @@ function isMulticastOrBroadcast(addr: Uint8Array): boolean {
   return addr.length === 4 ? addr[0] >= 224 : addr[0] === 0xff;
 }
 
-/** `::` or `::1`, looking at the source field (bytes 8–23) of an IPv6 packet. */
+/** `::` or `::1`, looking at the source field of an IPv6 packet. */
 function isIpv6UnspecifiedOrLoopback(packet: Uint8Array): boolean {
-  for (let i = 8; i < 23; i++) if (packet[i] !== 0) return false;
-  return packet[23] <= 1;
+  const last = IPV6_FIELD.SRC + 15;
+  for (let i = IPV6_FIELD.SRC; i < last; i++) if (packet[i] !== 0) return false;
+  return packet[last] <= 1;
 }
 
 function isUnicastV4(addr: Uint8Array): boolean {

@@ -28,7 +28,7 @@ import {
 } from "./policy.ts";
 import { LogLimiter } from "./log_limit.ts";
 import { unrefTimer } from "./_timers.ts";
-import { positiveInteger } from "./_util.ts";
+import { isIpv4Mapped, positiveInteger } from "./_util.ts";
 import { formatIp, parseIp } from "@wgstack/wireguard";
 
 /** The upstream side of a relayed TCP connection (a `Deno.TcpConn` fits). */
@@ -195,13 +195,7 @@ function defaultConnect(
 function canonical(text: string): string {
   const bytes = parseIp(text.split("%")[0]);
   if (!bytes) return text;
-  if (
-    bytes.length === 16 && bytes.subarray(0, 10).every((b) => b === 0) &&
-    bytes[10] === 0xff && bytes[11] === 0xff
-  ) {
-    return formatIp(bytes.subarray(12));
-  }
-  return formatIp(bytes);
+  return formatIp(isIpv4Mapped(bytes) ? bytes.subarray(12) : bytes);
 }
 
 interface Dial {

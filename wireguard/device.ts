@@ -35,6 +35,7 @@
  */
 
 import { positiveInteger } from "./_util.ts";
+import { ipDestination, ipPacketLength, ipSource } from "./_inner.ts";
 import type { CryptoBackend } from "./crypto/backend.ts";
 import { defaultBackend } from "./crypto/mod.ts";
 import { AllowedIps } from "./allowed_ips.ts";
@@ -181,24 +182,6 @@ function handshakeLength(type: number): number {
     : type === MESSAGE_COOKIE_REPLY
     ? COOKIE_REPLY_LENGTH
     : -1;
-}
-
-/** Length of the IPv4/IPv6 packet at the start of `p`, or -1 when it is not one. */
-function ipPacketLength(p: Uint8Array): number {
-  if (p.length === 0) return -1;
-  const version = p[0] >> 4;
-  if (version === 4) {
-    if (p.length < 20) return -1;
-    const total = (p[2] << 8) | p[3];
-    const ihl = (p[0] & 0x0f) * 4;
-    return ihl >= 20 && total >= ihl && total <= p.length ? total : -1;
-  }
-  if (version === 6) {
-    if (p.length < 40) return -1;
-    const total = 40 + ((p[4] << 8) | p[5]);
-    return total <= p.length ? total : -1;
-  }
-  return -1;
 }
 
 /** A WireGuard device (see the module doc). */
@@ -588,9 +571,9 @@ export class Device {
   #deliverChecked(plaintext: Uint8Array, peer: Peer): void {
     const length = ipPacketLength(plaintext);
     if (length < 0) return this.#drop("innerInvalid", peer);
-    const version = plaintext[0] >> 4;
-    const source = version === 4 ? plaintext.subarray(12, 16) : plaintext.subarray(8, 24);
-    if (this.#routes.lookup(source) !== peer) return this.#drop("sourceNotAllowed", peer);
+    if (this.#routes.lookup(ipSource(plaintext)) !== peer) {
+      return this.#drop("sourceNotAllowed", peer);
+    }
     this.#deliverPacket(plaintext.subarray(0, length), peer);
   }
 
@@ -607,8 +590,7 @@ export class Device {
       this.#drop("outboundInvalid");
       return false;
     }
-    const destination = packet[0] >> 4 === 4 ? packet.subarray(16, 20) : packet.subarray(24, 40);
-    const peer = this.#routes.lookup(destination);
+    const peer = this.#routes.lookup(ipDestination(packet));
     if (peer === undefined) {
       this.#drop("noRoute");
       return false;

@@ -8,6 +8,33 @@ import { internetChecksum } from "./checksum.ts";
 
 /** Length of an IPv4 header without options (RFC 791 §3.1, IHL = 5). */
 export const IPV4_HEADER_LEN = 20;
+/**
+ * Byte offsets of the IPv4 header fields (RFC 791 §3.1), for the view below
+ * and for headers no view can check (e.g. quoted in an ICMP error).
+ */
+export const IPV4_FIELD = {
+  /** Version (high nibble) and IHL (low nibble, in 32-bit words). */
+  VERSION_IHL: 0,
+  /** Type of service. */
+  TOS: 1,
+  /** Total Length, 16 bits. */
+  TOTAL_LENGTH: 2,
+  /** Identification, 16 bits. */
+  IDENTIFICATION: 4,
+  /** Flags (3 bits) and Fragment Offset (13 bits, in 8-byte units). */
+  FLAGS_FRAGMENT: 6,
+  /** Time to Live. */
+  TTL: 8,
+  /** Protocol. */
+  PROTOCOL: 9,
+  /** Header Checksum, 16 bits. */
+  CHECKSUM: 10,
+  /** Source Address, 4 bytes. */
+  SRC: 12,
+  /** Destination Address, 4 bytes. */
+  DST: 16,
+} as const;
+
 /** Largest IPv4 datagram, header included (RFC 791 §3.1 "Total Length" is 16 bits). */
 export const IPV4_MAX_DATAGRAM = 65535;
 
@@ -91,11 +118,11 @@ export class Ipv4Packet {
   }
   /** Time to live. */
   get ttl(): number {
-    return this.bytes[8];
+    return this.bytes[IPV4_FIELD.TTL];
   }
   /** Upper-layer protocol number. */
   get protocol(): number {
-    return this.bytes[9];
+    return this.bytes[IPV4_FIELD.PROTOCOL];
   }
   /** Header checksum as sent. */
   get checksum(): number {
@@ -103,11 +130,11 @@ export class Ipv4Packet {
   }
   /** Source address (a 4-byte view). */
   get src(): Uint8Array {
-    return this.bytes.subarray(12, 16);
+    return this.bytes.subarray(IPV4_FIELD.SRC, IPV4_FIELD.SRC + 4);
   }
   /** Destination address (a 4-byte view). */
   get dst(): Uint8Array {
-    return this.bytes.subarray(16, 20);
+    return this.bytes.subarray(IPV4_FIELD.DST, IPV4_FIELD.DST + 4);
   }
   /** Options bytes (empty when IHL = 5). */
   get options(): Uint8Array {
@@ -172,12 +199,12 @@ export function emitIpv4Header(buf: Uint8Array, repr: Ipv4Repr): number {
   buf[5] = id & 0xff;
   buf[6] = flagsOffset >> 8;
   buf[7] = flagsOffset & 0xff;
-  buf[8] = repr.ttl ?? 64;
-  buf[9] = repr.protocol;
+  buf[IPV4_FIELD.TTL] = repr.ttl ?? 64;
+  buf[IPV4_FIELD.PROTOCOL] = repr.protocol;
   buf[10] = 0;
   buf[11] = 0;
-  buf.set(repr.src, 12);
-  buf.set(repr.dst, 16);
+  buf.set(repr.src, IPV4_FIELD.SRC);
+  buf.set(repr.dst, IPV4_FIELD.DST);
   const sum = internetChecksum(buf.subarray(0, IPV4_HEADER_LEN));
   buf[10] = sum >> 8;
   buf[11] = sum & 0xff;

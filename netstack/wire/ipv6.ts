@@ -7,6 +7,24 @@
 
 /** Length of the IPv6 fixed header (RFC 8200 §3). */
 export const IPV6_HEADER_LEN = 40;
+/**
+ * Byte offsets of the IPv6 fixed header fields (RFC 8200 §3), for the view
+ * below and for headers no view can check (e.g. quoted in an ICMPv6 error).
+ */
+export const IPV6_FIELD = {
+  /** Version (4 bits), Traffic Class (8) and Flow Label (20). */
+  VERSION_TC_FLOW: 0,
+  /** Payload Length, 16 bits. */
+  PAYLOAD_LENGTH: 4,
+  /** Next Header. */
+  NEXT_HEADER: 6,
+  /** Hop Limit. */
+  HOP_LIMIT: 7,
+  /** Source Address, 16 bytes. */
+  SRC: 8,
+  /** Destination Address, 16 bytes. */
+  DST: 24,
+} as const;
 /** Length of the Fragment header (RFC 8200 §4.5). */
 export const IPV6_FRAGMENT_HEADER_LEN = 8;
 /** Minimum link MTU every IPv6 link supports (RFC 8200 §5). */
@@ -69,19 +87,19 @@ export class Ipv6Packet {
   }
   /** Next Header of the fixed header. */
   get nextHeader(): number {
-    return this.bytes[6];
+    return this.bytes[IPV6_FIELD.NEXT_HEADER];
   }
   /** Hop limit. */
   get hopLimit(): number {
-    return this.bytes[7];
+    return this.bytes[IPV6_FIELD.HOP_LIMIT];
   }
   /** Source address (a 16-byte view). */
   get src(): Uint8Array {
-    return this.bytes.subarray(8, 24);
+    return this.bytes.subarray(IPV6_FIELD.SRC, IPV6_FIELD.SRC + 16);
   }
   /** Destination address (a 16-byte view). */
   get dst(): Uint8Array {
-    return this.bytes.subarray(24, 40);
+    return this.bytes.subarray(IPV6_FIELD.DST, IPV6_FIELD.DST + 16);
   }
   /** Everything after the fixed header. */
   get payload(): Uint8Array {
@@ -136,7 +154,7 @@ export class Ipv6HeaderChain {
  */
 export function walkIpv6Headers(packet: Uint8Array, out: Ipv6HeaderChain): Ipv6ChainError | null {
   const end = packet.length;
-  let next = packet[6];
+  let next = packet[IPV6_FIELD.NEXT_HEADER];
   let fieldOffset = 6;
   let at = IPV6_HEADER_LEN;
   let count = 0;
@@ -249,10 +267,10 @@ export function emitIpv6Header(buf: Uint8Array, repr: Ipv6Repr): number {
   buf[3] = fl & 0xff;
   buf[4] = repr.payloadLength >> 8;
   buf[5] = repr.payloadLength & 0xff;
-  buf[6] = repr.nextHeader;
-  buf[7] = repr.hopLimit ?? 64;
-  buf.set(repr.src, 8);
-  buf.set(repr.dst, 24);
+  buf[IPV6_FIELD.NEXT_HEADER] = repr.nextHeader;
+  buf[IPV6_FIELD.HOP_LIMIT] = repr.hopLimit ?? 64;
+  buf.set(repr.src, IPV6_FIELD.SRC);
+  buf.set(repr.dst, IPV6_FIELD.DST);
   return IPV6_HEADER_LEN;
 }
 
