@@ -58,11 +58,7 @@ export class Echo {
   /** Sends every byte back; the client's FIN is answered with a FIN. */
   async onTcp(stream: EchoTcp): Promise<void> {
     this.#stats.tcpConnections++;
-    const label = {
-      peer: stream.peer.name ?? stream.peer.publicKey,
-      source: stream.source,
-      destination: stream.destination,
-    };
+    const label = labelOf(stream);
     this.#log.log({ level: "info", event: "tcp-open", ...label });
     const started = performance.now();
     let bytes = 0;
@@ -104,11 +100,7 @@ export class Echo {
   /** Sends every datagram back to its sender until the flow expires. */
   async onUdp(flow: EchoUdp): Promise<void> {
     this.#stats.udpFlows++;
-    const label = {
-      peer: flow.peer.name ?? flow.peer.publicKey,
-      source: flow.source,
-      destination: flow.destination,
-    };
+    const label = labelOf(flow);
     this.#log.log({ level: "info", event: "udp-open", ...label });
     const started = performance.now();
     let bytes = 0;
@@ -151,4 +143,9 @@ export class Echo {
     for (const reader of this.#open) reader.cancel().catch(() => {});
     this.#open.clear();
   }
+}
+
+/** Who and where, for the log records of one connection or flow. */
+function labelOf(s: EchoTcp | EchoUdp) {
+  return { peer: s.peer.name ?? s.peer.publicKey, source: s.source, destination: s.destination };
 }

@@ -98,22 +98,43 @@ export function openUdpSocket(options: UdpSocketOptions): Promise<UdpSocket> {
   }
 }
 
+/**
+ * The counters of an adapter whose sends complete asynchronously, and the
+ * bound on sends handed to the OS and not yet done.
+ */
+function sendAccounting(maxPending: number) {
+  const counters: UdpSocketStats = { received: 0, sent: 0, sendDropped: 0, sendErrors: 0 };
+  let pending = 0;
+  return {
+    counters,
+    /** Counts a send; false (counted as dropped) when too many are pending. */
+    admit(): boolean {
+      if (pending >= maxPending) {
+        counters.sendDropped++;
+        return false;
+      }
+      pending++;
+      counters.sent++;
+      return true;
+    },
+    /** A send completed, with an error or not. */
+    done(error?: unknown): void {
+      pending--;
+      if (error) counters.sendErrors++;
+    },
+  };
+}
+
 /** A socket on `Deno.listenDatagram` (needs `"unstable": ["net"]`). */
 export function openDenoUdpSocket(options: UdpSocketOptions): UdpSocket {
   const hostname = options.hostname ?? "::";
   const conn = Deno.listenDatagram({ transport: "udp", hostname, port: options.port });
   const local = conn.addr as Deno.NetAddr;
-  const maxPending = options.maxPendingSends ?? 4096;
-  const counters: UdpSocketStats = { received: 0, sent: 0, sendDropped: 0, sendErrors: 0 };
-  let pending = 0;
+  const sends = sendAccounting(options.maxPendingSends ?? 4096);
+  const counters = sends.counters;
   let closed = false;
-  const onSent = () => {
-    pending--;
-  };
-  const onError = () => {
-    pending--;
-    counters.sendErrors++;
-  };
+  const onSent = () => sends.done();
+  const onError = (error: unknown) => sends.done(error ?? true);
   return {
     addr: { address: unmapAddress(local.hostname), port: local.port },
     async listen(onDatagram) {
@@ -135,13 +156,7 @@ export function openDenoUdpSocket(options: UdpSocketOptions): UdpSocket {
       }
     },
     send(data, to) {
-      if (closed) return;
-      if (pending >= maxPending) {
-        counters.sendDropped++;
-        return;
-      }
-      pending++;
-      counters.sent++;
+      if (closed || !sends.admit()) return;
       // Deno reads the buffer asynchronously: hand it a copy it owns.
       conn.send(data.slice(), { transport: "udp", hostname: to.address, port: to.port })
         .then(onSent, onError);
@@ -173,18 +188,14 @@ export async function openNodeUdpSocket(options: UdpSocketOptions): Promise<UdpS
     });
   });
   const local = socket.address();
-  const maxPending = options.maxPendingSends ?? 4096;
-  const counters: UdpSocketStats = { received: 0, sent: 0, sendDropped: 0, sendErrors: 0 };
-  let pending = 0;
+  const sends = sendAccounting(options.maxPendingSends ?? 4096);
+  const counters = sends.counters;
   let closed = false;
   let finish: () => void = () => {};
   const done = new Promise<void>((resolve) => finish = resolve);
   socket.on("close", () => finish());
   socket.on("error", () => counters.sendErrors++);
-  const afterSend = (err: Error | null) => {
-    pending--;
-    if (err) counters.sendErrors++;
-  };
+  const afterSend = (err: Error | null) => sends.done(err);
   return {
     addr: { address: unmapAddress(local.address), port: local.port },
     listen(onDatagram) {
@@ -195,13 +206,7 @@ export async function openNodeUdpSocket(options: UdpSocketOptions): Promise<UdpS
       return done;
     },
     send(data, to) {
-      if (closed) return;
-      if (pending >= maxPending) {
-        counters.sendDropped++;
-        return;
-      }
-      pending++;
-      counters.sent++;
+      if (closed || !sends.admit()) return;
       const address = type === "udp6" && !to.address.includes(":")
         ? `::ffff:${to.address}`
         : to.address;
