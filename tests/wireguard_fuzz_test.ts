@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Device, type Endpoint } from "../wireguard/device.ts";
+import type { PeerState } from "../wireguard/peer.ts";
 import { defaultBackend } from "../wireguard/crypto/mod.ts";
 import { CookieGenerator } from "../wireguard/cookie.ts";
 import {
@@ -93,7 +94,7 @@ Deno.test("wireguard fuzz: random and mutated messages", async (t) => {
     publicKey: responder.publicKey,
     allowedIps: ["10.0.0.2/32"],
     endpoint: toB,
-  });
+  }) as PeerState;
   const peerA = responder.addPeer({ publicKey: initiator.publicKey, allowedIps: ["10.0.0.1/32"] });
   stranger.addPeer({ publicKey: responder.publicKey, allowedIps: ["0.0.0.0/0"], endpoint: toB });
 

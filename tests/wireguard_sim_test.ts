@@ -3,7 +3,8 @@
  * link with a fake clock. Each step states the time and what must happen.
  */
 import assert from "node:assert/strict";
-import { Device, type DeviceEvent, type Endpoint, type Peer } from "../wireguard/device.ts";
+import { Device, type DeviceEvent, type Endpoint } from "../wireguard/device.ts";
+import type { PeerState } from "../wireguard/peer.ts";
 import { defaultBackend } from "../wireguard/crypto/mod.ts";
 import { messageType } from "../wireguard/messages.ts";
 import { REKEY_AFTER_SAFE_MESSAGES, REKEY_TIMEOUT, ZERO_KEYS_AFTER } from "../wireguard/timers.ts";
@@ -80,8 +81,8 @@ class Sim {
   wallOffset = 0;
   readonly a: Device;
   readonly b: Device;
-  readonly peerB: Peer; // b as seen by a
-  readonly peerA: Peer; // a as seen by b
+  readonly peerB: PeerState; // b as seen by a (its protocol state, for the checks)
+  readonly peerA: PeerState; // a as seen by b
   readonly queue: Datagram[] = [];
   readonly sent: Datagram[] = [];
   readonly delivered = { a: [] as Uint8Array[], b: [] as Uint8Array[] };
@@ -120,12 +121,12 @@ class Sim {
       allowedIps: ["10.0.0.2/32", "fd00::2/128"],
       endpoint: this.endpointB,
       persistentKeepalive: options.keepaliveA,
-    });
+    }) as PeerState;
     this.peerA = this.b.addPeer({
       publicKey: this.a.publicKey,
       presharedKey: options.pskB,
       allowedIps: ["10.0.0.1/32", "fd00::1/128"],
-    });
+    }) as PeerState;
   }
 
   /** Carries every queued datagram (and what they cause) across the link. */

@@ -61,8 +61,9 @@ import {
   type DropReason,
   type Endpoint,
   Keypair,
-  Peer,
+  type Peer,
   type PeerConfig,
+  PeerState,
   type PeerStats,
 } from "./peer.ts";
 import { DEFAULT_MAX_ENTRIES, RateLimiter } from "./ratelimiter.ts";
@@ -80,7 +81,7 @@ import {
 } from "./timers.ts";
 
 export type { Endpoint, PeerConfig, PeerStats } from "./peer.ts";
-export { Peer } from "./peer.ts";
+export type { Peer } from "./peer.ts";
 
 /** Something the device reports to its owner. */
 export type DeviceEvent =
@@ -161,7 +162,7 @@ export interface DeviceStats extends PeerStats {
 }
 
 interface IndexEntry {
-  readonly peer: Peer;
+  readonly peer: PeerState;
   /** `null` for our initiation in flight. */
   readonly keypair: Keypair | null;
 }
@@ -193,13 +194,13 @@ export class Device {
   readonly #random: (bytes: Uint8Array) => void;
   readonly #wallClock: () => number;
   readonly #sendDatagram: (datagram: Uint8Array, to: Endpoint) => void;
-  readonly #deliverPacket: (packet: Uint8Array, peer: Peer) => void;
+  readonly #deliverPacket: (packet: Uint8Array, peer: PeerState) => void;
   readonly #onEvent: ((event: DeviceEvent) => void) | undefined;
   readonly #noise: Noise;
   readonly #checker: CookieChecker;
   readonly #limiter: RateLimiter;
-  readonly #routes = new AllowedIps<Peer>();
-  readonly #peers = new Map<string, Peer>();
+  readonly #routes = new AllowedIps<PeerState>();
+  readonly #peers = new Map<string, PeerState>();
   readonly #indices = new Map<number, IndexEntry>();
   readonly #stats = createStats();
 
@@ -280,7 +281,7 @@ export class Device {
     if (this.#peers.size >= this.#maxPeers) {
       throw new RangeError(`The device has its maximum of ${this.#maxPeers} peers`);
     }
-    const peer = new Peer(config, {
+    const peer = new PeerState(config, {
       noise: this.#noise,
       backend: this.#backend,
       random: this.#random,
@@ -568,7 +569,7 @@ export class Device {
     if (confirmed) this.#flushQueueThrough(peer, now);
   }
 
-  #deliverChecked(plaintext: Uint8Array, peer: Peer): void {
+  #deliverChecked(plaintext: Uint8Array, peer: PeerState): void {
     const length = ipPacketLength(plaintext);
     if (length < 0) return this.#drop("innerInvalid", peer);
     if (this.#routes.lookup(ipSource(plaintext)) !== peer) {
@@ -605,8 +606,7 @@ export class Device {
    * @throws {RangeError} When `peer` is not on this device.
    */
   sendTo(peer: Peer, packet: Uint8Array, now: number): void {
-    this.#checkPeer(peer);
-    this.#sendOrQueue(peer, packet, now);
+    this.#sendOrQueue(this.#stateOf(peer), packet, now);
   }
 
   /**
@@ -615,17 +615,19 @@ export class Device {
    * @throws {RangeError} When `peer` is not on this device.
    */
   initiate(peer: Peer, now: number): void {
-    this.#checkPeer(peer);
-    this.#initiate(peer, now, false);
+    this.#initiate(this.#stateOf(peer), now, false);
   }
 
-  #checkPeer(peer: Peer): void {
-    if (!peer.attached || this.#peers.get(keyString(peer.publicKey)) !== peer) {
+  /** The state of `peer`, one of ours. */
+  #stateOf(peer: Peer): PeerState {
+    const state = this.#peers.get(keyString(peer.publicKey));
+    if (state === undefined || state !== peer) {
       throw new RangeError("The peer is not on this device");
     }
+    return state;
   }
 
-  #usableKeypair(peer: Peer, now: number): Keypair | null {
+  #usableKeypair(peer: PeerState, now: number): Keypair | null {
     const keypair = peer.current;
     if (
       keypair === null || now - keypair.created >= REJECT_AFTER_TIME ||
@@ -634,7 +636,7 @@ export class Device {
     return keypair;
   }
 
-  #sendOrQueue(peer: Peer, packet: Uint8Array, now: number): void {
+  #sendOrQueue(peer: PeerState, packet: Uint8Array, now: number): void {
     const keypair = this.#usableKeypair(peer, now);
     if (keypair === null || peer.queue.length > 0) {
       if (peer.enqueue(packet)) this.#drop("queueOverflow", peer);
@@ -647,7 +649,7 @@ export class Device {
   }
 
   /** Sends the queue if a session is usable. Returns whether anything was sent. */
-  #flushQueueThrough(peer: Peer, now: number): boolean {
+  #flushQueueThrough(peer: PeerState, now: number): boolean {
     const keypair = this.#usableKeypair(peer, now);
     if (keypair === null || peer.queue.length === 0) return false;
     const queue = peer.queue.splice(0);
@@ -656,7 +658,7 @@ export class Device {
     return true;
   }
 
-  #sendKeepalive(peer: Peer, now: number): void {
+  #sendKeepalive(peer: PeerState, now: number): void {
     const keypair = this.#usableKeypair(peer, now);
     if (keypair === null) {
       if (peer.queue.length === 0) this.#initiate(peer, now, false);
@@ -667,7 +669,7 @@ export class Device {
   }
 
   /** Encrypts one packet into the transmit buffer and sends it (whitepaper §5.4.6). */
-  #encrypt(peer: Peer, keypair: Keypair, packet: Uint8Array, now: number): void {
+  #encrypt(peer: PeerState, keypair: Keypair, packet: Uint8Array, now: number): void {
     const to = peer.endpoint;
     if (to === undefined) return this.#drop("noEndpoint", peer);
     const length = packet.length;
@@ -700,7 +702,7 @@ export class Device {
    * Whitepaper §6.2: a heavily used session is rekeyed whoever initiated it;
    * an old one only by its initiator (the responder would race it).
    */
-  #keepFreshSending(peer: Peer, keypair: Keypair, now: number): void {
+  #keepFreshSending(peer: PeerState, keypair: Keypair, now: number): void {
     if (
       keypair.sendCounter >= REKEY_AFTER_SAFE_MESSAGES ||
       (keypair.initiator && now - keypair.created >= REKEY_AFTER_TIME)
@@ -708,7 +710,7 @@ export class Device {
   }
 
   /** Whitepaper §6.2: the initiator rekeys on receiving with a session near its end. */
-  #keepFreshReceiving(peer: Peer, now: number): void {
+  #keepFreshReceiving(peer: PeerState, now: number): void {
     const keypair = peer.current;
     if (
       keypair !== null && keypair.initiator && !peer.sentLastMinuteHandshake &&
@@ -720,7 +722,7 @@ export class Device {
   }
 
   /** Sends an initiation (whitepaper §5.4.2), at most one per REKEY_TIMEOUT. */
-  #initiate(peer: Peer, now: number, retry: boolean): void {
+  #initiate(peer: PeerState, now: number, retry: boolean): void {
     if (!retry) peer.timers.handshakeAttempts = 0;
     if (now - peer.lastInitiationSent < REKEY_TIMEOUT) return;
     const to = peer.endpoint;
@@ -804,7 +806,7 @@ export class Device {
 
   // ---- bookkeeping ----
 
-  #handshakeComplete(peer: Peer, now: number): void {
+  #handshakeComplete(peer: PeerState, now: number): void {
     peer.timers.handshakeComplete(now);
     peer.sentLastMinuteHandshake = false;
     peer.lastHandshake = this.#wallClock();
@@ -812,14 +814,14 @@ export class Device {
     this.#emit({ type: "handshake", peer });
   }
 
-  #roam(peer: Peer, from: Endpoint): void {
+  #roam(peer: PeerState, from: Endpoint): void {
     if (sameEndpoint(peer.endpoint, from)) return;
     const previous = peer.endpoint;
     peer.endpoint = { address: from.address, port: from.port };
     this.#emit({ type: "roam", peer, from: previous, to: peer.endpoint });
   }
 
-  #abandonHandshake(peer: Peer): void {
+  #abandonHandshake(peer: PeerState): void {
     const state = peer.handshake;
     if (state === null) return;
     state.ephemeralPrivate.fill(0);
@@ -833,7 +835,7 @@ export class Device {
     keypair.zero();
   }
 
-  #zeroKeys(peer: Peer): void {
+  #zeroKeys(peer: PeerState): void {
     this.#discard(peer.current);
     this.#discard(peer.previous);
     this.#discard(peer.next);
@@ -841,7 +843,7 @@ export class Device {
     this.#abandonHandshake(peer);
   }
 
-  #flushQueue(peer: Peer): void {
+  #flushQueue(peer: PeerState): void {
     const dropped = peer.queue.length;
     if (dropped === 0) return;
     peer.queue.length = 0;
@@ -873,13 +875,13 @@ export class Device {
     return nonce;
   }
 
-  #drop(reason: DropReason, peer?: Peer): void {
+  #drop(reason: DropReason, peer?: PeerState): void {
     this.#stats.drops[reason]++;
     if (peer !== undefined) peer.stats.drops[reason]++;
   }
 
   #count(
-    peer: Peer,
+    peer: PeerState,
     field:
       | "handshakesSent"
       | "handshakesReceived"

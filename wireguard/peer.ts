@@ -196,8 +196,35 @@ export class Keypair {
 /** Default bound of a peer's queue of packets waiting for a session. */
 export const DEFAULT_QUEUE_LIMIT = 1024;
 
-/** The view of a peer's configuration and state; created by `Device.addPeer`. */
-export class Peer {
+/**
+ * A peer as a device's user sees it: its key, endpoint, counters and
+ * configuration. Created by `Device.addPeer`; the device keeps the protocol
+ * state behind it.
+ */
+export interface Peer {
+  /** The peer's static public key. */
+  readonly publicKey: Uint8Array;
+  /** Statistics of this peer. */
+  readonly stats: PeerStats;
+  /** Where we send to: the configured endpoint, then the source of the latest authenticated packet. */
+  readonly endpoint: Endpoint | undefined;
+  /** Wall-clock ms of the last completed handshake, 0 when none. */
+  readonly lastHandshake: number;
+  /** The prefixes routed to this peer. */
+  readonly allowedIps: Cidr[];
+  /** Persistent keepalive interval in seconds, 0 when off. */
+  readonly persistentKeepalive: number;
+  /**
+   * Changes the configuration: the preshared key, endpoint and persistent
+   * keepalive when given; `allowedIps` when given replaces all prefixes. The
+   * public key cannot change (remove and add the peer instead).
+   * @throws {RangeError} When `publicKey` is given and differs, or a value is invalid.
+   */
+  update(config: Partial<PeerConfig>): void;
+}
+
+/** A peer with the device's protocol state (internal: `mod.ts` exports only {@linkcode Peer}). */
+export class PeerState implements Peer {
   /** The peer's static public key. */
   readonly publicKey: Uint8Array;
   /** Statistics of this peer. */
@@ -234,7 +261,7 @@ export class Peer {
   /** Device use: false once removed from its device. */
   attached: boolean = true;
 
-  readonly #routes: AllowedIps<Peer>;
+  readonly #routes: AllowedIps<PeerState>;
   readonly #queueLimit: number;
 
   /**
@@ -248,7 +275,7 @@ export class Peer {
       noise: Noise;
       backend: CryptoBackend;
       random: (bytes: Uint8Array) => void;
-      routes: AllowedIps<Peer>;
+      routes: AllowedIps<PeerState>;
       queueLimit?: number;
     },
   ) {
