@@ -20,7 +20,7 @@
 
 import assert from "node:assert/strict";
 import { generatePrivateKey, parseIp, publicKey } from "@wgstack/wireguard";
-import { emitIpv4Header, emitTcp, IP_PROTOCOL_TCP, TCP_SYN, TcpRepr } from "@wgstack/netstack";
+import { emitIpv4Header, emitTcp, IP_PROTOCOL_TCP, TCP_SYN, TcpRepr } from "@wgstack/netstack/wire";
 import { serve, type ServeLogRecord, type ServeOptions } from "@wgstack/server";
 import { startTestClient, type TestClient } from "./_client.ts";
 import { createVeth, Netns, requireOrSkip, waitFor } from "./netns.ts";
