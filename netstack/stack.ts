@@ -251,7 +251,23 @@ interface PendingReject {
   code: number;
 }
 
-/** The userspace TCP/IP stack: sans-I/O, one instance per tunnel. */
+/**
+ * The userspace TCP/IP stack: sans-I/O, one instance per tunnel.
+ *
+ * @example UDP flows to any address, answered
+ * ```ts
+ * import { NetStack } from "@wgstack/netstack";
+ * const stack = new NetStack({
+ *   output: (packet) => console.log("send", packet.length, "bytes"),
+ *   onUdpFlow: async (flow) => {
+ *     const writer = flow.writable.getWriter();
+ *     for await (const datagram of flow.readable) await writer.write(datagram);
+ *   },
+ * });
+ * // stack.input(packet, now) for each IP packet; stack.poll(now) when
+ * // now >= stack.nextDeadline().
+ * ```
+ */
 export class NetStack {
   #output: (packet: Uint8Array) => void;
   #wake: () => void;

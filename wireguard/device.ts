@@ -185,7 +185,36 @@ function handshakeLength(type: number): number {
     : -1;
 }
 
-/** A WireGuard device (see the module doc). */
+/**
+ * A WireGuard device (see the module doc): one static key, many peers.
+ *
+ * @example Two devices, a handshake and one packet, on a fake clock
+ * ```ts
+ * import { Device, generatePrivateKey, publicKey } from "@wgstack/wireguard";
+ * const keyA = generatePrivateKey(), keyB = generatePrivateKey();
+ * const wire: Uint8Array[] = [];
+ * const a = new Device({
+ *   privateKey: keyA,
+ *   wallClock: Date.now,
+ *   sendDatagram: (d) => void wire.push(d.slice()),
+ *   deliverPacket: () => {},
+ * });
+ * const b = new Device({
+ *   privateKey: keyB,
+ *   wallClock: Date.now,
+ *   sendDatagram: (d) => void a.receive(d, { address: "192.0.2.2", port: 51820 }, 0),
+ *   deliverPacket: (packet, peer) => console.log(packet.length, "bytes from", peer.endpoint),
+ * });
+ * const peerB = a.addPeer({
+ *   publicKey: publicKey(keyB),
+ *   allowedIps: ["10.0.0.2/32"],
+ *   endpoint: { address: "192.0.2.2", port: 51820 },
+ * });
+ * b.addPeer({ publicKey: publicKey(keyA), allowedIps: ["10.0.0.1/32"] });
+ * a.initiate(peerB, 0);
+ * while (wire.length > 0) b.receive(wire.shift()!, { address: "192.0.2.1", port: 40000 }, 0);
+ * ```
+ */
 export class Device {
   /** Our static public key. */
   readonly publicKey: Uint8Array;
