@@ -733,7 +733,12 @@ export class Connection implements TcpConnectionLike {
 
     // RST (RFC 5961 §3.2): exact match resets; in window draws a challenge ACK.
     if (flags & TCP_RST) {
-      if (seq === this.#rcv.nxt) {
+      if (this.state === S.TIME_WAIT) {
+        // RFC 1337: a RST cannot take back a stream that both FINs ended
+        // (e.g. one elicited by our duplicate ACK after the peer closed);
+        // the reader keeps what it has not read yet.
+        this.#dropped++;
+      } else if (seq === this.#rcv.nxt) {
         const refused = this.state === S.SYN_RECEIVED;
         this.#terminate(
           refused

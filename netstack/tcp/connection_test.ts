@@ -382,6 +382,26 @@ Deno.test("closing", async (t) => {
     assert.equal(new TextDecoder().decode(await readBytes(r, 10)), "late");
   });
 
+  await t.step("a RST in TIME_WAIT is ignored: unread data stays readable (RFC 1337)", async () => {
+    const h = new Harness({ timeWait: 5000 });
+    const { conn, iss } = h.open();
+    await conn.writable.close();
+    h.poll(1);
+    h.expect({ flags: "FA", seq: iss + 1, ack: P });
+    h.send({ flags: "FPA", seq: P, ack: iss + 2, data: "unread" }, 2);
+    h.expect({ flags: "A", seq: iss + 2, ack: P + 7 });
+    assert.equal(stats(conn).state, "TIME_WAIT");
+    // E.g. our duplicate ACK reached a peer that had already closed.
+    h.send({ flags: "R", seq: P + 7 }, 3);
+    h.expectNothing();
+    assert.equal(h.layer.stats.timeWait, 1, "still in TIME_WAIT");
+    const r = conn.readable.getReader();
+    assert.equal(new TextDecoder().decode(await readBytes(r, 10)), "unread");
+    assert.equal((await r.read()).done, true, "a clean end, not ECONNRESET");
+    h.poll(5002);
+    assert.equal(h.layer.stats.connections, 0);
+  });
+
   await t.step("FIN_WAIT_1 + FIN-ACK at once → TIME_WAIT", async () => {
     const h = new Harness();
     const { conn, iss } = h.open();
