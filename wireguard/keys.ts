@@ -7,15 +7,15 @@
 
 import { type CryptoBackend, KEY_LENGTH } from "./crypto/backend.ts";
 import { defaultBackend } from "./crypto/mod.ts";
+import { BASE64, decodeKey, encodeKey } from "./crypto/_base64.ts";
 
 /** Length of a key in base64 text: 32 bytes → 43 characters and one `=`. */
 const BASE64_KEY_LENGTH = 44;
 const EXPECTED = "Expected a 32-byte key in base64 (44 characters), got ";
-const BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 /** Maps a character code to its 6-bit value, or -1. */
 const BASE64_VALUES: Int8Array = (() => {
   const table = new Int8Array(128).fill(-1);
-  for (let i = 0; i < BASE64_ALPHABET.length; i++) table[BASE64_ALPHABET.charCodeAt(i)] = i;
+  for (let i = 0; i < BASE64.length; i++) table[BASE64.charCodeAt(i)] = i;
   return table;
 })();
 
@@ -108,15 +108,7 @@ export function publicKey(privateKey: Uint8Array, backend?: CryptoBackend): Uint
  */
 export function keyToBase64(key: Uint8Array): string {
   checkKey(key, "key");
-  let text = "";
-  for (let i = 0; i < 30; i += 3) {
-    const n = (key[i] << 16) | (key[i + 1] << 8) | key[i + 2];
-    text += BASE64_ALPHABET[n >>> 18] + BASE64_ALPHABET[(n >>> 12) & 63] +
-      BASE64_ALPHABET[(n >>> 6) & 63] + BASE64_ALPHABET[n & 63];
-  }
-  const n = (key[30] << 8) | key[31];
-  return text + BASE64_ALPHABET[n >>> 10] + BASE64_ALPHABET[(n >>> 4) & 63] +
-    BASE64_ALPHABET[(n << 2) & 63] + "=";
+  return encodeKey(key, BASE64) + "=";
 }
 
 /**
@@ -163,15 +155,5 @@ export function keyFromBase64(text: string): Uint8Array {
       EXPECTED + "a non-canonical encoding (the character before '=' has stray low bits)",
     );
   }
-  const key = new Uint8Array(KEY_LENGTH);
-  for (let i = 0, j = 0; i < 30; i += 3, j += 4) {
-    const n = (values[j] << 18) | (values[j + 1] << 12) | (values[j + 2] << 6) | values[j + 3];
-    key[i] = n >>> 16;
-    key[i + 1] = n >>> 8;
-    key[i + 2] = n;
-  }
-  const n = (values[40] << 10) | (values[41] << 4) | (values[42] >>> 2);
-  key[30] = n >>> 8;
-  key[31] = n;
-  return key;
+  return decodeKey(values);
 }

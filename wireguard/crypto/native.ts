@@ -16,23 +16,15 @@
 import type * as NodeCrypto from "node:crypto";
 import { type CryptoBackend, KEY_LENGTH, TAG_LENGTH } from "./backend.ts";
 import { checkBytes } from "./_check.ts";
+import { BASE64URL, decodeKey, encodeKey } from "./_base64.ts";
 import { aeadOver, type OpenInto, passesSelfTest, type SealInto } from "./_aead.ts";
 import { nobleBackend } from "./noble.ts";
 
 type NodeCryptoModule = typeof NodeCrypto;
 
-const BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /** Unpadded base64url (RFC 4648 §5) of 32 bytes: 43 characters, for JWK. */
 function toBase64Url(bytes: Uint8Array): string {
-  let text = "";
-  for (let i = 0; i < 30; i += 3) {
-    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
-    text += BASE64URL[n >>> 18] + BASE64URL[(n >>> 12) & 63] + BASE64URL[(n >>> 6) & 63] +
-      BASE64URL[n & 63];
-  }
-  const n = (bytes[30] << 8) | bytes[31];
-  return text + BASE64URL[n >>> 10] + BASE64URL[(n >>> 4) & 63] + BASE64URL[(n << 2) & 63];
+  return encodeKey(bytes, BASE64URL);
 }
 
 /** The 32 bytes of a 43-character base64url JWK member, or `null` when it is not that. */
@@ -44,17 +36,7 @@ function fromBase64Url(text: string | undefined): Uint8Array | null {
     if (value < 0) return null;
     values[i] = value;
   }
-  const out = new Uint8Array(KEY_LENGTH);
-  for (let i = 0, j = 0; i < 30; i += 3, j += 4) {
-    const n = (values[j] << 18) | (values[j + 1] << 12) | (values[j + 2] << 6) | values[j + 3];
-    out[i] = n >>> 16;
-    out[i + 1] = n >>> 8;
-    out[i + 2] = n;
-  }
-  const n = (values[40] << 10) | (values[41] << 4) | (values[42] >>> 2);
-  out[30] = n >>> 8;
-  out[31] = n;
-  return out;
+  return decodeKey(values);
 }
 
 function loadNodeCrypto(): NodeCryptoModule | null {
