@@ -61,20 +61,14 @@ export class Echo {
     const label = labelOf(stream);
     this.#log.log({ level: "info", event: "tcp-open", ...label });
     const started = performance.now();
-    let bytes = 0;
+    const echoed = { bytes: 0, chunks: 0 };
     let end = "closed";
     let error: string | undefined;
     const reader = stream.readable.getReader();
     const writer = stream.writable.getWriter();
     this.#open.add(reader);
     try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        await writer.write(value);
-        bytes += value.length;
-        this.#stats.bytes += value.length;
-      }
+      await this.#echo(reader, writer, echoed);
       if (this.#closed) end = "shutdown";
       await writer.close();
     } catch (e) {
@@ -89,8 +83,8 @@ export class Echo {
       level: "info",
       event: "tcp-close",
       ...label,
-      bytesUp: bytes,
-      bytesDown: bytes,
+      bytesUp: echoed.bytes,
+      bytesDown: echoed.bytes,
       durationMs: Math.round(performance.now() - started),
       end,
       error,
@@ -103,20 +97,12 @@ export class Echo {
     const label = labelOf(flow);
     this.#log.log({ level: "info", event: "udp-open", ...label });
     const started = performance.now();
-    let bytes = 0;
-    let datagrams = 0;
+    const echoed = { bytes: 0, chunks: 0 };
     const reader = flow.readable.getReader();
     const writer = flow.writable.getWriter();
     this.#open.add(reader);
     try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        await writer.write(value);
-        bytes += value.length;
-        datagrams++;
-        this.#stats.bytes += value.length;
-      }
+      await this.#echo(reader, writer, echoed);
     } catch {
       // the flow was closed under us (shutdown)
     } finally {
@@ -127,11 +113,27 @@ export class Echo {
       level: "info",
       event: "udp-close",
       ...label,
-      bytesUp: bytes,
-      bytesDown: bytes,
-      datagrams,
+      bytesUp: echoed.bytes,
+      bytesDown: echoed.bytes,
+      datagrams: echoed.chunks,
       durationMs: Math.round(performance.now() - started),
     });
+  }
+
+  /** Writes back every chunk read until the end, counting as it goes; throws what the streams throw. */
+  async #echo(
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+    writer: WritableStreamDefaultWriter<Uint8Array>,
+    echoed: { bytes: number; chunks: number },
+  ): Promise<void> {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      await writer.write(value);
+      echoed.bytes += value.length;
+      echoed.chunks++;
+      this.#stats.bytes += value.length;
+    }
   }
 
   /**
