@@ -622,7 +622,7 @@ export class NetStack {
       emitIpv4Header(rebuilt, v4);
       return this.#inputV4(rebuilt, now, true);
     }
-    this.#dispatch(4, ip.bytes, ip.src, ip.dst, ip.protocol, ip.payload, 9, now);
+    this.#dispatch(4, ip.bytes, ip.src, ip.dst, ip.protocol, ip.payload, IPV4_FIELD.PROTOCOL, now);
   }
 
   #inputV6(packet: Uint8Array, now: number, reassembled: boolean): void {
@@ -631,7 +631,7 @@ export class NetStack {
     const bytes = ip.bytes;
     // RFC 4291 §2.7, §2.5.2, §2.5.3: multicast, unspecified and loopback are
     // never a valid source here.
-    if (bytes[8] === 0xff || isIpv6UnspecifiedOrLoopback(bytes)) {
+    if (bytes[IPV6_FIELD.SRC] === 0xff || isIpv6UnspecifiedOrLoopback(bytes)) {
       return this.#drop("ipv6.bad-source");
     }
     const chain = this.#chain;
