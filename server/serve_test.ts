@@ -244,7 +244,12 @@ Deno.test("serve() lifecycle over a memory socket", async (t) => {
   await t.step("shutdown: FIN on open TCP, RST after the timeout for what stays open", async () => {
     const tcp: TcpStream[] = [];
     const udp = udpReader();
-    await using env = await setup({ onTcp: (s) => void tcp.push(s), onUdp: udp.onUdp });
+    // Long enough for the polite client's close to arrive even on a loaded machine.
+    await using env = await setup({
+      onTcp: (s) => void tcp.push(s),
+      onUdp: udp.onUdp,
+      shutdownTimeout: 2000,
+    });
     // One client closes when the server's FIN arrives; the other never does.
     const polite = env.client.connect("192.0.2.80", 80);
     const stubborn = env.client.connect("192.0.2.81", 81);
