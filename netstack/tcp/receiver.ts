@@ -2,12 +2,14 @@
  * The receive side of a connection: RCV.NXT and the advertised right edge,
  * the queue the consumer reads from, out-of-order reassembly, SACK and DSACK
  * blocks to send (RFC 2018, RFC 2883), the window to advertise (RFC 9293
- * §3.8.6.2.2 SWS avoidance, rounded down to the scale and never shrunk), and
- * the receive-buffer growth.
+ * §3.8.6.2.2 SWS avoidance, rounded down to the scale, not shrunk), and the
+ * receive-buffer growth.
  *
- * Invariant: the right edge we enforce never lies beyond what the buffer
- * can hold (`advEdge − nxt ≤ free`), so a consumer that never reads holds at
- * most `buf` bytes, whatever the peer sends.
+ * Invariants: the right edge we enforce is never left of one we advertised
+ * (what a peer was offered is accepted), and lies less than one window-scale
+ * unit beyond what the buffer can hold (`advEdge − nxt < free + 2^shift`),
+ * so a consumer that never reads holds less than `buf + 2^shift` bytes,
+ * whatever the peer sends.
  *
  * @module
  */
@@ -228,16 +230,26 @@ export class Receiver {
       if (cur === 0 && free < Math.min(this.buf >> 1, this.mss)) w = 0;
     }
     // Round down: never offer more than the buffer holds.
-    let field = Math.floor(w / 2 ** shift);
+    const unit = 2 ** shift;
+    let field = Math.floor(w / unit);
     if (field > 65535) field = 65535;
-    if (field * 2 ** shift >= cur) {
-      this.advEdge = seqAdd(this.nxt, field * 2 ** shift);
-    } else {
-      // Rounding down would move the right edge left, which the peer may not
-      // expect: advertise the old edge rounded up, but keep enforcing the old
-      // edge (a few bytes beyond it are trimmed).
-      field = Math.min(65535, Math.ceil(cur / 2 ** shift));
+    if (field * unit < cur) {
+      // Rounding down would move the right edge left (RFC 9293 §3.8.6.2.2:
+      // do not shrink the window). Advertise the edge rounded up and accept
+      // up to it, as Linux does: a peer may send everything we advertise,
+      // and trimming those last bytes left a hole it had to send again.
+      // That is at most one unit (2^shift − 1 bytes) beyond the buffer; when
+      // the buffer is already that far over (a consumer that stopped
+      // reading), the window shrinks by less than a unit instead, and the
+      // old edge stays enforced, so nothing the peer was offered is lost.
+      const up = Math.min(65535, Math.ceil(cur / unit));
+      if (up * unit - this.free() < unit) {
+        field = up;
+      } else {
+        return field;
+      }
     }
+    this.advEdge = seqAdd(this.nxt, field * unit);
     return field;
   }
 
