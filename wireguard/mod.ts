@@ -56,3 +56,21 @@ export {
   type WgPeer,
 } from "./config.ts";
 export * from "./crypto/mod.ts";
+export {
+  formatUapiEndpoint,
+  formatUapiGet,
+  parseUapiEndpoint,
+  UAPI_EADDRINUSE,
+  UAPI_EINVAL,
+  UAPI_EIO,
+  UAPI_EMSGSIZE,
+  UAPI_EOPNOTSUPP,
+  UAPI_EPROTO,
+  type UapiAllowedIpChange,
+  type UapiDevice,
+  UapiError,
+  type UapiPeer,
+  type UapiPeerChange,
+  type UapiSetOperation,
+  UapiSetParser,
+} from "./uapi.ts";
