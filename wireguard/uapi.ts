@@ -17,17 +17,17 @@ import { formatIp, parseIp } from "./ip.ts";
 import type { Endpoint } from "./endpoint.ts";
 
 /** `-EIO`: an I/O error (reply of a request that could not be read). */
-export const UAPI_EIO = -5;
+export const UAPI_EIO: number = -5;
 /** `-EINVAL`: an unknown key or a bad value. */
-export const UAPI_EINVAL = -22;
+export const UAPI_EINVAL: number = -22;
 /** `-EPROTO`: a line that is not `key=value`. */
-export const UAPI_EPROTO = -71;
+export const UAPI_EPROTO: number = -71;
 /** `-EMSGSIZE`: a line or request over the size limit. */
-export const UAPI_EMSGSIZE = -90;
+export const UAPI_EMSGSIZE: number = -90;
 /** `-EOPNOTSUPP`: a change this implementation cannot make. */
-export const UAPI_EOPNOTSUPP = -95;
+export const UAPI_EOPNOTSUPP: number = -95;
 /** `-EADDRINUSE`: the new listen port could not be bound. */
-export const UAPI_EADDRINUSE = -98;
+export const UAPI_EADDRINUSE: number = -98;
 
 /** A failed UAPI request: `errno` (negative) goes into the reply's `errno=` line. */
 export class UapiError extends Error {
