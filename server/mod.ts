@@ -23,6 +23,13 @@
 export * from "./serve.ts";
 export * from "./udp.ts";
 export {
+  listenUapi,
+  UAPI_DIRECTORY,
+  type UapiListener,
+  type UapiOptions,
+  type UapiTarget,
+} from "./uapi.ts";
+export {
   type FfiUdpGroStatus,
   ffiUdpGroStatus,
   type FfiUdpGsoStatus,

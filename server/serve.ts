@@ -10,6 +10,7 @@ import {
   Device,
   type DeviceEvent,
   type DeviceLimits,
+  formatCidr,
   keyFromBase64,
   keyToBase64,
   type Peer,
@@ -30,6 +31,7 @@ import { openUdpSocket, type UdpEndpoint, type UdpSocket, type UdpSocketStats } 
 import { Forwarder, type ForwarderStats, type ForwardOptions } from "./forward.ts";
 import { DestinationPolicy } from "./policy.ts";
 import { positiveInteger } from "./_util.ts";
+import { listenUapi, type UapiListener, type UapiOptions } from "./uapi.ts";
 
 /** A peer (client) the server accepts. */
 export interface ServePeer {
@@ -45,6 +47,46 @@ export interface ServePeer {
   persistentKeepalive?: number;
   /** A name for logs. */
   name?: string;
+}
+
+/** Changes to a running peer ({@linkcode Server.updatePeer}); absent fields stay. */
+export interface ServePeerUpdate {
+  /** The new preshared key, base64 or 32 bytes; `null` removes it. */
+  presharedKey?: string | Uint8Array | null;
+  /** Replaces all allowed IPs. */
+  allowedIps?: string[];
+  /** Where to send until the peer roams. */
+  endpoint?: UdpEndpoint;
+  /** Persistent keepalive interval in seconds (0: off). */
+  persistentKeepalive?: number;
+}
+
+/** A peer of a running server and its counters ({@linkcode Server.peers}). */
+export interface ServePeerState {
+  /** The peer's public key, base64. */
+  readonly publicKey: string;
+  /** The name given in {@linkcode ServePeer.name}, if any. */
+  readonly name?: string;
+  /** The preshared key, base64, if there is one. */
+  readonly presharedKey?: string;
+  /** The peer's current outer endpoint. */
+  readonly endpoint?: UdpEndpoint;
+  /** Unix time of the last completed handshake in ms, 0 for none. */
+  readonly lastHandshake: number;
+  /** Bytes of authenticated datagrams received from the peer. */
+  readonly rxBytes: number;
+  /** Bytes of datagrams sent to the peer. */
+  readonly txBytes: number;
+  /** Persistent keepalive interval in seconds, 0 when off. */
+  readonly persistentKeepalive: number;
+  /** The allowed IPs, e.g. `["10.0.0.2/32"]`. */
+  readonly allowedIps: string[];
+  /** Handshakes completed with the peer. */
+  readonly handshakes: number;
+  /** Open TCP connections of the peer. */
+  readonly tcpOpen: number;
+  /** Open UDP flows of the peer. */
+  readonly udpOpen: number;
 }
 
 /** Who sent a connection or flow and where it was going. */
@@ -164,6 +206,12 @@ export interface ServeOptions {
     /** WireGuard device limits: handshake load threshold, per-peer queue, peers. */
     wireguard?: DeviceLimits;
   };
+  /**
+   * Serve WireGuard's userspace API (UAPI) at `/var/run/wireguard/NAME.sock`
+   * so `wg show`, `wg set` and `wg syncconf` work on this server (see
+   * {@linkcode listenUapi}). Default: off.
+   */
+  uapi?: UapiOptions;
   /** Aborting it shuts the server down. */
   signal?: AbortSignal;
   /** Receives log records (default: none). */
@@ -229,6 +277,21 @@ export interface Server extends AsyncIterable<TcpStream | UdpStream> {
    * reset and its UDP flows closed at once (logged as `"peer-removed"`).
    */
   removePeer(publicKey: string | Uint8Array): boolean;
+  /**
+   * Changes a running peer; its sessions and connections stay.
+   * @throws {RangeError} When there is no such peer or a value is invalid.
+   */
+  updatePeer(publicKey: string | Uint8Array, update: ServePeerUpdate): void;
+  /** The peer with this public key and its counters, if any. */
+  peer(publicKey: string | Uint8Array): ServePeerState | undefined;
+  /** All peers and their counters. */
+  peers(): ServePeerState[];
+  /**
+   * Binds the UDP socket to another port (0: any free port) on the same
+   * address; sessions stay. Rejects (keeping the old socket) when the port
+   * cannot be bound, or with `TypeError` for a socket given in the options.
+   */
+  setListenPort(port: number): Promise<void>;
   /** Counters. */
   stats(): ServerStats;
 }
@@ -307,7 +370,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const keepAlive = options.tcpKeepAlive === false ? undefined : options.tcpKeepAlive ??
     (options.forward ? { idle: 900_000, interval: 60_000, count: 5 } : undefined);
 
-  const socket = options.socket ??
+  let socket = options.socket ??
     await openUdpSocket({ hostname: options.hostname, port: options.port ?? 51820 });
   let forwarder: Forwarder | undefined;
   try {
@@ -332,6 +395,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   // connections and flows are attributed to it (set only during input).
   let currentPeer: Peer | undefined;
   let stopping = false;
+  let uapi: UapiListener | undefined;
   let closedSocket = false;
 
   const describePeer = (peer: Peer, name?: string): PeerInfo => ({
@@ -653,23 +717,94 @@ export async function serve(options: ServeOptions): Promise<Server> {
     arm();
   }
 
-  const listening = socket.listen((data, from) => {
-    if (fromOwnSocket(from)) {
-      selfDatagrams++;
-      return;
+  const listen = (udp: UdpSocket) =>
+    udp.listen((data, from) => {
+      if (fromOwnSocket(from)) {
+        selfDatagrams++;
+        return;
+      }
+      try {
+        device.receive(data, from, now());
+      } catch (err) {
+        // The cores drop bad input without throwing: this is a bug or a
+        // throwing user callback (a handler's tap). Keep serving.
+        log({ level: "error", event: "receive-error", error: String(err) });
+      }
+      armSoon();
+    }).catch((err) => {
+      log({ level: "error", event: "socket-error", error: String(err) });
+      void shutdown();
+    });
+  let listening = listen(socket);
+
+  async function setListenPort(port: number): Promise<void> {
+    if (options.socket) throw new TypeError("A socket given in the options cannot be rebound");
+    if (stopping) throw new TypeError("The server is shutting down");
+    if (port !== 0 && port === socket.addr.port) return;
+    const next = await openUdpSocket({ hostname: options.hostname, port });
+    const [old, oldListening] = [socket, listening];
+    socket = next;
+    listening = listen(next);
+    old.close();
+    await oldListening;
+    log({ level: "info", event: "listening", address: next.addr });
+  }
+
+  function peerState(peer: Peer, tcpOpen: number): ServePeerState {
+    const psk = peer.presharedKey;
+    return {
+      publicKey: keyToBase64(peer.publicKey),
+      name: peerInfos.get(peer)?.name,
+      presharedKey: psk && keyToBase64(psk),
+      endpoint: peer.endpoint,
+      lastHandshake: peer.lastHandshake,
+      rxBytes: peer.stats.rxBytes,
+      txBytes: peer.stats.txBytes,
+      persistentKeepalive: peer.persistentKeepalive,
+      allowedIps: peer.allowedIps.map(formatCidr),
+      handshakes: peer.stats.handshakesCompleted,
+      tcpOpen,
+      udpOpen: udpByPeer.get(peer)?.size ?? 0,
+    };
+  }
+
+  function tcpCounts(): Map<PeerInfo, number> {
+    const counts = new Map<PeerInfo, number>();
+    for (const stream of openTcp.keys()) {
+      counts.set(stream.peer, (counts.get(stream.peer) ?? 0) + 1);
     }
-    try {
-      device.receive(data, from, now());
-    } catch (err) {
-      // The cores drop bad input without throwing: this is a bug or a
-      // throwing user callback (a handler's tap). Keep serving.
-      log({ level: "error", event: "receive-error", error: String(err) });
+    return counts;
+  }
+
+  function removePeer(key: string | Uint8Array): boolean {
+    const publicKey = toKey(key);
+    const peer = device.getPeer(publicKey);
+    if (!peer) return false;
+    // Its connections and flows end now; the RSTs still go out through
+    // the tunnel, before the peer's keys go away.
+    const info = peerInfo(peer);
+    removedPeers.add(info);
+    let tcpReset = 0;
+    for (const [stream, conn] of openTcp) {
+      if (stream.peer !== info) continue;
+      openTcp.delete(stream);
+      conn.reset();
+      tcpReset++;
     }
-    armSoon();
-  }).catch((err) => {
-    log({ level: "error", event: "socket-error", error: String(err) });
-    void shutdown();
-  });
+    const flows = [...udpByPeer.get(peer) ?? []];
+    for (const stream of flows) closeUdp(stream);
+    device.removePeer(publicKey);
+    peerInfos.delete(peer);
+    log({
+      level: "info",
+      event: "peer-removed",
+      peer: info.name ?? info.publicKey,
+      tcpReset,
+      udpClosed: flows.length,
+    });
+    arm();
+    return true;
+  }
 
   let finishedResolve!: () => void;
   const finished = new Promise<void>((resolve) => finishedResolve = resolve);
@@ -678,6 +813,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   function shutdown(): Promise<void> {
     if (shutdownPromise) return shutdownPromise;
     stopping = true;
+    const closingUapi = uapi?.close();
     // Our forwarding relays hold their streams: end them so shutdown need not wait.
     forwarder?.close();
     ownPolicy?.close();
@@ -705,6 +841,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       if (timer !== undefined) clearTimeout(timer);
       socket.close();
       await listening;
+      await closingUapi;
       log({ level: "info", event: "shutdown", tcpReset });
       finishedResolve();
     })();
@@ -723,8 +860,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
     crypto: backend.name,
   });
 
-  return {
-    addr: socket.addr,
+  const server: Server = {
+    get addr() {
+      return socket.addr;
+    },
     publicKey: publicKeyText,
     finished,
     shutdown,
@@ -735,35 +874,32 @@ export async function serve(options: ServeOptions): Promise<Server> {
       arm();
     },
     addPeer,
-    removePeer(key) {
-      const publicKey = toKey(key);
-      const peer = device.getPeer(publicKey);
-      if (!peer) return false;
-      // Its connections and flows end now; the RSTs still go out through
-      // the tunnel, before the peer's keys go away.
-      const info = peerInfo(peer);
-      removedPeers.add(info);
-      let tcpReset = 0;
-      for (const [stream, conn] of openTcp) {
-        if (stream.peer !== info) continue;
-        openTcp.delete(stream);
-        conn.reset();
-        tcpReset++;
-      }
-      const flows = [...udpByPeer.get(peer) ?? []];
-      for (const stream of flows) closeUdp(stream);
-      device.removePeer(publicKey);
-      peerInfos.delete(peer);
-      log({
-        level: "info",
-        event: "peer-removed",
-        peer: info.name ?? info.publicKey,
-        tcpReset,
-        udpClosed: flows.length,
+    removePeer,
+    updatePeer(key, update) {
+      const peer = device.getPeer(toKey(key));
+      if (!peer) throw new RangeError("No peer has this public key");
+      const { presharedKey, ...rest } = update;
+      peer.update({
+        ...rest,
+        ...(presharedKey === undefined
+          ? {}
+          : { presharedKey: presharedKey === null ? undefined : toKey(presharedKey) }),
       });
       arm();
-      return true;
     },
+    peer(key) {
+      const peer = device.getPeer(toKey(key));
+      if (!peer) return undefined;
+      const info = peerInfos.get(peer);
+      let tcp = 0;
+      for (const stream of openTcp.keys()) if (stream.peer === info) tcp++;
+      return peerState(peer, tcp);
+    },
+    peers() {
+      const counts = tcpCounts();
+      return [...device.peers()].map((p) => peerState(p, counts.get(peerInfos.get(p)!) ?? 0));
+    },
+    setListenPort,
     stats: () => ({
       wireguard: device.stats(),
       netstack: stack.stats(),
@@ -777,4 +913,18 @@ export async function serve(options: ServeOptions): Promise<Server> {
       forward: forwarder?.stats(),
     }),
   };
+  if (options.uapi && !stopping) {
+    try {
+      uapi = await listenUapi({
+        server,
+        privateKey,
+        log,
+        onDeleted: () => void shutdown(),
+      }, options.uapi);
+    } catch (error) {
+      await shutdown();
+      throw error;
+    }
+  }
+  return server;
 }

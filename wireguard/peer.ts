@@ -214,6 +214,8 @@ export interface Peer {
   readonly allowedIps: Cidr[];
   /** Persistent keepalive interval in seconds, 0 when off. */
   readonly persistentKeepalive: number;
+  /** The preshared key (a copy), `undefined` when none. */
+  readonly presharedKey: Uint8Array | undefined;
   /**
    * Changes the configuration: the preshared key, endpoint and persistent
    * keepalive when given; `allowedIps` when given replaces all prefixes. The
@@ -292,6 +294,12 @@ export class PeerState implements Peer {
   /** The prefixes routed to this peer. */
   get allowedIps(): Cidr[] {
     return this.#routes.entriesOf(this);
+  }
+
+  /** The preshared key (a copy), `undefined` when none. */
+  get presharedKey(): Uint8Array | undefined {
+    const key = this.noise.presharedKey;
+    return key.some((b) => b !== 0) ? key.slice() : undefined;
   }
 
   /** Sets (or clears with `undefined`) the preshared key; applies from the next handshake. */
