@@ -75,6 +75,7 @@ export async function forwardTopology(flags: string[] = []): Promise<ForwardTopo
       "--log-level",
       "warn",
       "--no-qr",
+      "--no-uapi",
       ...flags,
     ]);
     stack.defer(async () => {

@@ -693,6 +693,7 @@ class Bench {
       "--dns-upstream",
       "127.0.0.1:53", // inside S: nothing there, and nothing leaves the namespaces
       "--no-qr",
+      "--no-uapi",
       "--log-format",
       "json",
       "--log-level",

@@ -86,6 +86,10 @@ export interface CliArgs {
   tcpIdleTimeoutMs: number;
   /** `--pcap-max-size` in bytes (default 100 MiB; 0: no limit). */
   pcapMaxBytes: number;
+  /** `--interface`: the name `wg` knows the server by (default: the config's base name). */
+  interface?: string;
+  /** False with `--no-uapi`: no UAPI socket. */
+  uapi: boolean;
 }
 
 /** The usage text printed by `--help`. */
@@ -133,6 +137,10 @@ Flags:
                                    icmp: administratively prohibited)
       --tcp-idle-timeout SECONDS   close forwarded TCP connections idle this long
                                    (default 7440 = 2 h 4 min; 0: never)
+      --interface NAME             the name wg knows this server by: its UAPI
+                                   socket is /var/run/wireguard/NAME.sock (default:
+                                   the config's base name, e.g. wg0 for wg0.conf)
+      --no-uapi                    no UAPI socket (wg show/set cannot reach it)
       --no-qr                      do not print QR codes
   -h, --help                       show this help
   -V, --version                    show the version
@@ -172,6 +180,8 @@ export function parseCliArgs(args: string[]): CliArgs {
         "connect-timeout": { type: "string" },
         "tcp-cc": { type: "string" },
         "no-qr": { type: "boolean" },
+        interface: { type: "string" },
+        "no-uapi": { type: "boolean" },
         allow: { type: "string", multiple: true },
         deny: { type: "string", multiple: true },
         "deny-private": { type: "boolean" },
@@ -199,6 +209,7 @@ export function parseCliArgs(args: string[]): CliArgs {
     refuseWith: "rst",
     tcpIdleTimeoutMs: 7_440_000,
     pcapMaxBytes: 100 * 1024 * 1024,
+    uapi: !values["no-uapi"],
   };
   if (values.help) return { ...base, command: "help" };
   if (values.version) return { ...base, command: "version" };
@@ -323,7 +334,36 @@ export function parseCliArgs(args: string[]): CliArgs {
     const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase()]!;
     base.pcapMaxBytes = Number(m[1]) * unit;
   }
+  if (values.interface !== undefined) {
+    if (!isInterfaceName(values.interface)) {
+      throw new UsageError(
+        `--interface "${values.interface}": use 1 to 15 letters, digits, "_", "=", "+", "." or "-"`,
+      );
+    }
+    if (!base.uapi) throw new UsageError("--interface and --no-uapi contradict each other");
+    base.interface = values.interface;
+  }
   return base;
+}
+
+/** Whether `name` can be an interface name (as wg-quick checks it). */
+export function isInterfaceName(name: string): boolean {
+  return /^[A-Za-z0-9_=+.-]{1,15}$/.test(name) && name !== "." && name !== "..";
+}
+
+/**
+ * The interface name of a config file as wg-quick derives it: the base name
+ * without `.conf`; `undefined` when that is not a valid interface name.
+ *
+ * @example
+ * ```ts
+ * import { interfaceNameOf } from "./args.ts";
+ * interfaceNameOf("/etc/wgstack/wg0.conf"); // "wg0"
+ * ```
+ */
+export function interfaceNameOf(configPath: string): string | undefined {
+  const base = configPath.replace(/\\/g, "/").split("/").pop()!.replace(/\.conf$/, "");
+  return isInterfaceName(base) ? base : undefined;
 }
 
 /**

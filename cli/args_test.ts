@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   formatHostPort,
+  interfaceNameOf,
   parseCliArgs,
   parseHostPort,
   UsageError,
@@ -183,5 +184,30 @@ Deno.test("parseHostPort", async (t) => {
     assert.throws(() => validatePeerName(".hidden"), UsageError);
     assert.throws(() => validatePeerName("a".repeat(33)), UsageError);
     assert.throws(() => validatePeerName("a/b"), UsageError);
+  });
+});
+
+Deno.test("parseCliArgs: --interface and --no-uapi", async (t) => {
+  await t.step("UAPI is on by default, --no-uapi turns it off", () => {
+    assert.equal(parseCliArgs([]).uapi, true);
+    assert.equal(parseCliArgs(["--no-uapi"]).uapi, false);
+    assert.equal(parseCliArgs(["--interface", "wgs0"]).interface, "wgs0");
+  });
+  await t.step("bad names and contradictions are usage errors", () => {
+    for (
+      const bad of [["--interface", "a/b"], ["--interface", "x".repeat(16)], [
+        "--interface",
+        "..",
+      ], ["--interface", "wg0", "--no-uapi"]]
+    ) {
+      assert.throws(() => parseCliArgs(bad), UsageError, bad.join(" "));
+    }
+  });
+  await t.step("the default name is the config's base name, as wg-quick derives it", () => {
+    assert.equal(interfaceNameOf("wg.conf"), "wg");
+    assert.equal(interfaceNameOf("/etc/wgstack/wg0.conf"), "wg0");
+    assert.equal(interfaceNameOf("server"), "server");
+    assert.equal(interfaceNameOf("my server.conf"), undefined);
+    assert.equal(interfaceNameOf("a-very-long-interface-name.conf"), undefined);
   });
 });

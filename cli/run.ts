@@ -4,7 +4,13 @@
  * @module
  */
 
-import type { ForwarderStats, PolicyRule, ServeLogRecord, Server } from "@wgstack/server";
+import type {
+  ForwarderStats,
+  PolicyRule,
+  ServeLogRecord,
+  Server,
+  UapiListener,
+} from "@wgstack/server";
 import {
   generatePresharedKey,
   generatePrivateKey,
@@ -12,7 +18,14 @@ import {
   keyToBase64,
   publicKey as derivePublicKey,
 } from "@wgstack/wireguard";
-import { type CliArgs, formatHostPort, HELP, parseCliArgs, UsageError } from "./args.ts";
+import {
+  type CliArgs,
+  formatHostPort,
+  HELP,
+  interfaceNameOf,
+  parseCliArgs,
+  UsageError,
+} from "./args.ts";
 import { type DnsUpstream, systemResolver } from "./dns.ts";
 import { Echo, type EchoStats } from "./echo.ts";
 import { createLogger, LineSink, type Logger, type LogRecord } from "./log.ts";
@@ -49,6 +62,11 @@ export interface CliIo {
   isTerminal: boolean;
   /** Aborts the server as SIGINT/SIGTERM do; default: the real signals. */
   signal?: AbortSignal;
+  /**
+   * Directory of the UAPI socket (tests use a private one). Default: the
+   * `WGSTACK_UAPI_DIR` environment variable, else `/var/run/wireguard`.
+   */
+  uapiDirectory?: string;
   /** Called once the server listens (tests). */
   onListening?(server: ListeningServer): void;
 }
@@ -282,7 +300,7 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
   }
 
   // Loaded here so that the key and config commands start without the whole stack.
-  const { parsePolicyRule, serve } = await import("@wgstack/server");
+  const { listenUapi, parsePolicyRule, serve, UAPI_DIRECTORY } = await import("@wgstack/server");
   let rules: PolicyRule[];
   try {
     rules = cli.rules.map((r) => parsePolicyRule(r.action, r.target));
@@ -374,9 +392,41 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
   }
   io.onListening?.(server);
 
+  let uapi: UapiListener | undefined;
+  const uapiName = cli.uapi ? cli.interface ?? interfaceNameOf(cli.config) : undefined;
+  if (cli.uapi && uapiName === undefined) {
+    logger.log({
+      level: "warn",
+      event: "uapi",
+      warning:
+        `${cli.config} is no interface name: pass --interface NAME for wg to reach this server`,
+    });
+  } else if (uapiName !== undefined) {
+    const directory = io.uapiDirectory ?? Deno.env.get("WGSTACK_UAPI_DIR") ?? UAPI_DIRECTORY;
+    try {
+      uapi = await listenUapi({
+        server,
+        privateKey: keyFromBase64(setup.privateKey),
+        log: serverLogger(logger),
+        onDeleted: stop,
+      }, { name: uapiName, directory });
+      logger.log({ level: "info", event: "uapi", path: uapi.path });
+    } catch (error) {
+      const why = `UAPI socket ${directory}/${uapiName}.sock: ${(error as Error).message}`;
+      if (cli.interface !== undefined) {
+        await server.shutdown();
+        for (const s of signals) Deno.removeSignalListener(s, onSignal);
+        pcap?.close();
+        throw new UsageError(why);
+      }
+      logger.log({ level: "warn", event: "uapi", warning: `${why} (wg cannot reach this server)` });
+    }
+  }
+
   await printBanner(setup, server, cli, io, created);
 
   await server.finished;
+  await uapi?.close();
   for (const s of signals) Deno.removeSignalListener(s, onSignal);
   pcap?.close();
   const stats = server.stats();

@@ -143,6 +143,7 @@ Deno.test({
       isTerminal: false,
       signal: controller.signal,
       onListening: (s) => server = s,
+      uapiDirectory: `${dir}/run`,
     });
     let client: LoopbackClient | undefined;
     try {
@@ -205,6 +206,32 @@ Deno.test({
         assert.equal(roam.to, `127.0.0.1:${client!.port}`);
       });
 
+      await t.step(
+        "the UAPI socket (wg show) reports the client's handshake and bytes",
+        async () => {
+          assert.ok(logs.some((r) => r.event === "uapi" && r.path === `${dir}/run/wg.sock`));
+          const conn = await Deno.connect({ transport: "unix", path: `${dir}/run/wg.sock` });
+          await conn.write(new TextEncoder().encode("get=1\n\n"));
+          let reply = "";
+          const buf = new Uint8Array(4096);
+          while (!reply.endsWith("\n\n")) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            reply += new TextDecoder().decode(buf.subarray(0, n));
+          }
+          conn.close();
+          const value = (key: string) => reply.match(new RegExp(`^${key}=(.*)$`, "m"))?.[1];
+          assert.equal(value("listen_port"), String(listening.addr.port));
+          assert.ok(Number(value("last_handshake_time_sec")) > 1_700_000_000);
+          assert.ok(Number(value("rx_bytes")) > 0 && Number(value("tx_bytes")) > 0);
+          assert.deepEqual(reply.match(/^allowed_ip=.*$/gm), [
+            "allowed_ip=198.18.0.2/32",
+            "allowed_ip=fd00:44::2/128",
+          ]);
+          assert.ok(reply.endsWith("errno=0\n\n"));
+        },
+      );
+
       await t.step("abort: exit code 0, summary logged, pcap has both directions", async () => {
         controller.abort();
         assert.equal(await exit, 0);
@@ -220,6 +247,7 @@ Deno.test({
         assert.equal(first.dst, "192.0.2.9");
         const second = parseUdpPacket(packets[1]);
         assert.equal(second.src, "192.0.2.9", "the echo, before encryption");
+        await assert.rejects(Deno.lstat(`${dir}/run/wg.sock`), Deno.errors.NotFound);
       });
     } finally {
       controller.abort();
@@ -261,6 +289,7 @@ Deno.test({
       logLine: (l) => void logs.push(JSON.parse(l)),
       signal: controller.signal,
       onListening: (s) => server = s,
+      uapiDirectory: `${dir}/run`,
     });
     let client: LoopbackClient | undefined;
     try {

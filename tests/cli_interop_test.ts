@@ -25,6 +25,11 @@ import { createVeth, Netns, requireOrSkip, run, waitFor, WireGuardGo } from "./n
 const netns = await requireOrSkip("wgstack CLI interop");
 
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
+// The servers this file starts (child processes inherit it) keep their UAPI
+// sockets out of the machine-wide /var/run/wireguard.
+const UAPI_DIR = Deno.makeTempDirSync({ prefix: "wgstack-uapi-" });
+Deno.env.set("WGSTACK_UAPI_DIR", UAPI_DIR);
+globalThis.addEventListener("unload", () => Deno.removeSync(UAPI_DIR, { recursive: true }));
 const TUNNEL = ["198.18.0.1/24", "fd00:44::1/64"];
 const SERVER_V4 = "198.18.0.1";
 const SERVER_V6 = "fd00:44::1";
