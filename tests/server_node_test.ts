@@ -22,6 +22,7 @@ import {
   wgGenKeyPair,
   WireGuardGo,
 } from "./netns.ts";
+import { tunnelClient } from "./_tunnel_client.ts";
 
 const netns = await requireOrSkip(
   "server under Node (bundle + wireguard-go)",
@@ -29,7 +30,6 @@ const netns = await requireOrSkip(
 );
 
 const ENTRY = new URL("./fixtures/node_server.ts", import.meta.url).pathname;
-const CLIENT = new URL("./fixtures/tunnel_client.py", import.meta.url).pathname;
 const SERVER_V4 = "192.0.2.1";
 const SERVER_V6 = "fd00:99::1";
 const CLIENT_V4 = "192.0.2.2";
@@ -101,14 +101,7 @@ class NodeServer {
   }
 }
 
-async function client(ns: Netns, args: (string | number)[]): Promise<Record<string, unknown>> {
-  const r = await ns.run(["python3", CLIENT, ...args.map(String)], { check: false });
-  const lines = r.stdout.trim().split("\n").filter((l) => l.startsWith("{"));
-  if (r.code !== 0 || lines.length === 0) {
-    throw new Error(`tunnel_client ${args.join(" ")} exited with ${r.code}:\n${r.stderr}`);
-  }
-  return JSON.parse(lines[lines.length - 1]);
-}
+const client = tunnelClient;
 
 Deno.test({
   name: "serve() bundled with deno bundle runs under Node with a wireguard-go client",
