@@ -90,6 +90,8 @@ export interface CliArgs {
   interface?: string;
   /** False with `--no-uapi`: no UAPI socket. */
   uapi: boolean;
+  /** `--metrics`: where to serve Prometheus metrics (host default 127.0.0.1). */
+  metrics?: HostPort;
 }
 
 /** The usage text printed by `--help`. */
@@ -141,6 +143,8 @@ Flags:
                                    socket is /var/run/wireguard/NAME.sock (default:
                                    the config's base name, e.g. wg0 for wg0.conf)
       --no-uapi                    no UAPI socket (wg show/set cannot reach it)
+      --metrics [HOST]:PORT        serve Prometheus metrics at http://HOST:PORT/metrics
+                                   (and /healthz; HOST defaults to 127.0.0.1)
       --no-qr                      do not print QR codes
   -h, --help                       show this help
   -V, --version                    show the version
@@ -182,6 +186,7 @@ export function parseCliArgs(args: string[]): CliArgs {
         "no-qr": { type: "boolean" },
         interface: { type: "string" },
         "no-uapi": { type: "boolean" },
+        metrics: { type: "string" },
         allow: { type: "string", multiple: true },
         deny: { type: "string", multiple: true },
         "deny-private": { type: "boolean" },
@@ -333,6 +338,13 @@ export function parseCliArgs(args: string[]): CliArgs {
     if (!m) throw new UsageError(`--pcap-max-size must be a size like 50M, not "${size}"`);
     const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase()]!;
     base.pcapMaxBytes = Number(m[1]) * unit;
+  }
+  if (values.metrics !== undefined) {
+    const metrics = parseHostPort(values.metrics, "--metrics");
+    if (metrics.port === undefined) {
+      throw new UsageError(`--metrics needs a port, e.g. 127.0.0.1:9586 (got "${values.metrics}")`);
+    }
+    base.metrics = metrics;
   }
   if (values.interface !== undefined) {
     if (!isInterfaceName(values.interface)) {

@@ -203,6 +203,14 @@ Deno.test("parseCliArgs: --interface and --no-uapi", async (t) => {
       assert.throws(() => parseCliArgs(bad), UsageError, bad.join(" "));
     }
   });
+  await t.step("--metrics takes [HOST]:PORT", () => {
+    assert.deepEqual(parseCliArgs(["--metrics", ":9586"]).metrics, { port: 9586 });
+    assert.deepEqual(parseCliArgs(["--metrics", "[::1]:9586"]).metrics, {
+      hostname: "::1",
+      port: 9586,
+    });
+    assert.throws(() => parseCliArgs(["--metrics", "localhost"]), UsageError);
+  });
   await t.step("the default name is the config's base name, as wg-quick derives it", () => {
     assert.equal(interfaceNameOf("wg.conf"), "wg");
     assert.equal(interfaceNameOf("/etc/wgstack/wg0.conf"), "wg0");

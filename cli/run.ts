@@ -6,6 +6,7 @@
 
 import type {
   ForwarderStats,
+  MetricsServer,
   PolicyRule,
   ServeLogRecord,
   Server,
@@ -300,7 +301,9 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
   }
 
   // Loaded here so that the key and config commands start without the whole stack.
-  const { listenUapi, parsePolicyRule, serve, UAPI_DIRECTORY } = await import("@wgstack/server");
+  const { listenUapi, parsePolicyRule, serve, serveMetrics, UAPI_DIRECTORY } = await import(
+    "@wgstack/server"
+  );
   let rules: PolicyRule[];
   try {
     rules = cli.rules.map((r) => parsePolicyRule(r.action, r.target));
@@ -425,7 +428,33 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
 
   await printBanner(setup, server, cli, io, created);
 
+  let metrics: MetricsServer | undefined;
+  if (cli.metrics) {
+    const hostname = cli.metrics.hostname ?? "127.0.0.1";
+    try {
+      metrics = await serveMetrics(server, {
+        hostname,
+        port: cli.metrics.port!,
+        device: uapiName ?? "wgstack",
+      });
+    } catch (error) {
+      await server.shutdown();
+      await uapi?.close();
+      for (const s of signals) Deno.removeSignalListener(s, onSignal);
+      pcap?.close();
+      throw new UsageError(
+        `--metrics ${formatHostPort(hostname, cli.metrics.port!)}: ${(error as Error).message}`,
+      );
+    }
+    logger.log({
+      level: "info",
+      event: "metrics",
+      url: `http://${formatHostPort(metrics.addr.hostname, metrics.addr.port)}/metrics`,
+    });
+  }
+
   await server.finished;
+  await metrics?.shutdown();
   await uapi?.close();
   for (const s of signals) Deno.removeSignalListener(s, onSignal);
   pcap?.close();

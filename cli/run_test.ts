@@ -136,6 +136,8 @@ Deno.test({
       "debug",
       "--pcap",
       `${dir}/t.pcap`,
+      "--metrics",
+      "127.0.0.1:0",
     ], {
       stderr: (s) => void stderr.push(s),
       stdout: (s) => void stderr.push(s),
@@ -231,6 +233,16 @@ Deno.test({
           assert.ok(reply.endsWith("errno=0\n\n"));
         },
       );
+
+      await t.step("--metrics: Prometheus text with the client's counters", async () => {
+        const url = logs.find((r) => r.event === "metrics")?.url as string;
+        assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+        const text = await (await fetch(url)).text();
+        assert.match(text, /^wireguard_device_info\{device="wg",public_key="[^"]+"\} 1$/m);
+        const rx = /^wireguard_peer_receive_bytes_total\{device="wg",public_key="[^"]+"\} (\d+)$/m
+          .exec(text);
+        assert.ok(rx && Number(rx[1]) > 0, text);
+      });
 
       await t.step("abort: exit code 0, summary logged, pcap has both directions", async () => {
         controller.abort();

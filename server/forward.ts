@@ -134,7 +134,38 @@ export interface ForwarderStats {
   limits: Required<ForwardLimits>;
   /** Destination policy counters. */
   policy: DestinationPolicyStats;
+  /** How long the TCP dials that connected took. */
+  dialSeconds: DialHistogram;
 }
+
+/** Durations in buckets, as a Prometheus histogram counts them. */
+export interface DialHistogram {
+  /** Upper bounds of the buckets in seconds, ascending (the last bucket, +Inf, is `count`). */
+  readonly bounds: readonly number[];
+  /** Durations at or below each bound (cumulative). */
+  readonly counts: number[];
+  /** Sum of all durations in seconds. */
+  sum: number;
+  /** Number of durations. */
+  count: number;
+}
+
+/** Bucket bounds of {@linkcode ForwarderStats.dialSeconds} (1 ms to 10 s). */
+const DIAL_BOUNDS: readonly number[] = [
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+];
 
 /**
  * The soft limit on open file descriptors of this process (Linux
@@ -254,6 +285,12 @@ export class Forwarder {
   #open = new Set<{ close(): void; lastActive: number; idle?: () => void }>();
   #sweep: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  #dialSeconds: DialHistogram = {
+    bounds: DIAL_BOUNDS,
+    counts: DIAL_BOUNDS.map(() => 0),
+    sum: 0,
+    count: 0,
+  };
   #stats = {
     tcpAccepted: 0,
     tcpRefused: 0,
@@ -307,6 +344,7 @@ export class Forwarder {
       upstreamSocketsPeak: this.#socketsPeak,
       limits: { ...this.#limits },
       policy: this.#policy.stats(),
+      dialSeconds: { ...this.#dialSeconds, counts: [...this.#dialSeconds.counts] },
     };
   }
 
@@ -512,6 +550,7 @@ export class Forwarder {
     }
     const peer = dial.peer;
     const dialMs = performance.now() - dial.started;
+    this.#observeDial(dialMs / 1000);
     let released = false;
     const upstream: UpstreamConn & { dialMs: number } = {
       dialMs,
@@ -526,6 +565,13 @@ export class Forwarder {
       },
     };
     return { decision: "accept", upstream };
+  }
+
+  #observeDial(seconds: number): void {
+    const h = this.#dialSeconds;
+    h.sum += seconds;
+    h.count++;
+    for (let i = h.bounds.length - 1; i >= 0 && seconds <= h.bounds[i]; i--) h.counts[i]++;
   }
 
   #logRefused(info: FlowInfo, answer: string, reason: string): void {

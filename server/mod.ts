@@ -38,6 +38,7 @@ export {
   openFfiUdpSocket,
 } from "./udp_ffi.ts";
 export {
+  type DialHistogram,
   fileDescriptorLimit,
   Forwarder,
   type ForwarderStats,
@@ -60,3 +61,11 @@ export {
   type PolicyRule,
   type RefusalReason,
 } from "./policy.ts";
+export {
+  type MetricsOptions,
+  type MetricsRegistry,
+  type MetricsServer,
+  serveMetrics,
+  type ServeMetricsOptions,
+  ServerMetrics,
+} from "./metrics.ts";
