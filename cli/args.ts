@@ -47,12 +47,13 @@ export interface CliArgs {
     | "genpsk"
     | "pubkey"
     | "add-peer"
+    | "remove-peer"
     | "show-client"
     | "help"
     | "version";
   /** Path of the server config file (default `wg.conf`). */
   config: string;
-  /** The new peer's name (`add-peer`), or the client to print (`show-client`). */
+  /** The new peer's name (`add-peer`), the one to remove (`remove-peer`), or the client to print (`show-client`). */
   peerName?: string;
   /** `forward` (default) or `echo`. */
   mode: Mode;
@@ -102,8 +103,11 @@ and logged.
 Usage:
   wgstack [CONFIG] [flags]         run the server (CONFIG defaults to wg.conf;
                                    created with one client on first run)
-  wgstack add-peer NAME [CONFIG]   add a client: appends a [Peer] to CONFIG and
-                                   writes its client file beside it
+  wgstack add-peer NAME [CONFIG]   add a client: appends a [Peer] to CONFIG, writes
+                                   its client file beside it and adds it to the
+                                   running server (through its UAPI socket)
+  wgstack remove-peer NAME [CONFIG]  remove a client from CONFIG (and its client
+                                   file) and from the running server
   wgstack show-client NAME [CONFIG]  print a client's config (and QR code): it
                                    holds the client's private key
   wgstack genkey                   print a new private key
@@ -149,9 +153,19 @@ Flags:
   -h, --help                       show this help
   -V, --version                    show the version
 
+SIGHUP makes the server re-read CONFIG and apply added, removed and changed
+peers at once (as wg syncconf does); other peers' sessions stay.
+
 Exit codes: 0 ok, 1 internal error, 2 usage or config error.`;
 
-const SUBCOMMANDS = new Set(["genkey", "genpsk", "pubkey", "add-peer", "show-client"]);
+const SUBCOMMANDS = new Set([
+  "genkey",
+  "genpsk",
+  "pubkey",
+  "add-peer",
+  "remove-peer",
+  "show-client",
+]);
 
 /**
  * Parses `args` (without the program name).
@@ -227,14 +241,17 @@ export function parseCliArgs(args: string[]): CliArgs {
     if (rest.length > 0) {
       throw new UsageError(`${base.command} takes no arguments (got "${rest[0]}")`);
     }
-  } else if (base.command === "add-peer" || base.command === "show-client") {
+  } else if (
+    base.command === "add-peer" || base.command === "remove-peer" ||
+    base.command === "show-client"
+  ) {
     const name = rest.shift();
     if (name === undefined) {
       throw new UsageError(`${base.command} needs a NAME, e.g. wgstack ${base.command} phone`);
     }
     base.peerName = validatePeerName(name);
   }
-  if (base.command === "serve" || base.command === "add-peer" || base.command === "show-client") {
+  if (base.command !== "genkey" && base.command !== "genpsk" && base.command !== "pubkey") {
     if (rest.length > 0) base.config = rest.shift()!;
     if (rest.length > 0) throw new UsageError(`Unexpected argument "${rest[0]}" (see --help)`);
     if (base.config === "") throw new UsageError("The config file name is empty");

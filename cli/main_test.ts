@@ -22,7 +22,8 @@ async function wgstack(args: string[], options: { cwd: string; stdin?: string })
     stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    // A running server of another test must never hear our add-peer.
+    env: { NO_COLOR: "1", WGSTACK_UAPI_DIR: `${options.cwd}/run` },
   }).spawn();
   if (options.stdin !== undefined) {
     const w = child.stdin.getWriter();
@@ -237,6 +238,28 @@ Deno.test("subcommands", async (t) => {
       assert.equal(again.code, 2);
       assert.match(again.stderr, /^wgstack: wg.conf:\d+: a peer named "phone" already exists\n$/);
     });
+    await t.step(
+      "remove-peer takes the peer and its client file out; unknown names are errors",
+      async () => {
+        await Deno.writeTextFile(
+          `${cwd}/wg.conf`,
+          (await Deno.readTextFile(`${cwd}/wg.conf`)) +
+            `\n[Peer]\nPublicKey = ${PUB2}\nAllowedIPs = 10.44.0.9/32\n`,
+        );
+        const r = await wgstack(["remove-peer", "phone"], { cwd });
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stderr, /Removed peer "phone"/);
+        assert.match(r.stderr, /No running server answered/);
+        const text = await Deno.readTextFile(`${cwd}/wg.conf`);
+        assert.doesNotMatch(text, /phone/);
+        assert.ok(text.endsWith(`\n\n[Peer]\nPublicKey = ${PUB2}\nAllowedIPs = 10.44.0.9/32\n`));
+        assert.doesNotMatch(text, /\n\n\n/);
+        await assert.rejects(Deno.stat(`${cwd}/wg-phone.conf`), Deno.errors.NotFound);
+        const missing = await wgstack(["remove-peer", "phone"], { cwd });
+        assert.equal(missing.code, 2);
+        assert.match(missing.stderr, /^wgstack: wg.conf: no peer named "phone"\n$/);
+      },
+    );
   } finally {
     await Deno.remove(cwd, { recursive: true });
   }

@@ -6,11 +6,10 @@
 
 import type {
   ForwarderStats,
-  MetricsServer,
   PolicyRule,
   ServeLogRecord,
+  ServePeerState,
   Server,
-  UapiListener,
 } from "@wgstack/server";
 import {
   generatePresharedKey,
@@ -19,19 +18,20 @@ import {
   keyToBase64,
   publicKey as derivePublicKey,
 } from "@wgstack/wireguard";
-import {
-  type CliArgs,
-  formatHostPort,
-  HELP,
-  interfaceNameOf,
-  parseCliArgs,
-  UsageError,
-} from "./args.ts";
+import { type CliArgs, formatHostPort, HELP, parseCliArgs, UsageError } from "./args.ts";
 import { type DnsUpstream, systemResolver } from "./dns.ts";
 import { Echo, type EchoStats } from "./echo.ts";
 import { createLogger, LineSink, type Logger, type LogRecord } from "./log.ts";
 import { detectEndpointAddress, ipVersionOf } from "./net.ts";
 import { PcapWriter } from "./pcap.ts";
+import {
+  addPeerLines,
+  applyToRunning,
+  type Control,
+  removePeerLines,
+  servePeers,
+  startControl,
+} from "./control.ts";
 import { qrPayload, renderQr } from "./qr.ts";
 import {
   addPeer,
@@ -39,6 +39,7 @@ import {
   ensureServerConfig,
   loadServerConfig,
   readClientFiles,
+  removePeer,
   type ServerSetup,
   tunnelAddresses,
   withEndpoint,
@@ -80,6 +81,10 @@ export interface ListeningServer {
   readonly publicKey: string;
   /** Shuts the server down (the command then prints its summary and returns 0). */
   shutdown(): Promise<void>;
+  /** Re-reads the config and applies the peers' changes, as SIGHUP does. */
+  reload(): Promise<void>;
+  /** The peers and their counters. */
+  peers(): ServePeerState[];
 }
 
 const encoder = new TextEncoder();
@@ -134,6 +139,8 @@ export async function runCli(args: string[], io: Partial<CliIo> = {}): Promise<n
         return await pubkey(out);
       case "add-peer":
         return await addPeerCommand(cli, out);
+      case "remove-peer":
+        return await removePeerCommand(cli, out);
       case "show-client":
         return await showClientCommand(cli, out);
       default:
@@ -182,8 +189,26 @@ function endpointOptions(cli: CliArgs) {
 async function addPeerCommand(cli: CliArgs, io: CliIo): Promise<number> {
   const client = await addPeer(cli.config, cli.peerName!, endpointOptions(cli));
   io.stderr(`Added peer "${client.name}" to ${cli.config} and wrote ${client.path}.\n`);
-  io.stderr("Restart the server to let the new client in.\n\n");
+  const peer = (await loadServerConfig(cli.config)).peers.find((p) => p.name === client.name)!;
+  const live = await applyToRunning(cli, addPeerLines(peer), io.uapiDirectory);
+  io.stderr(
+    live
+      ? `The running server (${live}) lets the new client in now.\n\n`
+      : "No running server answered: it loads the new client when it starts.\n\n",
+  );
   await showClient(client, cli, io, undefined);
+  return 0;
+}
+
+async function removePeerCommand(cli: CliArgs, io: CliIo): Promise<number> {
+  const peer = await removePeer(cli.config, cli.peerName!);
+  io.stderr(`Removed peer "${cli.peerName}" from ${cli.config} (and its client file).\n`);
+  const live = await applyToRunning(cli, removePeerLines(peer), io.uapiDirectory);
+  io.stderr(
+    live
+      ? `The running server (${live}) dropped it and its connections.\n`
+      : "No running server answered: nothing else to do.\n",
+  );
   return 0;
 }
 
@@ -301,9 +326,7 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
   }
 
   // Loaded here so that the key and config commands start without the whole stack.
-  const { listenUapi, parsePolicyRule, serve, serveMetrics, UAPI_DIRECTORY } = await import(
-    "@wgstack/server"
-  );
+  const { parsePolicyRule, serve } = await import("@wgstack/server");
   let rules: PolicyRule[];
   try {
     rules = cli.rules.map((r) => parsePolicyRule(r.action, r.target));
@@ -360,16 +383,7 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
       port,
       mtu: setup.mtu,
       tcp: cli.tcpCc ? { congestionControl: cli.tcpCc } : undefined,
-      peers: setup.peers.map((p) => ({
-        publicKey: p.publicKey,
-        presharedKey: p.presharedKey,
-        allowedIps: p.allowedIps,
-        name: p.name,
-        persistentKeepalive: p.persistentKeepalive,
-        endpoint: p.endpoint && ipVersionOf(p.endpoint.host) !== undefined
-          ? { address: p.endpoint.host, port: p.endpoint.port }
-          : undefined,
-      })),
+      peers: servePeers(setup),
       forward: cli.mode === "forward"
         ? {
           localAddresses: local,
@@ -393,69 +407,37 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
     pcap?.close();
     throw bindError(error, cli.listen?.hostname, port);
   }
-  io.onListening?.(server);
-
-  let uapi: UapiListener | undefined;
-  const uapiName = cli.uapi ? cli.interface ?? interfaceNameOf(cli.config) : undefined;
-  if (cli.uapi && uapiName === undefined) {
-    logger.log({
-      level: "warn",
-      event: "uapi",
-      warning:
-        `${cli.config} is no interface name: pass --interface NAME for wg to reach this server`,
+  let control: Control;
+  try {
+    control = await startControl(server, {
+      cli,
+      setup,
+      logger,
+      uapiDirectory: io.uapiDirectory,
+      signals: signals.length > 0 && Deno.build.os !== "windows",
+      stop,
+      log: serverLogger(logger),
     });
-  } else if (uapiName !== undefined) {
-    const directory = io.uapiDirectory ?? Deno.env.get("WGSTACK_UAPI_DIR") ?? UAPI_DIRECTORY;
-    try {
-      uapi = await listenUapi({
-        server,
-        privateKey: keyFromBase64(setup.privateKey),
-        log: serverLogger(logger),
-        onDeleted: stop,
-      }, { name: uapiName, directory });
-      logger.log({ level: "info", event: "uapi", path: uapi.path });
-    } catch (error) {
-      const why = `UAPI socket ${directory}/${uapiName}.sock: ${(error as Error).message}`;
-      if (cli.interface !== undefined) {
-        await server.shutdown();
-        for (const s of signals) Deno.removeSignalListener(s, onSignal);
-        pcap?.close();
-        throw new UsageError(why);
-      }
-      logger.log({ level: "warn", event: "uapi", warning: `${why} (wg cannot reach this server)` });
-    }
+  } catch (error) {
+    await server.shutdown();
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+    pcap?.close();
+    throw error;
   }
+  io.onListening?.({
+    get addr() {
+      return server.addr;
+    },
+    publicKey: server.publicKey,
+    shutdown: () => server.shutdown(),
+    reload: () => control.reload(),
+    peers: () => server.peers(),
+  });
 
   await printBanner(setup, server, cli, io, created);
 
-  let metrics: MetricsServer | undefined;
-  if (cli.metrics) {
-    const hostname = cli.metrics.hostname ?? "127.0.0.1";
-    try {
-      metrics = await serveMetrics(server, {
-        hostname,
-        port: cli.metrics.port!,
-        device: uapiName ?? "wgstack",
-      });
-    } catch (error) {
-      await server.shutdown();
-      await uapi?.close();
-      for (const s of signals) Deno.removeSignalListener(s, onSignal);
-      pcap?.close();
-      throw new UsageError(
-        `--metrics ${formatHostPort(hostname, cli.metrics.port!)}: ${(error as Error).message}`,
-      );
-    }
-    logger.log({
-      level: "info",
-      event: "metrics",
-      url: `http://${formatHostPort(metrics.addr.hostname, metrics.addr.port)}/metrics`,
-    });
-  }
-
   await server.finished;
-  await metrics?.shutdown();
-  await uapi?.close();
+  await control.close();
   for (const s of signals) Deno.removeSignalListener(s, onSignal);
   pcap?.close();
   const stats = server.stats();

@@ -161,6 +161,20 @@ Deno.test({
 
       const clientText = await Deno.readTextFile(`${dir}/wg-client-1.conf`);
       client = new LoopbackClient(clientText, listening.addr.port);
+      /** Sends a datagram through the tunnel to the echo service and checks the answer. */
+      const echoed = async (text: string) => {
+        const payload = new TextEncoder().encode(text);
+        const before = client!.delivered.length;
+        client!.send(buildUdpPacket({
+          src: "198.18.0.2",
+          dst: "192.0.2.9",
+          srcPort: 40000,
+          dstPort: 9,
+          payload,
+        }));
+        const reply = parseUdpPacket(await until("the echo", () => client!.delivered[before]));
+        assert.deepEqual(reply.payload, payload);
+      };
 
       await t.step("inner UDP (v4 and v6) is echoed through the tunnel", async () => {
         const cases = [
@@ -188,19 +202,7 @@ Deno.test({
       await t.step("the client roams: logged, and answers follow it", async () => {
         const from = client!.port;
         client!.roam();
-        const payload = new TextEncoder().encode("after roaming");
-        const before = client!.delivered.length;
-        client!.send(
-          buildUdpPacket({
-            src: "198.18.0.2",
-            dst: "192.0.2.9",
-            srcPort: 40000,
-            dstPort: 9,
-            payload,
-          }),
-        );
-        const reply = parseUdpPacket(await until("the echo", () => client!.delivered[before]));
-        assert.deepEqual(reply.payload, payload);
+        await echoed("after roaming");
         const roam = logs.findLast((r) => r.event === "roam");
         assert.ok(roam, "roam logged");
         assert.equal(roam.peer, "client-1");
@@ -231,6 +233,48 @@ Deno.test({
             "allowed_ip=fd00:44::2/128",
           ]);
           assert.ok(reply.endsWith("errno=0\n\n"));
+        },
+      );
+
+      await t.step(
+        "add-peer, remove-peer and a reload reach the running server unnoticed",
+        async () => {
+          const io = {
+            stderr: (text: string) => void stderr.push(text),
+            stdout: (text: string) => void stderr.push(text),
+            isTerminal: false,
+            uapiDirectory: `${dir}/run`,
+          };
+          const handshakes = () => logs.filter((r) => r.event === "handshake").length;
+          const before = handshakes();
+          assert.equal(await runCli(["add-peer", "laptop", `${dir}/wg.conf`, "--no-qr"], io), 0);
+          assert.match(
+            stderr.join(""),
+            /The running server \(.*wg\.sock\) lets the new client in now/,
+          );
+          assert.equal(listening.peers().length, 2);
+          await echoed("after add-peer");
+
+          // An edit of wg.conf and a reload (SIGHUP): client-1 gets one more prefix.
+          const conf = await Deno.readTextFile(`${dir}/wg.conf`);
+          await Deno.writeTextFile(
+            `${dir}/wg.conf`,
+            conf.replace(
+              "AllowedIPs = 198.18.0.2/32",
+              "AllowedIPs = 198.18.0.2/32, 198.18.0.20/32",
+            ),
+          );
+          await listening.reload();
+          const reload = logs.findLast((r) => r.event === "reload")!;
+          assert.equal(reload.updated, "client-1");
+          assert.equal(reload.added, undefined);
+          await echoed("after the reload");
+
+          assert.equal(await runCli(["remove-peer", "laptop", `${dir}/wg.conf`], io), 0);
+          assert.match(stderr.join(""), /dropped it and its connections/);
+          assert.equal(listening.peers().length, 1);
+          await echoed("after remove-peer");
+          assert.equal(handshakes(), before, "client-1 kept its session throughout");
         },
       );
 

@@ -491,6 +491,39 @@ export async function addPeer(
 }
 
 /**
+ * Removes the peer named `name` from the server config at `path` (its whole
+ * `[Peer]` section; the rest of the file stays as it was) and deletes its
+ * client file beside it, if there is one.
+ *
+ * @returns The removed peer (its public key says which to remove from a running server).
+ * @throws {UsageError} When the file cannot be read or written or has no such peer.
+ */
+export async function removePeer(path: string, name: string): Promise<SetupPeer> {
+  const text = await Deno.readTextFile(path).catch((error) => {
+    throw fileError(path, error);
+  });
+  const setup = parseServerConfig(text, path);
+  const peer = setup.peers.find((p) => p.name === name);
+  if (!peer) throw new UsageError(`${path}: no peer named "${name}"`);
+  const lines = text.split("\n");
+  // The section runs from its header to the next section header.
+  let end = peer.line;
+  while (end < lines.length && !/^\s*\[/.test(lines[end])) end++;
+  while (end > peer.line && lines[end - 1].trim() === "") end--;
+  let start = peer.line - 1;
+  // The blank lines in front of it go with it.
+  while (start > 0 && lines[start - 1].trim() === "") start--;
+  const kept = [...lines.slice(0, start), ...lines.slice(end)].join("\n");
+  try {
+    await Deno.writeTextFile(path, kept.endsWith("\n") || kept === "" ? kept : kept + "\n");
+  } catch (error) {
+    throw fileError(path, error);
+  }
+  await Deno.remove(clientFilePath(path, name)).catch(() => {});
+  return peer;
+}
+
+/**
  * The client files of the named peers that exist beside the server file,
  * in peer order.
  */

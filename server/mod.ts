@@ -22,11 +22,13 @@
 
 export * from "./serve.ts";
 export * from "./udp.ts";
+export { syncPeers, type SyncResult } from "./sync.ts";
 export {
   listenUapi,
   UAPI_DIRECTORY,
   type UapiListener,
   type UapiOptions,
+  uapiSet,
   type UapiTarget,
 } from "./uapi.ts";
 export {

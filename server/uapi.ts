@@ -21,6 +21,7 @@ import {
   UAPI_EINVAL,
   UAPI_EMSGSIZE,
   UAPI_EOPNOTSUPP,
+  UAPI_EPROTO,
   UapiError,
   type UapiPeerChange,
   type UapiSetOperation,
@@ -157,6 +158,47 @@ export async function listenUapi(target: UapiTarget, options: UapiOptions): Prom
       if (now?.ino === ino) await Deno.remove(path).catch(() => {});
     },
   };
+}
+
+/**
+ * Sends a `set=1` request with `lines` (`key=value`, without newlines) to the
+ * UAPI socket at `path`, as `wg set` does, and resolves when it applied.
+ *
+ * @throws {UapiError} With the errno of the reply when it is not 0.
+ * @throws {Deno.errors.NotFound} Or another Deno error when no server answers at `path`.
+ *
+ * @example
+ * ```ts ignore
+ * import { uapiSet } from "@wgstack/server";
+ * await uapiSet("/var/run/wireguard/wg0.sock", [`public_key=${hex}`, "remove=true"]);
+ * ```
+ */
+export async function uapiSet(path: string, lines: string[], timeoutMs = 10_000): Promise<void> {
+  if (lines.some((l) => l.includes("\n") || !l.includes("="))) {
+    throw new TypeError("UAPI lines are key=value without newlines");
+  }
+  const conn = await Deno.connect({ transport: "unix", path });
+  const timer = setTimeout(() => conn.close(), timeoutMs);
+  try {
+    await conn.write(new TextEncoder().encode(["set=1", ...lines, "", ""].join("\n")));
+    let reply = "";
+    const buf = new Uint8Array(1024);
+    const decoder = new TextDecoder();
+    while (!reply.endsWith("\n\n")) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      reply += decoder.decode(buf.subarray(0, n), { stream: true });
+      if (reply.length > 4096) break;
+    }
+    const errno = /^errno=(-?\d+)$/m.exec(reply)?.[1];
+    if (errno === undefined) throw new UapiError(UAPI_EPROTO, `No errno in the reply from ${path}`);
+    if (errno !== "0") throw new UapiError(Number(errno), `${path} answered errno=${errno}`);
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
 }
 
 /** Binds `path`, replacing a socket file nobody listens on. */
