@@ -4,6 +4,8 @@
  */
 import assert from "node:assert/strict";
 
+import { uapiGet } from "@wgstack/server";
+
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
 const KEY = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
 const PUB = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
@@ -263,4 +265,60 @@ Deno.test("subcommands", async (t) => {
   } finally {
     await Deno.remove(cwd, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "a running server: SIGHUP reloads wg.conf, add-peer and remove-peer reach it",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    const cwd = await Deno.makeTempDir({ prefix: "wgstack-main-" });
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, "--no-qr", "--mode", "echo", "--listen", "127.0.0.1:0"],
+      cwd,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+      env: { NO_COLOR: "1", WGSTACK_UAPI_DIR: `${cwd}/run` },
+    }).spawn();
+    /** The public keys the running server has, read from its UAPI socket. */
+    const peers = async (): Promise<string[] | undefined> => {
+      try {
+        const lines = await uapiGet(`${cwd}/run/wg.sock`);
+        return lines.filter((l) => l.startsWith("public_key="));
+      } catch {
+        return undefined;
+      }
+    };
+    const until = async <T>(what: string, check: () => Promise<T | undefined>) => {
+      for (let i = 0; i < 400; i++) {
+        const v = await check();
+        if (v !== undefined) return v;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`Timed out waiting for ${what}`);
+    };
+    try {
+      const first = await until("the server's socket", async () => (await peers())?.length);
+      assert.equal(first, 1, "client-1");
+      const added = await wgstack(["add-peer", "phone", "--no-qr"], { cwd });
+      assert.equal(added.code, 0, added.stderr);
+      assert.match(added.stderr, /lets the new client in now/);
+      assert.equal((await peers())?.length, 2);
+      // A peer added by editing the file is let in by SIGHUP.
+      await Deno.writeTextFile(
+        `${cwd}/wg.conf`,
+        `\n[Peer]\nPublicKey = ${PUB2}\nAllowedIPs = 10.44.0.99/32\n`,
+        { append: true },
+      );
+      child.kill("SIGHUP");
+      await until("the reload", async () => (await peers())?.length === 3 || undefined);
+      const removed = await wgstack(["remove-peer", "phone"], { cwd });
+      assert.equal(removed.code, 0, removed.stderr);
+      assert.equal((await peers())?.length, 2);
+    } finally {
+      child.kill("SIGTERM");
+      await child.status;
+      await Deno.remove(cwd, { recursive: true });
+    }
+  },
 });

@@ -26,6 +26,7 @@ export { syncPeers, type SyncResult } from "./sync.ts";
 export {
   listenUapi,
   UAPI_DIRECTORY,
+  uapiGet,
   type UapiListener,
   type UapiOptions,
   uapiSet,

@@ -177,22 +177,39 @@ export async function uapiSet(path: string, lines: string[], timeoutMs = 10_000)
   if (lines.some((l) => l.includes("\n") || !l.includes("="))) {
     throw new TypeError("UAPI lines are key=value without newlines");
   }
+  await uapiRequest(path, ["set=1", ...lines, "", ""].join("\n"), timeoutMs);
+}
+
+/**
+ * Sends `get=1` to the UAPI socket at `path`, as `wg show` does, and returns
+ * the answer's `key=value` lines (without the final `errno=0`).
+ *
+ * @throws {UapiError} With the errno of the reply when it is not 0.
+ * @throws {Deno.errors.NotFound} Or another Deno error when no server answers at `path`.
+ */
+export async function uapiGet(path: string, timeoutMs = 10_000): Promise<string[]> {
+  return await uapiRequest(path, "get=1\n\n", timeoutMs);
+}
+
+/** One request on a connection of its own; the reply's lines before `errno=0`. */
+async function uapiRequest(path: string, request: string, timeoutMs: number): Promise<string[]> {
   const conn = await Deno.connect({ transport: "unix", path });
   const timer = setTimeout(() => conn.close(), timeoutMs);
   try {
-    await conn.write(new TextEncoder().encode(["set=1", ...lines, "", ""].join("\n")));
+    await conn.write(new TextEncoder().encode(request));
     let reply = "";
-    const buf = new Uint8Array(1024);
+    const buf = new Uint8Array(16 * 1024);
     const decoder = new TextDecoder();
     while (!reply.endsWith("\n\n")) {
       const n = await conn.read(buf);
       if (n === null) break;
       reply += decoder.decode(buf.subarray(0, n), { stream: true });
-      if (reply.length > 4096) break;
     }
-    const errno = /^errno=(-?\d+)$/m.exec(reply)?.[1];
+    const lines = reply.split("\n").filter((l) => l !== "");
+    const errno = /^errno=(-?\d+)$/.exec(lines.pop() ?? "")?.[1];
     if (errno === undefined) throw new UapiError(UAPI_EPROTO, `No errno in the reply from ${path}`);
     if (errno !== "0") throw new UapiError(Number(errno), `${path} answered errno=${errno}`);
+    return lines;
   } finally {
     clearTimeout(timer);
     try {
