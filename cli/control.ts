@@ -109,6 +109,16 @@ export async function startControl(server: Server, options: {
     setup = next;
   };
   const onHangup = () => void reload();
+  // A peer added through the socket (add-peer, wg set) takes its name from the file, if there.
+  const uapiLog = (record: ServeLogRecord) => {
+    options.log(record);
+    if (record.event !== "uapi-add-peer") return;
+    const key = record.peer as string;
+    loadServerConfig(cli.config).then((file) => {
+      const name = file.peers.find((p) => p.publicKey === key)?.name;
+      if (name !== undefined && server.peer(key)) server.updatePeer(key, { name });
+    }, () => {});
+  };
   if (options.signals) Deno.addSignalListener("SIGHUP", onHangup);
 
   try {
@@ -124,7 +134,7 @@ export async function startControl(server: Server, options: {
         uapi = await listenUapi({
           server,
           privateKey: keyFromBase64(setup.privateKey),
-          log: options.log,
+          log: uapiLog,
           onDeleted: options.stop,
         }, { name, directory });
         logger.log({ level: "info", event: "uapi", path: uapi.path });

@@ -244,6 +244,10 @@ Deno.test({
             /The running server \(.*wg\.sock\) lets the new client in now/,
           );
           assert.equal(listening.peers().length, 2);
+          await until(
+            "the new peer's name",
+            () => listening.peers().find((p) => p.name === "laptop"),
+          );
           await echoed("after add-peer");
 
           // An edit of wg.conf and a reload (SIGHUP): client-1 gets one more prefix.

@@ -59,6 +59,8 @@ export interface ServePeerUpdate {
   endpoint?: UdpEndpoint;
   /** Persistent keepalive interval in seconds (0: off). */
   persistentKeepalive?: number;
+  /** A new name for logs (`""` clears it). */
+  name?: string;
 }
 
 /** A peer of a running server and its counters ({@linkcode Server.peers}). */
@@ -878,7 +880,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
     updatePeer(key, update) {
       const peer = device.getPeer(toKey(key));
       if (!peer) throw new RangeError("No peer has this public key");
-      const { presharedKey, ...rest } = update;
+      const { presharedKey, name, ...rest } = update;
+      // Handlers hold the peer's PeerInfo: it takes the new name too.
+      const info = peerInfos.get(peer) as { name?: string } | undefined;
+      if (name !== undefined && info) info.name = name || undefined;
       peer.update({
         ...rest,
         ...(presharedKey === undefined

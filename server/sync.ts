@@ -15,16 +15,15 @@ export interface SyncResult {
   added: string[];
   /** Peers removed (their connections and flows ended). */
   removed: string[];
-  /** Peers whose preshared key, allowed IPs or keepalive changed (sessions kept). */
+  /** Peers whose preshared key, allowed IPs, keepalive or name changed (sessions kept). */
   updated: string[];
 }
 
 /**
  * Applies the difference between the server's peers and `peers`: adds the
  * new ones, removes the missing ones, updates changed preshared keys,
- * allowed IPs and persistent keepalives. An endpoint is set for new peers
- * and for peers without one (a roamed peer keeps where it is); a peer's
- * name changes only when it is added again.
+ * allowed IPs, persistent keepalives and names. An endpoint is set for new
+ * peers and for peers without one (a roamed peer keeps where it is).
  *
  * @throws {RangeError} When `peers` has an invalid key or prefix (checked
  * before anything changes) or two peers with one key.
@@ -65,6 +64,7 @@ export function syncPeers(server: Server, peers: ServePeer[]): SyncResult {
     const keepalive = want.persistentKeepalive ?? 0;
     if (keepalive !== have.persistentKeepalive) update.persistentKeepalive = keepalive;
     if (want.endpoint && !have.endpoint) update.endpoint = want.endpoint;
+    if ((want.name ?? "") !== (have.name ?? "")) update.name = want.name ?? "";
     if (Object.keys(update).length > 0) {
       server.updatePeer(key, update);
       result.updated.push(key);

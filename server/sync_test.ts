@@ -32,14 +32,14 @@ Deno.test("syncPeers", async (t) => {
     const sa = server.peer(a)!;
     assert.deepEqual(sa.allowedIps, ["10.9.0.2/32", "fd00:9::2/128"]);
     assert.equal(sa.persistentKeepalive, 25);
-    assert.equal(sa.name, "a", "an updated peer keeps its name");
+    assert.equal(sa.name, undefined, "the name follows the list");
     assert.equal(server.peer(c)!.presharedKey, psk);
     assert.equal(server.peer(c)!.name, "c");
   });
 
   await t.step("the same list again changes nothing; order and host bits do not matter", () => {
     const result = syncPeers(server, [
-      { publicKey: c, allowedIps: ["10.9.0.4/32"], presharedKey: psk },
+      { publicKey: c, allowedIps: ["10.9.0.4/32"], presharedKey: psk, name: "c" },
       { publicKey: a, allowedIps: ["fd00:9::2/128", "10.9.0.2"], persistentKeepalive: 25 },
     ]);
     assert.deepEqual(result, { added: [], removed: [], updated: [] });
@@ -48,7 +48,12 @@ Deno.test("syncPeers", async (t) => {
   await t.step("a removed preshared key and endpoints: set only where there is none", () => {
     server.updatePeer(a, { endpoint: { address: "192.0.2.7", port: 5000 } });
     const result = syncPeers(server, [
-      { publicKey: c, allowedIps: ["10.9.0.4/32"], endpoint: { address: "192.0.2.8", port: 1 } },
+      {
+        publicKey: c,
+        allowedIps: ["10.9.0.4/32"],
+        endpoint: { address: "192.0.2.8", port: 1 },
+        name: "c",
+      },
       {
         publicKey: a,
         allowedIps: ["10.9.0.2/32", "fd00:9::2/128"],
