@@ -16,7 +16,6 @@ import {
   formatUapiGet,
   keyFromBase64,
   keyToBase64,
-  parseCidr,
   UAPI_EADDRINUSE,
   UAPI_EINVAL,
   UAPI_EMSGSIZE,
@@ -434,7 +433,10 @@ function applyPeer(target: UapiTarget, change: UapiPeerChange): void {
     if (presharedKey !== undefined && presharedKey !== (existing.presharedKey ?? null)) {
       update.presharedKey = presharedKey;
     }
-    if (change.allowedIps.length > 0) update.allowedIps = [...allowed.keys()];
+    const next = [...allowed.keys()];
+    if (change.allowedIps.length > 0 && !sameSet(next, existing.allowedIps)) {
+      update.allowedIps = next;
+    }
     if (change.endpoint) update.endpoint = change.endpoint;
     // Only a change: a new interval sends a keepalive right away.
     if (
@@ -464,9 +466,14 @@ function deviceOf(target: UapiTarget, state: DeviceState) {
       txBytes: p.txBytes,
       rxBytes: p.rxBytes,
       persistentKeepalive: p.persistentKeepalive,
-      allowedIps: p.allowedIps.map(parseCidr),
+      allowedIps: p.allowedIps,
     })),
   };
+}
+
+function sameSet(a: string[], b: string[]): boolean {
+  const set = new Set(a);
+  return set.size === b.length && b.every((x) => set.has(x));
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

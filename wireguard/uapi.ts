@@ -247,7 +247,7 @@ export interface UapiPeer {
   rxBytes: number;
   /** Persistent keepalive interval in seconds, 0 for off. */
   persistentKeepalive: number;
-  /** The allowed IPs, as prefixes or text. */
+  /** The allowed IPs: prefixes, or text written as given (e.g. from `formatCidr`). */
   allowedIps: (Cidr | string)[];
 }
 
@@ -262,29 +262,30 @@ export interface UapiPeer {
  * ```
  */
 export function formatUapiGet(device: UapiDevice): string {
-  const out: string[] = [];
+  let out = "";
   if (device.privateKey !== undefined && !isZero(device.privateKey)) {
-    out.push(`private_key=${toHex(device.privateKey)}`);
+    out += `private_key=${toHex(device.privateKey)}\n`;
   }
-  if (device.listenPort !== 0) out.push(`listen_port=${device.listenPort}`);
-  if (device.fwmark !== 0) out.push(`fwmark=${device.fwmark}`);
+  if (device.listenPort !== 0) out += `listen_port=${device.listenPort}\n`;
+  if (device.fwmark !== 0) out += `fwmark=${device.fwmark}\n`;
   for (const peer of device.peers) {
-    out.push(`public_key=${toHex(peer.publicKey)}`);
-    out.push(`preshared_key=${toHex(peer.presharedKey ?? new Uint8Array(32))}`);
-    out.push("protocol_version=1");
-    if (peer.endpoint) out.push(`endpoint=${formatUapiEndpoint(peer.endpoint)}`);
     const ms = Math.max(0, Math.floor(peer.lastHandshakeMs));
-    out.push(`last_handshake_time_sec=${Math.floor(ms / 1000)}`);
-    out.push(`last_handshake_time_nsec=${(ms % 1000) * 1_000_000}`);
-    out.push(`tx_bytes=${peer.txBytes}`);
-    out.push(`rx_bytes=${peer.rxBytes}`);
-    out.push(`persistent_keepalive_interval=${peer.persistentKeepalive}`);
+    out += `public_key=${toHex(peer.publicKey)}\n` +
+      `preshared_key=${peer.presharedKey ? toHex(peer.presharedKey) : ZERO_HEX}\n` +
+      "protocol_version=1\n" +
+      (peer.endpoint ? `endpoint=${formatUapiEndpoint(peer.endpoint)}\n` : "") +
+      `last_handshake_time_sec=${Math.floor(ms / 1000)}\n` +
+      `last_handshake_time_nsec=${(ms % 1000) * 1_000_000}\n` +
+      `tx_bytes=${peer.txBytes}\nrx_bytes=${peer.rxBytes}\n` +
+      `persistent_keepalive_interval=${peer.persistentKeepalive}\n`;
     for (const ip of peer.allowedIps) {
-      out.push(`allowed_ip=${typeof ip === "string" ? formatCidr(parseCidr(ip)) : formatCidr(ip)}`);
+      out += `allowed_ip=${typeof ip === "string" ? ip : formatCidr(ip)}\n`;
     }
   }
-  return out.length === 0 ? "" : out.join("\n") + "\n";
+  return out;
 }
+
+const ZERO_HEX = "0".repeat(64);
 
 function parseKey(value: string, key: string): Uint8Array {
   if (!/^[0-9A-Fa-f]{64}$/.test(value)) {
@@ -307,9 +308,11 @@ function parseTrue(value: string, key: string): void {
   }
 }
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
 function toHex(bytes: Uint8Array): string {
   let s = "";
-  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]];
   return s;
 }
 
