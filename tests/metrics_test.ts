@@ -12,13 +12,12 @@ import assert from "node:assert/strict";
 import { generatePrivateKey, publicKey } from "@wgstack/wireguard";
 import { serve, serveMetrics } from "@wgstack/server";
 import { startTestClient } from "./_client.ts";
-import { isCI, run, waitFor } from "./netns.ts";
-import { missingTools } from "./_tunnel_client.ts";
+import { missingOnPath, run, waitFor } from "./netns.ts";
+import { requirement } from "./_skip.ts";
 
-const missing = await missingTools(["promtool", "prometheus"]);
-if (missing.length > 0 && !isCI) {
-  console.log(`SKIP metrics: promtool/prometheus steps: missing ${missing.join(", ")}`);
-}
+/** Skip locally, fail under CI=true (see tests/_skip.ts). */
+const promtool = requirement("metrics: promtool check", missingOnPath("promtool"));
+const prometheus = requirement("metrics: a real Prometheus", missingOnPath("prometheus"));
 
 /** The value of the sample `name{labels…}` whose labels include `labels`. */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number {
@@ -167,8 +166,9 @@ Deno.test({
 
     await t.step({
       name: "promtool check metrics passes the exposition",
-      ignore: missing.includes("promtool") && !isCI,
+      ignore: promtool.ignore,
       fn: async () => {
+        promtool.assert();
         const r = await run(["promtool", "check", "metrics"], {
           stdin: await scrape(),
           check: false,
@@ -179,8 +179,9 @@ Deno.test({
 
     await t.step({
       name: "a real Prometheus scrapes it; a query returns the peer's byte counter",
-      ignore: missing.includes("prometheus") && !isCI,
+      ignore: prometheus.ignore,
       fn: async () => {
+        prometheus.assert();
         const dir = await Deno.makeTempDir({ prefix: "ua-prom-" });
         stack.defer(() => Deno.remove(dir, { recursive: true }));
         await Deno.writeTextFile(

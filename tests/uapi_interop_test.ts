@@ -79,27 +79,34 @@ async function secretFile(dir: string, name: string, text: string): Promise<stri
   return path;
 }
 
+/** A namespace joined to the root namespace by a veth (both removed with `stack`). */
+async function namespace(stack: AsyncDisposableStack) {
+  const ns = await Netns.create("ua");
+  stack.defer(() => ns.destroy());
+  const link = await createVeth(null, ns, { prefix: "ua" });
+  stack.defer(() => link.destroy());
+  return { ns, link };
+}
+
+/** A temporary directory with a private socket directory in it, and a first namespace. */
+async function setUp(stack: AsyncDisposableStack) {
+  netns.assert();
+  const dir = await Deno.makeTempDir({ prefix: "ua-uapi-" });
+  stack.defer(() => Deno.remove(dir, { recursive: true }));
+  const sockets = `${dir}/run`;
+  await Deno.mkdir(sockets, { mode: 0o755 });
+  return { dir, sockets, ...await namespace(stack) };
+}
+
 Deno.test({
   name: "UAPI: wg show, set, syncconf, setconf, addconf against serve() with wireguard-go clients",
   ignore: netns.ignore,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn(t) {
-    netns.assert();
     await using stack = new AsyncDisposableStack();
-    const dir = await Deno.makeTempDir({ prefix: "ua-uapi-" });
-    stack.defer(() => Deno.remove(dir, { recursive: true }));
-    const sockets = `${dir}/run`;
-    await Deno.mkdir(sockets, { mode: 0o755 });
-
-    const ns1 = await Netns.create("ua");
-    stack.defer(() => ns1.destroy());
-    const link1 = await createVeth(null, ns1, { prefix: "ua" });
-    stack.defer(() => link1.destroy());
-    const ns2 = await Netns.create("ua");
-    stack.defer(() => ns2.destroy());
-    const link2 = await createVeth(null, ns2, { prefix: "ua" });
-    stack.defer(() => link2.destroy());
+    const { dir, sockets, ns: ns1, link: link1 } = await setUp(stack);
+    const { ns: ns2, link: link2 } = await namespace(stack);
     // Namespace 2 reaches the server's address through the root namespace.
     await ns2.run(["ip", "route", "add", `${link1.a.v4}/32`, "via", link2.a.v4]);
 
@@ -391,5 +398,111 @@ Deno.test({
       assert.equal(server.addr.port, free);
       assert.equal((await wg(sockets, ["show", IFACE, "listen-port"])).stdout.trim(), String(free));
     });
+  },
+});
+
+Deno.test({
+  name:
+    "UAPI: the wgstack command: SIGHUP, add-peer and remove-peer while a client holds connections",
+  ignore: netns.ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    await using stack = new AsyncDisposableStack();
+    const { dir, sockets, ns, link } = await setUp(stack);
+
+    const [serverKeys, c1] = await Promise.all([wgGenKeyPair(), wgGenKeyPair()]);
+    const conf = `${dir}/ua1.conf`;
+    await Deno.writeTextFile(
+      conf,
+      [
+        "[Interface]",
+        `PrivateKey = ${serverKeys.privateKey}`,
+        "Address = 10.44.0.1/24",
+        "",
+        "[Peer]",
+        "# Name = client-1",
+        `PublicKey = ${c1.publicKey}`,
+        "AllowedIPs = 10.44.0.2/32",
+        "",
+      ].join("\n"),
+      { mode: 0o600 },
+    );
+    const env = { NO_COLOR: "1", WGSTACK_UAPI_DIR: sockets };
+    const main = new URL("../cli/main.ts", import.meta.url).pathname;
+    const cli = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", main, conf, "--mode", "echo", "--listen", `${link.a.v4}:0`, "--no-qr"],
+      env,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    stack.defer(async () => {
+      try {
+        cli.kill("SIGTERM");
+      } catch { /* exited */ }
+      await cli.status;
+    });
+    const wgOut = async (args: string[]) => (await wg(sockets, args)).stdout.trim();
+    const port = Number(
+      await waitFor("the server's UAPI socket", async () => {
+        const r = await wg(sockets, ["show", "ua1", "listen-port"], false);
+        return r.code === 0 ? r.stdout.trim() : undefined;
+      }, { timeoutMs: 30_000 }),
+    );
+    const go = await WireGuardGo.start(ns, "wg0");
+    stack.defer(() => go.stop());
+    await go.configure({
+      privateKey: c1.privateKey,
+      peers: [{
+        publicKey: serverKeys.publicKey,
+        endpoint: `${link.a.v4}:${port}`,
+        allowedIps: ["10.44.0.0/24"],
+      }],
+    });
+    await go.up({ addresses: ["10.44.0.2/32"], routes: ["10.44.0.0/24"], mtu: MTU });
+    const command = (args: string[]) =>
+      new Deno.Command(Deno.execPath(), { args: ["run", "-A", main, ...args], env }).output();
+
+    await t.step(
+      "changes while client 1 holds two connections, which it never notices",
+      async () => {
+        const hold = spawnClient(ns, ["hold", "10.44.0.1", 7, 2, 3]);
+        stack.defer(() => hold.close());
+        assert.equal((await hold.next(0)).phase, "open");
+        const handshake = await go.latestHandshake();
+        assert.ok(handshake > 0);
+
+        const added = await command(["add-peer", "laptop", conf, "--no-qr"]);
+        const addedText = new TextDecoder().decode(added.stderr);
+        assert.equal(added.code, 0, addedText);
+        assert.match(addedText, /lets the new client in now/);
+        assert.equal((await wgOut(["show", "ua1", "peers"])).split("\n").length, 2);
+
+        await Deno.writeTextFile(
+          conf,
+          (await Deno.readTextFile(conf)).replace(
+            "AllowedIPs = 10.44.0.2/32",
+            "AllowedIPs = 10.44.0.2/32, 10.44.0.20/32",
+          ),
+        );
+        cli.kill("SIGHUP");
+        await waitFor(
+          "the reload",
+          async () =>
+            (await wgOut(["show", "ua1", "allowed-ips"])).includes("10.44.0.20/32") || undefined,
+        );
+
+        const removed = await command(["remove-peer", "laptop", conf]);
+        assert.equal(removed.code, 0, new TextDecoder().decode(removed.stderr));
+        assert.equal(await wgOut(["show", "ua1", "peers"]), c1.publicKey);
+
+        // The server ended neither connection (the client stopped waiting), and no new handshake.
+        assert.deepEqual((await hold.next(1)).ends, ["timeout", "timeout"]);
+        assert.equal(await go.latestHandshake(), handshake);
+        const echo = await tunnelClient(ns, ["udp-echo", "10.44.0.1", 9, 500, 2]);
+        assert.equal(echo.ok, 2);
+      },
+    );
   },
 });
