@@ -265,6 +265,16 @@ Deno.test({
           assert.equal(reload.added, undefined);
           await echoed("after the reload");
 
+          // A broken file is reported and changes nothing.
+          const good = await Deno.readTextFile(`${dir}/wg.conf`);
+          await Deno.writeTextFile(`${dir}/wg.conf`, good + "\n[Peer]\nPublicKey = nonsense\n");
+          await listening.reload();
+          const failed = logs.findLast((r) => r.event === "reload")!;
+          assert.equal(failed.level, "warn");
+          assert.match(String(failed.error), /PublicKey/);
+          assert.equal(listening.peers().length, 2);
+          await Deno.writeTextFile(`${dir}/wg.conf`, good);
+
           assert.equal(await runCli(["remove-peer", "laptop", `${dir}/wg.conf`], io), 0);
           assert.match(stderr.join(""), /dropped it and its connections/);
           assert.equal(listening.peers().length, 1);

@@ -3,6 +3,11 @@
  * `@wgstack/wireguard` and `@wgstack/netstack`. Every TCP connection and UDP
  * flow a WireGuard client opens is handed over as a web stream pair.
  *
+ * Operate a running server like WireGuard: `serve({ uapi: { name } })` or
+ * {@linkcode listenUapi} opens the UAPI socket `wg show`/`wg set`/`wg syncconf`
+ * talk to, {@linkcode syncPeers} applies a peer list like `wg syncconf`, and
+ * {@linkcode serveMetrics} serves Prometheus metrics.
+ *
  * Under Deno, add `"unstable": ["net"]` to your deno.json to use the fast
  * `Deno.listenDatagram` adapter; without it, `node:dgram` is used.
  *
