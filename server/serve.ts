@@ -294,6 +294,13 @@ export interface Server extends AsyncIterable<TcpStream | UdpStream> {
    * cannot be bound, or with `TypeError` for a socket given in the options.
    */
   setListenPort(port: number): Promise<void>;
+  /**
+   * Replaces the server's private key: every peer's sessions end (clients
+   * must know the new public key to handshake again) and a peer with the new
+   * public key is removed.
+   * @throws {RangeError} When the key is not 32 bytes.
+   */
+  setPrivateKey(privateKey: string | Uint8Array): void;
   /** Counters. */
   stats(): ServerStats;
 }
@@ -853,7 +860,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   options.signal?.addEventListener("abort", () => void shutdown(), { once: true });
   if (options.signal?.aborted) void shutdown();
 
-  const publicKeyText = keyToBase64(derivePublicKey(privateKey, backend));
+  let publicKeyText = keyToBase64(derivePublicKey(privateKey, backend));
   log({
     level: "info",
     event: "listening",
@@ -866,7 +873,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
     get addr() {
       return socket.addr;
     },
-    publicKey: publicKeyText,
+    get publicKey() {
+      return publicKeyText;
+    },
     finished,
     shutdown,
     [Symbol.asyncDispose]: shutdown,
@@ -905,6 +914,17 @@ export async function serve(options: ServeOptions): Promise<Server> {
       return [...device.peers()].map((p) => peerState(p, counts.get(peerInfos.get(p)!) ?? 0));
     },
     setListenPort,
+    setPrivateKey(key) {
+      const bytes = toKey(key);
+      const text = keyToBase64(derivePublicKey(bytes, backend));
+      if (text === publicKeyText) return;
+      // A peer with our new key goes (its connections and flows with it).
+      removePeer(text);
+      device.setPrivateKey(bytes);
+      publicKeyText = text;
+      log({ level: "info", event: "private-key", publicKey: text });
+      arm();
+    },
     stats: () => ({
       wireguard: device.stats(),
       netstack: stack.stats(),

@@ -5,9 +5,10 @@
  * text is parsed and written by `@wgstack/wireguard`; this module owns the
  * Unix socket, its limits and applying changes to a {@linkcode Server}.
  *
- * Not supported (answered with `errno=-95`, EOPNOTSUPP): changing or clearing
- * the private key of a running server. `fwmark` is accepted and reported but
- * has no effect (wgstack's sockets are not marked).
+ * A new `private_key` ends every session (clients need the new public key);
+ * clearing it (all zeros) is not supported (`errno=-95`, EOPNOTSUPP).
+ * `fwmark` is accepted and reported but has no effect (wgstack's sockets are
+ * not marked).
  *
  * @module
  */
@@ -102,7 +103,7 @@ export async function listenUapi(target: UapiTarget, options: UapiOptions): Prom
   await Deno.mkdir(directory, { recursive: true, mode: 0o755 });
   const listener = await bindUnix(path);
   const { ino } = await Deno.lstat(path);
-  const state: DeviceState = { fwmark: 0 };
+  const state: DeviceState = { fwmark: 0, privateKey: target.privateKey.slice() };
   const conns = new Set<Deno.Conn>();
   const log = target.log ?? (() => {});
   let closed = false;
@@ -245,9 +246,10 @@ async function bindUnix(path: string): Promise<Deno.Listener> {
   return listen();
 }
 
-/** The device settings the server itself does not keep. */
+/** The device settings the server itself does not keep (or does not tell). */
 interface DeviceState {
   fwmark: number;
+  privateKey: Uint8Array;
 }
 
 interface Limits {
@@ -369,11 +371,16 @@ async function applyOperation(
   const { server } = target;
   switch (op.kind) {
     case "private_key":
-      if (op.key === null || !sameBytes(op.key, target.privateKey)) {
+      if (op.key === null) {
         throw new UapiError(
           UAPI_EOPNOTSUPP,
-          "The private key of a running wgstack server cannot change (restart it instead)",
+          "A running wgstack server cannot be without a private key (set another one instead)",
         );
+      }
+      if (!sameBytes(op.key, state.privateKey)) {
+        server.setPrivateKey(op.key);
+        state.privateKey = op.key.slice();
+        target.log?.({ level: "info", event: "uapi-private-key", publicKey: server.publicKey });
       }
       return;
     case "listen_port":
@@ -455,7 +462,7 @@ function applyPeer(target: UapiTarget, change: UapiPeerChange): void {
 function deviceOf(target: UapiTarget, state: DeviceState) {
   const { server } = target;
   return {
-    privateKey: target.privateKey,
+    privateKey: state.privateKey,
     listenPort: server.addr.port,
     fwmark: state.fwmark,
     peers: server.peers().map((p) => ({

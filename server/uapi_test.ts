@@ -160,9 +160,12 @@ Deno.test("UAPI socket", async (t) => {
     assert.equal(reply, "errno=0\n\n");
     assert.deepEqual(s.server.peers().map((p) => p.publicKey), [keyToBase64(fresh)]);
     assert.deepEqual(field((await c.request("get=1\n\n"))!, "fwmark"), ["51"]);
-    // A different private key is not supported on a running server.
+    // Another private key: the server takes it; none (all zeros) is not supported.
     const other = generatePrivateKey();
-    assert.equal(await c.request(`set=1\nprivate_key=${hex(other)}\n\n`), "errno=-95\n\n");
+    assert.equal(await c.request(`set=1\nprivate_key=${hex(other)}\n\n`), "errno=0\n\n");
+    assert.equal(s.server.publicKey, keyToBase64(publicKey(other)));
+    assert.deepEqual(field((await c.request("get=1\n\n"))!, "private_key"), [hex(other)]);
+    assert.equal(await c.request(`set=1\nprivate_key=${"0".repeat(64)}\n\n`), "errno=-95\n\n");
     c.close();
   });
 

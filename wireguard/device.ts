@@ -170,6 +170,10 @@ interface IndexEntry {
 const EMPTY = new Uint8Array(0);
 const LATIN1 = new TextDecoder("latin1");
 
+function sameKey(a: Uint8Array, b: Uint8Array): boolean {
+  return keyString(a) === keyString(b);
+}
+
 function keyString(key: Uint8Array): string {
   return LATIN1.decode(key);
 }
@@ -216,17 +220,14 @@ function handshakeLength(type: number): number {
  * ```
  */
 export class Device {
-  /** Our static public key. */
-  readonly publicKey: Uint8Array;
-
   readonly #backend: CryptoBackend;
   readonly #random: (bytes: Uint8Array) => void;
   readonly #wallClock: () => number;
   readonly #sendDatagram: (datagram: Uint8Array, to: Endpoint) => void;
   readonly #deliverPacket: (packet: Uint8Array, peer: PeerState) => void;
   readonly #onEvent: ((event: DeviceEvent) => void) | undefined;
-  readonly #noise: Noise;
-  readonly #checker: CookieChecker;
+  #noise: Noise;
+  #checker: CookieChecker;
   readonly #limiter: RateLimiter;
   readonly #routes = new AllowedIps<PeerState>();
   readonly #peers = new Map<string, PeerState>();
@@ -274,7 +275,6 @@ export class Device {
     this.#deliverPacket = options.deliverPacket;
     this.#onEvent = options.onEvent;
     this.#noise = new Noise(this.#backend, options.privateKey);
-    this.publicKey = this.#noise.publicKey;
     this.#checker = new CookieChecker(this.#backend, this.publicKey, this.#random);
     const limits = options.limits ?? {};
     this.#underLoadThreshold = nonNegative(limits.underLoadThreshold ?? 256, "underLoadThreshold");
@@ -289,6 +289,34 @@ export class Device {
         "limits.rateLimiterEntries",
       ),
     });
+  }
+
+  /** Our static public key. */
+  get publicKey(): Uint8Array {
+    return this.#noise.publicKey;
+  }
+
+  /**
+   * Replaces our static private key (as wireguard-go does when UAPI sets
+   * `private_key`): the peer with the new public key, if any, is removed;
+   * every other peer's sessions and handshake in flight end (its packets
+   * wait for a new handshake) and its precomputed DH is redone.
+   *
+   * @returns Whether a peer with the new public key was removed.
+   * @throws {RangeError} When the key is not 32 bytes.
+   */
+  setPrivateKey(privateKey: Uint8Array): boolean {
+    const noise = new Noise(this.#backend, privateKey);
+    if (sameKey(noise.publicKey, this.publicKey)) return false;
+    const removed = this.removePeer(noise.publicKey);
+    this.#noise.privateKey.fill(0);
+    this.#noise = noise;
+    this.#checker = new CookieChecker(this.#backend, noise.publicKey, this.#random);
+    for (const peer of this.#peers.values()) {
+      this.#zeroKeys(peer);
+      peer.noise.rekey(noise);
+    }
+    return removed;
   }
 
   // ---- peers ----

@@ -15,18 +15,21 @@ import { buildUdpPacket } from "../tests/netns.ts";
 const A: Endpoint = { address: "192.0.2.1", port: 1000 };
 const B: Endpoint = { address: "192.0.2.2", port: 2000 };
 
-function pair(limits: { handshakeQueue?: number; handshakeBudget?: number }) {
+function pair(
+  limits: { handshakeQueue?: number; handshakeBudget?: number },
+  wallClock = () => 1_700_000_000_000,
+) {
   const keyA = generatePrivateKey(), keyB = generatePrivateKey();
   const sentByA: Uint8Array[] = [], sentByB: Uint8Array[] = [];
   const a = new Device({
     privateKey: keyA,
-    wallClock: () => 1_700_000_000_000,
+    wallClock,
     sendDatagram: (d) => sentByA.push(d.slice()),
     deliverPacket: () => {},
   });
   const b = new Device({
     privateKey: keyB,
-    wallClock: () => 1_700_000_000_000,
+    wallClock,
     sendDatagram: (d) => sentByB.push(d.slice()),
     deliverPacket: () => {},
     limits,
@@ -263,5 +266,55 @@ Deno.test("Device data path", async (t) => {
     assert.equal(peerB.current, null);
     assert.equal(a.stats().indexTableSize, 0);
     assert.equal(a.nextDeadline(), Infinity);
+  });
+});
+
+Deno.test("Device.setPrivateKey", async (t) => {
+  await t.step("sessions end; the new key handshakes, the old one no longer does", () => {
+    let wall = 1_700_000_000_000;
+    const { a, b, peerOfA, sentByA, sentByB } = pair({}, () => wall);
+    a.initiate(peerOfA, 0);
+    b.receive(sentByA[0], A, 0);
+    a.receive(sentByB[0], B, 0);
+    assert.equal(a.stats().handshakesCompleted, 1);
+    assert.ok((peerOfA as PeerState).current);
+
+    // A's peer B gets a new key; A still knows the old one: B can no longer answer A.
+    const newKey = generatePrivateKey();
+    const oldPublic = b.publicKey.slice();
+    assert.equal(b.setPrivateKey(newKey), false);
+    assert.deepEqual(b.publicKey, publicKey(newKey));
+    const peerOfB = b.getPeer(a.publicKey)!;
+    assert.equal((peerOfB as PeerState).current, null, "sessions ended");
+    sentByA.length = sentByB.length = 0;
+    a.initiate(peerOfA, 6_000);
+    b.receive(sentByA[0], A, 6_000);
+    assert.equal(sentByB.length, 0, "an initiation to the old key is dropped");
+    assert.equal(b.stats().drops.mac1, 1);
+
+    // Once A knows the new public key, they handshake again.
+    a.removePeer(oldPublic);
+    const again = a.addPeer({ publicKey: b.publicKey, allowedIps: ["10.0.0.2/32"], endpoint: B });
+    sentByA.length = 0;
+    wall += 12_000; // a newer TAI64N than the first initiation's
+    a.initiate(again, 12_000);
+    b.receive(sentByA[0], A, 12_000);
+    assert.equal(messageType(sentByB[0]), MESSAGE_RESPONSE);
+    a.receive(sentByB[0], B, 12_000);
+    assert.ok((again as PeerState).current);
+  });
+
+  await t.step("a peer with the new public key is removed; the same key changes nothing", () => {
+    const { a, b } = pair({});
+    const keyOfB = b.publicKey.slice();
+    // A takes a key that one of its peers has.
+    assert.ok(a.getPeer(keyOfB));
+    const bPrivate = generatePrivateKey();
+    a.addPeer({ publicKey: publicKey(bPrivate), allowedIps: ["10.0.0.9/32"] });
+    assert.equal(a.setPrivateKey(bPrivate), true);
+    assert.equal(a.getPeer(publicKey(bPrivate)), undefined);
+    assert.ok(a.getPeer(keyOfB), "the other peer stays");
+    assert.equal(a.setPrivateKey(bPrivate), false);
+    assert.throws(() => a.setPrivateKey(new Uint8Array(31)), RangeError);
   });
 });

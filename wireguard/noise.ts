@@ -86,7 +86,7 @@ export class NoiseRemote {
   /** The preshared key (32 zero bytes when none). */
   presharedKey: Uint8Array;
   /** DH(local static, remote static), or `null` when it is all zeros (such a peer can never handshake). */
-  readonly staticStatic: Uint8Array | null;
+  staticStatic: Uint8Array | null;
   /** HASH(HASH(HASH(CONSTRUCTION) || IDENTIFIER) || remote public): the initiator's starting hash. */
   readonly initiatorHash: Uint8Array;
 
@@ -103,9 +103,16 @@ export class NoiseRemote {
     }
     this.publicKey = publicKey.slice();
     this.presharedKey = presharedKey ? presharedKey.slice() : new Uint8Array(32);
+    this.staticStatic = null;
+    this.rekey(noise);
+    this.initiatorHash = noise.backend.hash(noise.initialHash, this.publicKey);
+  }
+
+  /** Recomputes {@linkcode NoiseRemote.staticStatic} for a new local static key. */
+  rekey(noise: Noise): void {
+    this.staticStatic?.fill(0);
     const ss = noise.backend.x25519(noise.privateKey, this.publicKey);
     this.staticStatic = isZero(ss) ? null : ss;
-    this.initiatorHash = noise.backend.hash(noise.initialHash, this.publicKey);
   }
 }
 
