@@ -69,8 +69,20 @@ export class ServerMetrics {
     const device = this.#device;
     const registers = [this.#registry];
     const peerLabels = ["device", "public_key"] as const;
-    const peers = () => server.peers();
-    const forward = () => server.stats().forward;
+    // A scrape collects every metric in one turn: read the peers and stats once per turn.
+    const perTurn = <T>(read: () => T) => {
+      let cached: { value: T } | undefined;
+      return () => {
+        if (!cached) {
+          cached = { value: read() };
+          queueMicrotask(() => cached = undefined);
+        }
+        return cached.value;
+      };
+    };
+    const peers = perTurn(() => server.peers());
+    const stats = perTurn(() => server.stats());
+    const forward = () => stats().forward;
 
     type Read = (set: (labels: Record<string, string>, value: number) => void) => void;
     /** A gauge, or a counter mirroring a total the server keeps, read at each scrape. */
@@ -184,7 +196,7 @@ export class ServerMetrics {
       "wgstack_handshakes_total",
       "Handshakes completed, removed peers included.",
       ["device"],
-      (set) => set({ device }, server.stats().wireguard.handshakesCompleted),
+      (set) => set({ device }, stats().wireguard.handshakesCompleted),
     );
     // Forwarding counters: [name, help, label, values by label value].
     const forwarding: [string, string, string, (f: ForwarderStats) => [string, number][]][] = [
@@ -236,7 +248,7 @@ export class ServerMetrics {
       "Packets dropped, by layer (wireguard, netstack, socket) and reason.",
       ["device", "layer", "reason"],
       (set) => {
-        const s = server.stats();
+        const s = stats();
         for (const [reason, n] of Object.entries(s.wireguard.drops)) {
           set({ device, layer: "wireguard", reason }, n);
         }
@@ -248,7 +260,7 @@ export class ServerMetrics {
         set({ device, layer: "server", reason: "udp-flow-evicted" }, s.udpFlowsEvicted);
       },
     );
-    this.#registry.registerMetric(dialHistogram(server, device) as unknown as Metric);
+    this.#registry.registerMetric(dialHistogram(forward, device) as unknown as Metric);
   }
 }
 
@@ -257,11 +269,11 @@ export class ServerMetrics {
  * (bounded, always on); this collector hands them to the registry as a
  * histogram at each scrape.
  */
-function dialHistogram(server: Server, device: string) {
+function dialHistogram(forward: () => ForwarderStats | undefined, device: string) {
   const name = "wgstack_dial_duration_seconds";
   const help = "How long the TCP dials that connected took.";
   const get = () => {
-    const h = server.stats().forward?.dialSeconds;
+    const h = forward()?.dialSeconds;
     const values = !h ? [] : [
       ...h.bounds.map((le, i) => ({
         metricName: `${name}_bucket`,

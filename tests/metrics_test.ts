@@ -152,6 +152,19 @@ Deno.test({
       assert.equal(sample(text, "wgstack_drops_total", { layer: "wireguard", reason: "mac1" }), 0);
     });
 
+    await t.step("one scrape reads the peers and the counters once", async () => {
+      const { peers, stats } = server;
+      let reads = 0;
+      server.peers = () => (reads++, peers());
+      server.stats = () => (reads++, stats());
+      try {
+        await scrape();
+        assert.equal(reads, 2);
+      } finally {
+        Object.assign(server, { peers, stats });
+      }
+    });
+
     await t.step("/healthz, and other paths and methods", async () => {
       const ok = await fetch(`${base}/healthz`);
       assert.equal(ok.status, 200);
