@@ -131,6 +131,10 @@ export async function startControl(server: Server, options: {
     } else if (name !== undefined) {
       const directory = uapiDirectory(options.uapiDirectory);
       try {
+        // wg asks a socket before the kernel: ours would hide a real interface of that name.
+        if (options.uapiDirectory === undefined && await exists(`/sys/class/net/${name}`)) {
+          throw new Error(`a network interface ${name} exists; choose another with --interface`);
+        }
         uapi = await listenUapi({
           server,
           privateKey: keyFromBase64(setup.privateKey),
@@ -206,6 +210,10 @@ export async function applyToRunning(
     ) return undefined;
     throw new UsageError(`The server at ${path} refused the change: ${(error as Error).message}`);
   }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.lstat(path).then(() => true, () => false);
 }
 
 function hex(base64: string): string {

@@ -127,6 +127,12 @@ const CASES: [string, string | null, string[], RegExp][] = [
     ["--pcap", "nodir/x.pcap"],
     /^wgstack: --pcap nodir\/x.pcap: /,
   ],
+  [
+    "--interface naming a real network interface (wg would ask us instead of it)",
+    iface(),
+    ["--interface", "lo", "--listen", "127.0.0.1:0", "--mode", "echo"],
+    /^wgstack: UAPI socket .*\/lo\.sock: a network interface lo exists; choose another/,
+  ],
 ];
 
 Deno.test("bad configs and flags: one line on stderr, exit code 2", async (t) => {
@@ -168,6 +174,30 @@ Deno.test("a UDP port already in use: one line, exit code 2", async () => {
       r.stderr,
       new RegExp(`^wgstack: UDP 127\\.0\\.0\\.1:${port} is already in use .* --listen\\n$`),
     );
+  } finally {
+    taken.close();
+    await Deno.remove(cwd, { recursive: true });
+  }
+});
+
+Deno.test("--metrics on a TCP port in use: one line, exit code 2", async () => {
+  const cwd = await Deno.makeTempDir({ prefix: "wgstack-main-" });
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = taken.addr.port;
+    await Deno.writeTextFile(`${cwd}/wg.conf`, iface());
+    const r = await wgstack([
+      "--no-qr",
+      "--no-uapi",
+      "--mode",
+      "echo",
+      "--listen",
+      "127.0.0.1:0",
+      "--metrics",
+      `127.0.0.1:${port}`,
+    ], { cwd });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^wgstack: --metrics 127\\.0\\.0\\.1:${port}: .*\\n$`));
   } finally {
     taken.close();
     await Deno.remove(cwd, { recursive: true });
