@@ -7,13 +7,7 @@
  * @module
  */
 
-import type {
-  UdpAdapter,
-  UdpEndpoint,
-  UdpSocket,
-  UdpSocketOptions,
-  UdpSocketStats,
-} from "./socket.ts";
+import type { UdpAdapter, UdpSocket, UdpSocketOptions, UdpSocketStats } from "./socket.ts";
 import { unmapAddress } from "./socket.ts";
 import { openFfiUdpSocket } from "./udp_ffi.ts";
 
