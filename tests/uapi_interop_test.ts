@@ -88,6 +88,24 @@ async function namespace(stack: AsyncDisposableStack) {
   return { ns, link };
 }
 
+/** A wireguard-go client in `ns` whose one peer is our server, routing `subnet` to it. */
+async function wireguardGo(stack: AsyncDisposableStack, ns: Netns, o: {
+  privateKey: string;
+  server: string;
+  endpoint: string;
+  address: string;
+  subnet: string;
+}): Promise<WireGuardGo> {
+  const go = await WireGuardGo.start(ns, "wg0");
+  stack.defer(() => go.stop());
+  await go.configure({
+    privateKey: o.privateKey,
+    peers: [{ publicKey: o.server, endpoint: o.endpoint, allowedIps: [o.subnet] }],
+  });
+  await go.up({ addresses: [`${o.address}/32`], routes: [o.subnet], mtu: MTU });
+  return go;
+}
+
 /** A temporary directory with a private socket directory in it, and a first namespace. */
 async function setUp(stack: AsyncDisposableStack) {
   netns.assert();
@@ -133,20 +151,14 @@ Deno.test({
     stack.defer(() => server.shutdown());
     const port = server.addr.port;
 
-    async function startClient(ns: Netns, keys: { privateKey: string }, address: string) {
-      const go = await WireGuardGo.start(ns, "wg0");
-      stack.defer(() => go.stop());
-      await go.configure({
+    const startClient = (ns: Netns, keys: { privateKey: string }, address: string) =>
+      wireguardGo(stack, ns, {
         privateKey: keys.privateKey,
-        peers: [{
-          publicKey: serverKeys.publicKey,
-          endpoint: `${link1.a.v4}:${port}`,
-          allowedIps: ["192.0.2.0/24"],
-        }],
+        server: serverKeys.publicKey,
+        endpoint: `${link1.a.v4}:${port}`,
+        address,
+        subnet: "192.0.2.0/24",
       });
-      await go.up({ addresses: [`${address}/32`], routes: ["192.0.2.0/24"], mtu: MTU });
-      return go;
-    }
     const go1 = await startClient(ns1, c1, "192.0.2.2");
 
     await t.step(
@@ -478,17 +490,13 @@ Deno.test({
         return r.code === 0 ? r.stdout.trim() : undefined;
       }, { timeoutMs: 30_000 }),
     );
-    const go = await WireGuardGo.start(ns, "wg0");
-    stack.defer(() => go.stop());
-    await go.configure({
+    const go = await wireguardGo(stack, ns, {
       privateKey: c1.privateKey,
-      peers: [{
-        publicKey: serverKeys.publicKey,
-        endpoint: `${link.a.v4}:${port}`,
-        allowedIps: ["10.44.0.0/24"],
-      }],
+      server: serverKeys.publicKey,
+      endpoint: `${link.a.v4}:${port}`,
+      address: "10.44.0.2",
+      subnet: "10.44.0.0/24",
     });
-    await go.up({ addresses: ["10.44.0.2/32"], routes: ["10.44.0.0/24"], mtu: MTU });
     const command = (args: string[]) =>
       new Deno.Command(Deno.execPath(), { args: ["run", "-A", main, ...args], env }).output();
 
