@@ -13,6 +13,11 @@
  * - Limits: total bytes held (oldest datagrams are evicted to make room),
  *   number of datagrams in reassembly (oldest evicted), fragments per
  *   datagram (the datagram is dropped).
+ * - Per-source quotas (`quota.ts`): bytes and datagrams of one source (the
+ *   `source` of {@linkcode FragmentInput}, e.g. a WireGuard peer). Over its
+ *   quota a source evicts its own oldest datagram; when the whole
+ *   reassembler is full, the source holding the most goes first, so one
+ *   source's fragments never push out another's that holds less.
  * - A datagram not complete within its timeout (30 s IPv4, 60 s IPv6 by
  *   default) is dropped by {@linkcode FragmentReassembler.poll}.
  *
@@ -20,6 +25,7 @@
  */
 
 import { bytesEqual, positiveInteger } from "./_util.ts";
+import { SourceTable } from "./quota.ts";
 
 /**
  * Largest reassembled IPv4 payload: 65535 (the 16-bit total length, RFC 791)
@@ -41,6 +47,10 @@ export interface FragmentReassemblerOptions {
   maxBytes?: number;
   /** Most datagrams in reassembly at once (default 256). */
   maxDatagrams?: number;
+  /** Most bytes held for one source (default half of `maxBytes`). */
+  maxBytesPerSource?: number;
+  /** Most datagrams in reassembly for one source (default half of `maxDatagrams`). */
+  maxDatagramsPerSource?: number;
   /** Most fragments held for one datagram (default 256). */
   maxFragmentsPerDatagram?: number;
   /** IPv4 reassembly timeout in ms (default 30 000). */
@@ -91,6 +101,8 @@ export interface FragmentInput {
    * the first fragment, its start is kept for `onTimeout`.
    */
   packet?: Uint8Array;
+  /** Who sent it (quotas are per source; `undefined` has none of its own). */
+  source?: unknown;
 }
 
 /** Counters of a {@linkcode FragmentReassembler}. */
@@ -110,6 +122,8 @@ export interface FragmentStats {
     tooManyFragments: number;
     timeout: number;
     evicted: number;
+    /** Datagrams dropped or evicted because their source was at its quota. */
+    sourceQuota: number;
   };
 }
 
@@ -120,6 +134,7 @@ interface Piece {
 
 interface Datagram {
   key: string;
+  source: unknown;
   version: 4 | 6;
   protocol: number;
   expires: number;
@@ -138,6 +153,11 @@ export class FragmentReassembler {
   #maxBytes: number;
   #maxDatagrams: number;
   #maxPieces: number;
+  #maxBytesPerSource: number;
+  #maxDatagramsPerSource: number;
+  /** Datagram keys by source, oldest first, and bytes charged per source. */
+  #bySource = new SourceTable();
+  #sourceBytes = new Map<unknown, number>();
   #timeoutV4: number;
   #timeoutV6: number;
   #headroom: number;
@@ -159,6 +179,7 @@ export class FragmentReassembler {
       tooManyFragments: 0,
       timeout: 0,
       evicted: 0,
+      sourceQuota: 0,
     },
   };
 
@@ -169,6 +190,14 @@ export class FragmentReassembler {
     this.#maxPieces = positiveInteger(
       options.maxFragmentsPerDatagram ?? 256,
       "maxFragmentsPerDatagram",
+    );
+    this.#maxBytesPerSource = positiveInteger(
+      options.maxBytesPerSource ?? Math.max(1, Math.floor(this.#maxBytes / 2)),
+      "maxBytesPerSource",
+    );
+    this.#maxDatagramsPerSource = positiveInteger(
+      options.maxDatagramsPerSource ?? Math.max(1, Math.floor(this.#maxDatagrams / 2)),
+      "maxDatagramsPerSource",
     );
     this.#timeoutV4 = positiveInteger(options.timeoutV4 ?? 30_000, "timeoutV4");
     this.#timeoutV6 = positiveInteger(options.timeoutV6 ?? 60_000, "timeoutV6");
@@ -187,6 +216,11 @@ export class FragmentReassembler {
   /** Bytes currently charged (fragment data plus per-fragment overhead). */
   get bytes(): number {
     return this.#bytes;
+  }
+
+  /** Datagrams and bytes held for `source` now. */
+  sourceUsage(source: unknown): { datagrams: number; bytes: number } {
+    return { datagrams: this.#bySource.count(source), bytes: this.#sourceBytes.get(source) ?? 0 };
   }
 
   /** A snapshot of the counters. */
@@ -214,10 +248,30 @@ export class FragmentReassembler {
     }
     this.#expire(now);
     const key = keyOf(fragment);
+    const source = fragment.source;
     let dg = this.#datagrams.get(key);
     if (!dg) {
+      for (;;) {
+        const victim = this.#bySource.victim(
+          source,
+          this.#maxDatagramsPerSource,
+          this.#maxDatagrams,
+        );
+        if (victim === undefined) break;
+        if (victim === null) {
+          stats.drops.evicted++;
+          return null;
+        }
+        if (source !== undefined && this.#bySource.count(source) >= this.#maxDatagramsPerSource) {
+          stats.drops.sourceQuota++;
+        } else {
+          stats.drops.evicted++;
+        }
+        this.#remove(this.#datagrams.get(victim));
+      }
       dg = {
         key,
+        source,
         version: fragment.version,
         protocol: fragment.protocol,
         expires: now + (fragment.version === 4 ? this.#timeoutV4 : this.#timeoutV6),
@@ -227,8 +281,8 @@ export class FragmentReassembler {
         pieces: [],
         first: null,
       };
-      while (this.#datagrams.size >= this.#maxDatagrams) this.#evictOldest();
       this.#datagrams.set(key, dg);
+      this.#bySource.add(source, key);
       if (dg.expires < this.#nextExpiry) this.#nextExpiry = dg.expires;
     }
     if (!more) {
@@ -270,16 +324,7 @@ export class FragmentReassembler {
     const keepFirst = offset === 0 && fragment.packet !== undefined &&
       this.#onTimeout !== undefined;
     const cost = data.length + FRAGMENT_OVERHEAD + (keepFirst ? FRAGMENT_QUOTE_MAX : 0);
-    while (this.#bytes + cost > this.#maxBytes && this.#datagrams.size > 0) {
-      const oldest = this.#datagrams.values().next().value!;
-      if (oldest === dg && this.#datagrams.size === 1) break;
-      this.#evictOldest(dg);
-    }
-    if (this.#bytes + cost > this.#maxBytes) {
-      stats.drops.evicted++;
-      this.#remove(dg);
-      return null;
-    }
+    if (!this.#makeRoom(dg, cost)) return null;
     pieces.splice(i, 0, { offset, data: data.slice() });
     if (keepFirst) {
       const p = fragment.packet!;
@@ -288,6 +333,7 @@ export class FragmentReassembler {
     dg.received += data.length;
     dg.charged += cost;
     this.#bytes += cost;
+    this.#sourceBytes.set(dg.source, (this.#sourceBytes.get(dg.source) ?? 0) + cost);
     if (dg.total < 0 || dg.received !== dg.total) return null;
     // No overlaps and received === total means full coverage of [0, total).
     const out = new Uint8Array(this.#headroom + dg.total);
@@ -323,20 +369,49 @@ export class FragmentReassembler {
     this.#nextExpiry = next;
   }
 
-  /** Evicts the oldest datagram other than `keep`. */
-  #evictOldest(keep?: Datagram): void {
-    for (const dg of this.#datagrams.values()) {
-      if (dg === keep) continue;
-      this.#stats.drops.evicted++;
-      this.#remove(dg);
-      return;
+  /**
+   * Evicts datagrams until `cost` more bytes of `dg` fit its source's quota
+   * and the total; false (and `dg` dropped) when they cannot.
+   */
+  #makeRoom(dg: Datagram, cost: number): boolean {
+    const drops = this.#stats.drops;
+    const source = dg.source;
+    for (;;) {
+      const mine = this.#sourceBytes.get(source) ?? 0;
+      const overQuota = source !== undefined && mine + cost > this.#maxBytesPerSource;
+      if (!overQuota && this.#bytes + cost <= this.#maxBytes) return true;
+      let from = source;
+      if (!overQuota) {
+        // The whole reassembler is full: take from the source holding the most.
+        for (const [s, bytes] of this.#sourceBytes) {
+          if (bytes > (this.#sourceBytes.get(from) ?? 0)) from = s;
+        }
+      }
+      let victim: Datagram | undefined;
+      for (const key of this.#bySource.keys(from)) {
+        if (key !== dg.key) {
+          victim = this.#datagrams.get(key);
+          break;
+        }
+      }
+      if (overQuota) drops.sourceQuota++;
+      else drops.evicted++;
+      if (!victim) {
+        this.#remove(dg);
+        return false;
+      }
+      this.#remove(victim);
     }
   }
 
   #remove(dg: Datagram | undefined): void {
-    if (!dg) return;
+    if (!dg || this.#datagrams.get(dg.key) !== dg) return;
     this.#datagrams.delete(dg.key);
+    this.#bySource.delete(dg.source, dg.key);
     this.#bytes -= dg.charged;
+    const left = (this.#sourceBytes.get(dg.source) ?? 0) - dg.charged;
+    if (left > 0) this.#sourceBytes.set(dg.source, left);
+    else this.#sourceBytes.delete(dg.source);
   }
 }
 

@@ -206,3 +206,48 @@ Deno.test("FragmentReassembler", async (t) => {
     assert.throws(() => new FragmentReassembler({ headroom: -1 }), RangeError);
   });
 });
+
+Deno.test("FragmentReassembler: per-source quotas", async (t) => {
+  const whole = payload(3000);
+  const A = "peer A", B = "peer B";
+  const from = (source: unknown, id: number): FragmentInput =>
+    frag(whole, 0, 1480, true, { source, id });
+
+  await t.step("A's flood of first fragments never evicts B's datagram", () => {
+    const r = new FragmentReassembler({ maxDatagrams: 8 });
+    assert.equal(r.add(from(B, 1), 0), null);
+    for (let id = 100; id < 1100; id++) r.add(from(A, id), 1);
+    assert.deepEqual(r.sourceUsage(A).datagrams, 4, "A holds half of 8");
+    assert.equal(r.sourceUsage(B).datagrams, 1);
+    assert.equal(r.stats().drops.sourceQuota, 996);
+    // B's datagram completes.
+    const out = r.add(frag(whole, 1480, 3000, false, { source: B, id: 1 }), 2);
+    assert.deepEqual(out, whole);
+  });
+
+  await t.step("bytes: A over its byte quota gives up its own oldest", () => {
+    const r = new FragmentReassembler({ maxBytes: 8000, maxBytesPerSource: 4000 });
+    r.add(from(B, 1), 0);
+    for (let id = 100; id < 200; id++) r.add(from(A, id), 1);
+    assert.ok(r.sourceUsage(A).bytes <= 4000);
+    assert.equal(r.sourceUsage(A).datagrams, 2);
+    assert.equal(r.sourceUsage(B).datagrams, 1);
+    assert.deepEqual(r.add(frag(whole, 1480, 3000, false, { source: B, id: 1 }), 2), whole);
+  });
+
+  await t.step("full: the newcomer takes from the source holding the most", () => {
+    const r = new FragmentReassembler({
+      maxDatagrams: 4,
+      maxDatagramsPerSource: 4,
+    });
+    for (let id = 0; id < 4; id++) r.add(from(A, id), 0);
+    r.add(from(B, 11), 1);
+    r.add(from(B, 12), 1);
+    assert.deepEqual([r.sourceUsage(A).datagrams, r.sourceUsage(B).datagrams], [2, 2]);
+    // A tie: B's next one takes B's own oldest, not A's.
+    r.add(from(B, 13), 1);
+    assert.deepEqual([r.sourceUsage(A).datagrams, r.sourceUsage(B).datagrams], [2, 2]);
+    assert.equal(r.size, 4);
+    assert.equal(r.bytes, r.sourceUsage(A).bytes + r.sourceUsage(B).bytes);
+  });
+});

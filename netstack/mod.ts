@@ -30,6 +30,8 @@ export {
   NetStack,
   type NetStackLimits,
   type NetStackOptions,
+  type NetStackSourceLimits,
+  type NetStackSourceUsage,
   type NetStackStats,
   type TcpConnection,
   type TcpRejectHow,

@@ -167,6 +167,52 @@ export interface NetStackLimits {
   icmpErrorBurst?: number;
   /** ICMP rejects queued by {@linkcode TcpRequest.reject} until the next poll (default 64). */
   pendingRejects?: number;
+  /** Most TCP connections in TIME_WAIT (default 4096; `tcp.maxTimeWait`). */
+  tcpTimeWait?: number;
+  /**
+   * Quotas of one source (the `source` of {@linkcode NetStack.input}, e.g. a
+   * WireGuard peer). A source over a quota gives up its own oldest entry (a
+   * SYN over its connection quota is dropped); a full table gives up the
+   * oldest entry of the source holding the most. Counted in
+   * {@linkcode NetStackStats}.
+   */
+  perSource?: NetStackSourceLimits;
+}
+
+/** Per-source quotas of a {@linkcode NetStack}, see {@linkcode NetStackLimits.perSource}. */
+export interface NetStackSourceLimits {
+  /** TCP connections in any state (default half of `tcpConnections`). */
+  tcpConnections?: number;
+  /** Half-open TCP connections, SYNs awaiting a decision included (default half of `tcpHalfOpen`). */
+  tcpHalfOpen?: number;
+  /** TCP connections in TIME_WAIT (default half of `tcpTimeWait`). */
+  tcpTimeWait?: number;
+  /**
+   * Bytes in the send buffers of the source's TCP connections (default
+   * 32 MiB): when reached, writes wait, so clients that stop reading hold
+   * at most this much.
+   */
+  tcpSendBytes?: number;
+  /** Bytes held in fragment reassembly (default half of `reassemblyBytes`). */
+  reassemblyBytes?: number;
+  /** Datagrams in fragment reassembly (default half of `reassemblyDatagrams`). */
+  reassemblyDatagrams?: number;
+}
+
+/** What one source holds, from {@linkcode NetStack.sourceUsage}. */
+export interface NetStackSourceUsage {
+  /** TCP connections in any state. */
+  tcpConnections: number;
+  /** Half-open TCP connections and SYNs awaiting a decision. */
+  tcpHalfOpen: number;
+  /** TCP connections in TIME_WAIT. */
+  tcpTimeWait: number;
+  /** Bytes in the send buffers of its TCP connections. */
+  tcpSendBytes: number;
+  /** Datagrams in fragment reassembly. */
+  reassemblyDatagrams: number;
+  /** Bytes held in fragment reassembly. */
+  reassemblyBytes: number;
 }
 
 /** Settings of a {@linkcode NetStack}. */
@@ -288,6 +334,8 @@ export class NetStack {
   #inCore = 0;
   /** The `now` of the latest call that passed one (`input`, `poll`, `connect`, `sendUdp`). */
   #now = 0;
+  /** The `source` of the current `input` call. */
+  #source: unknown = undefined;
   /** The IP packet being processed (for quoting a SYN in a later reject). */
   #current: Uint8Array | null = null;
   #tokens: number;
@@ -387,9 +435,12 @@ export class NetStack {
     this.#random(seed);
     this.#ipId = (seed[0] << 8) | seed[1];
     this.#ipv6FragId = ((seed[2] << 24) | (seed[3] << 16) | (seed[4] << 8) | seed[5]) >>> 0;
+    const perSource = limits.perSource ?? {};
     this.#reasm = new FragmentReassembler({
       maxBytes: limits.reassemblyBytes,
       maxDatagrams: limits.reassemblyDatagrams,
+      maxBytesPerSource: perSource.reassemblyBytes,
+      maxDatagramsPerSource: perSource.reassemblyDatagrams,
       timeoutV4: limits.reassemblyTimeoutV4,
       timeoutV6: limits.reassemblyTimeoutV6,
       headroom: IPV6_HEADER_LEN,
@@ -413,6 +464,11 @@ export class NetStack {
       mtu,
       maxConnections: limits.tcpConnections,
       maxHalfOpen: limits.tcpHalfOpen,
+      maxTimeWait: limits.tcpTimeWait,
+      maxConnectionsPerSource: perSource.tcpConnections,
+      maxHalfOpenPerSource: perSource.tcpHalfOpen,
+      maxTimeWaitPerSource: perSource.tcpTimeWait,
+      sendBytesPerSource: perSource.tcpSendBytes,
       ...options.tcp,
     };
     // The ISN secret comes from our randomness too (all of it is injectable).
@@ -429,10 +485,18 @@ export class NetStack {
    * Processes one incoming IP packet (IPv4 or IPv6, by the version nibble).
    * Malformed packets are dropped and counted in {@linkcode NetStack.stats}.
    * `packet` is not kept after the call.
+   *
+   * `source` says who sent the packet (e.g. the WireGuard peer it came
+   * through; compared with `===`, never looked into). The per-source quotas
+   * of {@linkcode NetStackLimits.perSource} count TCP connections, half-open
+   * SYNs, TIME_WAIT entries, send-buffer bytes and fragments in reassembly
+   * against it, so one source cannot take another's place in a full table.
+   * Packets without a source share one that has no quota of its own.
    */
-  input(packet: Uint8Array, now: number): void {
+  input(packet: Uint8Array, now: number, source?: unknown): void {
     this.#inCore++;
     this.#now = now;
+    this.#source = source;
     try {
       const s = this.#stats;
       s.packetsIn++;
@@ -445,6 +509,7 @@ export class NetStack {
       if (this.#pending.length > 0) this.#flushRejects(now);
     } finally {
       this.#inCore--;
+      this.#source = undefined;
     }
   }
 
@@ -545,6 +610,24 @@ export class NetStack {
     this.#emitUdp(src, from.port, dst, to.port, payload);
   }
 
+  /**
+   * What one source (see {@linkcode NetStack.input}) holds now: TCP
+   * connections, half-open entries, TIME_WAIT entries and send-buffer bytes
+   * (with the built-in TCP layer), and fragments in reassembly.
+   */
+  sourceUsage(source: unknown): NetStackSourceUsage {
+    const tcp = this.#tcp instanceof TcpLayer ? this.#tcp.sourceUsage(source) : undefined;
+    const frag = this.#reasm.sourceUsage(source);
+    return {
+      tcpConnections: tcp?.connections ?? 0,
+      tcpHalfOpen: tcp?.halfOpen ?? 0,
+      tcpTimeWait: tcp?.timeWait ?? 0,
+      tcpSendBytes: tcp?.sendBytes ?? 0,
+      reassemblyDatagrams: frag.datagrams,
+      reassemblyBytes: frag.bytes,
+    };
+  }
+
   /** A snapshot of the counters and of what the tables hold. */
   stats(): NetStackStats {
     const s = this.#stats;
@@ -605,6 +688,7 @@ export class NetStack {
       f.more = ip.moreFragments;
       f.data = ip.payload;
       f.packet = ip.bytes;
+      f.source = this.#source;
       const whole = this.#reasm.add(f, now);
       if (!whole) return;
       // Rebuild an unfragmented packet in the headroom and process it.
@@ -650,6 +734,7 @@ export class NetStack {
       f.more = chain.moreFragments;
       f.data = bytes.subarray(chain.offset);
       f.packet = bytes;
+      f.source = this.#source;
       const whole = this.#reasm.add(f, now);
       if (!whole) return;
       // The unfragmentable extension headers were checked on each fragment;
@@ -696,7 +781,7 @@ export class NetStack {
       }
       this.#stats.tcpIn++;
       this.#current = packet;
-      this.#tcp.input(src, dst, payload, now);
+      this.#tcp.input(src, dst, payload, now, this.#source);
       this.#current = null;
       return;
     }

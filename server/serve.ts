@@ -435,7 +435,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       if (options.onPacket) options.onPacket(packet, "in", peerInfo(peer));
       currentPeer = peer;
       try {
-        stack.input(packet, now());
+        stack.input(packet, now(), peer);
       } finally {
         currentPeer = undefined;
       }

@@ -99,8 +99,10 @@ export interface TcpLayerLike {
   /**
    * One TCP segment whose checksum the IP layer has verified. `segment` is a
    * view that the caller may reuse after the call returns: copy what you keep.
+   * `source` is who sent it (see `NetStack.input`): per-source quotas count
+   * the connections it opens against it.
    */
-  input(src: IpAddress, dst: IpAddress, segment: Uint8Array, now: number): void;
+  input(src: IpAddress, dst: IpAddress, segment: Uint8Array, now: number, source?: unknown): void;
   /**
    * An ICMP error about a segment we sent: `quoted` is the start of our TCP
    * header as quoted in the ICMP message (at least 8 bytes). `mtu` is set for

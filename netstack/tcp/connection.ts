@@ -69,6 +69,7 @@ import { Bbr } from "./bbr.ts";
 import { RttEstimator } from "./rtt.ts";
 import { type AckResult, LossRecovery, newAckResult, type SentSegment } from "./recovery.ts";
 import { SendBuffer } from "./send_buffer.ts";
+import type { ByteBudget } from "../quota.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 
 /** Connection states (RFC 9293 §3.3.2). LISTEN lives in the layer. */
@@ -184,6 +185,22 @@ export interface TcpOptions {
   maxHalfOpen?: number;
   /** Most connections in TIME_WAIT; the oldest is dropped beyond it. Default 4096. */
   maxTimeWait?: number;
+  /**
+   * Most connections of one source (the `source` passed with its packets,
+   * e.g. a WireGuard peer). Default half of `maxConnections`.
+   */
+  maxConnectionsPerSource?: number;
+  /** Most half-open connections of one source. Default half of `maxHalfOpen`. */
+  maxHalfOpenPerSource?: number;
+  /** Most TIME_WAIT connections of one source. Default half of `maxTimeWait`. */
+  maxTimeWaitPerSource?: number;
+  /**
+   * Most bytes held in the send buffers of one source's connections
+   * (bytes written for its clients and not yet acknowledged). When reached,
+   * `write()` on that source's connections waits: a client that stops
+   * reading holds at most this much. Default 32 MiB.
+   */
+  sendBytesPerSource?: number;
   /** Secret for ISNs and timestamp offsets (8+ bytes). Random by default. */
   secret?: Uint8Array;
 }
@@ -230,6 +247,14 @@ export interface ResolvedTcpOptions {
   maxHalfOpen: number;
   /** See {@linkcode TcpOptions}. */
   maxTimeWait: number;
+  /** See {@linkcode TcpOptions}. */
+  maxConnectionsPerSource: number;
+  /** See {@linkcode TcpOptions}. */
+  maxHalfOpenPerSource: number;
+  /** See {@linkcode TcpOptions}. */
+  maxTimeWaitPerSource: number;
+  /** See {@linkcode TcpOptions}. */
+  sendBytesPerSource: number;
 }
 
 /** Fills in defaults and validates `o`; throws `RangeError` on bad values. */
@@ -268,7 +293,33 @@ export function resolveTcpOptions(o: TcpOptions = {}): ResolvedTcpOptions {
     maxConnections: num("maxConnections", o.maxConnections, 65536, 1, 1 << 24),
     maxHalfOpen: num("maxHalfOpen", o.maxHalfOpen, 1024, 1, 1 << 20),
     maxTimeWait: num("maxTimeWait", o.maxTimeWait, 4096, 0, 1 << 24),
+    maxConnectionsPerSource: 0,
+    maxHalfOpenPerSource: 0,
+    maxTimeWaitPerSource: 0,
+    sendBytesPerSource: num("sendBytesPerSource", o.sendBytesPerSource, 32 << 20, 1024, 2 ** 40),
   };
+  const half = (n: number) => Math.max(1, n >> 1);
+  r.maxConnectionsPerSource = num(
+    "maxConnectionsPerSource",
+    o.maxConnectionsPerSource,
+    half(r.maxConnections),
+    1,
+    r.maxConnections,
+  );
+  r.maxHalfOpenPerSource = num(
+    "maxHalfOpenPerSource",
+    o.maxHalfOpenPerSource,
+    half(r.maxHalfOpen),
+    1,
+    r.maxHalfOpen,
+  );
+  r.maxTimeWaitPerSource = num(
+    "maxTimeWaitPerSource",
+    o.maxTimeWaitPerSource,
+    r.maxTimeWait >> 1,
+    0,
+    r.maxTimeWait,
+  );
   r.maxReceiveBuffer = num(
     "maxReceiveBuffer",
     o.maxReceiveBuffer,
@@ -374,6 +425,10 @@ export class Connection implements TcpConnectionLike {
   dirty = false;
   /** Insertion order for half-open / TIME_WAIT eviction (layer-internal). */
   released = false;
+  /** Who the connection is counted against (layer-internal; see `NetStack.input`). */
+  source: unknown = undefined;
+  /** The send-buffer byte budget of its source (layer-internal). */
+  budget: ByteBudget | null = null;
 
   readonly #owner: ConnectionOwner;
   readonly #o: ResolvedTcpOptions;
@@ -1162,7 +1217,7 @@ export class Connection implements TcpConnectionLike {
       acked -= 1;
     }
     const buf = this.#sendBuf;
-    if (buf && acked > 0) buf.drop(acked);
+    if (buf && acked > 0) this.#dropSent(buf, acked);
     this.#sndUna = ack;
     this.#probeOut = false;
     if (seqLt(this.#sndNxt, ack)) this.#sndNxt = ack;
@@ -1306,7 +1361,7 @@ export class Connection implements TcpConnectionLike {
     this.state = S.TIME_WAIT;
     this.#timeWaitAt = now + this.#o.timeWait;
     this.#rtoAt = this.#persistAt = this.#keepaliveAt = Infinity;
-    this.#sendBuf = null;
+    this.#freeSendBuffer();
     this.#rcv.dropReassembly();
     this.#lr?.clear(); // counters stay for stats
     this.#tlpAt = this.#reoAt = this.#paceAt = Infinity;
@@ -1889,8 +1944,7 @@ export class Connection implements TcpConnectionLike {
       throw new TypeError("The connection is closed for writing");
     }
     if (chunk.length === 0) return;
-    const buf = this.#sendBuf ??= new SendBuffer(this.#sendLimit);
-    const n = buf.push(chunk);
+    const n = this.#take(chunk);
     this.#owner.wakeConnection(this);
     if (n === chunk.length) return;
     if (!this.#abortHooked) {
@@ -1906,11 +1960,39 @@ export class Connection implements TcpConnectionLike {
     });
   }
 
+  /**
+   * Copies what fits of `bytes` into the send buffer (its limit and the
+   * source's byte budget) and returns how many bytes it took.
+   */
+  #take(bytes: Uint8Array): number {
+    const buf = this.#sendBuf ??= new SendBuffer(this.#sendLimit);
+    const budget = this.budget;
+    if (!budget) return buf.push(bytes);
+    const room = budget.free;
+    const n = buf.push(room < bytes.length ? bytes.subarray(0, room) : bytes);
+    budget.used += n;
+    if (n < bytes.length && budget.free === 0) {
+      budget.wait(() => this.#owner.wakeConnection(this));
+    }
+    return n;
+  }
+
+  /** Drops `n` acknowledged bytes from the front of the send buffer. */
+  #dropSent(buf: SendBuffer, n: number): void {
+    const k = Math.min(n, buf.length);
+    buf.drop(k);
+    this.budget?.release(k);
+  }
+
+  #freeSendBuffer(): void {
+    if (this.#sendBuf) this.budget?.release(this.#sendBuf.length);
+    this.#sendBuf = null;
+  }
+
   #fillFromPendingWrite(): void {
     const p = this.#pendingWrite;
     if (!p) return;
-    const buf = this.#sendBuf ??= new SendBuffer(this.#sendLimit);
-    p.offset += buf.push(p.chunk.subarray(p.offset));
+    p.offset += this.#take(p.chunk.subarray(p.offset));
     if (p.offset === p.chunk.length) {
       this.#pendingWrite = null;
       p.resolve();
@@ -1979,6 +2061,8 @@ export class Connection implements TcpConnectionLike {
 
   /** Flushes work queued by stream callbacks (from the layer's poll). */
   flush(now: number): void {
+    // A write may wait for its source's byte budget, freed by another connection.
+    if (this.#pendingWrite) this.#fillFromPendingWrite();
     this.#output(now);
   }
 
@@ -2032,7 +2116,7 @@ export class Connection implements TcpConnectionLike {
       } catch { /* already closed */ }
     }
     if (!wasTimeWait) this.#finishStreams();
-    this.#sendBuf = null;
+    this.#freeSendBuffer();
     this.#rcv.dropReassembly();
     this.#lr?.clear(); // counters stay for stats
     this.#resolveClosed();

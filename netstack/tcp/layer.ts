@@ -10,6 +10,17 @@
  * forgotten, a SYN_RECEIVED connection is dropped without a segment). No SYN
  * cookies.
  *
+ * Per-source quotas (`../quota.ts`): every entry is counted against the
+ * source its SYN came with. Half-open and TIME_WAIT entries beyond a
+ * source's quota evict that source's oldest; when a whole table is full,
+ * the oldest entry of the source holding the most goes. A SYN of a source
+ * at its connection quota reuses one of its TIME_WAIT entries or is dropped;
+ * when the connection table is full, a TIME_WAIT entry of the source holding
+ * the most TIME_WAIT entries goes, else the oldest connection of the source
+ * holding the most connections (never of one holding no more than the
+ * newcomer's source). The send buffers of one source's connections share a
+ * byte budget (`sendBytesPerSource`).
+ *
  * @module
  */
 
@@ -35,6 +46,7 @@ import {
 } from "./connection.ts";
 import { KeyedHash } from "./isn.ts";
 import { seqAdd, seqGt } from "./seq.ts";
+import { ByteBudget, SourceTable } from "../quota.ts";
 
 /** Layer-wide counters. */
 export interface TcpLayerStats {
@@ -56,6 +68,12 @@ export interface TcpLayerStats {
   timeWaitEvicted: number;
   /** Segments for no connection that were ignored (RSTs, stray segments while a SYN is pending). */
   ignored: number;
+  /** SYNs dropped because their source holds its connection quota. */
+  synDroppedSourceQuota: number;
+  /** Connections aborted to make room for a source holding fewer. */
+  connectionsEvicted: number;
+  /** Sources with connections now. */
+  sources: number;
 }
 
 interface HeapEntry {
@@ -69,12 +87,14 @@ class PendingSyn implements TcpSynRequest {
   readonly key: string;
   readonly seq: number;
   readonly syn: SynOptions;
+  readonly source: unknown;
   #layer: TcpLayer;
   /** "pending", "accepted", "reset", "dropped", "evicted". */
   status = "pending";
 
-  constructor(layer: TcpLayer, tuple: TcpTuple, key: string, seg: TcpRepr) {
+  constructor(layer: TcpLayer, tuple: TcpTuple, key: string, seg: TcpRepr, source: unknown) {
     this.#layer = layer;
+    this.source = source;
     this.tuple = tuple;
     this.ipVersion = tuple.localAddress.length === 4 ? 4 : 6;
     this.key = key;
@@ -133,6 +153,12 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   /** Half-open entries in arrival order: pending SYNs and SYN_RECEIVED connections. */
   readonly #halfOpen = new Map<string, PendingSyn | Connection>();
   readonly #timeWait = new Map<string, Connection>();
+  /** The three tables' keys by source. */
+  readonly #connsBy = new SourceTable();
+  readonly #halfOpenBy = new SourceTable();
+  readonly #timeWaitBy = new SourceTable();
+  /** Send-buffer budgets of the sources that have connections. */
+  readonly #budgets = new Map<unknown, ByteBudget>();
   readonly #heap: HeapEntry[] = [];
   #dirty: Connection[] = [];
   readonly #in = new TcpRepr();
@@ -148,6 +174,9 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     halfOpenEvicted: 0,
     timeWaitEvicted: 0,
     ignored: 0,
+    synDroppedSourceQuota: 0,
+    connectionsEvicted: 0,
+    sources: 0,
   };
 
   /** Creates a layer that sends through `host`. Throws `RangeError` on bad options. */
@@ -184,32 +213,63 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
 
   /** @internal */
   enteredTimeWait(conn: Connection): void {
-    this.#halfOpen.delete(conn.key);
-    if (this.options.maxTimeWait === 0) {
+    this.#halfOpenDelete(conn.key);
+    const o = this.options;
+    if (o.maxTimeWait === 0 || (conn.source !== undefined && o.maxTimeWaitPerSource === 0)) {
       conn.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
       return;
     }
-    this.#timeWait.set(conn.key, conn);
-    while (this.#timeWait.size > this.options.maxTimeWait) {
-      const oldest = this.#timeWait.values().next().value!;
+    for (;;) {
+      const key = this.#timeWaitBy.victim(conn.source, o.maxTimeWaitPerSource, o.maxTimeWait);
+      if (key === undefined) break;
+      const victim = key === null ? undefined : this.#timeWait.get(key);
+      if (!victim) {
+        // Nothing of a source holding more: this one does not stay.
+        conn.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
+        return;
+      }
       this.#stats.timeWaitEvicted++;
-      oldest.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
+      victim.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
     }
+    this.#timeWait.set(conn.key, conn);
+    this.#timeWaitBy.add(conn.source, conn.key);
   }
 
   /** @internal */
   released(conn: Connection): void {
     if (conn.released) return;
     conn.released = true;
-    if (this.#conns.get(conn.key) === conn) this.#conns.delete(conn.key);
-    if (this.#halfOpen.get(conn.key) === conn) this.#halfOpen.delete(conn.key);
-    if (this.#timeWait.get(conn.key) === conn) this.#timeWait.delete(conn.key);
+    const key = conn.key;
+    if (this.#conns.get(key) === conn) {
+      this.#conns.delete(key);
+      this.#connsBy.delete(conn.source, key);
+      if (this.#connsBy.count(conn.source) === 0) this.#budgets.delete(conn.source);
+    }
+    if (this.#halfOpen.get(key) === conn) this.#halfOpenDelete(key);
+    if (this.#timeWait.get(key) === conn) {
+      this.#timeWait.delete(key);
+      this.#timeWaitBy.delete(conn.source, key);
+    }
+  }
+
+  /** Forgets a half-open entry (a pending SYN or a SYN_RECEIVED connection). */
+  #halfOpenDelete(key: string): void {
+    const entry = this.#halfOpen.get(key);
+    if (!entry) return;
+    this.#halfOpen.delete(key);
+    this.#halfOpenBy.delete(entry.source, key);
   }
 
   // ------------------------------------------------------------ TcpLayerLike
 
   /** Handles one verified TCP segment from `src` to `dst`. */
-  input(src: IpAddress, dst: IpAddress, segment: Uint8Array, now: number): void {
+  input(
+    src: IpAddress,
+    dst: IpAddress,
+    segment: Uint8Array,
+    now: number,
+    source?: unknown,
+  ): void {
     this.lastNow = now;
     const seg = this.#in;
     if (!parseTcpInto(segment, seg)) {
@@ -229,15 +289,21 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     if (conn) {
       const wasHalfOpen = conn.state === TcpState.SYN_RECEIVED;
       conn.input(seg, now);
-      if (wasHalfOpen && conn.state !== TcpState.SYN_RECEIVED) this.#halfOpen.delete(key);
+      if (wasHalfOpen && conn.state !== TcpState.SYN_RECEIVED) this.#halfOpenDelete(key);
       this.#schedule(conn);
     } else {
-      this.#noConnection(src, dst, key, seg, now);
+      this.#noConnection(src, dst, key, seg, source);
     }
     this.#flushDirty(now);
   }
 
-  #noConnection(src: IpAddress, dst: IpAddress, key: string, seg: TcpRepr, now: number): void {
+  #noConnection(
+    src: IpAddress,
+    dst: IpAddress,
+    key: string,
+    seg: TcpRepr,
+    source: unknown,
+  ): void {
     const f = seg.flags;
     if (f & TCP_RST) {
       this.#stats.ignored++;
@@ -255,7 +321,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       return;
     }
     if ((f & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
-      this.#onSyn(src, dst, key, seg, now);
+      this.#onSyn(src, dst, key, seg, source);
       return;
     }
     // RFC 9293 §3.10.7.1: answer with RST.
@@ -278,35 +344,71 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     void (f & TCP_FIN);
   }
 
-  #onSyn(src: IpAddress, dst: IpAddress, key: string, seg: TcpRepr, _now: number): void {
-    if (this.#conns.size >= this.options.maxConnections) {
-      const oldestTw = this.#timeWait.values().next().value;
-      if (oldestTw) {
-        this.#stats.timeWaitEvicted++;
-        oldestTw.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
-      } else {
+  #onSyn(src: IpAddress, dst: IpAddress, key: string, seg: TcpRepr, source: unknown): void {
+    if (!this.#roomForConnection(source)) return;
+    const o = this.options;
+    for (;;) {
+      const victim = this.#halfOpenBy.victim(source, o.maxHalfOpenPerSource, o.maxHalfOpen);
+      if (victim === undefined) break;
+      if (victim === null) {
         this.#stats.synDropped++;
         return;
       }
+      this.#evictHalfOpen(victim);
     }
-    while (this.#halfOpen.size >= this.options.maxHalfOpen) this.#evictHalfOpen();
     const tuple: TcpTuple = {
       localAddress: dst.slice(),
       localPort: seg.dstPort,
       remoteAddress: src.slice(),
       remotePort: seg.srcPort,
     };
-    const req = new PendingSyn(this, tuple, key, seg);
+    const req = new PendingSyn(this, tuple, key, seg, source);
     this.#halfOpen.set(key, req);
+    this.#halfOpenBy.add(source, key);
     this.#host.onSyn(req);
   }
 
-  #evictHalfOpen(): void {
-    const [key, oldest] = this.#halfOpen.entries().next().value!;
-    this.#halfOpen.delete(key);
+  /**
+   * Makes room in the connection table for one more connection of `source`
+   * (see the module doc); false when its SYN must be dropped.
+   */
+  #roomForConnection(source: unknown): boolean {
+    const o = this.options;
+    const by = this.#connsBy;
+    if (source !== undefined && by.count(source) >= o.maxConnectionsPerSource) {
+      const tw = this.#timeWait.get(this.#timeWaitBy.oldest(source) ?? "");
+      if (!tw) {
+        this.#stats.synDroppedSourceQuota++;
+        return false;
+      }
+      this.#stats.timeWaitEvicted++;
+      tw.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
+    }
+    if (this.#conns.size < o.maxConnections) return true;
+    const twKey = this.#timeWaitBy.oldest(this.#timeWaitBy.heaviest());
+    const tw = twKey === undefined ? undefined : this.#timeWait.get(twKey);
+    if (tw) {
+      this.#stats.timeWaitEvicted++;
+      tw.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
+      return true;
+    }
+    const victim = by.victim(source, o.maxConnectionsPerSource, o.maxConnections);
+    const conn = victim ? this.#conns.get(victim) : undefined;
+    if (!conn || conn.source === source) {
+      this.#stats.synDropped++;
+      return false;
+    }
+    this.#stats.connectionsEvicted++;
+    conn.reset();
+    return true;
+  }
+
+  #evictHalfOpen(key: string): void {
+    const entry = this.#halfOpen.get(key)!;
+    this.#halfOpenDelete(key);
     this.#stats.halfOpenEvicted++;
-    if (oldest instanceof PendingSyn) oldest.status = "evicted";
-    else oldest.abandon(new TcpError("ECONNABORTED", "Half-open limit"));
+    if (entry instanceof PendingSyn) entry.status = "evicted";
+    else entry.abandon(new TcpError("ECONNABORTED", "Half-open limit"));
   }
 
   /** @internal Accepts a pending SYN (via {@linkcode TcpSynRequest.accept}). */
@@ -323,7 +425,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     }
     req.status = "accepted";
     const now = this.lastNow;
-    const conn = this.#newConnection(req.tuple, req.key, now);
+    const conn = this.#newConnection(req.tuple, req.key, now, req.source);
     if (options?.congestionControl) conn.useCongestionControl(options.congestionControl);
     this.#halfOpen.set(req.key, conn); // keeps the half-open slot and its age order
     conn.openPassive(req.seq, req.syn, now);
@@ -338,7 +440,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       throw new TypeError(`This SYN request was already answered (${req.status})`);
     }
     req.status = "reset";
-    this.#halfOpen.delete(req.key);
+    this.#halfOpenDelete(req.key);
     this.#stats.resetsSent++;
     const r = this.scratch;
     r.clear();
@@ -358,10 +460,10 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       throw new TypeError(`This SYN request was already answered (${req.status})`);
     }
     req.status = "dropped";
-    this.#halfOpen.delete(req.key);
+    this.#halfOpenDelete(req.key);
   }
 
-  #newConnection(tuple: TcpTuple, key: string, now: number): Connection {
+  #newConnection(tuple: TcpTuple, key: string, now: number, source?: unknown): Connection {
     const l = tuple.localAddress, r = tuple.remoteAddress;
     // RFC 6528: ISN = M + F(tuple, secret), M a 4 µs clock.
     const f = this.#hash.hash(l, r, tuple.localPort | (tuple.remotePort << 16));
@@ -369,6 +471,15 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     const tsOffset = this.#tsHash.hash(l, r, tuple.localPort | (tuple.remotePort << 16));
     const conn = new Connection(this, tuple, key, iss, tsOffset);
     this.#conns.set(key, conn);
+    conn.source = source;
+    this.#connsBy.add(source, key);
+    if (source !== undefined) {
+      let budget = this.#budgets.get(source);
+      if (!budget) {
+        this.#budgets.set(source, budget = new ByteBudget(this.options.sendBytesPerSource));
+      }
+      conn.budget = budget;
+    }
     return conn;
   }
 
@@ -507,6 +618,22 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       connections: this.#conns.size,
       halfOpen: this.#halfOpen.size,
       timeWait: this.#timeWait.size,
+      sources: this.#budgets.size,
+    };
+  }
+
+  /** What one source holds now: connections, half-open entries, TIME_WAIT entries, send-buffer bytes. */
+  sourceUsage(source: unknown): {
+    connections: number;
+    halfOpen: number;
+    timeWait: number;
+    sendBytes: number;
+  } {
+    return {
+      connections: this.#connsBy.count(source),
+      halfOpen: this.#halfOpenBy.count(source),
+      timeWait: this.#timeWaitBy.count(source),
+      sendBytes: this.#budgets.get(source)?.used ?? 0,
     };
   }
 
@@ -521,7 +648,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
         if (c.released) continue;
         const wasHalfOpen = c.state === TcpState.SYN_RECEIVED;
         c.flush(now);
-        if (wasHalfOpen && c.state !== TcpState.SYN_RECEIVED) this.#halfOpen.delete(c.key);
+        if (wasHalfOpen && c.state !== TcpState.SYN_RECEIVED) this.#halfOpenDelete(c.key);
         this.#schedule(c);
       }
     }

@@ -363,3 +363,134 @@ Deno.test("random segments: the layer's invariants hold (fuzz)", async () => {
   assert.ok(totals.rstInputs > 1000, `RST inputs ${totals.rstInputs}`);
   assert.ok(totals.outputs > 1000, `outputs ${totals.outputs}`);
 });
+
+Deno.test("TCP layer: per-source quotas (one source cannot take another's place)", async (t) => {
+  const A = { peer: "A" };
+  const B = { peer: "B" };
+
+  /** Opens an established connection from `port` counted against `source`. */
+  function establish(h: Harness, port: number, source: unknown): TcpConnectionLike {
+    h.send({ flags: "S", seq: PEER_ISS }, h.now, port, source);
+    const iss = h.out.shift()!.seq;
+    h.send({ flags: "A", seq: PEER_ISS + 1, ack: iss + 1 }, h.now, port, source);
+    h.out.length = 0;
+    return h.accepted[h.accepted.length - 1];
+  }
+
+  await t.step("half-open: A's SYN flood evicts only A's entries, B's SYNs wait on", () => {
+    const h = new Harness({ maxHalfOpen: 16 });
+    h.onSyn = "keep";
+    h.send({ flags: "S", seq: 1 }, 0, 100, B);
+    h.send({ flags: "S", seq: 2 }, 0, 101, B);
+    for (let i = 0; i < 1000; i++) h.send({ flags: "S", seq: i }, i, 1024 + i, A);
+    assert.equal(h.layer.sourceUsage(A).halfOpen, 8, "A holds its quota (half of 16)");
+    assert.equal(h.layer.sourceUsage(B).halfOpen, 2);
+    assert.equal(h.layer.stats.halfOpenEvicted, 992);
+    // B's requests are still answerable.
+    h.syns[0].accept();
+    h.expect({ flags: "SA", seq: h.out[0]?.seq ?? 0, ack: 2 });
+  });
+
+  await t.step("half-open table full: the newcomer takes from the source holding the most", () => {
+    const h = new Harness({ maxHalfOpen: 8, maxHalfOpenPerSource: 8 });
+    h.onSyn = "keep";
+    for (let i = 0; i < 8; i++) h.send({ flags: "S", seq: i }, 0, 1024 + i, A);
+    for (let i = 0; i < 3; i++) h.send({ flags: "S", seq: i }, 0, 2048 + i, B);
+    assert.deepEqual(
+      [h.layer.sourceUsage(A).halfOpen, h.layer.sourceUsage(B).halfOpen],
+      [5, 3],
+    );
+    // A's next SYNs take A's own oldest places, never B's.
+    for (let i = 0; i < 50; i++) h.send({ flags: "S", seq: i }, 0, 3000 + i, A);
+    assert.deepEqual(
+      [h.layer.sourceUsage(A).halfOpen, h.layer.sourceUsage(B).halfOpen],
+      [5, 3],
+    );
+    // Packets without a source count too, and take from the heaviest.
+    h.send({ flags: "S", seq: 9 }, 0, 4000);
+    assert.equal(h.layer.sourceUsage(A).halfOpen, 4);
+    assert.equal(h.layer.sourceUsage(undefined).halfOpen, 1);
+  });
+
+  await t.step("connections: a source at its quota gets no more, another still connects", () => {
+    const h = new Harness({ maxConnections: 8 });
+    for (let i = 0; i < 10; i++) h.send({ flags: "S", seq: i }, 0, 1024 + i, A);
+    assert.equal(h.layer.sourceUsage(A).connections, 4);
+    assert.equal(h.layer.stats.synDroppedSourceQuota, 6);
+    h.out.length = 0;
+    h.send({ flags: "S", seq: 5 }, 0, 2000, B);
+    h.expect({ flags: "SA", seq: h.out[0]?.seq ?? 0, ack: 6 });
+    assert.equal(h.layer.sourceUsage(B).connections, 1);
+  });
+
+  await t.step("connection table full: the source holding the most gives up its oldest", () => {
+    const h = new Harness({ maxConnections: 6, maxConnectionsPerSource: 6 });
+    const a = Array.from({ length: 6 }, (_, i) => establish(h, 1024 + i, A));
+    establish(h, 2000, B);
+    assert.equal(h.layer.stats.connectionsEvicted, 1);
+    assert.equal(a[0].stats.state, "CLOSED");
+    assert.deepEqual(
+      [h.layer.sourceUsage(A).connections, h.layer.sourceUsage(B).connections],
+      [5, 1],
+    );
+    // A, holding the most, cannot push B out: its SYN is dropped.
+    h.send({ flags: "S", seq: 1 }, 0, 1100, A);
+    h.expectNothing();
+    assert.equal(h.layer.stats.synDropped, 1);
+    assert.equal(h.layer.sourceUsage(B).connections, 1);
+  });
+
+  await t.step("TIME_WAIT: A's closed connections evict only A's TIME_WAIT entries", async () => {
+    const h = new Harness({ maxTimeWait: 6 });
+    const closeActively = async (port: number, source: unknown) => {
+      const conn = establish(h, port, source);
+      await conn.writable.close();
+      h.poll(h.now);
+      const fin = h.out.shift()!;
+      h.out.length = 0;
+      h.send({ flags: "FA", seq: PEER_ISS + 1, ack: fin.seq + 1 }, h.now, port, source);
+      h.out.length = 0;
+    };
+    await closeActively(900, B);
+    await closeActively(901, B);
+    for (let i = 0; i < 10; i++) await closeActively(1024 + i, A);
+    assert.deepEqual(
+      [h.layer.sourceUsage(A).timeWait, h.layer.sourceUsage(B).timeWait],
+      [3, 2],
+    );
+    assert.equal(h.layer.stats.timeWaitEvicted, 7);
+  });
+
+  await t.step(
+    "send bytes: a source's connections share a budget; others are not held",
+    async () => {
+      const h = new Harness({ sendBytesPerSource: 4096, sendBuffer: 65536 });
+      const a1 = establish(h, 1024, A);
+      const a2 = establish(h, 1025, A);
+      const b1 = establish(h, 2048, B);
+      const w1 = a1.writable.getWriter();
+      let first = false;
+      w1.write(new Uint8Array(6000)).then(() => first = true);
+      await Promise.resolve();
+      assert.equal(h.layer.sourceUsage(A).sendBytes, 4096);
+      assert.equal(first, false, "the write waits for the budget");
+      let second = false;
+      a2.writable.getWriter().write(new Uint8Array(100)).then(() => second = true);
+      // B is not held back by A's full budget.
+      await b1.writable.getWriter().write(new Uint8Array(1000));
+      assert.equal(h.layer.sourceUsage(B).sendBytes, 1000);
+      assert.equal(second, false);
+      // The client acknowledges what was sent on a1: bytes flow again, in order.
+      h.poll(h.now);
+      const sent = h.out.filter((s) => s.dstPort === 1024);
+      const end = sent.reduce((m, s) => Math.max(m, s.seq + s.payload.length), 0);
+      h.out.length = 0;
+      h.send({ flags: "A", seq: PEER_ISS + 1, ack: end }, h.now + 10, 1024, A);
+      h.poll(h.now);
+      await new Promise((r) => setTimeout(r, 0));
+      assert.equal(first, true);
+      assert.equal(second, true);
+      assert.ok(h.layer.sourceUsage(A).sendBytes <= 4096);
+    },
+  );
+});

@@ -148,8 +148,11 @@ export class Harness {
     });
   }
 
-  /** Sends `seg` from the peer to us at time `at` (default: now). */
-  send(seg: Seg, at = this.now, port = RPORT): void {
+  /**
+   * Sends `seg` from the peer to us at time `at` (default: now), from
+   * `port`, counted against `source` (see `NetStack.input`).
+   */
+  send(seg: Seg, at = this.now, port = RPORT, source?: unknown): void {
     this.now = at;
     const r = new TcpRepr();
     r.srcPort = port;
@@ -172,7 +175,7 @@ export class Harness {
     }
     r.payload = bytesOf(seg.data);
     this.trace.push(`${at} > ${describe(r)}`);
-    this.layer.input(REMOTE, LOCAL, emitTcp(r, REMOTE, LOCAL), at);
+    this.layer.input(REMOTE, LOCAL, emitTcp(r, REMOTE, LOCAL), at, source);
   }
 
   /** Runs `poll` at time `at`. */
