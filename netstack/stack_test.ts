@@ -81,6 +81,8 @@ function fakeConnection(tuple: TcpTuple): TcpConnectionLike {
     ipVersion: tuple.localAddress.length === 4 ? 4 : 6,
     readable: new ReadableStream(),
     writable: new WritableStream(),
+    read: () => Promise.resolve(null),
+    write: () => Promise.resolve(),
     closed: Promise.resolve(),
     stats: {
       state: "CLOSED",

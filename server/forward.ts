@@ -548,22 +548,11 @@ export class Forwarder {
       this.#release(dial.peer);
       return { decision: "rst" };
     }
-    const peer = dial.peer;
     const dialMs = performance.now() - dial.started;
     this.#observeDial(dialMs / 1000);
-    let released = false;
-    const upstream: UpstreamConn & { dialMs: number } = {
-      dialMs,
-      read: (p) => conn.read(p),
-      write: (p) => conn.write(p),
-      closeWrite: () => conn.closeWrite(),
-      close: () => {
-        if (released) return;
-        released = true;
-        this.#release(peer);
-        conn.close();
-      },
-    };
+    const upstream = new DialledUpstream(conn, dialMs, () => {
+      this.#release(dial.peer);
+    });
     return { decision: "accept", upstream };
   }
 
@@ -586,70 +575,51 @@ export class Forwarder {
     });
   }
 
+  /** A handler that relays its connection to `upstream` (see {@linkcode Forwarder.relay}). */
+  relayTo(upstream: UpstreamConn): (stream: TcpStream) => Promise<void> {
+    return (stream) => this.relay(stream, upstream);
+  }
+
   /** Relays an accepted connection to the upstream {@linkcode Forwarder.accept} dialled. */
-  async relay(stream: TcpStream, upstream: UpstreamConn): Promise<void> {
+  relay(stream: TcpStream, upstream: UpstreamConn): Promise<void> {
     if (this.#closed) {
       upstream.close();
       stream.reset();
-      return;
+      return Promise.resolve();
     }
     this.#stats.tcpAccepted++;
-    const label = {
-      peer: peerLabel(stream),
-      source: stream.source,
-      destination: stream.destination,
-    };
     const dialMs = (upstream as { dialMs?: number }).dialMs;
     this.#rawLog({
       level: "info",
       event: "tcp-open",
-      ...label,
+      peer: peerLabel(stream),
+      source: stream.source,
+      destination: stream.destination,
       dialMs: dialMs === undefined ? undefined : Math.round(dialMs),
     });
-    let idled = false;
-    let reset = false;
-    const client: RelayClient = {
-      readable: stream.readable,
-      writable: stream.writable,
-      reset: () => {
-        if (reset) return;
-        reset = true;
-        stream.reset();
-      },
-    };
-    const handle = {
-      lastActive: performance.now(),
-      close: () => upstream.close(),
-      idle: () => {
-        idled = true;
-        this.#stats.tcpIdleClosed++;
-        upstream.close();
-        client.reset();
-      },
-    };
-    this.#open.add(handle);
-    const started = performance.now();
-    const counters = {
-      bytesUp: 0,
-      bytesDown: 0,
-      touch: () => handle.lastActive = performance.now(),
-    };
-    let result: RelayResult;
-    try {
-      result = await relayTcp(client, upstream, counters);
-    } finally {
-      this.#open.delete(handle);
+    // One small object per relay (no closures): idle connections stay small.
+    const relay = new RelayHandle(stream, upstream);
+    this.#open.add(relay);
+    return relayTcp(stream, upstream, relay).finally(() => {
+      this.#open.delete(relay);
       upstream.close();
-    }
+    }).then((result) => this.#relayEnded(relay, result));
+  }
+
+  #relayEnded(relay: RelayHandle, result: RelayResult): void {
+    const { stream, idled } = relay;
+    if (idled) this.#stats.tcpIdleClosed++;
     this.#stats.bytesUp += result.bytesUp;
     this.#stats.bytesDown += result.bytesDown;
     this.#rawLog({
       level: result.error && !idled ? "warn" : "info",
       event: "tcp-close",
-      ...label,
+      peer: peerLabel(stream),
+      source: stream.source,
+      destination: stream.destination,
       bytesUp: result.bytesUp,
       bytesDown: result.bytesDown,
-      durationMs: Math.round(performance.now() - started),
+      durationMs: Math.round(performance.now() - relay.started),
       end: idled ? "idle" : this.#closed && result.end !== "closed" ? "shutdown" : result.end,
       error: idled ? undefined : result.error,
     });
@@ -820,6 +790,54 @@ export class Forwarder {
   }
 }
 
+/** A dialled upstream connection; closing it frees its socket slot once. */
+class DialledUpstream implements UpstreamConn {
+  #conn: UpstreamConn;
+  #release: (() => void) | null;
+  constructor(conn: UpstreamConn, readonly dialMs: number, release: () => void) {
+    this.#conn = conn;
+    this.#release = release;
+  }
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#conn.read(p);
+  }
+  write(p: Uint8Array): Promise<number> {
+    return this.#conn.write(p);
+  }
+  closeWrite(): Promise<void> {
+    return this.#conn.closeWrite();
+  }
+  close(): void {
+    const release = this.#release;
+    if (!release) return;
+    this.#release = null;
+    release();
+    this.#conn.close();
+  }
+}
+
+/** One running TCP relay: its byte counts, last activity and idle closing. */
+class RelayHandle {
+  bytesUp = 0;
+  bytesDown = 0;
+  idled = false;
+  readonly started: number = performance.now();
+  lastActive: number = this.started;
+  constructor(readonly stream: TcpStream, readonly upstream: UpstreamConn) {}
+  touch(): void {
+    this.lastActive = performance.now();
+  }
+  close(): void {
+    this.upstream.close();
+  }
+  /** The idle timeout passed: close the upstream, reset the client. */
+  idle(): void {
+    this.idled = true;
+    this.upstream.close();
+    this.stream.reset();
+  }
+}
+
 /** How a relayed TCP connection ended. */
 export interface RelayResult {
   /** Payload bytes client → upstream. */
@@ -832,11 +850,14 @@ export interface RelayResult {
   error?: string;
 }
 
-/** The client side of a relay: a {@linkcode TcpStream} fits. */
-export type RelayClient = Pick<TcpStream, "readable" | "writable" | "reset">;
+/**
+ * The client side of a relay: a {@linkcode TcpStream} fits (the relay uses
+ * its stream-free `read`/`write`, so no stream objects are made for it).
+ */
+export type RelayClient = Pick<TcpStream, "read" | "write" | "close" | "reset">;
 
 /** Smallest and largest upstream read; an idle connection holds only the smallest. */
-const READ_MIN = 2048;
+const READ_MIN = 256;
 const READ_MAX = 64 * 1024;
 
 /**
@@ -847,9 +868,9 @@ const READ_MAX = 64 * 1024;
  * or closes the other.
  *
  * There is no fixed buffer per connection: each upstream read gets a fresh
- * buffer, 2 KiB after a short read (so an idle connection holds 2 KiB),
- * doubling up to 64 KiB while reads fill it; the bytes go to the client's
- * writable without a copy.
+ * buffer, 256 bytes after a short read (so an idle connection holds 256
+ * bytes), doubling up to 64 KiB while reads fill it; the bytes go to the
+ * client without a copy.
  *
  * @param counters Optional totals that are increased as bytes go by, and
  *   `touch()` called on every chunk (idle tracking).
@@ -861,10 +882,10 @@ export async function relayTcp(
 ): Promise<RelayResult> {
   const result: RelayResult = { bytesUp: 0, bytesDown: 0, end: "closed" };
   let failed = false;
-  const reader = stream.readable.getReader();
-  const writer = stream.writable.getWriter();
 
-  function fail(end: string, error: unknown, resetClient: boolean): void {
+  // Ends both sides: closing the upstream and resetting the client (unless
+  // it reset itself) end whatever either loop still waits on.
+  function fail(end: string, error: unknown, resetClient = true): void {
     if (failed) return;
     failed = true;
     result.end = end;
@@ -876,35 +897,32 @@ export async function relayTcp(
       // already closed
     }
     if (resetClient) stream.reset();
-    // Whatever the reset did to the streams, neither loop may wait on them any more.
-    reader.cancel().catch(() => {});
-    writer.abort().catch(() => {});
   }
 
   const up = (async () => {
     for (;;) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
+      let chunk: Uint8Array | null;
       try {
-        chunk = await reader.read();
+        chunk = await stream.read();
       } catch (error) {
         return fail("client reset", error, false);
       }
-      if (chunk.done) break;
+      if (chunk === null) break;
       counters?.touch?.();
-      let data = chunk.value;
+      let data = chunk;
       try {
         while (data.length > 0) data = data.subarray(await conn.write(data));
       } catch (error) {
-        return fail(upstreamEnd(error), error, true);
+        return fail(upstreamEnd(error), error);
       }
-      result.bytesUp += chunk.value.length;
-      if (counters) counters.bytesUp += chunk.value.length;
+      result.bytesUp += chunk.length;
+      if (counters) counters.bytesUp += chunk.length;
     }
     try {
       await conn.closeWrite();
     } catch (error) {
       // The upstream may have closed both ways already; the other loop tells.
-      if (!(error instanceof Deno.errors.NotConnected)) fail(upstreamEnd(error), error, true);
+      if (!(error instanceof Deno.errors.NotConnected)) fail(upstreamEnd(error), error);
     }
   })();
 
@@ -916,7 +934,7 @@ export async function relayTcp(
       try {
         n = await conn.read(buf);
       } catch (error) {
-        return fail(upstreamEnd(error), error, true);
+        return fail(upstreamEnd(error), error);
       }
       if (n === null) break;
       counters?.touch?.();
@@ -924,18 +942,15 @@ export async function relayTcp(
       const chunk = n === size ? buf : n >= size / 2 ? buf.subarray(0, n) : buf.slice(0, n);
       size = n === size ? Math.min(size * 2, READ_MAX) : n < size / 4 ? READ_MIN : size;
       try {
-        await writer.write(chunk);
+        await stream.write(chunk);
       } catch (error) {
-        return fail("client reset", error, false);
+        return fail("client reset", error);
       }
       result.bytesDown += n;
       if (counters) counters.bytesDown += n;
     }
-    try {
-      await writer.close();
-    } catch (error) {
-      fail("client reset", error, false);
-    }
+    // FIN to the client after what was written.
+    stream.close();
   })();
 
   await Promise.all([up, down]);

@@ -31,6 +31,9 @@ function fakeTcp(destination: { address: string; port: number }) {
   });
   let resets = 0;
   const clientWriter = toServer.writable.getWriter();
+  // The relay's ends (it reads and writes without streams, as the server's connections allow).
+  const fromClient = toServer.readable.getReader();
+  const toClientWriter = toClient.writable.getWriter();
   const stream: TcpStream = {
     protocol: "tcp",
     closed: new Promise(() => {}),
@@ -40,10 +43,18 @@ function fakeTcp(destination: { address: string; port: number }) {
     destination,
     readable: toServer.readable,
     writable: toClient.writable,
+    read: async () => {
+      const { value, done } = await fromClient.read();
+      return done ? null : value;
+    },
+    write: (chunk) => toClientWriter.write(chunk),
+    close: () => void toClientWriter.close().catch(() => {}),
     reset() {
+      // As a server connection: a second reset does nothing.
+      if (resets > 0) return;
       resets++;
       clientWriter.abort(new Error("reset")).catch(() => {});
-      toClient.readable.cancel().catch(() => {});
+      toClientWriter.abort(new Error("reset")).catch(() => {});
     },
   };
   return {

@@ -117,10 +117,20 @@ export interface PeerInfo {
 export interface TcpStream extends FlowInfo {
   /** Always `"tcp"`. */
   readonly protocol: "tcp";
-  /** Bytes from the client; ends on FIN, errors on RST. */
+  /** Bytes from the client; ends on FIN, errors on RST. Made on first use. */
   readonly readable: ReadableStream<Uint8Array>;
-  /** Bytes to the client; `close()` sends FIN, `abort()` sends RST. */
+  /** Bytes to the client; `close()` sends FIN, `abort()` sends RST. Made on first use. */
   readonly writable: WritableStream<Uint8Array>;
+  /**
+   * Without streams: the next bytes from the client, `null` after its FIN
+   * (rejects on RST). Use either this or `readable`, not both; a relay that
+   * holds many idle connections stays smaller this way.
+   */
+  read(): Promise<Uint8Array | null>;
+  /** Without streams: resolves once `chunk` is buffered for the client. Either this or `writable`. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Sends FIN after what was written (also while the writable is locked). */
+  close(): void;
   /** Resolves when the connection is fully closed. */
   readonly closed: Promise<void>;
   /** Sends RST now. */
@@ -310,6 +320,43 @@ const HANDSHAKE_TURN_MS = 1;
 
 function toKey(key: string | Uint8Array): Uint8Array {
   return typeof key === "string" ? keyFromBase64(key) : key;
+}
+
+/** A {@linkcode TcpStream}: the connection's streams are made only when used. */
+class ServerTcpStream implements TcpStream {
+  readonly protocol = "tcp";
+  readonly peer: PeerInfo;
+  readonly ipVersion: 4 | 6;
+  readonly source: UdpEndpoint;
+  readonly destination: UdpEndpoint;
+  readonly closed: Promise<void>;
+  #conn: TcpConnection;
+  constructor(info: FlowInfo, conn: TcpConnection) {
+    this.peer = info.peer;
+    this.ipVersion = info.ipVersion;
+    this.source = info.source;
+    this.destination = info.destination;
+    this.closed = conn.closed;
+    this.#conn = conn;
+  }
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#conn.readable;
+  }
+  get writable(): WritableStream<Uint8Array> {
+    return this.#conn.writable;
+  }
+  read(): Promise<Uint8Array | null> {
+    return this.#conn.read();
+  }
+  write(chunk: Uint8Array): Promise<void> {
+    return this.#conn.write(chunk);
+  }
+  close(): void {
+    this.#conn.close();
+  }
+  reset(): void {
+    this.#conn.reset();
+  }
 }
 
 /** A bounded queue with async take, for the server's async iterator. */
@@ -503,7 +550,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
           request.reject("rst");
         } else {
           // The dialled upstream goes straight to this connection's relay.
-          deliverTcp(info, request.accept(), (stream) => fwd.relay(stream, upstream));
+          deliverTcp(info, request.accept(), fwd.relayTo(upstream));
         }
         pollSoon();
       }, (err) => {
@@ -542,14 +589,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     conn: TcpConnection,
     handler: ((stream: TcpStream) => void | Promise<void>) | undefined = options.onTcp,
   ): void {
-    const stream: TcpStream = {
-      ...info,
-      protocol: "tcp",
-      readable: conn.readable,
-      writable: conn.writable,
-      closed: conn.closed,
-      reset: () => conn.reset(),
-    };
+    const stream = new ServerTcpStream(info, conn);
     openTcp.set(stream, conn);
     log({
       level: "debug",

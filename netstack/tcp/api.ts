@@ -75,10 +75,29 @@ export interface TcpSynRequest {
 
 /** The face of one TCP connection that users see. */
 export interface TcpConnectionLike extends TcpTuple {
-  /** Bytes from the peer; closes on FIN, errors on RST or timeout. */
+  /**
+   * Bytes from the peer; closes on FIN, errors on RST or timeout. Made on
+   * first use; not available once `read()` was used.
+   */
   readonly readable: ReadableStream<Uint8Array>;
-  /** Bytes to the peer; `close()` sends FIN (half-close), `abort()` sends RST. */
+  /**
+   * Bytes to the peer; `close()` sends FIN (half-close), `abort()` sends RST.
+   * Made on first use; not available once `write()` was used.
+   */
   readonly writable: WritableStream<Uint8Array>;
+  /**
+   * The stream-free way to read: the next bytes (up to 64 KiB), `null` after
+   * the peer's FIN; rejects on RST or timeout. One read at a time; a
+   * `TypeError` once `readable` was used. No stream objects are made, so a
+   * relay holding many idle connections stays small.
+   */
+  read(): Promise<Uint8Array | null>;
+  /**
+   * The stream-free way to write: resolves once `chunk` is in the send
+   * buffer (backpressure as with `writable`). One write at a time; a
+   * `TypeError` once `writable` was used. `close()` half-closes.
+   */
+  write(chunk: Uint8Array): Promise<void>;
   /** 4 or 6. */
   readonly ipVersion: 4 | 6;
   /** Resolves when the connection is fully closed (either way). */

@@ -396,6 +396,72 @@ function newCongestionControl(
 }
 const OUR_WSCALE = 7;
 
+/** Where received bytes go: the readable's controller or a {@linkcode DirectReader}. */
+interface ReadSide {
+  enqueue(chunk: Uint8Array): void;
+  close(): void;
+  error(error: unknown): void;
+}
+
+/** Nobody reads yet: the connection's state is replayed when a reader attaches. */
+const NO_READER: ReadSide = { enqueue() {}, close() {}, error() {} };
+
+/** The reader behind {@linkcode Connection.read}: one pending read, like a stream with a high-water mark of 0. */
+class DirectReader implements ReadSide {
+  #resolve: ((chunk: Uint8Array | null) => void) | null = null;
+  #reject: ((error: unknown) => void) | null = null;
+  #chunk: Uint8Array | null = null;
+  #closed = false;
+  #failed = false;
+  #error: unknown = undefined;
+
+  read(pull: () => void): Promise<Uint8Array | null> {
+    if (this.#resolve) return Promise.reject(new TypeError("A read is already waiting"));
+    const chunk = this.#chunk;
+    if (chunk) {
+      this.#chunk = null;
+      return Promise.resolve(chunk);
+    }
+    if (this.#failed) return Promise.reject(this.#error);
+    if (this.#closed) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+      pull();
+    });
+  }
+
+  enqueue(chunk: Uint8Array): void {
+    const resolve = this.#resolve;
+    if (!resolve) {
+      this.#chunk = chunk;
+      return;
+    }
+    this.#resolve = this.#reject = null;
+    resolve(chunk);
+  }
+
+  close(): void {
+    if (this.#closed || this.#failed) return;
+    this.#closed = true;
+    const resolve = this.#resolve;
+    if (!resolve) return;
+    this.#resolve = this.#reject = null;
+    resolve(null);
+  }
+
+  error(error: unknown): void {
+    if (this.#closed || this.#failed) return;
+    this.#failed = true;
+    this.#error = error;
+    this.#chunk = null;
+    const reject = this.#reject;
+    if (!reject) return;
+    this.#resolve = this.#reject = null;
+    reject(error);
+  }
+}
+
 /** A TCP connection. Created by the layer; users see it as {@linkcode TcpConnectionLike}. */
 export class Connection implements TcpConnectionLike {
   /** Our address. */
@@ -410,10 +476,6 @@ export class Connection implements TcpConnectionLike {
   readonly ipVersion: 4 | 6;
   /** Table key (layer-internal). */
   readonly key: string;
-  /** Bytes from the peer. */
-  readonly readable: ReadableStream<Uint8Array>;
-  /** Bytes to the peer. */
-  readonly writable: WritableStream<Uint8Array>;
   /** Resolves when the connection is fully closed. */
   readonly closed: Promise<void>;
 
@@ -511,9 +573,17 @@ export class Connection implements TcpConnectionLike {
   #unackedSegs = 0;
   #windowUpdate = false;
 
-  // Stream plumbing.
-  #readCtrl!: ReadableStreamDefaultController<Uint8Array>;
-  #writeCtrl!: WritableStreamDefaultController;
+  // Stream plumbing. The streams are made on first use (an idle relay that
+  // reads and writes directly holds none); until then received bytes,
+  // closes and errors go to NO_READER and are replayed when one attaches.
+  #readCtrl: ReadSide = NO_READER;
+  #writeCtrl: WritableStreamDefaultController | null = null;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+  #direct: DirectReader | null = null;
+  #directWrite = false;
+  /** What the writable is (or will be, once made) errored with. */
+  #writeError: unknown = undefined;
   #readDone = false;
   #writeDone = false;
   #pullWaiting = false;
@@ -585,20 +655,42 @@ export class Connection implements TcpConnectionLike {
     this.#ccName = this.#o.congestionControl;
     this.#cc = newCongestionControl(this.#ccName, this.#sndMss, false, iss);
     this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
-    this.readable = new ReadableStream<Uint8Array>(
+  }
+
+  /**
+   * Bytes from the peer (made on first use). Not available once
+   * {@linkcode Connection.read} was used.
+   */
+  get readable(): ReadableStream<Uint8Array> {
+    if (this.#readable) return this.#readable;
+    if (this.#direct) {
+      throw new TypeError("This connection is read with read(): it has no readable");
+    }
+    this.#readable = new ReadableStream<Uint8Array>(
       {
-        start: (c) => {
-          this.#readCtrl = c;
-        },
+        start: (c) => this.#attachReader(c),
         pull: () => this.#onPull(),
         cancel: () => this.#onCancel(),
       },
       { highWaterMark: 0 },
     );
-    this.writable = new WritableStream<Uint8Array>(
+    return this.#readable;
+  }
+
+  /**
+   * Bytes to the peer (made on first use). Not available once
+   * {@linkcode Connection.write} was used.
+   */
+  get writable(): WritableStream<Uint8Array> {
+    if (this.#writable) return this.#writable;
+    if (this.#directWrite) {
+      throw new TypeError("This connection is written with write(): it has no writable");
+    }
+    this.#writable = new WritableStream<Uint8Array>(
       {
         start: (c) => {
           this.#writeCtrl = c;
+          if (this.#writeError !== undefined) c.error(this.#writeError);
         },
         write: (chunk) => this.#onWrite(chunk),
         close: () => this.#onClose(),
@@ -606,6 +698,53 @@ export class Connection implements TcpConnectionLike {
       },
       { highWaterMark: 1 },
     );
+    return this.#writable;
+  }
+
+  /**
+   * The next bytes from the peer (what has arrived, up to 64 KiB), `null`
+   * after its FIN; rejects on RST or timeout. One read at a time. The
+   * stream-free way to read: no stream objects are made (for relays that
+   * hold many idle connections). Throws a `TypeError` once
+   * {@linkcode Connection.readable} was used.
+   */
+  read(): Promise<Uint8Array | null> {
+    if (this.#readable) throw new TypeError("This connection is read through its readable");
+    if (!this.#direct) this.#attachReader(this.#direct = new DirectReader());
+    return this.#direct.read(() => this.#onPull());
+  }
+
+  /**
+   * Writes `chunk` to the peer: resolves once it is in the send buffer, as
+   * a write to {@linkcode Connection.writable} would. One write at a time;
+   * {@linkcode Connection.close} half-closes. Throws a `TypeError` once
+   * the writable was used.
+   */
+  write(chunk: Uint8Array): Promise<void> {
+    if (this.#writable) throw new TypeError("This connection is written through its writable");
+    this.#directWrite = true;
+    if (this.#pendingWrite) return Promise.reject(new TypeError("A write is already waiting"));
+    try {
+      return this.#onWrite(chunk) ?? Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #attachReader(side: ReadSide): void {
+    this.#readCtrl = side;
+    if (!this.#readDone) return;
+    if (this.#error) side.error(this.#error);
+    else side.close();
+  }
+
+  /** Errors the writable (now, or when it is made). */
+  #errorWritable(error: unknown): void {
+    if (this.#writeError !== undefined) return;
+    this.#writeError = error;
+    try {
+      this.#writeCtrl?.error(error);
+    } catch { /* already closed */ }
   }
 
   // ---------------------------------------------------------------- opening
@@ -1947,7 +2086,7 @@ export class Connection implements TcpConnectionLike {
     const n = this.#take(chunk);
     this.#owner.wakeConnection(this);
     if (n === chunk.length) return;
-    if (!this.#abortHooked) {
+    if (!this.#abortHooked && this.#writeCtrl) {
       // abort() waits for a pending write() before it calls the sink's abort:
       // end that write at once, so a stalled peer cannot hang abort(). Hooked
       // on the first write that has to wait (idle connections stay small).
@@ -2038,7 +2177,7 @@ export class Connection implements TcpConnectionLike {
       this.#pendingWrite = null;
       p.reject(closedForWriting);
     }
-    this.#writeCtrl.error(closedForWriting);
+    this.#errorWritable(closedForWriting);
     this.#writeDone = true;
     this.#finQueued = true;
     this.#owner.wakeConnection(this);
@@ -2070,9 +2209,7 @@ export class Connection implements TcpConnectionLike {
     // A graceful end: the readable closes once drained (FIN seen); the writable is done.
     if (!this.#writeDone) {
       this.#writeDone = true;
-      try {
-        this.#writeCtrl.error(new TcpError("ECONNABORTED", "Connection closed"));
-      } catch { /* already closed */ }
+      this.#errorWritable(new TcpError("ECONNABORTED", "Connection closed"));
     }
   }
 
@@ -2096,9 +2233,7 @@ export class Connection implements TcpConnectionLike {
       }
       if (!this.#writeDone) {
         this.#writeDone = true;
-        try {
-          this.#writeCtrl.error(error);
-        } catch { /* already closed */ }
+        this.#errorWritable(error);
       }
       const p = this.#pendingWrite;
       if (p) {

@@ -494,3 +494,50 @@ Deno.test("TCP layer: per-source quotas (one source cannot take another's place)
     },
   );
 });
+
+Deno.test("TCP connection: read()/write(), the stream-free face", async (t) => {
+  function establish(h: Harness, port = RPORT): { conn: TcpConnectionLike; iss: number } {
+    h.send({ flags: "S", seq: PEER_ISS }, h.now, port);
+    const iss = h.out.shift()!.seq;
+    h.send({ flags: "A", seq: PEER_ISS + 1, ack: iss + 1 }, h.now, port);
+    h.out.length = 0;
+    return { conn: h.accepted[h.accepted.length - 1], iss };
+  }
+
+  await t.step("bytes in and out, then null after the peer's FIN", async () => {
+    const h = new Harness();
+    const { conn, iss } = establish(h);
+    const pending = conn.read();
+    h.send({ flags: "PA", seq: PEER_ISS + 1, ack: iss + 1, data: "hello" });
+    assert.equal(new TextDecoder().decode((await pending)!), "hello");
+    await conn.write(new TextEncoder().encode("world"));
+    h.poll(h.now);
+    const out = h.out.find((s) => s.payload.length > 0)!;
+    assert.equal(new TextDecoder().decode(out.payload), "world");
+    assert.throws(() => conn.readable, TypeError);
+    assert.throws(() => conn.writable, TypeError);
+    h.send({ flags: "FA", seq: PEER_ISS + 6, ack: iss + 6 });
+    assert.equal(await conn.read(), null);
+    assert.equal(await conn.read(), null);
+  });
+
+  await t.step("a RST rejects the waiting read; later writes reject", async () => {
+    const h = new Harness();
+    const { conn, iss } = establish(h);
+    const pending = conn.read();
+    h.send({ flags: "R", seq: PEER_ISS + 1, ack: iss + 1 });
+    await assert.rejects(pending, (e: unknown) => e instanceof TcpError);
+    await assert.rejects(conn.write(new Uint8Array(1)));
+  });
+
+  await t.step("streams are made on first use and see what happened before", async () => {
+    const h = new Harness();
+    const { conn, iss } = establish(h);
+    h.send({ flags: "PA", seq: PEER_ISS + 1, ack: iss + 1, data: "early" });
+    h.send({ flags: "FA", seq: PEER_ISS + 6, ack: iss + 1 });
+    assert.equal(await new Response(conn.readable).text(), "early");
+    assert.throws(() => conn.read(), TypeError);
+    conn.close();
+    await assert.rejects(conn.writable.getWriter().write(new Uint8Array(1)), TypeError);
+  });
+});
