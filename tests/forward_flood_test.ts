@@ -19,40 +19,18 @@
  */
 
 import assert from "node:assert/strict";
-import { generatePrivateKey, parseIp, publicKey } from "@wgstack/wireguard";
-import { emitIpv4Header, emitTcp, IP_PROTOCOL_TCP, TCP_SYN, TcpRepr } from "@wgstack/netstack/wire";
+import { generatePrivateKey, publicKey } from "@wgstack/wireguard";
 import { serve, type ServeLogRecord, type ServeOptions } from "@wgstack/server";
 import { startTestClient, type TestClient } from "./_client.ts";
 import { createVeth, Netns, requireOrSkip, waitFor } from "./netns.ts";
 import { HOLD_TCP_PY, waitForTcp } from "./_services.ts";
+import { ipv4Syn } from "./_packets.ts";
 
 const netns = await requireOrSkip("forward SYN flood");
 
 const A4 = "10.7.0.2";
 const B4 = "10.7.0.3";
 const SYNS = 20_000;
-
-/** A bare IPv4 TCP SYN from `src:srcPort` to `dst:dstPort`. */
-function syn(src: string, srcPort: number, dst: string, dstPort: number): Uint8Array {
-  const s = parseIp(src)!, d = parseIp(dst)!;
-  const r = new TcpRepr();
-  r.srcPort = srcPort;
-  r.dstPort = dstPort;
-  r.seq = (srcPort * 2654435761) >>> 0;
-  r.flags = TCP_SYN;
-  r.window = 65535;
-  r.mss = 1380;
-  const segment = emitTcp(r, s, d);
-  const packet = new Uint8Array(20 + segment.length);
-  emitIpv4Header(packet, {
-    src: s,
-    dst: d,
-    protocol: IP_PROTOCOL_TCP,
-    payloadLength: segment.length,
-  });
-  packet.set(segment, 20);
-  return packet;
-}
 
 function openFds(): number {
   let n = 0;
@@ -134,7 +112,7 @@ Deno.test({
     // The flood, in bursts, while the victim keeps fetching.
     const fetches: Promise<string>[] = [];
     for (let i = 0; i < SYNS; i++) {
-      flooder.sendPacket(syn(A4, 1024 + (i % 60000), host, 9));
+      flooder.sendPacket(ipv4Syn(A4, 1024 + (i % 60000), host, 9));
       if (i % 500 === 499) {
         sample();
         if (i % 4000 === 3999) fetches.push(httpGet(victim, host, 8080));

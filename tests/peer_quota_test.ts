@@ -9,43 +9,15 @@
 
 import assert from "node:assert/strict";
 import { generatePrivateKey, parseIp, publicKey } from "@wgstack/wireguard";
-import {
-  emitIpv4Header,
-  emitTcp,
-  emitUdp,
-  IP_PROTOCOL_TCP,
-  IP_PROTOCOL_UDP,
-  TCP_SYN,
-  TcpRepr,
-} from "@wgstack/netstack";
+import { emitIpv4Header, emitUdp, IP_PROTOCOL_UDP } from "@wgstack/netstack/wire";
 import { type AcceptDecision, serve } from "@wgstack/server";
 import { startTestClient } from "./_client.ts";
 import { waitFor } from "./netns.ts";
+import { ipv4Syn } from "./_packets.ts";
 
 const A4 = "10.7.0.2";
 const B4 = "10.7.0.3";
 const TARGET = "198.18.0.1";
-
-/** A bare IPv4 TCP SYN. */
-function syn(src: string, srcPort: number, dstPort: number): Uint8Array {
-  const s = parseIp(src)!, d = parseIp(TARGET)!;
-  const r = new TcpRepr();
-  r.srcPort = srcPort;
-  r.dstPort = dstPort;
-  r.seq = srcPort * 7919;
-  r.flags = TCP_SYN;
-  r.window = 65535;
-  const segment = emitTcp(r, s, d);
-  const packet = new Uint8Array(20 + segment.length);
-  emitIpv4Header(packet, {
-    src: s,
-    dst: d,
-    protocol: IP_PROTOCOL_TCP,
-    payloadLength: segment.length,
-  });
-  packet.set(segment, 20);
-  return packet;
-}
 
 /** A UDP datagram of `size` payload bytes from `src`, cut into two IPv4 fragments. */
 function fragments(src: string, id: number, size: number): [Uint8Array, Uint8Array] {
@@ -127,7 +99,7 @@ Deno.test({
 
       // A: 3,000 SYNs that are never decided and 1,000 first fragments that never complete.
       for (let i = 0; i < 3000; i++) {
-        a.sendPacket(syn(A4, 10_000 + i, 9));
+        a.sendPacket(ipv4Syn(A4, 10_000 + i, TARGET, 9));
         if (i < 1000) a.sendPacket(fragments(A4, 1000 + i, 2000)[0]);
         if (i % 100 === 99) await new Promise((r) => setTimeout(r, 5));
       }
