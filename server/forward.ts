@@ -404,6 +404,8 @@ export class Forwarder {
     this.#use(peer).sockets++;
   }
 
+  #releasePeer = (peer: string): void => this.#release(peer);
+
   #release(peer: string): void {
     this.#sockets--;
     const use = this.#peers.get(peer);
@@ -550,9 +552,9 @@ export class Forwarder {
     }
     const dialMs = performance.now() - dial.started;
     this.#observeDial(dialMs / 1000);
-    const upstream = new DialledUpstream(conn, dialMs, () => {
-      this.#release(dial.peer);
-    });
+    // No closure over this call's scope: a connection keeps only its socket,
+    // not the dial that made it.
+    const upstream = new DialledUpstream(conn, dialMs, this.#releasePeer, dial.peer);
     return { decision: "accept", upstream };
   }
 
@@ -600,13 +602,12 @@ export class Forwarder {
     // One small object per relay (no closures): idle connections stay small.
     const relay = new RelayHandle(stream, upstream);
     this.#open.add(relay);
-    return relayTcp(stream, upstream, relay).finally(() => {
-      this.#open.delete(relay);
-      upstream.close();
-    }).then((result) => this.#relayEnded(relay, result));
+    return relayTcp(stream, upstream, relay).then((result) => this.#relayEnded(relay, result));
   }
 
   #relayEnded(relay: RelayHandle, result: RelayResult): void {
+    this.#open.delete(relay);
+    relay.upstream.close();
     const { stream, idled } = relay;
     if (idled) this.#stats.tcpIdleClosed++;
     this.#stats.bytesUp += result.bytesUp;
@@ -793,10 +794,17 @@ export class Forwarder {
 /** A dialled upstream connection; closing it frees its socket slot once. */
 class DialledUpstream implements UpstreamConn {
   #conn: UpstreamConn;
-  #release: (() => void) | null;
-  constructor(conn: UpstreamConn, readonly dialMs: number, release: () => void) {
+  #release: ((peer: string) => void) | null;
+  #peer: string;
+  constructor(
+    conn: UpstreamConn,
+    readonly dialMs: number,
+    release: (peer: string) => void,
+    peer: string,
+  ) {
     this.#conn = conn;
     this.#release = release;
+    this.#peer = peer;
   }
   read(p: Uint8Array): Promise<number | null> {
     return this.#conn.read(p);
@@ -811,7 +819,7 @@ class DialledUpstream implements UpstreamConn {
     const release = this.#release;
     if (!release) return;
     this.#release = null;
-    release();
+    release(this.#peer);
     this.#conn.close();
   }
 }
@@ -875,7 +883,7 @@ const READ_MAX = 64 * 1024;
  * @param counters Optional totals that are increased as bytes go by, and
  *   `touch()` called on every chunk (idle tracking).
  */
-export async function relayTcp(
+export function relayTcp(
   stream: RelayClient,
   conn: UpstreamConn,
   counters?: { bytesUp: number; bytesDown: number; touch?: () => void },
@@ -953,18 +961,27 @@ export async function relayTcp(
     stream.close();
   })();
 
-  await Promise.all([up, down]);
-  if (!failed) {
-    try {
-      conn.close();
-    } catch {
-      // already closed
-    }
-  }
-  if (failed && result.end === "upstream reset" && result.error === undefined) {
-    result.error = "connection reset";
-  }
-  return result;
+  // Both loops catch their errors; one small closure waits for both (an idle
+  // relay holds little besides the two pending reads).
+  return new Promise((resolve) => {
+    let running = 2;
+    const finished = () => {
+      if (--running > 0) return;
+      if (!failed) {
+        try {
+          conn.close();
+        } catch {
+          // already closed
+        }
+      }
+      if (failed && result.end === "upstream reset" && result.error === undefined) {
+        result.error = "connection reset";
+      }
+      resolve(result);
+    };
+    up.then(finished, finished);
+    down.then(finished, finished);
+  });
 }
 
 function upstreamEnd(error: unknown): string {

@@ -356,10 +356,14 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       }
       this.#evictHalfOpen(victim);
     }
+    // Both addresses in one buffer (one allocation per connection, not two).
+    const both = new Uint8Array(dst.length * 2);
+    both.set(dst);
+    both.set(src, dst.length);
     const tuple: TcpTuple = {
-      localAddress: dst.slice(),
+      localAddress: both.subarray(0, dst.length),
       localPort: seg.dstPort,
-      remoteAddress: src.slice(),
+      remoteAddress: both.subarray(dst.length),
       remotePort: seg.srcPort,
     };
     const req = new PendingSyn(this, tuple, key, seg, source);
