@@ -20,6 +20,7 @@ import {
   formatAddress,
   NetStack,
   type NetStackLimits,
+  type NetStackSourceUsage,
   type TcpConnection,
   type TcpKeepAliveOptions,
   type TcpOptions,
@@ -313,6 +314,12 @@ export interface Server extends AsyncIterable<TcpStream | UdpStream> {
   setPrivateKey(privateKey: string | Uint8Array): void;
   /** Counters. */
   stats(): ServerStats;
+  /**
+   * What one peer holds in the netstack now (TCP connections, half-open
+   * SYNs, TIME_WAIT entries, send-buffer bytes, fragments in reassembly;
+   * quotas in `limits.netstack.perSource`), or `undefined` for an unknown key.
+   */
+  peerUsage(publicKey: string | Uint8Array): NetStackSourceUsage | undefined;
 }
 
 /** Least time between two turns that work on queued handshakes (ms). */
@@ -964,6 +971,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
       publicKeyText = text;
       log({ level: "info", event: "private-key", publicKey: text });
       arm();
+    },
+    peerUsage(key) {
+      const peer = device.getPeer(toKey(key));
+      return peer ? stack.sourceUsage(peer) : undefined;
     },
     stats: () => ({
       wireguard: device.stats(),

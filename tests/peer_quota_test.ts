@@ -136,3 +136,109 @@ Deno.test({
     }
   },
 });
+
+/** A service on loopback that streams a byte pattern (byte i is i & 0xff) to each connection. */
+function streamingService(): { port: number; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const chunk = new Uint8Array(16384).map((_, i) => i & 0xff);
+  const conns = new Set<Deno.Conn>();
+  (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      (async () => {
+        try {
+          for (;;) await conn.write(chunk);
+        } catch {
+          // the relay closed it
+        }
+      })();
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    close() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // already closed
+        }
+      }
+    },
+  };
+}
+
+Deno.test({
+  name: "per-peer send bytes: a peer that stops reading holds its budget; another peer downloads",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const keyA = generatePrivateKey(),
+      keyB = generatePrivateKey(),
+      serverKey = generatePrivateKey();
+    const service = streamingService();
+    const BUDGET = 65536;
+    await using server = await serve({
+      privateKey: serverKey,
+      hostname: "127.0.0.1",
+      port: 0,
+      peers: [
+        { publicKey: publicKey(keyA), allowedIps: [`${A4}/32`], name: "A" },
+        { publicKey: publicKey(keyB), allowedIps: [`${B4}/32`], name: "B" },
+      ],
+      // Every destination is the streaming service (our client stack does not talk to loopback).
+      forward: {
+        connect: (_host, _port, signal) =>
+          Deno.connect({ hostname: "127.0.0.1", port: service.port, signal }),
+        interfaces: () => [],
+      },
+      limits: { netstack: { perSource: { tcpSendBytes: BUDGET } } },
+      shutdownTimeout: 500,
+    });
+    const client = (key: Uint8Array, address4: string) =>
+      startTestClient({
+        serverPublicKey: publicKey(serverKey),
+        serverPort: server.addr.port,
+        privateKey: key,
+        address4,
+      });
+    const a = client(keyA, A4), b = client(keyB, B4);
+    try {
+      await Promise.all([a.handshake(), b.handshake()]);
+      // A: eight downloads it never reads.
+      const stalled = Array.from({ length: 8 }, () => a.connect(TARGET, 80));
+      await waitFor("A's buffers to fill", () => {
+        const usage = server.peerUsage(publicKey(keyA))!;
+        return usage.tcpSendBytes >= BUDGET / 2 || undefined;
+      });
+      // B downloads 4 MiB meanwhile.
+      const reader = b.connect(TARGET, 80).readable.getReader();
+      let got = 0;
+      while (got < 4 << 20) {
+        const { value, done } = await reader.read();
+        assert.ok(!done);
+        for (let i = 0; i < value.length; i += 4099) assert.equal(value[i], (got + i) & 0xff);
+        got += value.length;
+      }
+      await reader.cancel();
+      // A never held more than its budget in the server's send buffers.
+      const usage = server.peerUsage(publicKey(keyA))!;
+      assert.equal(usage.tcpConnections, 8);
+      assert.ok(usage.tcpSendBytes <= BUDGET, `${usage.tcpSendBytes} bytes`);
+      // Nothing of A's was dropped: a stalled download goes on, in order, once read.
+      const r = stalled[3].readable.getReader();
+      let n = 0;
+      while (n < 1 << 20) {
+        const { value } = await r.read();
+        for (let i = 0; i < value!.length; i += 997) assert.equal(value![i], (n + i) & 0xff);
+        n += value!.length;
+      }
+      await r.cancel();
+    } finally {
+      a.close();
+      b.close();
+      service.close();
+    }
+  },
+});

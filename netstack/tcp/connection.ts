@@ -1218,6 +1218,8 @@ export class Connection implements TcpConnectionLike {
       if (newWnd > 0) {
         this.#persistAt = Infinity;
         this.#persistBackoff = 0;
+        // A write held back while the window was closed (see #take) may go on.
+        if (this.#pendingWrite && this.budget) this.#fillFromPendingWrite();
         if (this.#probeOut && ack === this.#sndUna && lr && lr.size === 1) {
           // The window opened without taking the probe byte: it goes again as
           // part of the data that follows.
@@ -2107,10 +2109,13 @@ export class Connection implements TcpConnectionLike {
     const buf = this.#sendBuf ??= new SendBuffer(this.#sendLimit);
     const budget = this.budget;
     if (!budget) return buf.push(bytes);
-    const room = budget.free;
+    // Bytes the peer cannot take now (its window is closed) hold at most
+    // half of the source's budget: the rest stays for its connections that move.
+    const held = this.#sndWnd === 0 && buf.length > 0 && budget.used * 2 >= budget.limit;
+    const room = held ? 0 : budget.free;
     const n = buf.push(room < bytes.length ? bytes.subarray(0, room) : bytes);
     budget.used += n;
-    if (n < bytes.length && budget.free === 0) {
+    if (n < bytes.length && (held || budget.free === 0)) {
       budget.wait(() => this.#owner.wakeConnection(this));
     }
     return n;
