@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { generatePrivateKey, parseIp, publicKey } from "@wgstack/wireguard";
 import { emitIpv4Header, emitUdp, IP_PROTOCOL_UDP } from "@wgstack/netstack/wire";
-import { type AcceptDecision, serve } from "@wgstack/server";
+import { type AcceptDecision, serve, type ServeOptions } from "@wgstack/server";
 import { startTestClient } from "./_client.ts";
 import { waitFor } from "./netns.ts";
 import { ipv4Syn } from "./_packets.ts";
@@ -43,27 +43,53 @@ function fragments(src: string, id: number, size: number): [Uint8Array, Uint8Arr
   return [part(0, cut, true), part(cut, udp.length, false)];
 }
 
+/** A server with peers A and B, one of our own clients for each, handshakes done. */
+async function twoPeers(options: Omit<ServeOptions, "privateKey">) {
+  const keyA = generatePrivateKey(), keyB = generatePrivateKey(), serverKey = generatePrivateKey();
+  const server = await serve({
+    privateKey: serverKey,
+    hostname: "127.0.0.1",
+    port: 0,
+    peers: [
+      { publicKey: publicKey(keyA), allowedIps: [`${A4}/32`], name: "A" },
+      { publicKey: publicKey(keyB), allowedIps: [`${B4}/32`], name: "B" },
+    ],
+    shutdownTimeout: 500,
+    ...options,
+  });
+  const client = (key: Uint8Array, address4: string) =>
+    startTestClient({
+      serverPublicKey: publicKey(serverKey),
+      serverPort: server.addr.port,
+      privateKey: key,
+      address4,
+    });
+  const a = client(keyA, A4), b = client(keyB, B4);
+  await Promise.all([a.handshake(), b.handshake()]);
+  return {
+    server,
+    a,
+    b,
+    keyA,
+    async [Symbol.asyncDispose]() {
+      a.close();
+      b.close();
+      await server.shutdown();
+    },
+  };
+}
+
 Deno.test({
   name: "per-peer quotas: one peer's SYN and fragment floods do not take another's places",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const keyA = generatePrivateKey(),
-      keyB = generatePrivateKey(),
-      serverKey = generatePrivateKey();
     // B's SYNs to port 81 wait for this decision; A's to port 9 wait forever.
     let decideB!: (d: AcceptDecision) => void;
     const decisionB = new Promise<AcceptDecision>((r) => decideB = r);
     let asksB = 0;
     const datagrams: Uint8Array[] = [];
-    await using server = await serve({
-      privateKey: serverKey,
-      hostname: "127.0.0.1",
-      port: 0,
-      peers: [
-        { publicKey: publicKey(keyA), allowedIps: [`${A4}/32`], name: "A" },
-        { publicKey: publicKey(keyB), allowedIps: [`${B4}/32`], name: "B" },
-      ],
+    await using peers = await twoPeers({
       accept: (info) => {
         if (info.destination.port === 9) return new Promise<AcceptDecision>(() => {});
         asksB++;
@@ -74,22 +100,9 @@ Deno.test({
         for await (const d of flow.readable) datagrams.push(d);
       },
       limits: { netstack: { tcpHalfOpen: 64, reassemblyDatagrams: 32 } },
-      shutdownTimeout: 500,
     });
-    const a = startTestClient({
-      serverPublicKey: publicKey(serverKey),
-      serverPort: server.addr.port,
-      privateKey: keyA,
-      address4: A4,
-    });
-    const b = startTestClient({
-      serverPublicKey: publicKey(serverKey),
-      serverPort: server.addr.port,
-      privateKey: keyB,
-      address4: B4,
-    });
-    try {
-      await Promise.all([a.handshake(), b.handshake()]);
+    const { server, a, b } = peers;
+    {
       // B: three connections waiting for a decision, and the first half of a datagram.
       const conns = [0, 1, 2].map(() => b.connect(TARGET, 81));
       const [first, second] = fragments(B4, 77, 2000);
@@ -130,15 +143,12 @@ Deno.test({
       assert.equal(datagrams.length, 1);
       assert.equal(datagrams[0].length, 2000);
       assert.equal(datagrams[0][1999], (1999 * 13 + 77) & 0xff);
-    } finally {
-      a.close();
-      b.close();
     }
   },
 });
 
 /** A service on loopback that streams a byte pattern (byte i is i & 0xff) to each connection. */
-function streamingService(): { port: number; close(): void } {
+function streamingService(): { port: number; [Symbol.dispose](): void } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const chunk = new Uint8Array(16384).map((_, i) => i & 0xff);
   const conns = new Set<Deno.Conn>();
@@ -156,7 +166,7 @@ function streamingService(): { port: number; close(): void } {
   })().catch(() => {});
   return {
     port: (listener.addr as Deno.NetAddr).port,
-    close() {
+    [Symbol.dispose]() {
       listener.close();
       for (const c of conns) {
         try {
@@ -174,19 +184,9 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const keyA = generatePrivateKey(),
-      keyB = generatePrivateKey(),
-      serverKey = generatePrivateKey();
-    const service = streamingService();
+    using service = streamingService();
     const BUDGET = 65536;
-    await using server = await serve({
-      privateKey: serverKey,
-      hostname: "127.0.0.1",
-      port: 0,
-      peers: [
-        { publicKey: publicKey(keyA), allowedIps: [`${A4}/32`], name: "A" },
-        { publicKey: publicKey(keyB), allowedIps: [`${B4}/32`], name: "B" },
-      ],
+    await using peers = await twoPeers({
       // Every destination is the streaming service (our client stack does not talk to loopback).
       forward: {
         connect: (_host, _port, signal) =>
@@ -194,18 +194,9 @@ Deno.test({
         interfaces: () => [],
       },
       limits: { netstack: { perSource: { tcpSendBytes: BUDGET } } },
-      shutdownTimeout: 500,
     });
-    const client = (key: Uint8Array, address4: string) =>
-      startTestClient({
-        serverPublicKey: publicKey(serverKey),
-        serverPort: server.addr.port,
-        privateKey: key,
-        address4,
-      });
-    const a = client(keyA, A4), b = client(keyB, B4);
-    try {
-      await Promise.all([a.handshake(), b.handshake()]);
+    const { server, a, b, keyA } = peers;
+    {
       // A: eight downloads it never reads.
       const stalled = Array.from({ length: 8 }, () => a.connect(TARGET, 80));
       await waitFor("A's buffers to fill", () => {
@@ -235,10 +226,6 @@ Deno.test({
         n += value!.length;
       }
       await r.cancel();
-    } finally {
-      a.close();
-      b.close();
-      service.close();
     }
   },
 });
