@@ -193,6 +193,12 @@ export interface NetStackSourceLimits {
    * at most this much.
    */
   tcpSendBytes?: number;
+  /**
+   * Bytes received on the source's TCP connections and not yet read
+   * (default 32 MiB): when reached, their receive windows close until the
+   * consumers read.
+   */
+  tcpReceiveBytes?: number;
   /** Bytes held in fragment reassembly (default half of `reassemblyBytes`). */
   reassemblyBytes?: number;
   /** Datagrams in fragment reassembly (default half of `reassemblyDatagrams`). */
@@ -209,6 +215,8 @@ export interface NetStackSourceUsage {
   tcpTimeWait: number;
   /** Bytes in the send buffers of its TCP connections. */
   tcpSendBytes: number;
+  /** Bytes received on its TCP connections and not yet read. */
+  tcpReceiveBytes: number;
   /** Datagrams in fragment reassembly. */
   reassemblyDatagrams: number;
   /** Bytes held in fragment reassembly. */
@@ -469,6 +477,7 @@ export class NetStack {
       maxHalfOpenPerSource: perSource.tcpHalfOpen,
       maxTimeWaitPerSource: perSource.tcpTimeWait,
       sendBytesPerSource: perSource.tcpSendBytes,
+      receiveBytesPerSource: perSource.tcpReceiveBytes,
       ...options.tcp,
     };
     // The ISN secret comes from our randomness too (all of it is injectable).
@@ -623,6 +632,7 @@ export class NetStack {
       tcpHalfOpen: tcp?.halfOpen ?? 0,
       tcpTimeWait: tcp?.timeWait ?? 0,
       tcpSendBytes: tcp?.sendBytes ?? 0,
+      tcpReceiveBytes: tcp?.receiveBytes ?? 0,
       reassemblyDatagrams: frag.datagrams,
       reassemblyBytes: frag.bytes,
     };

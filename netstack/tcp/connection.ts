@@ -201,6 +201,13 @@ export interface TcpOptions {
    * reading holds at most this much. Default 32 MiB.
    */
   sendBytesPerSource?: number;
+  /**
+   * Most bytes queued for the consumers of one source's connections
+   * (received, not yet read). When reached, their receive windows close
+   * until the consumers read: a source whose data nobody reads fast enough
+   * holds at most this much (plus windows already offered). Default 32 MiB.
+   */
+  receiveBytesPerSource?: number;
   /** Secret for ISNs and timestamp offsets (8+ bytes). Random by default. */
   secret?: Uint8Array;
 }
@@ -255,6 +262,8 @@ export interface ResolvedTcpOptions {
   maxTimeWaitPerSource: number;
   /** See {@linkcode TcpOptions}. */
   sendBytesPerSource: number;
+  /** See {@linkcode TcpOptions}. */
+  receiveBytesPerSource: number;
 }
 
 /** Fills in defaults and validates `o`; throws `RangeError` on bad values. */
@@ -297,6 +306,13 @@ export function resolveTcpOptions(o: TcpOptions = {}): ResolvedTcpOptions {
     maxHalfOpenPerSource: 0,
     maxTimeWaitPerSource: 0,
     sendBytesPerSource: num("sendBytesPerSource", o.sendBytesPerSource, 32 << 20, 1024, 2 ** 40),
+    receiveBytesPerSource: num(
+      "receiveBytesPerSource",
+      o.receiveBytesPerSource,
+      32 << 20,
+      1024,
+      2 ** 40,
+    ),
   };
   const half = (n: number) => Math.max(1, n >> 1);
   r.maxConnectionsPerSource = num(
@@ -489,7 +505,7 @@ export class Connection implements TcpConnectionLike {
   released = false;
   /** Who the connection is counted against (layer-internal; see `NetStack.input`). */
   source: unknown = undefined;
-  /** The send-buffer byte budget of its source (layer-internal). */
+  /** The send-buffer byte budget of its source (layer-internal; see `useBudgets`). */
   budget: ByteBudget | null = null;
 
   readonly #owner: ConnectionOwner;
@@ -582,6 +598,7 @@ export class Connection implements TcpConnectionLike {
   #writable: WritableStream<Uint8Array> | null = null;
   #direct: DirectReader | null = null;
   #directWrite = false;
+  #budgetWait = false;
   /** What the writable is (or will be, once made) errored with. */
   #writeError: unknown = undefined;
   #readDone = false;
@@ -655,6 +672,20 @@ export class Connection implements TcpConnectionLike {
     this.#ccName = this.#o.congestionControl;
     this.#cc = newCongestionControl(this.#ccName, this.#sndMss, false, iss);
     this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  /**
+   * Counts this connection's send buffer and receive queue against its
+   * source's budgets (layer-internal): writes wait while `send` is spent,
+   * the receive window closes while `receive` is.
+   */
+  useBudgets(send: ByteBudget, receive: ByteBudget): void {
+    this.budget = send;
+    this.#rcv.budget = receive;
+    this.#rcv.onBudget = () => {
+      this.#budgetWait = true;
+      this.#owner.wakeConnection(this);
+    };
   }
 
   /**
@@ -808,7 +839,9 @@ export class Connection implements TcpConnectionLike {
     r.seq = this.#iss;
     r.ack = this.#rcv.nxt;
     r.flags = TCP_SYN | (ack ? TCP_ACK : 0);
-    r.window = Math.min(65535, this.#rcv.buf);
+    // What the buffer (and the source's receive budget) holds; a retransmitted
+    // SYN-ACK never offers less than the first.
+    r.window = Math.max(Math.min(65535, this.#rcv.free()), this.#rcv.window);
     r.mss = this.#ourMss();
     const o = this.#o;
     if (ack) {
@@ -2207,6 +2240,11 @@ export class Connection implements TcpConnectionLike {
   flush(now: number): void {
     // A write may wait for its source's byte budget, freed by another connection.
     if (this.#pendingWrite) this.#fillFromPendingWrite();
+    if (this.#budgetWait) {
+      // The source's receive budget freed up: the window may open again.
+      this.#budgetWait = false;
+      this.#maybeWindowUpdate();
+    }
     this.#output(now);
   }
 

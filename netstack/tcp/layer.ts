@@ -19,7 +19,8 @@
  * the most TIME_WAIT entries goes, else the oldest connection of the source
  * holding the most connections (never of one holding no more than the
  * newcomer's source). The send buffers of one source's connections share a
- * byte budget (`sendBytesPerSource`).
+ * byte budget (`sendBytesPerSource`), and so do their receive queues
+ * (`receiveBytesPerSource`: the windows close while it is spent).
  *
  * @module
  */
@@ -157,8 +158,8 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   readonly #connsBy = new SourceTable();
   readonly #halfOpenBy = new SourceTable();
   readonly #timeWaitBy = new SourceTable();
-  /** Send-buffer budgets of the sources that have connections. */
-  readonly #budgets = new Map<unknown, ByteBudget>();
+  /** Send-buffer and receive-queue budgets of the sources that have connections. */
+  readonly #budgets = new Map<unknown, { send: ByteBudget; receive: ByteBudget }>();
   readonly #heap: HeapEntry[] = [];
   #dirty: Connection[] = [];
   readonly #in = new TcpRepr();
@@ -478,11 +479,15 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     conn.source = source;
     this.#connsBy.add(source, key);
     if (source !== undefined) {
-      let budget = this.#budgets.get(source);
-      if (!budget) {
-        this.#budgets.set(source, budget = new ByteBudget(this.options.sendBytesPerSource));
+      let budgets = this.#budgets.get(source);
+      if (!budgets) {
+        budgets = {
+          send: new ByteBudget(this.options.sendBytesPerSource),
+          receive: new ByteBudget(this.options.receiveBytesPerSource),
+        };
+        this.#budgets.set(source, budgets);
       }
-      conn.budget = budget;
+      conn.useBudgets(budgets.send, budgets.receive);
     }
     return conn;
   }
@@ -632,12 +637,14 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     halfOpen: number;
     timeWait: number;
     sendBytes: number;
+    receiveBytes: number;
   } {
     return {
       connections: this.#connsBy.count(source),
       halfOpen: this.#halfOpenBy.count(source),
       timeWait: this.#timeWaitBy.count(source),
-      sendBytes: this.#budgets.get(source)?.used ?? 0,
+      sendBytes: this.#budgets.get(source)?.send.used ?? 0,
+      receiveBytes: this.#budgets.get(source)?.receive.used ?? 0,
     };
   }
 

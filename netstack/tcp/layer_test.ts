@@ -462,6 +462,37 @@ Deno.test("TCP layer: per-source quotas (one source cannot take another's place)
   });
 
   await t.step(
+    "receive bytes: unread data of a source closes its windows, not others'",
+    async () => {
+      const h = new Harness({ receiveBytesPerSource: 4096 });
+      const open = (port: number, source: unknown) => {
+        h.send({ flags: "S", seq: PEER_ISS }, h.now, port, source);
+        const synAck = h.out.shift()!;
+        h.send({ flags: "A", seq: PEER_ISS + 1, ack: synAck.seq + 1 }, h.now, port, source);
+        h.out.length = 0;
+        return { conn: h.accepted[h.accepted.length - 1], synAck };
+      };
+      const a1 = open(1024, A);
+      assert.equal(a1.synAck.window, 4096);
+      const data = new Uint8Array(4000);
+      h.send({ flags: "PA", seq: PEER_ISS + 1, ack: a1.synAck.seq + 1, data }, h.now, 1024, A);
+      assert.equal(h.layer.sourceUsage(A).receiveBytes, 4000);
+      h.out.length = 0;
+      const a2 = open(1025, A);
+      assert.equal(a2.synAck.window, 96, "A's second connection gets what is left");
+      const b1 = open(2048, B);
+      assert.equal(b1.synAck.window, 4096, "B has its whole budget");
+      // A's consumer reads: the budget frees and the second connection's window opens.
+      const chunk = await a1.conn.read();
+      assert.equal(chunk!.length, 4000);
+      assert.equal(h.layer.sourceUsage(A).receiveBytes, 0);
+      h.poll(h.now + 1);
+      const update = h.out.find((s) => s.dstPort === 1025);
+      assert.ok(update && update.window >= 4000, `a window update: ${update?.window}`);
+    },
+  );
+
+  await t.step(
     "send bytes: a source's connections share a budget; others are not held",
     async () => {
       const h = new Harness({ sendBytesPerSource: 4096, sendBuffer: 65536 });

@@ -14,6 +14,7 @@
  * @module
  */
 
+import type { ByteBudget } from "../quota.ts";
 import { Assembler } from "./assembler.ts";
 import { seqAdd, seqDiff } from "./seq.ts";
 
@@ -54,6 +55,10 @@ export class Receiver {
   grew = false;
   /** Segments refused by the reassembly limits. */
   refused = 0;
+  /** Bytes queued for the consumers of all connections of this one's source (shared). */
+  budget: ByteBudget | null = null;
+  /** Called once bytes of a full `budget` are freed (the window may open again). */
+  onBudget: (() => void) | null = null;
   readonly #max: number;
   #queue: Uint8Array[] | null = null;
   #asm: Assembler | null = null;
@@ -82,7 +87,12 @@ export class Receiver {
   /** Free space of the buffer (all of it once the consumer is gone). */
   free(): number {
     if (this.discard) return this.buf;
-    return Math.max(0, this.buf - this.queued);
+    const own = Math.max(0, this.buf - this.queued);
+    const budget = this.budget;
+    if (!budget || budget.free >= own) return own;
+    // The source's budget limits the window: ask to hear when it frees up.
+    if (this.onBudget) budget.wait(this.onBudget);
+    return budget.free;
   }
 
   /** Starts receiving at `nxt` (the byte after the peer's SYN); `now` starts growth epochs. */
@@ -133,6 +143,7 @@ export class Receiver {
     if (this.discard) return;
     (this.#queue ??= []).push(chunk);
     this.queued += chunk.length;
+    if (this.budget) this.budget.used += chunk.length;
   }
 
   /**
@@ -159,6 +170,7 @@ export class Receiver {
       }
     }
     this.queued -= chunk.length;
+    this.budget?.release(chunk.length);
     if (q.length === 0) this.#queue = null;
     return chunk;
   }
@@ -166,15 +178,19 @@ export class Receiver {
   /** The consumer cancelled: drop what is queued and discard from now on. */
   cancel(): void {
     this.discard = true;
+    this.#forgetQueue();
+  }
+
+  #forgetQueue(): void {
     this.#queue = null;
+    this.budget?.release(this.queued);
     this.queued = 0;
   }
 
   /** Forgets reassembly and queue (connection failed). */
   clear(): void {
     this.#asm = null;
-    this.#queue = null;
-    this.queued = 0;
+    this.#forgetQueue();
   }
 
   /** Forgets out-of-order data only (no more data will come; the queue stays readable). */
