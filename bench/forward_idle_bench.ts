@@ -3,8 +3,11 @@
  * server namespace, a `wireguard-go` client namespace holding N idle
  * connections through the tunnel to a service in a target namespace that
  * accepts and holds them. The server's RSS (VmRSS of its process) is read
- * with 0 connections (the baseline, same run) and with N; reported as
- * bytes per connection, the median of several rounds.
+ * with 0 connections (the baseline, same process) and with N; reported as
+ * bytes per connection, the median of several rounds, each on a fresh
+ * topology and server process (a process keeps RSS a round freed, so later
+ * rounds in one process would read low). N must stay under the CLI's
+ * per-peer upstream socket quota (half of ¾ × (`ulimit -n` − 128)).
  *
  * Root, wireguard-go and python3 needed.
  *
@@ -37,23 +40,21 @@ function rssOf(pid: number): number {
 
 const req = await requireOrSkip("forward idle memory bench");
 if (req.ignore) Deno.exit(0);
-const topo = await forwardTopology();
-await using stack = topo.stack;
-const { dir, client, target: targetNs, host, spawn } = topo;
-await Deno.writeTextFile(`${dir}/hold.py`, HOLD_TCP_PY);
-await Deno.writeTextFile(`${dir}/open.py`, OPEN_PY);
-const holder = spawn(targetNs, ["python3", `${dir}/hold.py`, host]);
-stack.defer(async () => {
-  holder.kill("SIGKILL");
-  await holder.output();
-});
-await new Promise((r) => setTimeout(r, 500));
 
-const cliPid = topo.cliPid;
-const perConn: number[] = [];
-for (let round = 0; round < ROUNDS; round++) {
-  await new Promise((r) => setTimeout(r, 500));
-  const base = rssOf(cliPid);
+/** One round on a fresh topology (a fresh server process: RSS that a round freed stays with its process). */
+async function round(): Promise<{ base: number; loaded: number }> {
+  const topo = await forwardTopology();
+  await using stack = topo.stack;
+  const { dir, client, target: targetNs, host, spawn } = topo;
+  await Deno.writeTextFile(`${dir}/hold.py`, HOLD_TCP_PY);
+  await Deno.writeTextFile(`${dir}/open.py`, OPEN_PY);
+  const holder = spawn(targetNs, ["python3", `${dir}/hold.py`, host]);
+  stack.defer(async () => {
+    holder.kill("SIGKILL");
+    await holder.output();
+  });
+  await new Promise((r) => setTimeout(r, 1000));
+  const base = rssOf(topo.cliPid);
   const opener = spawn(client, ["python3", `${dir}/open.py`, host, String(N)], true);
   const reader = opener.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
@@ -63,21 +64,26 @@ for (let round = 0; round < ROUNDS; round++) {
     return out.includes("open") || undefined;
   }, { timeoutMs: 120_000 });
   await new Promise((r) => setTimeout(r, 1000));
-  const loaded = rssOf(cliPid);
-  perConn.push((loaded - base) / N);
-  console.log(
-    `round ${round + 1}: ${N} idle connections, RSS ${(base / 2 ** 20).toFixed(1)} → ${
-      (loaded / 2 ** 20).toFixed(1)
-    } MiB, ${((loaded - base) / N / 1024).toFixed(1)} KiB per connection`,
-  );
+  const loaded = rssOf(topo.cliPid);
   const w = opener.stdin.getWriter();
   await w.write(new TextEncoder().encode("\n"));
   await w.close();
   await opener.status;
   reader.releaseLock();
-  await new Promise((r) => setTimeout(r, 2000));
+  return { base, loaded };
+}
+
+const perConn: number[] = [];
+for (let r = 0; r < ROUNDS; r++) {
+  const { base, loaded } = await round();
+  perConn.push((loaded - base) / N);
+  console.log(
+    `round ${r + 1}: ${N} idle connections, RSS ${(base / 2 ** 20).toFixed(1)} → ${
+      (loaded / 2 ** 20).toFixed(1)
+    } MiB, ${((loaded - base) / N / 1024).toFixed(1)} KiB per connection`,
+  );
 }
 console.log(
   `median: ${(median(perConn) / 1024).toFixed(1)} KiB per idle forwarded TCP connection ` +
-    `(baseline: the same server with 0 connections, same round)`,
+    `(baseline: the same server process with 0 connections, each round a fresh server)`,
 );
