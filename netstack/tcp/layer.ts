@@ -73,7 +73,7 @@ export interface TcpLayerStats {
   synDroppedSourceQuota: number;
   /** Connections aborted to make room for a source holding fewer. */
   connectionsEvicted: number;
-  /** Sources with connections now. */
+  /** Sources with connections (or bytes of closed ones not yet read) now. */
   sources: number;
 }
 
@@ -244,7 +244,14 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     if (this.#conns.get(key) === conn) {
       this.#conns.delete(key);
       this.#connsBy.delete(conn.source, key);
-      if (this.#connsBy.count(conn.source) === 0) this.#budgets.delete(conn.source);
+      const budgets = this.#budgets.get(conn.source);
+      // Kept while a closed connection still holds unread bytes charged to it.
+      if (
+        budgets && this.#connsBy.count(conn.source) === 0 && budgets.send.used === 0 &&
+        budgets.receive.used === 0
+      ) {
+        this.#budgets.delete(conn.source);
+      }
     }
     if (this.#halfOpen.get(key) === conn) this.#halfOpenDelete(key);
     if (this.#timeWait.get(key) === conn) {
