@@ -9,6 +9,7 @@
  * deno run -A bench/server_bench.ts --seconds 3  # shorter
  * deno run -A bench/server_bench.ts --only baseline   # or: --only ours
  * deno run -A bench/server_bench.ts --metrics upload,download   # also: http, latency, ping
+ * deno run -A bench/server_bench.ts --runs 3 --seconds 5   # alternating runs, medians
  * deno run -A bench/server_bench.ts --rmem 4194304   # UDP receive buffer default in S
  * WGSTACK_TCP_CC=bbr deno run -A bench/server_bench.ts   # our TCP's congestion controller
  * deno run -A bench/server_bench.ts --only ours --metrics upload --profile /tmp/prof
@@ -161,10 +162,11 @@ while True:
 const LATENCY_CLIENT = `
 import socket, sys, time, json
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-times = []
+times, connects = [], []
 for i in range(n + 5):
     t0 = time.perf_counter()
     c = socket.create_connection((host, port), timeout=10)
+    t1 = time.perf_counter()
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     c.sendall(b"q" * 64)
     got = 0
@@ -173,9 +175,14 @@ for i in range(n + 5):
         if not d: raise SystemExit("short response")
         got += len(d)
     c.close()
-    if i >= 5: times.append((time.perf_counter() - t0) * 1000)
-times.sort()
-print(json.dumps({"median": times[len(times)//2], "p99": times[min(len(times)-1, int(len(times)*0.99))]}))
+    if i >= 5:
+        times.append((time.perf_counter() - t0) * 1000)
+        connects.append((t1 - t0) * 1000)
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+print(json.dumps({"median": pct(times, 0.5), "p99": pct(times, 0.99),
+                  "connectMedian": pct(connects, 0.5), "connectP99": pct(connects, 0.99)}))
 `;
 
 // ---------------------------------------------------------------------------
@@ -293,7 +300,12 @@ async function ping(ns: Netns, target: string, count: number): Promise<number> {
 
 async function latency(ns: Netns, target: string, n: number) {
   const r = await ns.run(["python3", "-c", LATENCY_CLIENT, target, String(LAT_PORT), String(n)]);
-  return JSON.parse(r.stdout) as { median: number; p99: number };
+  return JSON.parse(r.stdout) as {
+    median: number;
+    p99: number;
+    connectMedian: number;
+    connectP99: number;
+  };
 }
 
 interface Results {
@@ -304,6 +316,8 @@ interface Results {
   http: number;
   latMedian: number;
   latP99: number;
+  connectMedian: number;
+  connectP99: number;
   ping: number;
 }
 
@@ -333,6 +347,8 @@ async function measure(
     const lat = await latency(c, target, 200);
     r.latMedian = lat.median;
     r.latP99 = lat.p99;
+    r.connectMedian = lat.connectMedian;
+    r.connectP99 = lat.connectP99;
   }
   if (metrics.has("ping")) r.ping = await ping(c, target, 100);
   return r;
@@ -360,6 +376,8 @@ async function main(): Promise<void> {
   );
   const rmemIdx = argIdx("--rmem");
   const rmem = rmemIdx >= 0 ? Number(Deno.args[rmemIdx + 1]) : undefined;
+  const runsIdx = argIdx("--runs");
+  const runs = runsIdx >= 0 ? Number(Deno.args[runsIdx + 1]) : 1;
   const profIdx = argIdx("--profile");
   const profileDir = profIdx >= 0 ? Deno.args[profIdx + 1] : undefined;
 
@@ -469,19 +487,7 @@ async function main(): Promise<void> {
     });
     await wgC1.up({ addresses: ["192.0.2.6/32"], routes: ["192.0.2.5/32", `${TARGET_OURS}/32`] });
 
-    let base: Partial<Results> | undefined;
-    let ours: Partial<Results> | undefined;
-    if (only !== "ours") {
-      console.log("measuring wireguard-go + kernel forwarding …");
-      const udpBefore = await udpSnmp(s);
-      base = await measure(c, s, TARGET_BASE, seconds, metrics);
-      const udpAfter = await udpSnmp(s);
-      console.log(
-        `wireguard-go in S: UDP RcvbufErrors +${udpAfter.RcvbufErrors - udpBefore.RcvbufErrors}, ` +
-          `InDatagrams +${udpAfter.InDatagrams - udpBefore.InDatagrams}`,
-      );
-      console.log(JSON.stringify(base));
-    }
+    let server: Child | undefined;
     if (only !== "baseline") {
       const config: ServeConfig = {
         privateKey: ourKeys.privateKey,
@@ -493,7 +499,7 @@ async function main(): Promise<void> {
       };
       const denoArgs = ["run", "-A", "--unstable-net"];
       if (profileDir) denoArgs.push("--cpu-prof", `--cpu-prof-dir=${profileDir}`);
-      const server = new Child([
+      const child = server = new Child([
         "ip",
         "netns",
         "exec",
@@ -504,26 +510,50 @@ async function main(): Promise<void> {
         "--serve",
         JSON.stringify(config),
       ]);
-      cleanup.push(() => server.stop());
+      cleanup.push(() => child.stop());
       await waitFor("our server to be ready", () => {
-        if (server.output.includes('"ready"')) return true;
-        if (server.output.includes("error")) throw new Error(server.output);
+        if (child.output.includes('"ready"')) return true;
+        if (child.output.includes("error")) throw new Error(child.output);
         return undefined;
       }, { timeoutMs: 60_000 });
-      console.log("measuring ours (serve + Forwarder) …");
-      try {
+    }
+    // Alternating runs (baseline, ours, baseline, ...); the table shows medians.
+    const baseRuns: Partial<Results>[] = [];
+    const ourRuns: Partial<Results>[] = [];
+    for (let run = 1; run <= runs; run++) {
+      if (only !== "ours") {
+        console.log(`run ${run}/${runs}: measuring wireguard-go + kernel forwarding …`);
         const udpBefore = await udpSnmp(s);
-        ours = await measure(c, s, TARGET_OURS, seconds, metrics);
+        const base = await measure(c, s, TARGET_BASE, seconds, metrics);
         const udpAfter = await udpSnmp(s);
         console.log(
-          `ours in S: UDP RcvbufErrors +${udpAfter.RcvbufErrors - udpBefore.RcvbufErrors}, ` +
+          `wireguard-go in S: UDP RcvbufErrors +${
+            udpAfter.RcvbufErrors - udpBefore.RcvbufErrors
+          }, ` +
             `InDatagrams +${udpAfter.InDatagrams - udpBefore.InDatagrams}`,
         );
-      } catch (error) {
-        console.error(`our server output:\n${server.output}`);
-        throw error;
+        console.log(JSON.stringify(base));
+        baseRuns.push(base);
       }
-      console.log(JSON.stringify(ours));
+      if (server) {
+        console.log(`run ${run}/${runs}: measuring ours (serve + Forwarder) …`);
+        try {
+          const udpBefore = await udpSnmp(s);
+          const ours = await measure(c, s, TARGET_OURS, seconds, metrics);
+          const udpAfter = await udpSnmp(s);
+          console.log(
+            `ours in S: UDP RcvbufErrors +${udpAfter.RcvbufErrors - udpBefore.RcvbufErrors}, ` +
+              `InDatagrams +${udpAfter.InDatagrams - udpBefore.InDatagrams}`,
+          );
+          console.log(JSON.stringify(ours));
+          ourRuns.push(ours);
+        } catch (error) {
+          console.error(`our server output:\n${server.output}`);
+          throw error;
+        }
+      }
+    }
+    if (server) {
       await server.stop();
       const statsLine = server.output.split("\n").find((l) => l.startsWith('{"stats"'));
       if (statsLine) {
@@ -538,11 +568,25 @@ async function main(): Promise<void> {
         );
       } else console.log(`our server said:\n${server.output}`);
     }
+    const base = medians(baseRuns);
+    const ours = medians(ourRuns);
+    if (runs > 1) console.log(`\nmedians of ${runs} alternating runs:`);
     printTable(base, ours);
     console.log(`load average after: ${loadavg()}`);
   } finally {
     for (const fn of cleanup.reverse()) await fn().catch((e) => console.error(String(e)));
   }
+}
+
+/** Per metric, the median over runs (undefined when there were no runs). */
+function medians(runs: Partial<Results>[]): Partial<Results> | undefined {
+  if (runs.length === 0) return undefined;
+  const out: Partial<Results> = {};
+  for (const key of Object.keys(runs[0]) as (keyof Results)[]) {
+    const values = runs.map((r) => r[key]).filter((v) => v !== undefined).sort((a, b) => a - b);
+    out[key] = values[values.length >> 1];
+  }
+  return out;
 }
 
 function printTable(base: Partial<Results> | undefined, ours: Partial<Results> | undefined): void {
@@ -552,6 +596,8 @@ function printTable(base: Partial<Results> | undefined, ours: Partial<Results> |
     ["server CPU, upload", "uploadCpu", "CPU s/GB", false],
     ["server CPU, download", "downloadCpu", "CPU s/GB", false],
     ["50 MB HTTP download (curl)", "http", "ms", false],
+    ["connect time median (200 × TCP connect)", "connectMedian", "ms", false],
+    ["connect time p99", "connectP99", "ms", false],
     ["connect+req+resp median", "latMedian", "ms", false],
     ["connect+req+resp p99", "latP99", "ms", false],
     ["ping RTT median (100 × 20 ms apart)", "ping", "ms", false],
