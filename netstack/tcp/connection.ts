@@ -299,6 +299,11 @@ export interface ConnectionOwner {
   readonly lastNow: number;
   /** Sends a finished segment. */
   transmit(conn: Connection, segment: Uint8Array): void;
+  /**
+   * Optional: a buffer of at least `length` bytes to build the connection's
+   * next segment in (passed to `transmit` right after), or `undefined`.
+   */
+  segmentBuffer?(conn: Connection, length: number): Uint8Array | undefined;
   /** The connection needs `poll` soon (state changed from a stream callback). */
   wakeConnection(conn: Connection): void;
   /** The connection entered TIME_WAIT. */
@@ -1564,7 +1569,10 @@ export class Connection implements TcpConnectionLike {
 
   #transmit(r: TcpRepr, buf: SendBuffer | null, offset: number, len: number): void {
     const hl = tcpHeaderLength(r);
-    const out = new Uint8Array(hl + len);
+    // Built in place in the IP layer's output buffer where the owner offers
+    // one (no allocation or copy per segment); else in a buffer of its own.
+    const room = this.#owner.segmentBuffer?.(this, hl + len);
+    const out = room ? room.subarray(0, hl + len) : new Uint8Array(hl + len);
     writeTcpHeader(r, out, hl);
     if (len > 0 && buf) buf.copyOut(offset, out, hl, len);
     fillTcpChecksum(out, this.localAddress, this.remoteAddress);

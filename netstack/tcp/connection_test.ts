@@ -787,3 +787,35 @@ Deno.test("loss recovery details", async (t) => {
     assert.equal(stats(conn).fastRecoveries, 0);
   });
 });
+
+Deno.test("segments built in the host's buffer equal those built in their own", async () => {
+  // One script (handshake with timestamps and SACK, data both ways, a hole
+  // the peer SACKs, out-of-order data we SACK, FIN) on two layers: one whose
+  // host offers a segment buffer full of stale bytes, one whose does not.
+  const run = async (inPlace: boolean) => {
+    const h = new Harness({}, { inPlace });
+    const { conn, iss } = h.open({ sackPerm: true, ts: [100, 0], mss: 1000 }, [101, 1]);
+    const w = conn.writable.getWriter();
+    const d = filler(4000, 5);
+    void w.write(d);
+    await settle();
+    h.poll(1);
+    h.send(
+      { flags: "A", seq: P, ack: iss + 1001, ts: [102, 1], sack: [[iss + 2001, iss + 3001]] },
+      2,
+    );
+    h.send({ flags: "A", seq: P + 500, ack: iss + 1001, ts: [103, 2], data: filler(300, 1) }, 3);
+    h.send({ flags: "A", seq: P, ack: iss + 4001, ts: [104, 2], data: filler(500, 2) }, 4);
+    await w.close();
+    await settle();
+    h.poll(50);
+    h.send({ flags: "FA", seq: P + 800, ack: iss + 4002, ts: [105, 50] }, 60);
+    return { trace: h.trace, payloads: h.out.map((r) => [...r.payload]), inPlace: h.inPlace };
+  };
+  const own = await run(false);
+  const built = await run(true);
+  assert.equal(own.inPlace, 0);
+  assert.ok(built.inPlace >= 6, `segments built in place: ${built.inPlace}`);
+  assert.deepEqual(built.trace, own.trace);
+  assert.deepEqual(built.payloads, own.payloads);
+});
