@@ -10,6 +10,8 @@
  * deno run -A bench/server_bench.ts --only baseline   # or: --only ours
  * deno run -A bench/server_bench.ts --metrics upload,download   # also: http, latency, ping
  * deno run -A bench/server_bench.ts --runs 3 --seconds 5   # alternating runs, medians
+ * deno run -A bench/server_bench.ts --metrics latency,ping --breakdown
+ *   # also: where the time goes inside our server, stage by stage
  * deno run -A bench/server_bench.ts --rmem 4194304   # UDP receive buffer default in S
  * WGSTACK_TCP_CC=bbr deno run -A bench/server_bench.ts   # our TCP's congestion controller
  * deno run -A bench/server_bench.ts --only ours --metrics upload --profile /tmp/prof
@@ -43,6 +45,7 @@
  * @module
  */
 
+import type { UdpSocket } from "../server/udp.ts";
 import { createVeth, Netns, run, waitFor, wgGenKeyPair, WireGuardGo } from "../tests/netns.ts";
 
 /** Namespace/interface prefix (`WGSTACK_BENCH_PREFIX` to run two at once). */
@@ -60,6 +63,133 @@ interface ServeConfig {
   peerPublicKey: string;
   peerAddress: string;
   tunnelAddress: string;
+  /** Time the stages of each packet's way through the server (see {@linkcode Breakdown}). */
+  breakdown?: boolean;
+}
+
+/**
+ * Where the time goes inside the server, from its public hooks only: a
+ * wrapper around the UDP socket (datagram handed to `serve()`, datagram
+ * handed back to the socket) and the `onPacket` tap (inner packet after
+ * decryption, inner packet before encryption); the forwarder's dial is
+ * timed through its `connect` option. Stages, in ms:
+ *
+ * - ICMP echo: datagram in → decrypted, decrypted → reply out of the
+ *   netstack, reply → encrypted datagram handed to the socket;
+ * - TCP SYN → SYN-ACK: datagram in → decrypted, the upstream dial, dial
+ *   done → SYN-ACK out of the netstack, SYN-ACK → handed to the socket;
+ * - TCP request → response: the client's first data segment decrypted →
+ *   first data segment back out of the netstack (relay, upstream write,
+ *   the target's answer, upstream read).
+ *
+ * What is not here (kernel → JS wake-up, the socket's flush, the network,
+ * the client) is the client's RTT minus these.
+ */
+class Breakdown {
+  readonly samples = new Map<string, number[]>();
+  #recvAt = 0;
+  #echoIn = -1;
+  #echoRecv = 0;
+  #echoOut = -1;
+  readonly #syns = new Map<string, { recv: number; decrypted: number; dialed?: number }>();
+  readonly #synAckOut = new Map<string, number>();
+  readonly #requests = new Map<string, number>();
+  #lastSynKey = "";
+
+  #add(name: string, ms: number): void {
+    let list = this.samples.get(name);
+    if (!list) this.samples.set(name, list = []);
+    if (list.length < 100_000) list.push(ms);
+  }
+
+  received(): void {
+    this.#recvAt = performance.now();
+  }
+
+  dialStarted(): () => void {
+    const syn = this.#syns.get(this.#lastSynKey);
+    const started = performance.now();
+    return () => {
+      const t = performance.now();
+      this.#add("tcp SYN: upstream dial", t - started);
+      if (syn) syn.dialed = t;
+    };
+  }
+
+  packet(p: Uint8Array, direction: "in" | "out"): void {
+    const t = performance.now();
+    if (p.length < 20 || p[0] >> 4 !== 4) return;
+    const ihl = (p[0] & 15) * 4;
+    if (p[9] === 1 && p.length >= ihl + 8) {
+      if (direction === "in" && p[ihl] === 8) {
+        this.#echoIn = t;
+        this.#echoRecv = this.#recvAt;
+        this.#add("icmp echo: datagram in → decrypted", t - this.#recvAt);
+      } else if (direction === "out" && p[ihl] === 0 && this.#echoIn >= 0) {
+        this.#add("icmp echo: decrypted → reply out of netstack", t - this.#echoIn);
+        this.#echoOut = t;
+        this.#echoIn = -1;
+      }
+      return;
+    }
+    if (p[9] !== 6 || p.length < ihl + 20) return;
+    const flags = p[ihl + 13];
+    const payload = p.length - ihl - ((p[ihl + 12] >> 4) * 4);
+    const a = `${p[12]}.${p[13]}.${p[14]}.${p[15]}:${(p[ihl] << 8) | p[ihl + 1]}`;
+    const b = `${p[16]}.${p[17]}.${p[18]}.${p[19]}:${(p[ihl + 2] << 8) | p[ihl + 3]}`;
+    const key = direction === "in" ? `${a}>${b}` : `${b}>${a}`; // client → server
+    if (direction === "in") {
+      if ((flags & 0x12) === 0x02) {
+        this.#syns.set(key, { recv: this.#recvAt, decrypted: t });
+        this.#lastSynKey = key;
+        this.#add("tcp SYN: datagram in → decrypted", t - this.#recvAt);
+      } else if (payload > 0 && !this.#requests.has(key) && !this.#synAckOut.has(key)) {
+        this.#requests.set(key, t);
+      }
+      return;
+    }
+    const syn = this.#syns.get(key);
+    if ((flags & 0x12) === 0x12 && syn) {
+      this.#syns.delete(key);
+      if (syn.dialed !== undefined) this.#add("tcp SYN: dial done → SYN-ACK out", t - syn.dialed);
+      this.#add("tcp SYN: SYN in → SYN-ACK out (all)", t - syn.decrypted);
+      this.#synAckOut.set(key, t);
+      return;
+    }
+    this.#synAckOut.delete(key);
+    const request = this.#requests.get(key);
+    if (request !== undefined && payload > 0) {
+      this.#requests.set(key, Infinity); // only the first response segment
+      this.#add("tcp request decrypted → response out (relay + upstream)", t - request);
+    }
+    if (flags & 0x05) this.#requests.delete(key); // FIN or RST: forget the connection
+  }
+
+  sent(): void {
+    const t = performance.now();
+    if (this.#echoOut >= 0) {
+      this.#add("icmp echo: reply out → handed to the socket", t - this.#echoOut);
+      this.#add("icmp echo: datagram in → reply handed to the socket (all)", t - this.#echoRecv);
+      this.#echoOut = -1;
+    }
+    for (const [key, at] of this.#synAckOut) {
+      this.#add("tcp SYN: SYN-ACK out → handed to the socket", t - at);
+      this.#synAckOut.delete(key);
+    }
+  }
+
+  report(): Record<string, { n: number; median: number; p90: number }> {
+    const out: Record<string, { n: number; median: number; p90: number }> = {};
+    for (const [name, list] of [...this.samples].sort(([x], [y]) => x.localeCompare(y))) {
+      list.sort((x, y) => x - y);
+      out[name] = {
+        n: list.length,
+        median: list[list.length >> 1],
+        p90: list[Math.min(list.length - 1, Math.floor(list.length * 0.9))],
+      };
+    }
+    return out;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -68,6 +198,26 @@ interface ServeConfig {
 
 async function serveMode(config: ServeConfig): Promise<void> {
   const { serve } = await import("../server/serve.ts");
+  const { openUdpSocket } = await import("../server/udp.ts");
+  const breakdown = config.breakdown ? new Breakdown() : undefined;
+  let socket: UdpSocket | undefined;
+  if (breakdown) {
+    const inner = await openUdpSocket({ hostname: config.hostname, port: config.port });
+    socket = {
+      addr: inner.addr,
+      listen: (onDatagram) =>
+        inner.listen((data, from) => {
+          breakdown.received();
+          onDatagram(data, from);
+        }),
+      send: (data, to) => {
+        breakdown.sent();
+        inner.send(data, to);
+      },
+      stats: () => inner.stats(),
+      close: () => inner.close(),
+    };
+  }
   const ac = new AbortController();
   const onTerm = () => ac.abort();
   Deno.addSignalListener("SIGTERM", onTerm);
@@ -77,7 +227,21 @@ async function serveMode(config: ServeConfig): Promise<void> {
     hostname: config.hostname,
     port: config.port,
     peers: [{ publicKey: config.peerPublicKey, allowedIps: [`${config.peerAddress}/32`] }],
-    forward: { localAddresses: [config.tunnelAddress] },
+    forward: {
+      localAddresses: [config.tunnelAddress],
+      // The default dial (Deno.connect, TCP_NODELAY), timed.
+      connect: breakdown
+        ? async (hostname, port, signal) => {
+          const done = breakdown.dialStarted();
+          const conn = await Deno.connect({ hostname, port, signal, autoSelectFamily: false });
+          conn.setNoDelay(true);
+          done();
+          return conn;
+        }
+        : undefined,
+    },
+    socket,
+    onPacket: breakdown ? (packet, direction) => breakdown.packet(packet, direction) : undefined,
     tcp: cc ? { congestionControl: cc as "cubic" | "newreno" | "bbr" } : undefined,
     signal: ac.signal,
     shutdownTimeout: 500,
@@ -87,6 +251,7 @@ async function serveMode(config: ServeConfig): Promise<void> {
   await server.finished;
   Deno.removeSignalListener("SIGTERM", onTerm);
   console.error(JSON.stringify({ stats: server.stats() }));
+  if (breakdown) console.error(JSON.stringify({ breakdown: breakdown.report() }));
   // Ends the process the normal way, so that --cpu-prof writes its profile.
 }
 
@@ -496,6 +661,7 @@ async function main(): Promise<void> {
         peerPublicKey: clientKeys1.publicKey,
         peerAddress: "192.0.2.6",
         tunnelAddress: "192.0.2.5",
+        breakdown: Deno.args.includes("--breakdown"),
       };
       const denoArgs = ["run", "-A", "--unstable-net"];
       if (profileDir) denoArgs.push("--cpu-prof", `--cpu-prof-dir=${profileDir}`);
@@ -567,6 +733,18 @@ async function main(): Promise<void> {
           }`,
         );
       } else console.log(`our server said:\n${server.output}`);
+      const breakdownLine = server.output.split("\n").find((l) => l.startsWith('{"breakdown"'));
+      if (breakdownLine) {
+        const stages = JSON.parse(breakdownLine).breakdown as Record<
+          string,
+          { n: number; median: number; p90: number }
+        >;
+        console.log("\nwhere the time goes inside our server (all runs; ms):\n");
+        console.log("| stage | samples | median | p90 |\n|---|---|---|---|");
+        for (const [name, v] of Object.entries(stages)) {
+          console.log(`| ${name} | ${v.n} | ${v.median.toFixed(3)} | ${v.p90.toFixed(3)} |`);
+        }
+      }
     }
     const base = medians(baseRuns);
     const ours = medians(ourRuns);
