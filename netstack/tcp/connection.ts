@@ -364,10 +364,6 @@ export class Connection implements TcpConnectionLike {
   readonly ipVersion: 4 | 6;
   /** Table key (layer-internal). */
   readonly key: string;
-  /** Bytes from the peer. */
-  readonly readable: ReadableStream<Uint8Array>;
-  /** Bytes to the peer. */
-  readonly writable: WritableStream<Uint8Array>;
   /** Resolves when the connection is fully closed. */
   readonly closed: Promise<void>;
 
@@ -462,8 +458,16 @@ export class Connection implements TcpConnectionLike {
   #windowUpdate = false;
 
   // Stream plumbing.
-  #readCtrl!: ReadableStreamDefaultController<Uint8Array>;
-  #writeCtrl!: WritableStreamDefaultController;
+  // The streams are made on first use (a pair costs tens of µs, which would
+  // otherwise delay the SYN-ACK); what happened before is replayed then.
+  #readable: ReadableStream<Uint8Array> | undefined;
+  #writable: WritableStream<Uint8Array> | undefined;
+  #readCtrl: ReadableStreamDefaultController<Uint8Array> | undefined;
+  #writeCtrl: WritableStreamDefaultController | undefined;
+  /** The error the readable ended with before it existed (else it closed). */
+  #readFailure: unknown;
+  /** The error the writable ended with before it existed. */
+  #writeFailure: unknown;
   #readDone = false;
   #writeDone = false;
   #pullWaiting = false;
@@ -535,20 +539,32 @@ export class Connection implements TcpConnectionLike {
     this.#ccName = this.#o.congestionControl;
     this.#cc = newCongestionControl(this.#ccName, this.#sndMss, false, iss);
     this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
-    this.readable = new ReadableStream<Uint8Array>(
+  }
+
+  /** Bytes from the peer. */
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= new ReadableStream<Uint8Array>(
       {
         start: (c) => {
           this.#readCtrl = c;
+          if (!this.#readDone) return;
+          if (this.#readFailure !== undefined) c.error(this.#readFailure);
+          else c.close();
         },
         pull: () => this.#onPull(),
         cancel: () => this.#onCancel(),
       },
       { highWaterMark: 0 },
     );
-    this.writable = new WritableStream<Uint8Array>(
+  }
+
+  /** Bytes to the peer. */
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= new WritableStream<Uint8Array>(
       {
         start: (c) => {
           this.#writeCtrl = c;
+          if (this.#writeDone) c.error(this.#writeFailure);
         },
         write: (chunk) => this.#onWrite(chunk),
         close: () => this.#onClose(),
@@ -556,6 +572,29 @@ export class Connection implements TcpConnectionLike {
       },
       { highWaterMark: 1 },
     );
+  }
+
+  /** Closes the readable (now, or when it is made). */
+  #closeReadable(): void {
+    try {
+      this.#readCtrl?.close();
+    } catch { /* already closed */ }
+  }
+
+  /** Errors the readable (now, or when it is made). */
+  #failReadable(error: unknown): void {
+    if (!this.#readCtrl) this.#readFailure = error;
+    try {
+      this.#readCtrl?.error(error);
+    } catch { /* already closed */ }
+  }
+
+  /** Errors the writable (now, or when it is made). */
+  #failWritable(error: unknown): void {
+    if (!this.#writeCtrl) this.#writeFailure = error;
+    try {
+      this.#writeCtrl?.error(error);
+    } catch { /* already closed */ }
   }
 
   // ---------------------------------------------------------------- opening
@@ -1280,7 +1319,7 @@ export class Connection implements TcpConnectionLike {
     const chunk = this.#rcv.take();
     if (!chunk) return;
     this.#pullWaiting = false;
-    this.#readCtrl.enqueue(chunk);
+    this.#readCtrl!.enqueue(chunk);
   }
 
   #receiveFin(now: number): void {
@@ -1290,7 +1329,7 @@ export class Connection implements TcpConnectionLike {
     if (!this.#readDone && this.#rcv.queued === 0 && !this.#rcv.discard) {
       this.#readDone = true;
       this.#pullWaiting = false;
-      this.#readCtrl.close();
+      this.#closeReadable();
     }
     switch (this.state) {
       case S.SYN_RECEIVED:
@@ -1849,18 +1888,18 @@ export class Connection implements TcpConnectionLike {
   #onPull(): void {
     const chunk = this.#rcv.take();
     if (chunk) {
-      this.#readCtrl.enqueue(chunk);
+      this.#readCtrl!.enqueue(chunk);
       this.#maybeWindowUpdate();
       if (this.#rcv.queued === 0 && this.#finReceived && !this.#readDone) {
         this.#readDone = true;
-        this.#readCtrl.close();
+        this.#closeReadable();
       }
       return;
     }
     if (this.#finReceived) {
       if (!this.#readDone) {
         this.#readDone = true;
-        this.#readCtrl.close();
+        this.#closeReadable();
       }
       return;
     }
@@ -1906,7 +1945,7 @@ export class Connection implements TcpConnectionLike {
       // end that write at once, so a stalled peer cannot hang abort(). Hooked
       // on the first write that has to wait (idle connections stay small).
       this.#abortHooked = true;
-      const signal = this.#writeCtrl.signal;
+      const signal = this.#writeCtrl!.signal;
       signal.addEventListener("abort", () => this.#onAbortSignal(signal.reason), { once: true });
     }
     return new Promise<void>((resolve, reject) => {
@@ -1964,7 +2003,7 @@ export class Connection implements TcpConnectionLike {
       this.#pendingWrite = null;
       p.reject(closedForWriting);
     }
-    this.#writeCtrl.error(closedForWriting);
+    this.#failWritable(closedForWriting);
     this.#writeDone = true;
     this.#finQueued = true;
     this.#owner.wakeConnection(this);
@@ -1994,9 +2033,7 @@ export class Connection implements TcpConnectionLike {
     // A graceful end: the readable closes once drained (FIN seen); the writable is done.
     if (!this.#writeDone) {
       this.#writeDone = true;
-      try {
-        this.#writeCtrl.error(new TcpError("ECONNABORTED", "Connection closed"));
-      } catch { /* already closed */ }
+      this.#failWritable(new TcpError("ECONNABORTED", "Connection closed"));
     }
   }
 
@@ -2014,15 +2051,11 @@ export class Connection implements TcpConnectionLike {
       this.#error = error;
       if (!this.#readDone) {
         this.#readDone = true;
-        try {
-          this.#readCtrl.error(error);
-        } catch { /* already closed */ }
+        this.#failReadable(error);
       }
       if (!this.#writeDone) {
         this.#writeDone = true;
-        try {
-          this.#writeCtrl.error(error);
-        } catch { /* already closed */ }
+        this.#failWritable(error);
       }
       const p = this.#pendingWrite;
       if (p) {
@@ -2035,9 +2068,7 @@ export class Connection implements TcpConnectionLike {
       this.#finReceived = true;
     } else if (!this.#readDone) {
       this.#readDone = true;
-      try {
-        this.#readCtrl.close();
-      } catch { /* already closed */ }
+      this.#closeReadable();
     }
     if (!wasTimeWait) this.#finishStreams();
     this.#sendBuf = null;

@@ -819,3 +819,48 @@ Deno.test("segments built in the host's buffer equal those built in their own", 
   assert.deepEqual(built.trace, own.trace);
   assert.deepEqual(built.payloads, own.payloads);
 });
+
+Deno.test("streams first used after the connection moved on", async (t) => {
+  // The streams are made on first use: what happened before must show.
+  await t.step("data and FIN before: the data, then the end", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open();
+    h.send({ flags: "PA", seq: P, ack: iss + 1, data: filler(300, 4) }, 1);
+    h.send({ flags: "FA", seq: P + 300, ack: iss + 1 }, 2);
+    const reader = conn.readable.getReader();
+    assert.deepEqual(await readBytes(reader, 300), filler(300, 4));
+    assert.equal((await reader.read()).done, true);
+    assert.equal(conn.readable, conn.readable, "one stream per connection");
+  });
+
+  await t.step("FIN without data before: the readable is already done", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open();
+    h.send({ flags: "FA", seq: P, ack: iss + 1 }, 1);
+    assert.equal((await conn.readable.getReader().read()).done, true);
+    // Our side can still send.
+    const w = conn.writable.getWriter();
+    await w.write(filler(10));
+    h.poll(2);
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 1 });
+    h.expect({ flags: "PA", seq: iss + 1, data: filler(10) });
+  });
+
+  await t.step("RST before: both streams error with ECONNRESET", async () => {
+    const h = new Harness();
+    const { conn } = h.open();
+    h.send({ flags: "R", seq: P }, 1);
+    const reset = (e: unknown) => e instanceof TcpError && e.code === "ECONNRESET";
+    await assert.rejects(conn.readable.getReader().read(), reset);
+    await assert.rejects(conn.writable.getWriter().write(filler(1)), reset);
+  });
+
+  await t.step("close() before: the writable is errored, FIN goes out", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open();
+    conn.close();
+    h.poll(1);
+    h.expect({ flags: "FA", seq: iss + 1, ack: P });
+    await assert.rejects(conn.writable.getWriter().write(filler(1)), TypeError);
+  });
+});
