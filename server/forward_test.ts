@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Forwarder, type ForwardOptions, relayTcp, type UpstreamConn } from "./forward.ts";
 import { parsePolicyRule } from "./policy.ts";
 import type { PeerInfo, ServeLogRecord, TcpStream, UdpStream } from "./serve.ts";
+import { requirement } from "../tests/_skip.ts";
 
 const peer: PeerInfo = {
   publicKey: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
@@ -248,6 +249,11 @@ function to(address: string, port: number, from = source, who: PeerInfo = peer) 
   return { peer: who, ipVersion: 4 as const, source: from, destination: { address, port } };
 }
 
+const needsLinux = requirement(
+  "TCP_NODELAY check",
+  Deno.build.os === "linux" ? undefined : `reads the socket option through libc.so.6 (Linux only)`,
+);
+
 /**
  * TCP_NODELAY of this process's TCP sockets connected to `port` on loopback,
  * read with getsockopt (libc through FFI): Deno does not expose it.
@@ -289,8 +295,9 @@ function noDelayOfSocketsTo(port: number): number[] {
 Deno.test("Forwarder.accept dials first", async (t) => {
   await t.step({
     name: "the default dial turns Nagle's algorithm off upstream (TCP_NODELAY)",
-    ignore: Deno.build.os !== "linux",
+    ignore: needsLinux.ignore,
     fn: async () => {
+      needsLinux.assert();
       using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       const accepted = listener.accept();
       using fwd = forwarder({ localAddresses: ["198.18.0.1"], rules: LOOPBACK });

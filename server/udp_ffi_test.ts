@@ -703,8 +703,9 @@ Deno.test({
 
 Deno.test({
   name: "udp_ffi: waiting on the event loop or on a receive thread",
-  ignore: !supported,
+  ignore: needsFfi.ignore,
   async fn(t) {
+    needsFfi.assert();
     const eventLoop = typeof Deno.listenDatagram === "function";
     await t.step("the default is the event loop (with --unstable-net); thread on request", () => {
       const previous = Deno.env.get("WGSTACK_UDP_WAIT");
