@@ -109,6 +109,7 @@ class Breakdown {
   dialStarted(): () => void {
     const syn = this.#syns.get(this.#lastSynKey);
     const started = performance.now();
+    if (syn) this.#add("tcp SYN: decrypted → dial starts", started - syn.decrypted);
     return () => {
       const t = performance.now();
       this.#add("tcp SYN: upstream dial", t - started);
