@@ -106,6 +106,13 @@ const RECV_TIMEOUT_MS = 200;
  * the kernel coalesced just before, before the wait moves to the event loop.
  */
 const GRO_SETTLE_MS = 1;
+/**
+ * Busy stretches in a row in which the kernel coalesced nothing (no GRO on
+ * the path, e.g. veth) after which GRO is no longer turned on for one...
+ */
+const GRO_MAX_MISSES = 8;
+/** ...until this many more full batches have passed (then it is tried again). */
+const GRO_RETRY_BATCHES = 1024;
 /** Highest descriptor searched for the socket `Deno.listenDatagram` opened. */
 const MAX_ADOPT_FD = 4096;
 /** Requested kernel socket buffer sizes. */
@@ -211,7 +218,9 @@ export interface FfiUdpOptions {
    *   receive, the rest of the batch through `recvmmsg` on the JS thread.
    *   UDP GRO is on only while the loop is draining a busy socket (a full
    *   batch turns it on; it is turned off before the loop waits again, and
-   *   the receive thread reads what the kernel coalesced meanwhile).
+   *   where the kernel did coalesce, the receive thread reads what it may
+   *   have coalesced just before). Where 8 busy stretches in a row saw
+   *   nothing coalesced, GRO is tried again only every 1024 full batches.
    * - `"thread"`: a blocking `recvmmsg` on a receive thread (nonblocking FFI
    *   call), GRO on all the time.
    *
@@ -233,6 +242,12 @@ export interface FfiUdpGroStatus {
   segments: number;
   /** The errno with which the kernel refused `UDP_GRO`, or 0. */
   disabledErrno: number;
+  /**
+   * Event-loop wait: busy stretches for which GRO was turned on (it stops
+   * being turned on where the path coalesces nothing; see
+   * {@linkcode FfiUdpOptions.wait}). Always 0 with the receive thread.
+   */
+  busyPeriods: number;
 }
 
 /**
@@ -460,6 +475,13 @@ class FfiUdpSocket implements UdpSocket {
   readonly #gro: boolean;
   /** Whether UDP_GRO is set on the socket now (toggled only in event-loop mode). */
   #groOn = false;
+  /** `#groMessages` when GRO was last turned on. */
+  #groMessagesAtOn = 0;
+  /** Busy stretches in a row with nothing coalesced. */
+  #groMisses = 0;
+  /** Full batches since GRO was last tried while it is being skipped. */
+  #groSkipped = 0;
+  #groBusyPeriods = 0;
   #groMessages = 0;
   #groSegments = 0;
   #groErrno = 0;
@@ -656,7 +678,7 @@ class FfiUdpSocket implements UdpSocket {
         if (count > 0) {
           eager++;
           // A full batch: the socket is busy, let the kernel coalesce (event-loop mode).
-          if (count === RECV_BATCH && !this.#groOn) this.#setGro(true);
+          if (count === RECV_BATCH && !this.#groOn) this.#busy();
         } else {
           eager = 0;
           count = this.#conn
@@ -704,8 +726,14 @@ class FfiUdpSocket implements UdpSocket {
     onDatagram: (data: Uint8Array, from: UdpEndpoint) => void,
   ): Promise<number> {
     if (this.#groOn) {
+      const coalesced = this.#groMessages > this.#groMessagesAtOn;
       this.#setGro(false);
-      return await this.#pollWaiting(GRO_SETTLE_MS);
+      this.#groMisses = coalesced ? 0 : this.#groMisses + 1;
+      // Where the kernel coalesced in this stretch, a message it coalesced
+      // just before GRO went off may still be on its way into the queue: the
+      // receive thread, whose read keeps the segment size, watches for it.
+      // Elsewhere the loop drains once more (with recvmmsg) and then waits here.
+      return coalesced ? await this.#pollWaiting(GRO_SETTLE_MS) : -1;
     }
     let got: [Uint8Array, Deno.Addr];
     try {
@@ -744,12 +772,27 @@ class FfiUdpSocket implements UdpSocket {
     return this.#c.recvmmsgNow(this.#fd, this.#recvHeaders, RECV_BATCH, MSG_DONTWAIT, null);
   }
 
+  /** A full batch in event-loop mode: GRO on, unless it has not been paying off. */
+  #busy(): void {
+    if (!this.#gro || !this.#conn) return;
+    if (this.#groMisses >= GRO_MAX_MISSES) {
+      if (++this.#groSkipped < GRO_RETRY_BATCHES) return;
+      this.#groSkipped = 0;
+      this.#groMisses = GRO_MAX_MISSES - 1; // one more try
+    }
+    this.#setGro(true);
+  }
+
   /** Turns UDP_GRO on or off (event-loop mode; the thread mode keeps it on). */
   #setGro(on: boolean): void {
     if (!this.#gro || !this.#conn || this.#closed) return;
     this.#groFlag[0] = on ? 1 : 0;
     if (this.#c.setsockopt(this.#fd, SOL_UDP, UDP_GRO, this.#groFlagBytes, 4) === 0) {
       this.#groOn = on;
+      if (on) {
+        this.#groMessagesAtOn = this.#groMessages;
+        this.#groBusyPeriods++;
+      }
     }
   }
 
@@ -896,6 +939,7 @@ class FfiUdpSocket implements UdpSocket {
       messages: this.#groMessages,
       segments: this.#groSegments,
       disabledErrno: this.#groErrno,
+      busyPeriods: this.#groBusyPeriods,
     };
   }
 

@@ -634,6 +634,7 @@ Deno.test({
                 messages: 0,
                 segments: 0,
                 disabledErrno: 0,
+                busyPeriods: 0,
               });
             }
             tx.close();
@@ -684,6 +685,34 @@ Deno.test({
         },
       );
     }
+
+    await t.step(
+      "event-loop wait: where nothing is coalesced, GRO stops being turned on after 8 busy stretches",
+      async () => {
+        // Plain datagrams (no GSO sender): the kernel never coalesces them.
+        const tx = open("127.0.0.1", false, false);
+        const rx = open("127.0.0.1", false, true, "event-loop");
+        const to = { address: "127.0.0.1", port: rx.addr.port };
+        const at = collect(rx);
+        let sent = 0;
+        const periods: number[] = [];
+        for (let burst = 0; burst < 12; burst++) {
+          // 100 at once: a full batch makes each burst a busy stretch.
+          for (let i = 0; i < 100; i++) tx.send(numbered(200, sent++), to);
+          await at.until(sent);
+          periods.push(ffiUdpGroStatus(rx)!.busyPeriods);
+        }
+        assert.deepEqual(periods, [1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8, 8]);
+        assert.equal(ffiUdpGroStatus(rx)!.messages, 0);
+        assert.deepEqual(
+          at.all.map((r) => r.data),
+          [...Array(sent)].map((_, i) => numbered(200, i)),
+        );
+        tx.close();
+        rx.close();
+        await at.listening;
+      },
+    );
 
     await t.step("a coalesced message and a callback that closes the socket mid-way", async () => {
       const tx = open("127.0.0.1", true, false);
