@@ -9,6 +9,9 @@
  * deno run -A bench/server_bench.ts --seconds 3  # shorter
  * deno run -A bench/server_bench.ts --only baseline   # or: --only ours
  * deno run -A bench/server_bench.ts --metrics upload,download   # also: http, latency, ping
+ * deno run -A bench/server_bench.ts --runs 3 --seconds 5   # alternating runs, medians
+ * deno run -A bench/server_bench.ts --metrics latency,ping --breakdown
+ *   # also: where the time goes inside our server, stage by stage
  * deno run -A bench/server_bench.ts --rmem 4194304   # UDP receive buffer default in S
  * WGSTACK_TCP_CC=bbr deno run -A bench/server_bench.ts   # our TCP's congestion controller
  * deno run -A bench/server_bench.ts --only ours --metrics upload --profile /tmp/prof
@@ -42,6 +45,7 @@
  * @module
  */
 
+import type { UdpSocket } from "../server/udp.ts";
 import { createVeth, Netns, run, waitFor, wgGenKeyPair, WireGuardGo } from "../tests/netns.ts";
 
 /** Namespace/interface prefix (`WGSTACK_BENCH_PREFIX` to run two at once). */
@@ -59,6 +63,134 @@ interface ServeConfig {
   peerPublicKey: string;
   peerAddress: string;
   tunnelAddress: string;
+  /** Time the stages of each packet's way through the server (see {@linkcode Breakdown}). */
+  breakdown?: boolean;
+}
+
+/**
+ * Where the time goes inside the server, from its public hooks only: a
+ * wrapper around the UDP socket (datagram handed to `serve()`, datagram
+ * handed back to the socket) and the `onPacket` tap (inner packet after
+ * decryption, inner packet before encryption); the forwarder's dial is
+ * timed through its `connect` option. Stages, in ms:
+ *
+ * - ICMP echo: datagram in → decrypted, decrypted → reply out of the
+ *   netstack, reply → encrypted datagram handed to the socket;
+ * - TCP SYN → SYN-ACK: datagram in → decrypted, the upstream dial, dial
+ *   done → SYN-ACK out of the netstack, SYN-ACK → handed to the socket;
+ * - TCP request → response: the client's first data segment decrypted →
+ *   first data segment back out of the netstack (relay, upstream write,
+ *   the target's answer, upstream read).
+ *
+ * What is not here (kernel → JS wake-up, the socket's flush, the network,
+ * the client) is the client's RTT minus these.
+ */
+class Breakdown {
+  readonly samples = new Map<string, number[]>();
+  #recvAt = 0;
+  #echoIn = -1;
+  #echoRecv = 0;
+  #echoOut = -1;
+  readonly #syns = new Map<string, { recv: number; decrypted: number; dialed?: number }>();
+  readonly #synAckOut = new Map<string, number>();
+  readonly #requests = new Map<string, number>();
+  #lastSynKey = "";
+
+  #add(name: string, ms: number): void {
+    let list = this.samples.get(name);
+    if (!list) this.samples.set(name, list = []);
+    if (list.length < 100_000) list.push(ms);
+  }
+
+  received(): void {
+    this.#recvAt = performance.now();
+  }
+
+  dialStarted(): () => void {
+    const syn = this.#syns.get(this.#lastSynKey);
+    const started = performance.now();
+    if (syn) this.#add("tcp SYN: decrypted → dial starts", started - syn.decrypted);
+    return () => {
+      const t = performance.now();
+      this.#add("tcp SYN: upstream dial", t - started);
+      if (syn) syn.dialed = t;
+    };
+  }
+
+  packet(p: Uint8Array, direction: "in" | "out"): void {
+    const t = performance.now();
+    if (p.length < 20 || p[0] >> 4 !== 4) return;
+    const ihl = (p[0] & 15) * 4;
+    if (p[9] === 1 && p.length >= ihl + 8) {
+      if (direction === "in" && p[ihl] === 8) {
+        this.#echoIn = t;
+        this.#echoRecv = this.#recvAt;
+        this.#add("icmp echo: datagram in → decrypted", t - this.#recvAt);
+      } else if (direction === "out" && p[ihl] === 0 && this.#echoIn >= 0) {
+        this.#add("icmp echo: decrypted → reply out of netstack", t - this.#echoIn);
+        this.#echoOut = t;
+        this.#echoIn = -1;
+      }
+      return;
+    }
+    if (p[9] !== 6 || p.length < ihl + 20) return;
+    const flags = p[ihl + 13];
+    const payload = p.length - ihl - ((p[ihl + 12] >> 4) * 4);
+    const a = `${p[12]}.${p[13]}.${p[14]}.${p[15]}:${(p[ihl] << 8) | p[ihl + 1]}`;
+    const b = `${p[16]}.${p[17]}.${p[18]}.${p[19]}:${(p[ihl + 2] << 8) | p[ihl + 3]}`;
+    const key = direction === "in" ? `${a}>${b}` : `${b}>${a}`; // client → server
+    if (direction === "in") {
+      if ((flags & 0x12) === 0x02) {
+        this.#syns.set(key, { recv: this.#recvAt, decrypted: t });
+        this.#lastSynKey = key;
+        this.#add("tcp SYN: datagram in → decrypted", t - this.#recvAt);
+      } else if (payload > 0 && !this.#requests.has(key) && !this.#synAckOut.has(key)) {
+        this.#requests.set(key, t);
+      }
+      return;
+    }
+    const syn = this.#syns.get(key);
+    if ((flags & 0x12) === 0x12 && syn) {
+      this.#syns.delete(key);
+      if (syn.dialed !== undefined) this.#add("tcp SYN: dial done → SYN-ACK out", t - syn.dialed);
+      this.#add("tcp SYN: SYN in → SYN-ACK out (all)", t - syn.decrypted);
+      this.#synAckOut.set(key, t);
+      return;
+    }
+    this.#synAckOut.delete(key);
+    const request = this.#requests.get(key);
+    if (request !== undefined && payload > 0) {
+      this.#requests.set(key, Infinity); // only the first response segment
+      this.#add("tcp request decrypted → response out (relay + upstream)", t - request);
+    }
+    if (flags & 0x05) this.#requests.delete(key); // FIN or RST: forget the connection
+  }
+
+  sent(): void {
+    const t = performance.now();
+    if (this.#echoOut >= 0) {
+      this.#add("icmp echo: reply out → handed to the socket", t - this.#echoOut);
+      this.#add("icmp echo: datagram in → reply handed to the socket (all)", t - this.#echoRecv);
+      this.#echoOut = -1;
+    }
+    for (const [key, at] of this.#synAckOut) {
+      this.#add("tcp SYN: SYN-ACK out → handed to the socket", t - at);
+      this.#synAckOut.delete(key);
+    }
+  }
+
+  report(): Record<string, { n: number; median: number; p90: number }> {
+    const out: Record<string, { n: number; median: number; p90: number }> = {};
+    for (const [name, list] of [...this.samples].sort(([x], [y]) => x.localeCompare(y))) {
+      list.sort((x, y) => x - y);
+      out[name] = {
+        n: list.length,
+        median: list[list.length >> 1],
+        p90: list[Math.min(list.length - 1, Math.floor(list.length * 0.9))],
+      };
+    }
+    return out;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -67,6 +199,26 @@ interface ServeConfig {
 
 async function serveMode(config: ServeConfig): Promise<void> {
   const { serve } = await import("../server/serve.ts");
+  const { openUdpSocket } = await import("../server/udp.ts");
+  const breakdown = config.breakdown ? new Breakdown() : undefined;
+  let socket: UdpSocket | undefined;
+  if (breakdown) {
+    const inner = await openUdpSocket({ hostname: config.hostname, port: config.port });
+    socket = {
+      addr: inner.addr,
+      listen: (onDatagram) =>
+        inner.listen((data, from) => {
+          breakdown.received();
+          onDatagram(data, from);
+        }),
+      send: (data, to) => {
+        breakdown.sent();
+        inner.send(data, to);
+      },
+      stats: () => inner.stats(),
+      close: () => inner.close(),
+    };
+  }
   const ac = new AbortController();
   const onTerm = () => ac.abort();
   Deno.addSignalListener("SIGTERM", onTerm);
@@ -76,7 +228,21 @@ async function serveMode(config: ServeConfig): Promise<void> {
     hostname: config.hostname,
     port: config.port,
     peers: [{ publicKey: config.peerPublicKey, allowedIps: [`${config.peerAddress}/32`] }],
-    forward: { localAddresses: [config.tunnelAddress] },
+    forward: {
+      localAddresses: [config.tunnelAddress],
+      // The default dial (Deno.connect, TCP_NODELAY), timed.
+      connect: breakdown
+        ? async (hostname, port, signal) => {
+          const done = breakdown.dialStarted();
+          const conn = await Deno.connect({ hostname, port, signal, autoSelectFamily: false });
+          conn.setNoDelay(true);
+          done();
+          return conn;
+        }
+        : undefined,
+    },
+    socket,
+    onPacket: breakdown ? (packet, direction) => breakdown.packet(packet, direction) : undefined,
     tcp: cc ? { congestionControl: cc as "cubic" | "newreno" | "bbr" } : undefined,
     signal: ac.signal,
     shutdownTimeout: 500,
@@ -86,6 +252,7 @@ async function serveMode(config: ServeConfig): Promise<void> {
   await server.finished;
   Deno.removeSignalListener("SIGTERM", onTerm);
   console.error(JSON.stringify({ stats: server.stats() }));
+  if (breakdown) console.error(JSON.stringify({ breakdown: breakdown.report() }));
   // Ends the process the normal way, so that --cpu-prof writes its profile.
 }
 
@@ -161,10 +328,11 @@ while True:
 const LATENCY_CLIENT = `
 import socket, sys, time, json
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-times = []
+times, connects = [], []
 for i in range(n + 5):
     t0 = time.perf_counter()
     c = socket.create_connection((host, port), timeout=10)
+    t1 = time.perf_counter()
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     c.sendall(b"q" * 64)
     got = 0
@@ -173,9 +341,14 @@ for i in range(n + 5):
         if not d: raise SystemExit("short response")
         got += len(d)
     c.close()
-    if i >= 5: times.append((time.perf_counter() - t0) * 1000)
-times.sort()
-print(json.dumps({"median": times[len(times)//2], "p99": times[min(len(times)-1, int(len(times)*0.99))]}))
+    if i >= 5:
+        times.append((time.perf_counter() - t0) * 1000)
+        connects.append((t1 - t0) * 1000)
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+print(json.dumps({"median": pct(times, 0.5), "p99": pct(times, 0.99),
+                  "connectMedian": pct(connects, 0.5), "connectP99": pct(connects, 0.99)}))
 `;
 
 // ---------------------------------------------------------------------------
@@ -293,7 +466,12 @@ async function ping(ns: Netns, target: string, count: number): Promise<number> {
 
 async function latency(ns: Netns, target: string, n: number) {
   const r = await ns.run(["python3", "-c", LATENCY_CLIENT, target, String(LAT_PORT), String(n)]);
-  return JSON.parse(r.stdout) as { median: number; p99: number };
+  return JSON.parse(r.stdout) as {
+    median: number;
+    p99: number;
+    connectMedian: number;
+    connectP99: number;
+  };
 }
 
 interface Results {
@@ -304,6 +482,8 @@ interface Results {
   http: number;
   latMedian: number;
   latP99: number;
+  connectMedian: number;
+  connectP99: number;
   ping: number;
 }
 
@@ -333,6 +513,8 @@ async function measure(
     const lat = await latency(c, target, 200);
     r.latMedian = lat.median;
     r.latP99 = lat.p99;
+    r.connectMedian = lat.connectMedian;
+    r.connectP99 = lat.connectP99;
   }
   if (metrics.has("ping")) r.ping = await ping(c, target, 100);
   return r;
@@ -360,6 +542,8 @@ async function main(): Promise<void> {
   );
   const rmemIdx = argIdx("--rmem");
   const rmem = rmemIdx >= 0 ? Number(Deno.args[rmemIdx + 1]) : undefined;
+  const runsIdx = argIdx("--runs");
+  const runs = runsIdx >= 0 ? Number(Deno.args[runsIdx + 1]) : 1;
   const profIdx = argIdx("--profile");
   const profileDir = profIdx >= 0 ? Deno.args[profIdx + 1] : undefined;
 
@@ -469,19 +653,7 @@ async function main(): Promise<void> {
     });
     await wgC1.up({ addresses: ["192.0.2.6/32"], routes: ["192.0.2.5/32", `${TARGET_OURS}/32`] });
 
-    let base: Partial<Results> | undefined;
-    let ours: Partial<Results> | undefined;
-    if (only !== "ours") {
-      console.log("measuring wireguard-go + kernel forwarding …");
-      const udpBefore = await udpSnmp(s);
-      base = await measure(c, s, TARGET_BASE, seconds, metrics);
-      const udpAfter = await udpSnmp(s);
-      console.log(
-        `wireguard-go in S: UDP RcvbufErrors +${udpAfter.RcvbufErrors - udpBefore.RcvbufErrors}, ` +
-          `InDatagrams +${udpAfter.InDatagrams - udpBefore.InDatagrams}`,
-      );
-      console.log(JSON.stringify(base));
-    }
+    let server: Child | undefined;
     if (only !== "baseline") {
       const config: ServeConfig = {
         privateKey: ourKeys.privateKey,
@@ -490,10 +662,11 @@ async function main(): Promise<void> {
         peerPublicKey: clientKeys1.publicKey,
         peerAddress: "192.0.2.6",
         tunnelAddress: "192.0.2.5",
+        breakdown: Deno.args.includes("--breakdown"),
       };
       const denoArgs = ["run", "-A", "--unstable-net"];
       if (profileDir) denoArgs.push("--cpu-prof", `--cpu-prof-dir=${profileDir}`);
-      const server = new Child([
+      const child = server = new Child([
         "ip",
         "netns",
         "exec",
@@ -504,26 +677,50 @@ async function main(): Promise<void> {
         "--serve",
         JSON.stringify(config),
       ]);
-      cleanup.push(() => server.stop());
+      cleanup.push(() => child.stop());
       await waitFor("our server to be ready", () => {
-        if (server.output.includes('"ready"')) return true;
-        if (server.output.includes("error")) throw new Error(server.output);
+        if (child.output.includes('"ready"')) return true;
+        if (child.output.includes("error")) throw new Error(child.output);
         return undefined;
       }, { timeoutMs: 60_000 });
-      console.log("measuring ours (serve + Forwarder) …");
-      try {
+    }
+    // Alternating runs (baseline, ours, baseline, ...); the table shows medians.
+    const baseRuns: Partial<Results>[] = [];
+    const ourRuns: Partial<Results>[] = [];
+    for (let run = 1; run <= runs; run++) {
+      if (only !== "ours") {
+        console.log(`run ${run}/${runs}: measuring wireguard-go + kernel forwarding …`);
         const udpBefore = await udpSnmp(s);
-        ours = await measure(c, s, TARGET_OURS, seconds, metrics);
+        const base = await measure(c, s, TARGET_BASE, seconds, metrics);
         const udpAfter = await udpSnmp(s);
         console.log(
-          `ours in S: UDP RcvbufErrors +${udpAfter.RcvbufErrors - udpBefore.RcvbufErrors}, ` +
+          `wireguard-go in S: UDP RcvbufErrors +${
+            udpAfter.RcvbufErrors - udpBefore.RcvbufErrors
+          }, ` +
             `InDatagrams +${udpAfter.InDatagrams - udpBefore.InDatagrams}`,
         );
-      } catch (error) {
-        console.error(`our server output:\n${server.output}`);
-        throw error;
+        console.log(JSON.stringify(base));
+        baseRuns.push(base);
       }
-      console.log(JSON.stringify(ours));
+      if (server) {
+        console.log(`run ${run}/${runs}: measuring ours (serve + Forwarder) …`);
+        try {
+          const udpBefore = await udpSnmp(s);
+          const ours = await measure(c, s, TARGET_OURS, seconds, metrics);
+          const udpAfter = await udpSnmp(s);
+          console.log(
+            `ours in S: UDP RcvbufErrors +${udpAfter.RcvbufErrors - udpBefore.RcvbufErrors}, ` +
+              `InDatagrams +${udpAfter.InDatagrams - udpBefore.InDatagrams}`,
+          );
+          console.log(JSON.stringify(ours));
+          ourRuns.push(ours);
+        } catch (error) {
+          console.error(`our server output:\n${server.output}`);
+          throw error;
+        }
+      }
+    }
+    if (server) {
       await server.stop();
       const statsLine = server.output.split("\n").find((l) => l.startsWith('{"stats"'));
       if (statsLine) {
@@ -537,12 +734,38 @@ async function main(): Promise<void> {
           }`,
         );
       } else console.log(`our server said:\n${server.output}`);
+      const breakdownLine = server.output.split("\n").find((l) => l.startsWith('{"breakdown"'));
+      if (breakdownLine) {
+        const stages = JSON.parse(breakdownLine).breakdown as Record<
+          string,
+          { n: number; median: number; p90: number }
+        >;
+        console.log("\nwhere the time goes inside our server (all runs; ms):\n");
+        console.log("| stage | samples | median | p90 |\n|---|---|---|---|");
+        for (const [name, v] of Object.entries(stages)) {
+          console.log(`| ${name} | ${v.n} | ${v.median.toFixed(3)} | ${v.p90.toFixed(3)} |`);
+        }
+      }
     }
+    const base = medians(baseRuns);
+    const ours = medians(ourRuns);
+    if (runs > 1) console.log(`\nmedians of ${runs} alternating runs:`);
     printTable(base, ours);
     console.log(`load average after: ${loadavg()}`);
   } finally {
     for (const fn of cleanup.reverse()) await fn().catch((e) => console.error(String(e)));
   }
+}
+
+/** Per metric, the median over runs (undefined when there were no runs). */
+function medians(runs: Partial<Results>[]): Partial<Results> | undefined {
+  if (runs.length === 0) return undefined;
+  const out: Partial<Results> = {};
+  for (const key of Object.keys(runs[0]) as (keyof Results)[]) {
+    const values = runs.map((r) => r[key]).filter((v) => v !== undefined).sort((a, b) => a - b);
+    out[key] = values[values.length >> 1];
+  }
+  return out;
 }
 
 function printTable(base: Partial<Results> | undefined, ours: Partial<Results> | undefined): void {
@@ -552,6 +775,8 @@ function printTable(base: Partial<Results> | undefined, ours: Partial<Results> |
     ["server CPU, upload", "uploadCpu", "CPU s/GB", false],
     ["server CPU, download", "downloadCpu", "CPU s/GB", false],
     ["50 MB HTTP download (curl)", "http", "ms", false],
+    ["connect time median (200 × TCP connect)", "connectMedian", "ms", false],
+    ["connect time p99", "connectP99", "ms", false],
     ["connect+req+resp median", "latMedian", "ms", false],
     ["connect+req+resp p99", "latP99", "ms", false],
     ["ping RTT median (100 × 20 ms apart)", "ping", "ms", false],

@@ -335,7 +335,9 @@ export class NetStack {
   #udp: UdpFlowTable;
   #reasm: FragmentReassembler;
   /** Packets are built here: payload at offset 40, headers in front. */
-  #out = new Uint8Array(IPV6_HEADER_LEN + MAX_PACKET);
+  readonly #out = new Uint8Array(IPV6_HEADER_LEN + MAX_PACKET);
+  readonly #payload4 = this.#out.subarray(IPV4_HEADER_LEN);
+  readonly #payload6 = this.#out.subarray(IPV6_HEADER_LEN);
   #frag: Uint8Array;
   #ipId: number;
   #ipv6FragId: number;
@@ -464,6 +466,7 @@ export class NetStack {
     });
     const host: TcpLayerHost = {
       sendSegment: (src, dst, segment) => this.#sendSegment(src, dst, segment),
+      segmentBuffer: (src) => this.#payloadBuf(src.length === 4 ? 4 : 6),
       wake: () => this.#wakeOwner(),
       onSyn: (request) => this.#onSyn(request),
     };
@@ -1065,7 +1068,8 @@ export class NetStack {
     const version = src.length === 4 ? 4 : 6;
     const buf = this.#payloadBuf(version);
     if (segment.length > buf.length) throw new RangeError("The TCP segment is too long");
-    buf.set(segment);
+    // A segment built in place (segmentBuffer) is already there.
+    if (segment.buffer !== buf.buffer || segment.byteOffset !== buf.byteOffset) buf.set(segment);
     this.#stats.tcpOut++;
     this.#sendIp(version, src, dst, IP_PROTOCOL_TCP, segment.length, version === 4);
   }
@@ -1078,7 +1082,7 @@ export class NetStack {
 
   /** The region of `#out` where the payload of a packet of `version` starts. */
   #payloadBuf(version: 4 | 6): Uint8Array {
-    return this.#out.subarray(version === 4 ? IPV4_HEADER_LEN : IPV6_HEADER_LEN);
+    return version === 4 ? this.#payload4 : this.#payload6;
   }
 
   #sendUdpPayload(flow: UdpFlow, payload: Uint8Array): void {

@@ -214,12 +214,20 @@ function peerLabel(info: FlowInfo): string {
   return info.peer.name ?? info.peer.publicKey;
 }
 
-function defaultConnect(
+/**
+ * `Deno.connect` with Nagle's algorithm off: the client's own stack already
+ * decided how to cut its bytes into segments, and a relay that held back a
+ * small write until the previous one is acknowledged would add a round trip
+ * (up to the upstream's delayed-ACK time) to request/response exchanges.
+ */
+async function defaultConnect(
   hostname: string,
   port: number,
   signal: AbortSignal,
 ): Promise<UpstreamConn> {
-  return Deno.connect({ hostname, port, signal, autoSelectFamily: false });
+  const conn = await Deno.connect({ hostname, port, signal, autoSelectFamily: false });
+  conn.setNoDelay(true);
+  return conn;
 }
 
 /** Canonical address text (so `::ffff:192.0.2.1` and `192.0.2.1` compare equal). */

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Forwarder, type ForwardOptions, relayTcp, type UpstreamConn } from "./forward.ts";
 import { parsePolicyRule } from "./policy.ts";
 import type { PeerInfo, ServeLogRecord, TcpStream, UdpStream } from "./serve.ts";
+import { requirement } from "../tests/_skip.ts";
 
 const peer: PeerInfo = {
   publicKey: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
@@ -259,7 +260,67 @@ function to(address: string, port: number, from = source, who: PeerInfo = peer) 
   return { peer: who, ipVersion: 4 as const, source: from, destination: { address, port } };
 }
 
+const needsLinux = requirement(
+  "TCP_NODELAY check",
+  Deno.build.os === "linux" ? undefined : `reads the socket option through libc.so.6 (Linux only)`,
+);
+
+/**
+ * TCP_NODELAY of this process's TCP sockets connected to `port` on loopback,
+ * read with getsockopt (libc through FFI): Deno does not expose it.
+ */
+function noDelayOfSocketsTo(port: number): number[] {
+  const lib = Deno.dlopen("libc.so.6", {
+    getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  });
+  try {
+    const sa = new Uint8Array(28);
+    const len = new Uint32Array(1);
+    const value = new Int32Array(1);
+    const found: number[] = [];
+    for (let fd = 3; fd < 4096; fd++) {
+      len[0] = 28;
+      if (lib.symbols.getpeername(fd, sa, new Uint8Array(len.buffer)) !== 0) continue;
+      if (((sa[2] << 8) | sa[3]) !== port) continue;
+      len[0] = 4;
+      // IPPROTO_TCP = 6, TCP_NODELAY = 1
+      if (
+        lib.symbols.getsockopt(
+          fd,
+          6,
+          1,
+          new Uint8Array(value.buffer),
+          new Uint8Array(len.buffer),
+        ) === 0
+      ) {
+        found.push(value[0]);
+      }
+    }
+    return found;
+  } finally {
+    lib.close();
+  }
+}
+
 Deno.test("Forwarder.accept dials first", async (t) => {
+  await t.step({
+    name: "the default dial turns Nagle's algorithm off upstream (TCP_NODELAY)",
+    ignore: needsLinux.ignore,
+    fn: async () => {
+      needsLinux.assert();
+      using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const accepted = listener.accept();
+      using fwd = forwarder({ localAddresses: ["198.18.0.1"], rules: LOOPBACK });
+      const c = fakeTcp({ address: "127.0.0.1", port: listener.addr.port });
+      const dial = await fwd.accept(c.stream);
+      assert.equal(dial.decision, "accept");
+      assert.deepEqual(noDelayOfSocketsTo(listener.addr.port), [1]);
+      dial.upstream!.close();
+      (await accepted).close();
+    },
+  });
+
   await t.step("accept → relay: open and close are logged", async () => {
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const served = (async () => {

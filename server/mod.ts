@@ -43,6 +43,8 @@ export {
   type FfiUdpGsoStatus,
   ffiUdpGsoStatus,
   type FfiUdpOptions,
+  type FfiUdpWait,
+  ffiUdpWait,
   openFfiUdpSocket,
 } from "./udp_ffi.ts";
 export {

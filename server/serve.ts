@@ -556,8 +556,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
           upstream.close();
           request.reject("rst");
         } else {
-          // The dialled upstream goes straight to this connection's relay.
-          deliverTcp(info, request.accept(), fwd.relayTo(upstream));
+          // The dialled upstream goes straight to this connection's relay,
+          // set up after the SYN-ACK has left (the client waits for it).
+          const conn = answerNow(request);
+          deliverSoon(info, conn, fwd.relayTo(upstream), () => upstream.close());
         }
         pollSoon();
       }, (err) => {
@@ -581,13 +583,48 @@ export async function serve(options: ServeOptions): Promise<Server> {
     }
     Promise.resolve(decision).then((d) => {
       if (stopping || removedPeers.has(info.peer)) d = "rst";
-      if (d === true || d === "accept") deliverTcp(info, request.accept());
-      else request.reject(d === false ? "rst" : d);
+      if (d === true || d === "accept") {
+        const conn = answerNow(request);
+        deliverSoon(info, conn);
+      } else request.reject(d === false ? "rst" : d);
       pollSoon();
     }, (err) => {
       log({ level: "error", event: "accept-error", error: String(err) });
       request.reject("rst");
       pollSoon();
+    });
+  }
+
+  /**
+   * Accepts a SYN that waited for a decision and sends the SYN-ACK at once:
+   * the socket's flush is queued before whatever the caller queues next
+   * (the relay or handler setup), so the client's wait does not include it.
+   */
+  function answerNow(request: TcpRequest): TcpConnection {
+    const conn = request.accept();
+    if (!closedSocket) pollNow();
+    return conn;
+  }
+
+  /**
+   * {@linkcode deliverTcp} in a microtask (after the socket's flush), unless
+   * the server began to stop or the peer was removed meanwhile: then RST
+   * (and `drop` frees what the handler would have taken).
+   */
+  function deliverSoon(
+    info: FlowInfo,
+    conn: TcpConnection,
+    handler: ((stream: TcpStream) => void | Promise<void>) | undefined = options.onTcp,
+    drop?: () => void,
+  ): void {
+    queueMicrotask(() => {
+      if (stopping || removedPeers.has(info.peer)) {
+        drop?.();
+        conn.reset();
+        pollSoon();
+        return;
+      }
+      deliverTcp(info, conn, handler);
     });
   }
 

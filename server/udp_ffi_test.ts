@@ -4,6 +4,8 @@ import {
   encodeAddress,
   ffiUdpGroStatus,
   ffiUdpGsoStatus,
+  type FfiUdpWait,
+  ffiUdpWait,
   GSO_MAX_BYTES_V4,
   GSO_MAX_BYTES_V6,
   openFfiUdpSocket,
@@ -22,8 +24,8 @@ const needsFfi = requirement(
     : `the FFI adapter is for Linux on x86_64 or aarch64, not ${Deno.build.os} on ${Deno.build.arch}`,
 );
 
-function open(hostname: string, gso?: boolean, gro?: boolean): UdpSocket {
-  const socket = openFfiUdpSocket({ hostname, port: 0 }, { gso, gro });
+function open(hostname: string, gso?: boolean, gro?: boolean, wait?: FfiUdpWait): UdpSocket {
+  const socket = openFfiUdpSocket({ hostname, port: 0 }, { gso, gro, wait });
   assert.ok(socket !== null, "the FFI adapter opens on Linux with --allow-ffi");
   return socket;
 }
@@ -592,11 +594,11 @@ Deno.test({
     for (const host of ["127.0.0.1", "::1"]) {
       for (const gro of [true, false]) {
         await t.step(
-          `${host}, GRO ${gro ? "on" : "off"}: GSO bursts of 1452 B with shorter tails ` +
-            `arrive byte-exact and in order (cut back apart when coalesced)`,
+          `${host}, GRO ${gro ? "on" : "off"}, receive thread: GSO bursts of 1452 B with ` +
+            `shorter tails arrive byte-exact and in order (cut back apart when coalesced)`,
           async () => {
             const tx = open(host, true, false);
-            const rx = open(host, false, gro);
+            const rx = open(host, false, gro, "thread");
             const at = collect(rx);
             const to = { address: host, port: rx.addr.port };
             // Bursts of one flush each: equal sizes (GSO groups them), some
@@ -632,6 +634,7 @@ Deno.test({
                 messages: 0,
                 segments: 0,
                 disabledErrno: 0,
+                busyPeriods: 0,
               });
             }
             tx.close();
@@ -642,9 +645,78 @@ Deno.test({
       }
     }
 
+    for (const host of ["127.0.0.1", "::1"]) {
+      await t.step(
+        `${host}, event-loop wait: GRO goes on while a full batch drains, coalesced ` +
+          `messages are cut back apart, and the loop waits on the event loop again after`,
+        async () => {
+          const tx = open(host, true, false);
+          const rx = open(host, false, true, "event-loop");
+          const to = { address: host, port: rx.addr.port };
+          const sizes: number[] = [];
+          const send = (burst: number[]) => {
+            for (const size of burst) tx.send(numbered(size, sizes.length), to), sizes.push(size);
+          };
+          // Burst A (100 datagrams) arrives while GRO is off: one datagram wakes
+          // the loop, the first drain reads a full batch (GRO on), the second
+          // drain the rest; from inside it, burst B is sent and flushed at once
+          // (loopback delivers it during the send), so it queues coalesced.
+          const at = collect(rx, () => {
+            if (at.all.length === 80) {
+              send([...Array(30).fill(1452), 600]);
+              ffiUdpGsoStatus(tx); // flushes now
+            }
+          });
+          send(Array(100).fill(100));
+          await at.until(131);
+          const status = ffiUdpGroStatus(rx)!;
+          assert.equal(status.enabled, true);
+          assert.ok(status.messages > 0, "burst B arrived coalesced");
+          // After the drain GRO is off again and the event loop wakes the loop.
+          send([1452, 1452, 1452, 7]);
+          ffiUdpGsoStatus(tx);
+          const got = await at.until(sizes.length);
+          assert.deepEqual(got.map((r) => r.data), sizes.map((size, i) => numbered(size, i)));
+          for (const r of got) assert.deepEqual(r.from, { address: host, port: tx.addr.port });
+          assert.equal(rx.stats().received, sizes.length);
+          tx.close();
+          rx.close();
+          await at.listening;
+        },
+      );
+    }
+
+    await t.step(
+      "event-loop wait: where nothing is coalesced, GRO stops being turned on after 8 busy stretches",
+      async () => {
+        // Plain datagrams (no GSO sender): the kernel never coalesces them.
+        const tx = open("127.0.0.1", false, false);
+        const rx = open("127.0.0.1", false, true, "event-loop");
+        const to = { address: "127.0.0.1", port: rx.addr.port };
+        const at = collect(rx);
+        let sent = 0;
+        const periods: number[] = [];
+        for (let burst = 0; burst < 12; burst++) {
+          // 100 at once: a full batch makes each burst a busy stretch.
+          for (let i = 0; i < 100; i++) tx.send(numbered(200, sent++), to);
+          await at.until(sent);
+          periods.push(ffiUdpGroStatus(rx)!.busyPeriods);
+        }
+        assert.deepEqual(periods, [1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8, 8]);
+        assert.equal(ffiUdpGroStatus(rx)!.messages, 0);
+        assert.deepEqual(
+          at.all.map((r) => r.data),
+          [...Array(sent)].map((_, i) => numbered(200, i)),
+        );
+        tx.close();
+        rx.close();
+        await at.listening;
+      },
+    );
+
     await t.step("a coalesced message and a callback that closes the socket mid-way", async () => {
       const tx = open("127.0.0.1", true, false);
-      const rx = open("127.0.0.1", false, true);
+      const rx = open("127.0.0.1", false, true, "thread");
       let seen = 0;
       const listening = rx.listen(() => {
         if (++seen === 3) rx.close();
@@ -654,6 +726,75 @@ Deno.test({
       await listening;
       assert.equal(seen, 3, "no datagram is delivered after close()");
       tx.close();
+    });
+  },
+});
+
+Deno.test({
+  name: "udp_ffi: waiting on the event loop or on a receive thread",
+  ignore: needsFfi.ignore,
+  async fn(t) {
+    needsFfi.assert();
+    const eventLoop = typeof Deno.listenDatagram === "function";
+    await t.step("the default is the event loop (with --unstable-net); thread on request", () => {
+      const previous = Deno.env.get("WGSTACK_UDP_WAIT");
+      try {
+        Deno.env.delete("WGSTACK_UDP_WAIT");
+        const dflt = open("127.0.0.1");
+        assert.equal(ffiUdpWait(dflt), eventLoop ? "event-loop" : "thread");
+        const thread = open("::", undefined, undefined, "thread");
+        assert.equal(ffiUdpWait(thread), "thread");
+        Deno.env.set("WGSTACK_UDP_WAIT", "thread");
+        const fromEnv = open("127.0.0.1");
+        assert.equal(ffiUdpWait(fromEnv), "thread");
+        const explicit = open("127.0.0.1", undefined, undefined, "event-loop");
+        assert.equal(ffiUdpWait(explicit), eventLoop ? "event-loop" : "thread");
+        for (const s of [dflt, thread, fromEnv, explicit]) s.close();
+      } finally {
+        if (previous === undefined) Deno.env.delete("WGSTACK_UDP_WAIT");
+        else Deno.env.set("WGSTACK_UDP_WAIT", previous);
+      }
+    });
+
+    for (const [a, b] of [["event-loop", "thread"], ["thread", "event-loop"]] as const) {
+      await t.step(`${a} ↔ ${b}: 300 datagrams each way, one at a time and in bursts`, async () => {
+        const x = open("::", undefined, undefined, a);
+        const y = open("127.0.0.1", undefined, undefined, b);
+        const atX = collect(x);
+        const atY = collect(y, (r) => y.send(r.data, r.from)); // echo
+        const to = { address: "127.0.0.1", port: y.addr.port };
+        const sent: Uint8Array[] = [];
+        for (let i = 0; i < 100; i++) {
+          sent.push(numbered(200 + i, i));
+          x.send(sent[i], to);
+          await atX.until(sent.length); // one at a time: the loop waits in between
+        }
+        for (let i = 100; i < 300; i++) x.send(sent[i] = numbered(1000, i), to);
+        const got = await atX.until(300);
+        assert.deepEqual(got.map((r) => r.data), sent);
+        assert.equal((await atY.until(300)).length, 300);
+        for (const r of got) assert.deepEqual(r.from, { address: "127.0.0.1", port: y.addr.port });
+        x.close();
+        y.close();
+        await atX.listening;
+        await atY.listening;
+      });
+    }
+
+    await t.step("a port in use throws; after close() the port is free again", async () => {
+      const first = open("127.0.0.1");
+      const port = first.addr.port;
+      assert.throws(
+        () => openFfiUdpSocket({ hostname: "127.0.0.1", port }),
+        Deno.errors.AddrInUse,
+      );
+      const listening = first.listen(() => {});
+      first.close();
+      await listening;
+      const again = openFfiUdpSocket({ hostname: "127.0.0.1", port })!;
+      assert.equal(again.addr.port, port);
+      assert.equal(ffiUdpWait(again), eventLoop ? "event-loop" : "thread");
+      again.close();
     });
   },
 });

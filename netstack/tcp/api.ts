@@ -37,6 +37,14 @@ export interface TcpLayerHost {
    */
   sendSegment(src: IpAddress, dst: IpAddress, segment: Uint8Array): void;
   /**
+   * Optional: room for the next segment from `src` (at least the largest
+   * segment the MTU allows), so that the TCP layer builds it in place and
+   * {@linkcode TcpLayerHost.sendSegment} gets a prefix of this same buffer
+   * and need not copy it. Valid until the next `sendSegment`. Without it,
+   * each segment is built in a buffer of its own.
+   */
+  segmentBuffer?(src: IpAddress): Uint8Array;
+  /**
    * Tells the owner that state changed outside `input`/`poll` (a stream write,
    * a read that opened the window, a close) so it should call `poll` soon and
    * re-read `nextDeadline()`.

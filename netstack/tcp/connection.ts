@@ -366,6 +366,11 @@ export interface ConnectionOwner {
   readonly lastNow: number;
   /** Sends a finished segment. */
   transmit(conn: Connection, segment: Uint8Array): void;
+  /**
+   * Optional: a buffer of at least `length` bytes to build the connection's
+   * next segment in (passed to `transmit` right after), or `undefined`.
+   */
+  segmentBuffer?(conn: Connection, length: number): Uint8Array | undefined;
   /** The connection needs `poll` soon (state changed from a stream callback). */
   wakeConnection(conn: Connection): void;
   /** The connection entered TIME_WAIT. */
@@ -775,6 +780,20 @@ export class Connection implements TcpConnectionLike {
     this.#writeError = error;
     try {
       this.#writeCtrl?.error(error);
+    } catch { /* already closed */ }
+  }
+
+  /** Closes the read side (the stream or direct reader, or the record for one made later). */
+  #closeReadable(): void {
+    try {
+      this.#readCtrl.close();
+    } catch { /* already closed */ }
+  }
+
+  /** Errors the read side (now, or replayed when one attaches). */
+  #failReadable(error: unknown): void {
+    try {
+      this.#readCtrl.error(error);
     } catch { /* already closed */ }
   }
 
@@ -1514,7 +1533,7 @@ export class Connection implements TcpConnectionLike {
     if (!this.#readDone && this.#rcv.queued === 0 && !this.#rcv.discard) {
       this.#readDone = true;
       this.#pullWaiting = false;
-      this.#readCtrl.close();
+      this.#closeReadable();
     }
     switch (this.state) {
       case S.SYN_RECEIVED:
@@ -1793,7 +1812,10 @@ export class Connection implements TcpConnectionLike {
 
   #transmit(r: TcpRepr, buf: SendBuffer | null, offset: number, len: number): void {
     const hl = tcpHeaderLength(r);
-    const out = new Uint8Array(hl + len);
+    // Built in place in the IP layer's output buffer where the owner offers
+    // one (no allocation or copy per segment); else in a buffer of its own.
+    const room = this.#owner.segmentBuffer?.(this, hl + len);
+    const out = room ? room.subarray(0, hl + len) : new Uint8Array(hl + len);
     writeTcpHeader(r, out, hl);
     if (len > 0 && buf) buf.copyOut(offset, out, hl, len);
     fillTcpChecksum(out, this.localAddress, this.remoteAddress);
@@ -2074,14 +2096,14 @@ export class Connection implements TcpConnectionLike {
       this.#maybeWindowUpdate();
       if (this.#rcv.queued === 0 && this.#finReceived && !this.#readDone) {
         this.#readDone = true;
-        this.#readCtrl.close();
+        this.#closeReadable();
       }
       return;
     }
     if (this.#finReceived) {
       if (!this.#readDone) {
         this.#readDone = true;
-        this.#readCtrl.close();
+        this.#closeReadable();
       }
       return;
     }
@@ -2126,7 +2148,7 @@ export class Connection implements TcpConnectionLike {
       // end that write at once, so a stalled peer cannot hang abort(). Hooked
       // on the first write that has to wait (idle connections stay small).
       this.#abortHooked = true;
-      const signal = this.#writeCtrl.signal;
+      const signal = this.#writeCtrl!.signal;
       signal.addEventListener("abort", () => this.#onAbortSignal(signal.reason), { once: true });
     }
     return new Promise<void>((resolve, reject) => {
@@ -2270,9 +2292,7 @@ export class Connection implements TcpConnectionLike {
       this.#error = error;
       if (!this.#readDone) {
         this.#readDone = true;
-        try {
-          this.#readCtrl.error(error);
-        } catch { /* already closed */ }
+        this.#failReadable(error);
       }
       if (!this.#writeDone) {
         this.#writeDone = true;
@@ -2289,9 +2309,7 @@ export class Connection implements TcpConnectionLike {
       this.#finReceived = true;
     } else if (!this.#readDone) {
       this.#readDone = true;
-      try {
-        this.#readCtrl.close();
-      } catch { /* already closed */ }
+      this.#closeReadable();
     }
     if (!wasTimeWait) this.#finishStreams();
     this.#freeSendBuffer();

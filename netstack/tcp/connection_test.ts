@@ -787,3 +787,80 @@ Deno.test("loss recovery details", async (t) => {
     assert.equal(stats(conn).fastRecoveries, 0);
   });
 });
+
+Deno.test("segments built in the host's buffer equal those built in their own", async () => {
+  // One script (handshake with timestamps and SACK, data both ways, a hole
+  // the peer SACKs, out-of-order data we SACK, FIN) on two layers: one whose
+  // host offers a segment buffer full of stale bytes, one whose does not.
+  const run = async (inPlace: boolean) => {
+    const h = new Harness({}, { inPlace });
+    const { conn, iss } = h.open({ sackPerm: true, ts: [100, 0], mss: 1000 }, [101, 1]);
+    const w = conn.writable.getWriter();
+    const d = filler(4000, 5);
+    void w.write(d);
+    await settle();
+    h.poll(1);
+    h.send(
+      { flags: "A", seq: P, ack: iss + 1001, ts: [102, 1], sack: [[iss + 2001, iss + 3001]] },
+      2,
+    );
+    h.send({ flags: "A", seq: P + 500, ack: iss + 1001, ts: [103, 2], data: filler(300, 1) }, 3);
+    h.send({ flags: "A", seq: P, ack: iss + 4001, ts: [104, 2], data: filler(500, 2) }, 4);
+    await w.close();
+    await settle();
+    h.poll(50);
+    h.send({ flags: "FA", seq: P + 800, ack: iss + 4002, ts: [105, 50] }, 60);
+    return { trace: h.trace, payloads: h.out.map((r) => [...r.payload]), inPlace: h.inPlace };
+  };
+  const own = await run(false);
+  const built = await run(true);
+  assert.equal(own.inPlace, 0);
+  assert.ok(built.inPlace >= 6, `segments built in place: ${built.inPlace}`);
+  assert.deepEqual(built.trace, own.trace);
+  assert.deepEqual(built.payloads, own.payloads);
+});
+
+Deno.test("streams first used after the connection moved on", async (t) => {
+  // The streams are made on first use: what happened before must show.
+  await t.step("data and FIN before: the data, then the end", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open();
+    h.send({ flags: "PA", seq: P, ack: iss + 1, data: filler(300, 4) }, 1);
+    h.send({ flags: "FA", seq: P + 300, ack: iss + 1 }, 2);
+    const reader = conn.readable.getReader();
+    assert.deepEqual(await readBytes(reader, 300), filler(300, 4));
+    assert.equal((await reader.read()).done, true);
+    assert.equal(conn.readable, conn.readable, "one stream per connection");
+  });
+
+  await t.step("FIN without data before: the readable is already done", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open();
+    h.send({ flags: "FA", seq: P, ack: iss + 1 }, 1);
+    assert.equal((await conn.readable.getReader().read()).done, true);
+    // Our side can still send.
+    const w = conn.writable.getWriter();
+    await w.write(filler(10));
+    h.poll(2);
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 1 });
+    h.expect({ flags: "PA", seq: iss + 1, data: filler(10) });
+  });
+
+  await t.step("RST before: both streams error with ECONNRESET", async () => {
+    const h = new Harness();
+    const { conn } = h.open();
+    h.send({ flags: "R", seq: P }, 1);
+    const reset = (e: unknown) => e instanceof TcpError && e.code === "ECONNRESET";
+    await assert.rejects(conn.readable.getReader().read(), reset);
+    await assert.rejects(conn.writable.getWriter().write(filler(1)), reset);
+  });
+
+  await t.step("close() before: the writable is errored, FIN goes out", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open();
+    conn.close();
+    h.poll(1);
+    h.expect({ flags: "FA", seq: iss + 1, ack: P });
+    await assert.rejects(conn.writable.getWriter().write(filler(1)), TypeError);
+  });
+});

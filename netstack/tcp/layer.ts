@@ -203,6 +203,12 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   }
 
   /** @internal */
+  segmentBuffer(conn: Connection, length: number): Uint8Array | undefined {
+    const room = this.#host.segmentBuffer?.(conn.localAddress);
+    return room && room.length >= length ? room : undefined;
+  }
+
+  /** @internal */
   wakeConnection(conn: Connection): void {
     if (conn.released) return;
     if (!conn.dirty) {

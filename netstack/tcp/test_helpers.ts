@@ -119,10 +119,24 @@ export class Harness {
   /** A trace of everything in and out. */
   readonly trace: string[] = [];
 
-  /** Creates a layer with a fixed secret and `options`. */
-  constructor(options: TcpOptions = {}) {
-    const host: TcpLayerHost = {
+  /** Segments the layer built in place in {@linkcode Harness.room}. */
+  inPlace = 0;
+  /** With `host.inPlace`: the host's segment buffer (refilled with 0xaa before each segment). */
+  readonly room: Uint8Array | undefined;
+
+  /**
+   * Creates a layer with a fixed secret and `options`; with `host.inPlace`
+   * the host offers a segment buffer (`segmentBuffer`) holding stale bytes.
+   */
+  constructor(options: TcpOptions = {}, host: { inPlace?: boolean } = {}) {
+    const room = this.room = host.inPlace ? new Uint8Array(65536) : undefined;
+    const layerHost: TcpLayerHost = {
+      segmentBuffer: room ? () => room.fill(0xaa) : undefined,
       sendSegment: (src, dst, segment) => {
+        if (room && segment.buffer === room.buffer) {
+          assert.equal(segment.byteOffset, 0, "a segment built in place starts the buffer");
+          this.inPlace++;
+        }
         assert.ok(TcpPacket.parse(segment)!.verifyChecksum(src, dst), "bad checksum on output");
         const r = parseTcp(segment)!;
         r.payload = r.payload.slice();
@@ -141,7 +155,7 @@ export class Harness {
     };
     // The packet-level tests script ACK-clocked exchanges: an unpaced
     // loss-based controller unless a test asks for another.
-    this.layer = new TcpLayer(host, {
+    this.layer = new TcpLayer(layerHost, {
       secret: new Uint8Array(16).fill(7),
       congestionControl: "cubic",
       ...options,

@@ -1,0 +1,146 @@
+/**
+ * The order of work on `serve()`'s latency-critical paths, on loopback with
+ * our own client (no root): what the client waits for leaves before work
+ * the client does not wait for. Ordering only, no clock.
+ */
+
+import assert from "node:assert/strict";
+import { generatePrivateKey, publicKey } from "@wgstack/wireguard";
+import { openUdpSocket, serve, type ServeOptions, type UdpSocket } from "@wgstack/server";
+import type { UpstreamConn } from "../server/forward.ts";
+import { startTestClient } from "./_client.ts";
+
+const CLIENT4 = "10.7.0.2";
+
+/**
+ * A real loopback socket behind a send queue that is flushed in a microtask,
+ * as the batching FFI adapter does: `sent()` counts datagrams that left.
+ */
+async function countingSocket(): Promise<{ socket: UdpSocket; sent: () => number }> {
+  const inner = await openUdpSocket({ hostname: "127.0.0.1", port: 0, adapter: "deno" });
+  const queue: [Uint8Array, { address: string; port: number }][] = [];
+  let sent = 0;
+  const flush = () => {
+    for (const [data, to] of queue.splice(0)) {
+      sent++;
+      inner.send(data, to);
+    }
+  };
+  const socket: UdpSocket = {
+    addr: inner.addr,
+    listen: (onDatagram) => inner.listen(onDatagram),
+    send: (data, to) => {
+      if (queue.push([data.slice(), to]) === 1) queueMicrotask(flush);
+    },
+    stats: () => inner.stats(),
+    close: () => inner.close(),
+  };
+  return { socket, sent: () => sent };
+}
+
+/** An upstream that records the first read and then waits until closed. */
+function waitingUpstream(onFirstRead: () => void): UpstreamConn {
+  let fail!: (e: Error) => void;
+  const ended = new Promise<never>((_, reject) => fail = reject);
+  ended.catch(() => {});
+  let reads = 0;
+  return {
+    read: () => {
+      if (reads++ === 0) onFirstRead();
+      return ended;
+    },
+    write: (b: Uint8Array) => Promise.resolve(b.length),
+    closeWrite: () => Promise.resolve(),
+    close: () => fail(new Deno.errors.BadResource("closed")),
+  };
+}
+
+async function withServer(
+  options: (sent: () => number) => Partial<ServeOptions>,
+  run: (connect: () => Promise<void>) => Promise<void>,
+): Promise<void> {
+  const serverKey = generatePrivateKey();
+  const clientKey = generatePrivateKey();
+  const { socket, sent } = await countingSocket();
+  const server = await serve({
+    privateKey: serverKey,
+    socket,
+    peers: [{ publicKey: publicKey(clientKey), allowedIps: [`${CLIENT4}/32`] }],
+    shutdownTimeout: 100,
+    ...options(sent),
+  });
+  const client = startTestClient({
+    serverPublicKey: publicKey(serverKey),
+    serverPort: server.addr.port,
+    privateKey: clientKey,
+    address4: CLIENT4,
+  });
+  try {
+    await client.handshake();
+    await run(async () => {
+      const conn = client.connect("198.18.0.77", 80);
+      const reader = conn.readable.getReader();
+      // Established once the writable is usable; nothing more is needed here.
+      const writer = conn.writable.getWriter();
+      await writer.ready;
+      reader.releaseLock();
+      writer.releaseLock();
+      conn.reset();
+    });
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+}
+
+Deno.test("serve(): the SYN-ACK leaves before the connection is set up", async (t) => {
+  await t.step("forward: the SYN-ACK is flushed before the relay starts", async () => {
+    let sentAtDial = -1;
+    let sentAtRelay = -1;
+    const relayStarted = Promise.withResolvers<void>();
+    let sentCount = () => 0;
+    await withServer((sent) => {
+      sentCount = sent;
+      return {
+        forward: {
+          localAddresses: ["10.7.0.1"],
+          connect: () => {
+            sentAtDial = sent();
+            return Promise.resolve(waitingUpstream(() => {
+              sentAtRelay = sentCount();
+              relayStarted.resolve();
+            }));
+          },
+        },
+      };
+    }, async (connect) => {
+      await connect();
+      await relayStarted.promise;
+    });
+    assert.ok(sentAtDial >= 0, "the forwarder dialled");
+    // Between the dial and the relay's first upstream read: the SYN-ACK.
+    assert.equal(sentAtRelay, sentAtDial + 1);
+  });
+
+  await t.step("accept policy: the SYN-ACK is flushed before the handler runs", async () => {
+    let sentAtDecision = -1;
+    let sentAtHandler = -1;
+    const handled = Promise.withResolvers<void>();
+    await withServer((sent) => ({
+      accept: () => {
+        sentAtDecision = sent();
+        return Promise.resolve(true);
+      },
+      onTcp: (stream) => {
+        sentAtHandler = sent();
+        handled.resolve();
+        stream.reset();
+      },
+    }), async (connect) => {
+      await connect().catch(() => {});
+      await handled.promise;
+    });
+    assert.ok(sentAtDecision >= 0, "the accept policy ran");
+    assert.equal(sentAtHandler, sentAtDecision + 1);
+  });
+});
