@@ -308,10 +308,12 @@ export interface Server extends AsyncIterable<TcpStream | UdpStream> {
   /**
    * Replaces the server's private key: every peer's sessions end (clients
    * must know the new public key to handshake again) and a peer with the new
-   * public key is removed.
+   * public key is removed. `null` clears it (as an all-zero UAPI
+   * `private_key` does): sessions end and no handshake is made or answered
+   * until a key is set again.
    * @throws {RangeError} When the key is not 32 bytes.
    */
-  setPrivateKey(privateKey: string | Uint8Array): void;
+  setPrivateKey(privateKey: string | Uint8Array | null): void;
   /** Counters. */
   stats(): ServerStats;
   /**
@@ -999,9 +1001,15 @@ export async function serve(options: ServeOptions): Promise<Server> {
     },
     setListenPort,
     setPrivateKey(key) {
+      if (key === null) {
+        if (!device.hasPrivateKey) return;
+        device.clearPrivateKey();
+        log({ level: "info", event: "private-key-cleared" });
+        return;
+      }
       const bytes = toKey(key);
       const text = keyToBase64(derivePublicKey(bytes, backend));
-      if (text === publicKeyText) return;
+      if (text === publicKeyText && device.hasPrivateKey) return;
       // A peer with our new key goes (its connections and flows with it).
       removePeer(text);
       device.setPrivateKey(bytes);

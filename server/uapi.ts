@@ -6,7 +6,8 @@
  * Unix socket, its limits and applying changes to a {@linkcode Server}.
  *
  * A new `private_key` ends every session (clients need the new public key);
- * clearing it (all zeros) is not supported (`errno=-95`, EOPNOTSUPP).
+ * clearing it (all zeros) ends them too, and the server then neither sends
+ * nor answers handshakes until a key is set again.
  * `fwmark` is accepted and reported but has no effect (wgstack's sockets are
  * not marked).
  *
@@ -372,10 +373,12 @@ async function applyOperation(
   switch (op.kind) {
     case "private_key":
       if (op.key === null) {
-        throw new UapiError(
-          UAPI_EOPNOTSUPP,
-          "A running wgstack server cannot be without a private key (set another one instead)",
-        );
+        if (state.privateKey.some((b) => b !== 0)) {
+          server.setPrivateKey(null);
+          state.privateKey = new Uint8Array(32);
+          target.log?.({ level: "info", event: "uapi-private-key-cleared" });
+        }
+        return;
       }
       if (!sameBytes(op.key, state.privateKey)) {
         server.setPrivateKey(op.key);

@@ -160,12 +160,16 @@ Deno.test("UAPI socket", async (t) => {
     assert.equal(reply, "errno=0\n\n");
     assert.deepEqual(s.server.peers().map((p) => p.publicKey), [keyToBase64(fresh)]);
     assert.deepEqual(field((await c.request("get=1\n\n"))!, "fwmark"), ["51"]);
-    // Another private key: the server takes it; none (all zeros) is not supported.
+    // Another private key: the server takes it; all zeros clears it (get
+    // then has no private_key), and setting one restores it.
     const other = generatePrivateKey();
     assert.equal(await c.request(`set=1\nprivate_key=${hex(other)}\n\n`), "errno=0\n\n");
     assert.equal(s.server.publicKey, keyToBase64(publicKey(other)));
     assert.deepEqual(field((await c.request("get=1\n\n"))!, "private_key"), [hex(other)]);
-    assert.equal(await c.request(`set=1\nprivate_key=${"0".repeat(64)}\n\n`), "errno=-95\n\n");
+    assert.equal(await c.request(`set=1\nprivate_key=${"0".repeat(64)}\n\n`), "errno=0\n\n");
+    assert.deepEqual(field((await c.request("get=1\n\n"))!, "private_key"), []);
+    assert.equal(await c.request(`set=1\nprivate_key=${hex(other)}\n\n`), "errno=0\n\n");
+    assert.deepEqual(field((await c.request("get=1\n\n"))!, "private_key"), [hex(other)]);
     c.close();
   });
 

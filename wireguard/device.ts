@@ -227,6 +227,8 @@ export class Device {
   readonly #deliverPacket: (packet: Uint8Array, peer: PeerState) => void;
   readonly #onEvent: ((event: DeviceEvent) => void) | undefined;
   #noise: Noise;
+  /** The private key was cleared (UAPI `private_key` of zeros): no handshakes. */
+  #keyless = false;
   #checker: CookieChecker;
   readonly #limiter: RateLimiter;
   readonly #routes = new AllowedIps<PeerState>();
@@ -307,7 +309,8 @@ export class Device {
    */
   setPrivateKey(privateKey: Uint8Array): boolean {
     const noise = new Noise(this.#backend, privateKey);
-    if (sameKey(noise.publicKey, this.publicKey)) return false;
+    if (!this.#keyless && sameKey(noise.publicKey, this.publicKey)) return false;
+    this.#keyless = false;
     const removed = this.removePeer(noise.publicKey);
     this.#noise.privateKey.fill(0);
     this.#noise = noise;
@@ -317,6 +320,23 @@ export class Device {
       peer.noise.rekey(noise);
     }
     return removed;
+  }
+
+  /**
+   * Clears our static private key (as wireguard-go does when UAPI sets an
+   * all-zero `private_key`): every session and handshake in flight ends,
+   * and until {@linkcode Device.setPrivateKey} no handshake is sent or
+   * answered (counted as `noPrivateKey`); data waits in the peers' queues.
+   */
+  clearPrivateKey(): void {
+    if (this.#keyless) return;
+    this.#keyless = true;
+    for (const peer of this.#peers.values()) this.#zeroKeys(peer);
+  }
+
+  /** False after {@linkcode Device.clearPrivateKey}, until a key is set. */
+  get hasPrivateKey(): boolean {
+    return !this.#keyless;
   }
 
   // ---- peers ----
@@ -471,6 +491,7 @@ export class Device {
     const msg = InitiationMessage.parse(bytes);
     if (msg === null) return this.#drop("malformed");
     if (!this.#admitHandshake(bytes, InitiationMessage.MAC1_OFFSET, msg.sender, from, now)) return;
+    if (this.#keyless) return this.#drop("noPrivateKey");
     const opening = this.#noise.openInitiation(msg);
     if (opening === null) return this.#drop("handshakeInvalid");
     const peer = this.#peers.get(keyString(opening.remoteStatic));
@@ -781,6 +802,7 @@ export class Device {
   /** Sends an initiation (whitepaper §5.4.2), at most one per REKEY_TIMEOUT. */
   #initiate(peer: PeerState, now: number, retry: boolean): void {
     if (!retry) peer.timers.handshakeAttempts = 0;
+    if (this.#keyless) return this.#drop("noPrivateKey", peer);
     if (now - peer.lastInitiationSent < REKEY_TIMEOUT) return;
     const to = peer.endpoint;
     if (to === undefined) return this.#drop("noEndpoint", peer);

@@ -40,7 +40,7 @@ function pair(
     endpoint: B,
   });
   b.addPeer({ publicKey: publicKey(keyA), allowedIps: ["10.0.0.1/32"] });
-  return { a, b, peerOfA, sentByA, sentByB };
+  return { a, b, peerOfA, sentByA, sentByB, keyB };
 }
 
 Deno.test("Device handshake queue", async (t) => {
@@ -316,5 +316,35 @@ Deno.test("Device.setPrivateKey", async (t) => {
     assert.ok(a.getPeer(keyOfB), "the other peer stays");
     assert.equal(a.setPrivateKey(bPrivate), false);
     assert.throws(() => a.setPrivateKey(new Uint8Array(31)), RangeError);
+  });
+
+  await t.step("cleared: sessions end, no handshake is sent or answered; a key restores", () => {
+    let wall = 1_700_000_000_000;
+    const { a, b, peerOfA, sentByA, sentByB, keyB } = pair({}, () => wall);
+    a.initiate(peerOfA, 0);
+    b.receive(sentByA[0], A, 0);
+    a.receive(sentByB[0], B, 0);
+    const peerOfB = b.getPeer(a.publicKey)! as PeerState;
+    assert.ok(peerOfB.next, "the responder's session awaits confirmation");
+    b.clearPrivateKey();
+    assert.equal(b.hasPrivateKey, false);
+    assert.equal(peerOfB.next ?? peerOfB.current, null, "sessions ended");
+    sentByA.length = sentByB.length = 0;
+    wall += 6_000;
+    a.initiate(peerOfA, 6_000);
+    b.receive(sentByA[0], A, 6_000);
+    assert.equal(sentByB.length, 0, "an initiation is not answered");
+    assert.equal(b.stats().drops.noPrivateKey, 1);
+    b.initiate(peerOfB, 6_000);
+    assert.equal(sentByB.length, 0, "nor is one sent");
+    assert.equal(b.stats().drops.noPrivateKey, 2);
+    // The same key again: handshakes work.
+    assert.equal(b.setPrivateKey(keyB), false);
+    assert.equal(b.hasPrivateKey, true);
+    wall += 6_000;
+    sentByA.length = 0;
+    a.initiate(peerOfA, 12_000);
+    b.receive(sentByA[0], A, 12_000);
+    assert.equal(messageType(sentByB[0]), MESSAGE_RESPONSE);
   });
 });

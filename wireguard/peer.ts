@@ -51,6 +51,8 @@ export interface DropCounters {
   handshakeInvalid: number;
   /** Initiation from a static key that is not a peer. */
   unknownPeer: number;
+  /** Handshake not sent or answered: the device's private key was cleared. */
+  noPrivateKey: number;
   /** Initiation whose TAI64N is not newer than the last accepted one of the peer. */
   replayedInitiation: number;
   /** Initiation less than 1/50 s after the previous accepted one of the peer. */
@@ -131,6 +133,7 @@ export function createStats(): PeerStats {
       cookieRequired: 0,
       rateLimited: 0,
       handshakeInvalid: 0,
+      noPrivateKey: 0,
       unknownPeer: 0,
       replayedInitiation: 0,
       initiationFlood: 0,
