@@ -57,6 +57,7 @@ export {
   forwardLimits,
   type ForwardOptions,
   type RelayClient,
+  type RelayCounters,
   type RelayResult,
   relayTcp,
   type TcpDial,
