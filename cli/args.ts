@@ -93,6 +93,18 @@ export interface CliArgs {
   uapi: boolean;
   /** `--metrics`: where to serve Prometheus metrics (host default 127.0.0.1). */
   metrics?: HostPort;
+  /** `--upstream`: proxy URL for every peer without its own `# Upstream =` line. */
+  upstream?: string;
+  /** `--upstream-udp`: UDP of flows behind an HTTP proxy (default `refuse`). */
+  upstreamUdp: "direct" | "refuse";
+  /** `--deny-domain` patterns. */
+  denyDomains: string[];
+  /** `--allow-domain` patterns. */
+  allowDomains: string[];
+  /** `--dns-block`: the DNS answer for a denied name (default `nxdomain`). */
+  dnsBlock: "nxdomain" | "zero" | "off";
+  /** False with `--no-sniff`. */
+  sniff: boolean;
 }
 
 /** The usage text printed by `--help`. */
@@ -149,6 +161,19 @@ Flags:
       --no-uapi                    no UAPI socket (wg show/set cannot reach it)
       --metrics [HOST]:PORT        serve Prometheus metrics at http://HOST:PORT/metrics
                                    (and /healthz; HOST defaults to 127.0.0.1)
+      --upstream URL               send forwarded flows through a proxy:
+                                   socks5://[USER:PASS@]HOST:PORT (TCP and UDP),
+                                   socks5h://… (sends the flow's DNS name),
+                                   http://[USER:PASS@]HOST:PORT (TCP, CONNECT);
+                                   a peer's "# Upstream = URL" line in CONFIG
+                                   overrides it ("# Upstream = direct": none)
+      --upstream-udp refuse|direct UDP behind an HTTP proxy (default refuse)
+      --deny-domain PATTERN        refuse flows to a host name (repeatable): NAME,
+                                   *.SUFFIX (also SUFFIX itself) or *; names come
+                                   from TLS SNI, HTTP Host and DNS answers
+      --allow-domain PATTERN       exception to a less specific --deny-domain
+      --dns-block nxdomain|zero|off  DNS answer for a denied name (default nxdomain)
+      --no-sniff                   do not read names from connections' first bytes
       --no-qr                      do not print QR codes
   -h, --help                       show this help
   -V, --version                    show the version
@@ -207,6 +232,12 @@ export function parseCliArgs(args: string[]): CliArgs {
         "refuse-with": { type: "string" },
         "tcp-idle-timeout": { type: "string" },
         "pcap-max-size": { type: "string" },
+        upstream: { type: "string" },
+        "upstream-udp": { type: "string" },
+        "deny-domain": { type: "string", multiple: true },
+        "allow-domain": { type: "string", multiple: true },
+        "dns-block": { type: "string" },
+        "no-sniff": { type: "boolean" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -229,6 +260,11 @@ export function parseCliArgs(args: string[]): CliArgs {
     tcpIdleTimeoutMs: 7_440_000,
     pcapMaxBytes: 100 * 1024 * 1024,
     uapi: !values["no-uapi"],
+    upstreamUdp: "refuse",
+    denyDomains: [],
+    allowDomains: [],
+    dnsBlock: "nxdomain",
+    sniff: !values["no-sniff"],
   };
   if (values.help) return { ...base, command: "help" };
   if (values.version) return { ...base, command: "version" };
@@ -371,6 +407,24 @@ export function parseCliArgs(args: string[]): CliArgs {
     }
     if (!base.uapi) throw new UsageError("--interface and --no-uapi contradict each other");
     base.interface = values.interface;
+  }
+  // --upstream and the domain patterns are checked where the server is loaded (run.ts).
+  if (values.upstream !== undefined) base.upstream = values.upstream;
+  const udp = values["upstream-udp"];
+  if (udp !== undefined) {
+    if (udp !== "direct" && udp !== "refuse") {
+      throw new UsageError(`--upstream-udp must be direct or refuse, not "${udp}"`);
+    }
+    base.upstreamUdp = udp;
+  }
+  base.denyDomains = values["deny-domain"] ?? [];
+  base.allowDomains = values["allow-domain"] ?? [];
+  const block = values["dns-block"];
+  if (block !== undefined) {
+    if (block !== "nxdomain" && block !== "zero" && block !== "off") {
+      throw new UsageError(`--dns-block must be nxdomain, zero or off, not "${block}"`);
+    }
+    base.dnsBlock = block;
   }
   return base;
 }

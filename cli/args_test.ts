@@ -20,6 +20,35 @@ Deno.test("parseCliArgs", async (t) => {
     assert.equal(a.qr, true);
   });
 
+  await t.step("upstream and domain flags", () => {
+    const a = parseCliArgs([
+      "--upstream",
+      "socks5://192.0.2.9:1080",
+      "--upstream-udp",
+      "direct",
+      "--deny-domain",
+      "*.ads.example",
+      "--deny-domain=tracker.test",
+      "--allow-domain",
+      "ok.ads.example",
+      "--dns-block",
+      "zero",
+      "--no-sniff",
+    ]);
+    assert.equal(a.upstream, "socks5://192.0.2.9:1080");
+    assert.equal(a.upstreamUdp, "direct");
+    assert.deepEqual(a.denyDomains, ["*.ads.example", "tracker.test"]);
+    assert.deepEqual(a.allowDomains, ["ok.ads.example"]);
+    assert.equal(a.dnsBlock, "zero");
+    assert.equal(a.sniff, false);
+    const d = parseCliArgs([]);
+    assert.equal(d.upstreamUdp, "refuse");
+    assert.equal(d.dnsBlock, "nxdomain");
+    assert.equal(d.sniff, true);
+    assert.throws(() => parseCliArgs(["--upstream-udp", "maybe"]), UsageError);
+    assert.throws(() => parseCliArgs(["--dns-block", "drop"]), UsageError);
+  });
+
   await t.step("security flags: rules keep their order across --allow and --deny", () => {
     const a = parseCliArgs([
       "--allow",

@@ -114,7 +114,10 @@ function textField(key: string, value: unknown): string {
     if (/Ms$/.test(key)) return formatDuration(value);
   }
   const v = text(plain(value));
-  return /[\s"=]/.test(v) || v === "" ? JSON.stringify(v) : v;
+  // Quoted (and so escaped) when it has spaces, quotes, "=" or control characters: a
+  // hostile name read from the network cannot forge or garble a line.
+  // deno-lint-ignore no-control-regex
+  return /[\s"=\x00-\x1f\x7f]/.test(v) || v === "" ? JSON.stringify(v) : v;
 }
 
 function text(value: unknown): string {

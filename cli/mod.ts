@@ -31,6 +31,11 @@
  *   resolver. The destination policy of `@wgstack/server` refuses the
  *   server's own addresses, loopback, link-local/metadata, multicast and
  *   broadcast (`--allow`/`--deny` rules, `--deny-private`).
+ * - **Upstream proxies and names**: `--upstream socks5://…|socks5h://…|http://…`
+ *   (or a peer's `# Upstream = URL` comment, `direct` for none) sends the
+ *   forwarded flows through a proxy; each flow's host name (TLS SNI, HTTP
+ *   Host, QUIC Initial, DNS answers) is logged as `host=…`, and
+ *   `--deny-domain`/`--allow-domain` refuse by name, also at the DNS address.
  * - **Logs**: one line per connection or flow open and close (peer, source →
  *   destination, bytes each way, duration, how it ended), handshakes,
  *   roaming, errors; `--log-format json` for one object per line; a

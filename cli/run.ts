@@ -326,13 +326,44 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
   }
 
   // Loaded here so that the key and config commands start without the whole stack.
-  const { parsePolicyRule, serve } = await import("@wgstack/server");
+  const { DomainRules, parsePolicyRule, parseUpstream, serve } = await import("@wgstack/server");
   let rules: PolicyRule[];
   try {
     rules = cli.rules.map((r) => parsePolicyRule(r.action, r.target));
   } catch (error) {
     throw new UsageError(`--allow/--deny: ${(error as Error).message}`);
   }
+  try {
+    new DomainRules({ allow: cli.allowDomains, deny: cli.denyDomains });
+  } catch (error) {
+    throw new UsageError(`--allow-domain/--deny-domain: ${(error as Error).message}`);
+  }
+  // Each peer's "# Upstream =" line, else --upstream ("direct": none).
+  const upstreams = new Map<string, string | undefined>();
+  if (cli.upstream !== undefined) {
+    try {
+      parseUpstream(cli.upstream);
+    } catch (error) {
+      throw new UsageError(`--upstream: ${(error as Error).message}`);
+    }
+  }
+  for (const peer of setup.peers) {
+    if (peer.upstream === undefined) continue;
+    if (peer.upstream.toLowerCase() === "direct") {
+      upstreams.set(peer.publicKey, undefined);
+      continue;
+    }
+    try {
+      parseUpstream(peer.upstream);
+    } catch (error) {
+      throw new UsageError(`${setup.path}:${peer.line}: Upstream: ${(error as Error).message}`);
+    }
+    upstreams.set(peer.publicKey, peer.upstream);
+  }
+  const upstream = cli.upstream !== undefined || upstreams.size > 0
+    ? (info: { peer: { publicKey: string } }) =>
+      upstreams.has(info.peer.publicKey) ? upstreams.get(info.peer.publicKey) : cli.upstream
+    : undefined;
 
   let pcap: PcapTap | undefined;
   if (cli.pcap) {
@@ -394,6 +425,12 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
           denyPrivate: cli.denyPrivate,
           refuseWith: cli.refuseWith,
           tcpIdleTimeoutMs: cli.tcpIdleTimeoutMs,
+          upstream,
+          upstreamUdp: cli.upstreamUdp,
+          denyDomains: cli.denyDomains,
+          allowDomains: cli.allowDomains,
+          dnsBlock: cli.dnsBlock,
+          sniff: cli.sniff,
         }
         : undefined,
       onTcp: echo ? (s) => echo.onTcp(s) : undefined,

@@ -387,3 +387,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test("runCli: a bad --upstream, domain pattern or # Upstream line is a usage error", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "wgstack-run-" });
+  const run = async (args: string[]) => {
+    let err = "";
+    const code = await runCli([`${dir}/wg.conf`, "--listen=127.0.0.1:0", "--no-qr", ...args], {
+      stderr: (s) => void (err += s),
+      stdout: () => {},
+      logLine: () => {},
+    });
+    return { code, err };
+  };
+  try {
+    await t.step("--upstream with a bad scheme; the password is not repeated", async () => {
+      const r = await run(["--upstream", "ftp://me:s3cret@192.0.2.9:21"]);
+      assert.equal(r.code, 2);
+      assert.match(r.err, /--upstream: Upstream scheme must be socks5, socks5h or http/);
+      assert.doesNotMatch(r.err, /s3cret/);
+    });
+    await t.step("--deny-domain with a malformed pattern", async () => {
+      const r = await run(["--deny-domain", "a..b"]);
+      assert.equal(r.code, 2);
+      assert.match(r.err, /--allow-domain\/--deny-domain: Domain pattern "a\.\.b"/);
+    });
+    await t.step("a peer's # Upstream line names the file and line", async () => {
+      const text = await Deno.readTextFile(`${dir}/wg.conf`);
+      await Deno.writeTextFile(
+        `${dir}/wg.conf`,
+        text.replace(/\[Peer\]\n/, "[Peer]\n# Upstream = socks4://192.0.2.9:1080\n"),
+      );
+      const r = await run([]);
+      assert.equal(r.code, 2);
+      assert.match(r.err, /wg\.conf:\d+: Upstream: Upstream scheme must be/);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

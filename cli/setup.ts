@@ -48,6 +48,8 @@ export interface SetupPeer {
   endpoint?: { host: string; port: number };
   /** `PersistentKeepalive` seconds. */
   persistentKeepalive?: number;
+  /** The section's `# Upstream = URL` comment (`direct`: no proxy for this peer). */
+  upstream?: string;
   /** Line of the `[Peer]` header. */
   line: number;
 }
@@ -126,7 +128,16 @@ export function randomUlaPrefix(): string {
  * value of its first `# Name = …` comment, if any.
  */
 export function peerNames(text: string): (string | undefined)[] {
+  return peerComments(text, "Name");
+}
+
+/**
+ * For each `[Peer]` section in order, the value of its first `# KEY = …`
+ * comment (`KEY` matched without regard to case), if any.
+ */
+export function peerComments(text: string, key: string): (string | undefined)[] {
   const names: (string | undefined)[] = [];
+  const pattern = new RegExp(`^#\\s*${key}\\s*=\\s*(.*?)\\s*$`, "i");
   let inPeer = false;
   for (const raw of text.split(/\r?\n|\r/)) {
     const line = raw.trim();
@@ -136,7 +147,7 @@ export function peerNames(text: string): (string | undefined)[] {
       if (inPeer) names.push(undefined);
       continue;
     }
-    const m = /^#\s*Name\s*=\s*(.*?)\s*$/i.exec(line);
+    const m = pattern.exec(line);
     if (m && inPeer && names[names.length - 1] === undefined && m[1] !== "") {
       names[names.length - 1] = m[1];
     }
@@ -194,6 +205,7 @@ export function parseServerConfig(text: string, path: string): ServerSetup {
   }
   const { config, warnings } = parsed;
   const names = peerNames(text);
+  const upstreams = peerComments(text, "Upstream");
   const privateKey = keyToBase64(config.interface.privateKey);
   const publicKey = keyToBase64(derivePublicKey(config.interface.privateKey));
   const peers: SetupPeer[] = config.peers.map((p, i) => {
@@ -203,6 +215,7 @@ export function parseServerConfig(text: string, path: string): ServerSetup {
       line: 0,
     };
     if (names[i] !== undefined) peer.name = names[i];
+    if (upstreams[i] !== undefined) peer.upstream = upstreams[i];
     if (p.presharedKey) peer.presharedKey = keyToBase64(p.presharedKey);
     if (p.endpoint) peer.endpoint = { host: p.endpoint.host, port: p.endpoint.port };
     if (p.persistentKeepalive) peer.persistentKeepalive = p.persistentKeepalive;

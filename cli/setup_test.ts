@@ -155,6 +155,16 @@ Deno.test("setup helpers", async (t) => {
     assert.deepEqual(peerNames(text), ["one", undefined, "three"]);
   });
 
+  await t.step("a peer's # Upstream = URL comment", () => {
+    const setup = parseServerConfig(
+      `[Interface]\nPrivateKey = ${KEY_A}\nAddress = 198.18.0.1/30\n[Peer]\n# Name = phone\n` +
+        `# Upstream = socks5h://u:p@192.0.2.9:1080\nPublicKey = ${PUB_B}\nAllowedIPs = 198.18.0.2/32\n`,
+      "wg.conf",
+    );
+    assert.equal(setup.peers[0].upstream, "socks5h://u:p@192.0.2.9:1080");
+    assert.equal(setup.peers[0].name, "phone");
+  });
+
   await t.step("allocation skips used host numbers", () => {
     const setup = parseServerConfig(
       `[Interface]\nPrivateKey = ${KEY_A}\nAddress = 198.18.0.1/30\n[Peer]\nPublicKey = ${PUB_B}\nAllowedIPs = 198.18.0.2/32\n`,

@@ -28,8 +28,27 @@ import {
 } from "./policy.ts";
 import { LogLimiter } from "./log_limit.ts";
 import { unrefTimer } from "./_timers.ts";
-import { isIpv4Mapped, positiveInteger } from "./_util.ts";
-import { formatIp, parseIp } from "@wgstack/wireguard";
+import { positiveInteger } from "./_util.ts";
+import {
+  associateUdp,
+  canonical,
+  dialThrough,
+  openDirectUdp,
+  parseUpstream,
+  ProxyError,
+  type UdpUpstream,
+  type UpstreamProxy,
+} from "./upstream.ts";
+import { type FirstBytes, type HostnameSource, sniffFirstBytes } from "./sniff.ts";
+import { QuicSniffer } from "./sniff_quic.ts";
+import { DomainRules } from "./domains.ts";
+import {
+  blockedAnswer,
+  DnsNames,
+  type DnsNamesOptions,
+  type DnsNamesStats,
+  queryName,
+} from "./dns_names.ts";
 
 /** The upstream side of a relayed TCP connection (a `Deno.TcpConn` fits). */
 export interface UpstreamConn {
@@ -49,6 +68,16 @@ export interface TcpDial {
   decision: "accept" | "rst" | "icmp" | "icmp-prohibited" | "drop";
   /** The connected upstream (only with `"accept"`): hand it to {@linkcode Forwarder.relay}. */
   upstream?: UpstreamConn;
+  /** The flow's hostname known at dial time (from DNS answers), if any. */
+  hostname?: string;
+}
+
+/** A flow as the forwarder sees it: with its hostname when one is known. */
+export interface ForwardFlowInfo extends FlowInfo {
+  /** The name the client reached the destination by, best source first (SNI/Host, then DNS). */
+  readonly hostname?: string;
+  /** Where {@linkcode ForwardFlowInfo.hostname} came from. */
+  readonly hostnameSource?: HostnameSource;
 }
 
 /** Limits of a {@linkcode Forwarder}; defaults derive from the file descriptor limit. */
@@ -98,6 +127,34 @@ export interface ForwardOptions {
   interfaces?: () => PolicyInterface[];
   /** Dials upstream; default `Deno.connect`. */
   connect?: (hostname: string, port: number, signal: AbortSignal) => Promise<UpstreamConn>;
+  /**
+   * Send flows through a proxy: `socks5://[user:pass@]host:port` (TCP and UDP),
+   * `socks5h://…` (the same, sending the flow's DNS-derived hostname instead of
+   * its address when known), `http://[user:pass@]host:port` (TCP through
+   * CONNECT). A function picks per flow (e.g. per peer); `undefined` dials
+   * directly. The destination policy and domain rules apply first; DNS to the
+   * tunnel address goes to its resolver directly.
+   */
+  upstream?:
+    | string
+    | UpstreamProxy
+    | ((info: ForwardFlowInfo) => string | UpstreamProxy | undefined);
+  /** UDP of flows whose upstream is an HTTP proxy: `"refuse"` (default, ICMP prohibited) or `"direct"`. */
+  upstreamUdp?: "direct" | "refuse";
+  /**
+   * Read the hostname from each TCP connection's first bytes (TLS SNI, HTTP
+   * Host), holding them at most `timeoutMs` (default 300) and `maxBytes`
+   * (default 16 KiB). Default on; `false` turns it off.
+   */
+  sniff?: boolean | { timeoutMs?: number; maxBytes?: number };
+  /** Hostname patterns refused (`name`, `*.suffix`, `*`), see {@linkcode DomainRules}. */
+  denyDomains?: string[];
+  /** Hostname patterns allowed where a less specific deny pattern matches. */
+  allowDomains?: string[];
+  /** How the DNS forwarder answers a query for a denied name: `"nxdomain"` (default), `"zero"` (0.0.0.0 / ::) or `"off"`. */
+  dnsBlock?: "nxdomain" | "zero" | "off";
+  /** Bounds of the address → name table learnt from DNS answers. */
+  dnsNames?: DnsNamesOptions;
 }
 
 /** Counters of a {@linkcode Forwarder}. */
@@ -136,6 +193,16 @@ export interface ForwarderStats {
   policy: DestinationPolicyStats;
   /** How long the TCP dials that connected took. */
   dialSeconds: DialHistogram;
+  /** Flows named by each source (a TCP connection named by DNS and then SNI counts once, as SNI). */
+  hostnames: Record<HostnameSource, number>;
+  /** TCP connections and UDP flows refused by the domain rules. */
+  domainRefused: number;
+  /** DNS queries answered as blocked by the domain rules. */
+  dnsBlocked: number;
+  /** Flows dialled through an upstream proxy. */
+  proxied: number;
+  /** The address → name table. */
+  dnsNames: DnsNamesStats;
 }
 
 /** Durations in buckets, as a Prometheus histogram counts them. */
@@ -230,13 +297,6 @@ async function defaultConnect(
   return conn;
 }
 
-/** Canonical address text (so `::ffff:192.0.2.1` and `192.0.2.1` compare equal). */
-function canonical(text: string): string {
-  const bytes = parseIp(text.split("%")[0]);
-  if (!bytes) return text;
-  return formatIp(isIpv4Mapped(bytes) ? bytes.subarray(12) : bytes);
-}
-
 interface Dial {
   key: string;
   peer: string;
@@ -299,7 +359,18 @@ export class Forwarder {
     sum: 0,
     count: 0,
   };
+  #domains: DomainRules;
+  #names: DnsNames;
+  #dnsBlock: "nxdomain" | "zero" | "off";
+  #upstream?: (info: ForwardFlowInfo) => UpstreamProxy | undefined;
+  #upstreamUdp: "direct" | "refuse";
+  #sniff?: { timeoutMs?: number; maxBytes?: number };
+  #relaySniff?: RelaySniff;
+  #hostnames: Record<HostnameSource, number> = { sni: 0, http: 0, quic: 0, dns: 0 };
   #stats = {
+    domainRefused: 0,
+    dnsBlocked: 0,
+    proxied: 0,
     tcpAccepted: 0,
     tcpRefused: 0,
     tcpUnreachable: 0,
@@ -332,6 +403,29 @@ export class Forwarder {
     this.#dnsIdleMs = options.dnsIdleMs ?? 10_000;
     this.#limits = forwardLimits(options.limits);
     this.#connect = options.connect ?? defaultConnect;
+    this.#domains = new DomainRules({ allow: options.allowDomains, deny: options.denyDomains });
+    this.#names = new DnsNames(options.dnsNames);
+    this.#dnsBlock = options.dnsBlock ?? "nxdomain";
+    this.#upstream = upstreamChooser(options.upstream);
+    this.#upstreamUdp = options.upstreamUdp ?? "refuse";
+    this.#sniff = options.sniff === false
+      ? undefined
+      : options.sniff === true || options.sniff === undefined
+      ? {}
+      : options.sniff;
+    const sniff = this.#sniff;
+    this.#relaySniff = sniff && {
+      options: sniff,
+      decide: (relay, name, source) => {
+        if (name === undefined) return true;
+        [relay.host, relay.hostSource] = [name, source];
+        const named = { ...relay.stream, hostname: name, hostnameSource: source };
+        if (!this.#domainDenied(named, "tcp")) return true;
+        relay.domainRefused = true;
+        relay.stream.reset();
+        return false;
+      },
+    };
     if (this.#idleMs > 0) {
       this.#sweep = setInterval(() => this.#reapIdle(), Math.min(60_000, this.#idleMs / 4));
       unrefTimer(this.#sweep);
@@ -353,7 +447,36 @@ export class Forwarder {
       limits: { ...this.#limits },
       policy: this.#policy.stats(),
       dialSeconds: { ...this.#dialSeconds, counts: [...this.#dialSeconds.counts] },
+      hostnames: { ...this.#hostnames },
+      dnsNames: this.#names.stats(),
     };
+  }
+
+  /** The flow with its DNS-derived hostname, when the peer resolved the destination through us. */
+  #named(info: FlowInfo): ForwardFlowInfo {
+    const hostname = this.#names.lookup(
+      info.peer.publicKey,
+      info.destination.address,
+      performance.now(),
+    );
+    return hostname === undefined ? info : { ...info, hostname, hostnameSource: "dns" };
+  }
+
+  /** True (counted and logged) when the domain rules refuse `info`'s hostname. */
+  #domainDenied(info: ForwardFlowInfo, protocol: "tcp" | "udp"): boolean {
+    if (!this.#domains.denies(info.hostname)) return false;
+    this.#stats.domainRefused++;
+    this.#log.log({
+      level: "info",
+      event: "domain-refused",
+      protocol,
+      peer: peerLabel(info),
+      source: info.source,
+      destination: info.destination,
+      host: info.hostname,
+      hostSource: info.hostnameSource,
+    });
+    return true;
   }
 
   /**
@@ -387,7 +510,12 @@ export class Forwarder {
   acceptUdp(info: FlowInfo): boolean {
     if (this.#closed) return false;
     const target = this.#target(info.destination);
-    if (typeof target !== "string") return true;
+    if (typeof target !== "string") {
+      if (target === this.#dns) return true;
+      const named = this.#named(info);
+      if (this.#domainDenied(named, "udp")) return false;
+      return this.#udpRoute(named) !== "refuse";
+    }
     this.#stats.udpRefused++;
     this.#log.log({
       level: "info",
@@ -480,6 +608,9 @@ export class Forwarder {
       this.#logRefused(info, this.#refuseWith, target);
       return { decision: this.#refuseWith };
     }
+    const named: ForwardFlowInfo = target === this.#dns ? info : this.#named(info);
+    if (this.#domainDenied(named, "tcp")) return { decision: this.#refuseWith };
+    const proxy = target === this.#dns ? undefined : this.#upstream?.(named);
     const key =
       `${info.source.address}|${info.source.port}|${info.destination.address}|${info.destination.port}`;
     let dial = this.#dials.get(key);
@@ -494,7 +625,14 @@ export class Forwarder {
         return { decision: "rst" };
       }
       const abort = new AbortController();
-      const promise = this.#connect(target.hostname, target.port, abort.signal);
+      const promise = proxy
+        ? dialThrough(
+          proxy,
+          { address: target.hostname, port: target.port, hostname: named.hostname },
+          { signal: abort.signal, connect: this.#connect },
+        )
+        : this.#connect(target.hostname, target.port, abort.signal);
+      if (proxy) this.#stats.proxied++;
       let cancel!: (reason: Error) => void;
       const cancelled = new Promise<never>((_, reject) => cancel = reject);
       cancelled.catch(() => {});
@@ -538,6 +676,8 @@ export class Forwarder {
       const timedOut = dial.timedOut;
       const decision = timedOut
         ? this.#onTimeout
+        : error instanceof ProxyError
+        ? error.answer
         : error instanceof Deno.errors.ConnectionRefused
         ? "rst"
         : "icmp";
@@ -563,7 +703,9 @@ export class Forwarder {
     // No closure over this call's scope: a connection keeps only its socket,
     // not the dial that made it.
     const upstream = new DialledUpstream(conn, dialMs, this.#releasePeer, dial.peer);
-    return { decision: "accept", upstream };
+    upstream.hostname = named.hostname;
+    upstream.via = proxy?.label;
+    return { decision: "accept", upstream, hostname: named.hostname };
   }
 
   #observeDial(seconds: number): void {
@@ -598,17 +740,21 @@ export class Forwarder {
       return Promise.resolve();
     }
     this.#stats.tcpAccepted++;
-    const dialMs = (upstream as { dialMs?: number }).dialMs;
+    const dialled = upstream as { dialMs?: number; hostname?: string; via?: string };
+    // One small object per relay (no closures): idle connections stay small.
+    const relay = new RelayHandle(stream, upstream, this.#relaySniff);
+    if (dialled.hostname !== undefined) [relay.host, relay.hostSource] = [dialled.hostname, "dns"];
     this.#rawLog({
       level: "info",
       event: "tcp-open",
       peer: peerLabel(stream),
       source: stream.source,
       destination: stream.destination,
-      dialMs: dialMs === undefined ? undefined : Math.round(dialMs),
+      host: relay.host,
+      hostSource: relay.hostSource,
+      via: dialled.via,
+      dialMs: dialled.dialMs === undefined ? undefined : Math.round(dialled.dialMs),
     });
-    // One small object per relay (no closures): idle connections stay small.
-    const relay = new RelayHandle(stream, upstream);
     this.#open.add(relay);
     return relayTcp(stream, upstream, relay).then((result) => this.#relayEnded(relay, result));
   }
@@ -616,21 +762,31 @@ export class Forwarder {
   #relayEnded(relay: RelayHandle, result: RelayResult): void {
     this.#open.delete(relay);
     relay.upstream.close();
-    const { stream, idled } = relay;
+    const { stream, idled, domainRefused, hostSource } = relay;
     if (idled) this.#stats.tcpIdleClosed++;
     this.#stats.bytesUp += result.bytesUp;
     this.#stats.bytesDown += result.bytesDown;
+    if (hostSource) this.#hostnames[hostSource]++;
+    const end = idled
+      ? "idle"
+      : domainRefused
+      ? "domain refused"
+      : this.#closed && result.end !== "closed"
+      ? "shutdown"
+      : result.end;
     this.#rawLog({
-      level: result.error && !idled ? "warn" : "info",
+      level: result.error && !idled && !domainRefused ? "warn" : "info",
       event: "tcp-close",
       peer: peerLabel(stream),
       source: stream.source,
       destination: stream.destination,
+      host: relay.host,
+      hostSource,
       bytesUp: result.bytesUp,
       bytesDown: result.bytesDown,
       durationMs: Math.round(performance.now() - relay.started),
-      end: idled ? "idle" : this.#closed && result.end !== "closed" ? "shutdown" : result.end,
-      error: idled ? undefined : result.error,
+      end,
+      error: idled || domainRefused ? undefined : result.error,
     });
   }
 
@@ -639,59 +795,104 @@ export class Forwarder {
     for (const h of this.#open) if (h.idle && h.lastActive <= limit) h.idle();
   }
 
-  /** Relays a UDP flow through its own socket until the flow expires. */
+  /** Where a UDP flow goes: directly, through a SOCKS5 proxy, or nowhere (HTTP proxy, UDP refused). */
+  #udpRoute(info: ForwardFlowInfo): UpstreamProxy | "direct" | "refuse" {
+    const proxy = this.#upstream?.(info);
+    if (!proxy) return "direct";
+    if (proxy.kind !== "http") return proxy;
+    return this.#upstreamUdp;
+  }
+
+  /** Relays a UDP flow through its own socket (or SOCKS5 association) until the flow expires. */
   async onUdp(flow: UdpStream): Promise<void> {
     const target = this.#closed ? "stopping" : this.#target(flow.destination);
-    const label = { peer: peerLabel(flow), source: flow.source, destination: flow.destination };
+    const isDns = target === this.#dns;
+    const named: ForwardFlowInfo = typeof target === "string" || isDns ? flow : this.#named(flow);
+    const label = {
+      peer: peerLabel(flow),
+      source: flow.source,
+      destination: flow.destination,
+      host: named.hostname,
+      hostSource: named.hostnameSource,
+    };
     const peer = flow.peer.publicKey;
     const use = this.#use(peer);
-    const full = use.sockets >= this.#limits.peerUpstreamSockets ||
-      this.#sockets >= this.#limits.upstreamSockets;
-    if (typeof target === "string" || full) {
-      if (typeof target === "string") this.#stats.udpRefused++;
-      else this.#stats.limitRefused++;
-      this.#log.log({
-        level: "info",
-        event: "udp-refused",
-        ...label,
-        reason: typeof target === "string" ? target : "upstream socket limit",
-      });
+    const route = typeof target === "string" || isDns ? "direct" : this.#udpRoute(named);
+    // Through a SOCKS5 proxy a flow holds two sockets: its UDP socket and the control connection.
+    const slots = typeof route === "object" ? 2 : 1;
+    const full = use.sockets + slots > this.#limits.peerUpstreamSockets ||
+      this.#sockets + slots > this.#limits.upstreamSockets;
+    const refusal = typeof target === "string"
+      ? target
+      : full
+      ? "upstream socket limit"
+      : route === "refuse"
+      ? "upstream carries no UDP"
+      : this.#domainDenied(named, "udp")
+      ? "domain"
+      : undefined;
+    if (refusal !== undefined) {
+      if (refusal === "upstream socket limit") this.#stats.limitRefused++;
+      else if (refusal !== "domain") this.#stats.udpRefused++;
+      if (refusal !== "domain") {
+        this.#log.log({ level: "info", event: "udp-refused", ...label, reason: refusal });
+      }
       if (use.sockets === 0 && use.dials.size === 0) this.#peers.delete(peer);
       await flow.readable.cancel().catch(() => {});
       await flow.writable.abort().catch(() => {});
       return;
     }
-    let socket: Deno.DatagramConn;
+    const to = target as { hostname: string; port: number };
+    for (let i = 0; i < slots; i++) this.#take(peer);
+    let socket: UdpUpstream;
     try {
-      socket = Deno.listenDatagram({
-        transport: "udp",
-        hostname: target.hostname.includes(":") ? "::" : "0.0.0.0",
-        port: 0,
-      });
+      if (route === "direct") {
+        socket = openDirectUdp(to);
+      } else {
+        this.#stats.proxied++;
+        const abort = AbortSignal.timeout(this.#timeoutMs);
+        socket = await associateUdp(route as UpstreamProxy, {
+          address: to.hostname,
+          port: to.port,
+          hostname: named.hostname,
+        }, { signal: abort, connect: this.#connect });
+      }
     } catch (error) {
-      this.#rawLog({ level: "error", event: "udp-socket-error", error: errorText(error) });
+      for (let i = 0; i < slots; i++) this.#release(peer);
+      this.#rawLog({
+        level: route === "direct" ? "error" : "info",
+        event: route === "direct" ? "udp-socket-error" : "udp-refused",
+        ...label,
+        via: route === "direct" ? undefined : (route as UpstreamProxy).label,
+        error: errorText(error),
+      });
       await flow.readable.cancel().catch(() => {});
+      await flow.writable.abort().catch(() => {});
       return;
     }
-    this.#take(peer);
-    const localPort = (socket.addr as Deno.NetAddr).port;
+    const localPort = socket.localPort;
     this.#ownPorts.set(localPort, (this.#ownPorts.get(localPort) ?? 0) + 1);
     this.#stats.udpFlows++;
     const handle = { lastActive: 0, close: () => socket.close() };
     this.#open.add(handle);
     const started = performance.now();
-    const isDns = target === this.#dns;
     this.#rawLog({
       level: "info",
       event: "udp-open",
       ...label,
-      via: isDns ? `${target.hostname}:${target.port}` : undefined,
+      via: isDns
+        ? `${to.hostname}:${to.port}`
+        : route === "direct"
+        ? undefined
+        : (route as UpstreamProxy).label,
     });
     const counts = { bytesUp: 0, bytesDown: 0, datagramsUp: 0, datagramsDown: 0 };
-    const wanted = canonical(target.hostname);
     let end = "expired";
     let error: string | undefined;
     const reader = flow.readable.getReader();
+    // A QUIC client's first datagrams name the host (Initial packets): read, not held.
+    let quic = this.#sniff && !isDns ? new QuicSniffer(this.#sniff) : undefined;
+    const writer = flow.writable.getWriter();
     // A DNS flow is one query and its answer: stop relaying it soon after, so
     // a busy client does not hold a socket per query for the flow idle time.
     let idleTimer: ReturnType<typeof setTimeout> | undefined;
@@ -706,13 +907,11 @@ export class Forwarder {
     touch();
 
     const down = (async () => {
-      const writer = flow.writable.getWriter();
       try {
         for (;;) {
-          const [data, from] = await socket.receive();
-          const addr = from as Deno.NetAddr;
-          // Endpoint-dependent filtering: only the destination may answer.
-          if (addr.port !== target.port || canonical(addr.hostname) !== wanted) continue;
+          const data = await socket.receive();
+          // The answers teach which name each address was resolved from.
+          if (isDns) this.#names.learn(peer, data, performance.now());
           await writer.write(data);
           touch();
           counts.bytesDown += data.length;
@@ -730,12 +929,32 @@ export class Forwarder {
         const { value, done } = await reader.read();
         if (done) break;
         touch();
+        if (quic) {
+          const state = quic.push(value);
+          if (state.done) quic = undefined;
+          if (state.done && state.hostname) {
+            [label.host, label.hostSource] = [state.hostname, "quic"];
+            const quicNamed = {
+              ...flow,
+              hostname: state.hostname,
+              hostnameSource: "quic" as const,
+            };
+            if (this.#domainDenied(quicNamed, "udp")) {
+              end = "domain refused";
+              await reader.cancel().catch(() => {});
+              break;
+            }
+          }
+        }
+        if (isDns) {
+          const blocked = this.#blockedDns(value, label);
+          if (blocked) {
+            await writer.write(blocked).catch(() => {});
+            continue;
+          }
+        }
         try {
-          await socket.send(value, {
-            transport: "udp",
-            hostname: target.hostname,
-            port: target.port,
-          });
+          await socket.send(value);
         } catch (e) {
           // Unreachable destinations and the like: UDP loses it, the flow goes on.
           this.#rawLog({ level: "debug", event: "udp-send-error", ...label, error: errorText(e) });
@@ -750,18 +969,15 @@ export class Forwarder {
     } finally {
       clearTimeout(idleTimer);
       reader.releaseLock();
-      try {
-        socket.close();
-      } catch {
-        // already closed by close()
-      }
+      socket.close();
       this.#open.delete(handle);
       const n = (this.#ownPorts.get(localPort) ?? 1) - 1;
       if (n > 0) this.#ownPorts.set(localPort, n);
       else this.#ownPorts.delete(localPort);
-      this.#release(peer);
+      for (let i = 0; i < slots; i++) this.#release(peer);
     }
     await down;
+    if (label.hostSource) this.#hostnames[label.hostSource]++;
     this.#stats.bytesUp += counts.bytesUp;
     this.#stats.bytesDown += counts.bytesDown;
     this.#rawLog({
@@ -773,6 +989,24 @@ export class Forwarder {
       end: this.#closed && end === "expired" ? "shutdown" : end,
       error,
     });
+  }
+
+  /** The answer to a DNS query for a denied name (counted and logged), or `undefined`. */
+  #blockedDns(query: Uint8Array, label: Record<string, unknown>): Uint8Array | undefined {
+    if (this.#dnsBlock === "off" || this.#domains.empty) return undefined;
+    const name = queryName(query);
+    if (name === undefined || !this.#domains.denies(name)) return undefined;
+    const answer = blockedAnswer(query, this.#dnsBlock);
+    if (!answer) return undefined;
+    this.#stats.dnsBlocked++;
+    this.#log.log({
+      level: "info",
+      event: "dns-blocked",
+      ...label,
+      host: name,
+      answer: this.#dnsBlock,
+    });
+    return answer;
   }
 
   /**
@@ -801,6 +1035,10 @@ export class Forwarder {
 
 /** A dialled upstream connection; closing it frees its socket slot once. */
 class DialledUpstream implements UpstreamConn {
+  /** The flow's DNS-derived name at dial time. */
+  hostname?: string;
+  /** The proxy it went through (its label). */
+  via?: string;
   #conn: UpstreamConn;
   #release: ((peer: string) => void) | null;
   #peer: string;
@@ -832,16 +1070,39 @@ class DialledUpstream implements UpstreamConn {
   }
 }
 
-/** One running TCP relay: its byte counts, last activity and idle closing. */
+/** How relays read a name from the first bytes (one per forwarder). */
+interface RelaySniff {
+  options: { timeoutMs?: number; maxBytes?: number };
+  /** Whether `relay` may go on with `hostname` (false: refused, the client is reset). */
+  decide(relay: RelayHandle, hostname: string | undefined, source?: HostnameSource): boolean;
+}
+
+/** One running TCP relay: its byte counts, last activity, name and idle closing. */
 class RelayHandle {
   bytesUp = 0;
   bytesDown = 0;
   idled = false;
+  domainRefused = false;
+  host?: string;
+  hostSource?: HostnameSource;
   readonly started: number = performance.now();
   lastActive: number = this.started;
-  constructor(readonly stream: TcpStream, readonly upstream: UpstreamConn) {}
+  constructor(
+    readonly stream: TcpStream,
+    readonly upstream: UpstreamConn,
+    readonly sniff?: RelaySniff,
+  ) {}
   touch(): void {
     this.lastActive = performance.now();
+  }
+  /** The client's first bytes, read while looking for a name (see `relayTcp`). */
+  first(): Promise<FirstBytes> | undefined {
+    const sniff = this.sniff;
+    if (!sniff) return undefined;
+    return sniffFirstBytes(() => this.stream.read(), {
+      ...sniff.options,
+      decide: (name, source) => sniff.decide(this, name, source),
+    });
   }
   close(): void {
     this.upstream.close();
@@ -852,6 +1113,28 @@ class RelayHandle {
     this.upstream.close();
     this.stream.reset();
   }
+}
+
+/** A function choosing each flow's upstream proxy, from the `upstream` option. */
+function upstreamChooser(
+  option: ForwardOptions["upstream"],
+): ((info: ForwardFlowInfo) => UpstreamProxy | undefined) | undefined {
+  if (option === undefined) return undefined;
+  const parsed = new Map<string, UpstreamProxy>();
+  const resolve = (u: string | UpstreamProxy | undefined): UpstreamProxy | undefined => {
+    if (u === undefined || typeof u !== "string") return u;
+    let p = parsed.get(u);
+    if (!p) {
+      p = parseUpstream(u);
+      if (parsed.size < 1024) parsed.set(u, p);
+    }
+    return p;
+  };
+  if (typeof option !== "function") {
+    const fixed = resolve(option);
+    return () => fixed;
+  }
+  return (info) => resolve(option(info));
 }
 
 /** How a relayed TCP connection ended. */
@@ -872,6 +1155,22 @@ export interface RelayResult {
  */
 export type RelayClient = Pick<TcpStream, "read" | "write" | "close" | "reset">;
 
+/** What {@linkcode relayTcp} counts and asks as it goes. */
+export interface RelayCounters {
+  /** Payload bytes client → upstream so far. */
+  bytesUp: number;
+  /** Payload bytes upstream → client so far. */
+  bytesDown: number;
+  /** Called on every chunk either way. */
+  touch?: () => void;
+  /**
+   * Reads the client's first bytes before relaying (e.g. `sniffFirstBytes`):
+   * `held` goes upstream first, then `pending`'s chunk, then the rest. A
+   * rejection ends the relay as a client reset.
+   */
+  first?: () => Promise<FirstBytes> | undefined;
+}
+
 /** Smallest and largest upstream read; an idle connection holds only the smallest. */
 const READ_MIN = 256;
 const READ_MAX = 64 * 1024;
@@ -888,13 +1187,14 @@ const READ_MAX = 64 * 1024;
  * bytes), doubling up to 64 KiB while reads fill it; the bytes go to the
  * client without a copy.
  *
- * @param counters Optional totals that are increased as bytes go by, and
- *   `touch()` called on every chunk (idle tracking).
+ * @param counters Optional totals that are increased as bytes go by,
+ *   `touch()` called on every chunk (idle tracking), and `first()` called
+ *   once before relaying (e.g. to read a host name from the first bytes).
  */
 export function relayTcp(
   stream: RelayClient,
   conn: UpstreamConn,
-  counters?: { bytesUp: number; bytesDown: number; touch?: () => void },
+  counters?: RelayCounters,
 ): Promise<RelayResult> {
   const result: RelayResult = { bytesUp: 0, bytesDown: 0, end: "closed" };
   let failed = false;
@@ -916,10 +1216,20 @@ export function relayTcp(
   }
 
   const up = (async () => {
+    // Chunks `first()` already read, in order, before the client's next ones.
+    const queued: Promise<Uint8Array | null>[] = [];
+    try {
+      const first = await counters?.first?.();
+      if (first && first.held.length > 0) queued.push(Promise.resolve(first.held));
+      if (first?.ended) queued.push(Promise.resolve(null));
+      else if (first?.pending) queued.push(first.pending);
+    } catch (error) {
+      return fail("client reset", error, false);
+    }
     for (;;) {
       let chunk: Uint8Array | null;
       try {
-        chunk = await stream.read();
+        chunk = await (queued.shift() ?? stream.read());
       } catch (error) {
         return fail("client reset", error, false);
       }

@@ -3,6 +3,8 @@ import { Forwarder, type ForwardOptions, relayTcp, type UpstreamConn } from "./f
 import { parsePolicyRule } from "./policy.ts";
 import type { PeerInfo, ServeLogRecord, TcpStream, UdpStream } from "./serve.ts";
 import { requirement } from "../tests/_skip.ts";
+import { decodeDns, encodeDns } from "./_dns_message.ts";
+import { realQuicInitials } from "./test_helpers.ts";
 
 const peer: PeerInfo = {
   publicKey: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
@@ -690,4 +692,245 @@ Deno.test("Forwarder UDP", async (t) => {
       assert.equal(fwd.stats().udpRefused, 3);
     },
   );
+});
+
+/** A resolver on loopback answering A queries from `zone`; counts the queries it saw. */
+function zoneResolver(zone: Record<string, string>) {
+  const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const seen: string[] = [];
+  const done = (async () => {
+    try {
+      for (;;) {
+        const [data, from] = await socket.receive();
+        const q = decodeDns(data)!;
+        const question = q.questions![0];
+        seen.push(question.name);
+        const address = zone[question.name];
+        await socket.send(
+          encodeDns({
+            type: "response",
+            id: q.id,
+            flags: 0x0180,
+            questions: [question],
+            answers: address ? [{ type: "A", name: question.name, ttl: 30, data: address }] : [],
+          }),
+          from,
+        );
+      }
+    } catch {
+      // closed
+    }
+  })();
+  return {
+    port: (socket.addr as Deno.NetAddr).port,
+    seen,
+    async [Symbol.asyncDispose]() {
+      socket.close();
+      await done;
+    },
+  };
+}
+
+/** Sends one DNS query for `name` through the forwarder's DNS relay; returns the answer. */
+async function resolveThrough(fwd: Forwarder, name: string) {
+  const u = fakeUdp({ address: "198.18.0.1", port: 53 });
+  const handled = fwd.onUdp(u.flow);
+  await u.clientWriter.write(
+    encodeDns({ type: "query", id: 77, flags: 0x0100, questions: [{ type: "A", name }] }),
+  );
+  const { value } = await u.clientReader.read();
+  await u.clientWriter.close();
+  await handled;
+  return decodeDns(value!)!;
+}
+
+Deno.test("Forwarder hostnames and domain rules", async (t) => {
+  await t.step(
+    "a name learnt from DNS: in the dial, the upstream chooser and the refusal",
+    async () => {
+      await using resolver = zoneResolver({ "ok.test": "127.0.0.1", "bad.deny.test": "127.0.0.2" });
+      using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = listener.addr.port;
+      const { log, records } = recorder();
+      const chooser: (string | undefined)[] = [];
+      using fwd = forwarder({
+        localAddresses: ["198.18.0.1"],
+        rules: [...LOOPBACK, parsePolicyRule("allow", "127.0.0.2")],
+        dns: { hostname: "127.0.0.1", port: resolver.port },
+        denyDomains: ["*.deny.test"],
+        dnsBlock: "off",
+        upstream: (info) => void chooser.push(info.hostname),
+      }, log);
+      await resolveThrough(fwd, "ok.test");
+      await resolveThrough(fwd, "bad.deny.test");
+      const ok = await fwd.accept(to("127.0.0.1", port));
+      assert.equal(ok.decision, "accept");
+      assert.equal(ok.hostname, "ok.test");
+      ok.upstream!.close();
+      const bad = await fwd.accept(to("127.0.0.2", port));
+      assert.equal(bad.decision, "rst");
+      assert.deepEqual(chooser, ["ok.test"], "the upstream is not chosen for a refused flow");
+      const refused = records.find((r) => r.event === "domain-refused")!;
+      assert.equal(refused.host, "bad.deny.test");
+      assert.equal(refused.hostSource, "dns");
+      const stats = fwd.stats();
+      assert.equal(stats.domainRefused, 1);
+      assert.equal(stats.dnsNames.entries, 2);
+    },
+  );
+
+  await t.step("the DNS forwarder answers a denied name itself (NXDOMAIN or 0.0.0.0)", async () => {
+    await using resolver = zoneResolver({ "ok.test": "127.0.0.1" });
+    for (const mode of ["nxdomain", "zero"] as const) {
+      const { log, records } = recorder();
+      using fwd = forwarder({
+        localAddresses: ["198.18.0.1"],
+        dns: { hostname: "127.0.0.1", port: resolver.port },
+        denyDomains: ["*.ads.test"],
+        dnsBlock: mode,
+      }, log);
+      const answer = await resolveThrough(fwd, "x.ads.test");
+      assert.equal(answer.id, 77);
+      assert.equal(answer.flags! & 0xf, mode === "nxdomain" ? 3 : 0);
+      assert.equal(answer.answers!.length, mode === "zero" ? 1 : 0);
+      assert.equal((await resolveThrough(fwd, "ok.test")).answers![0].data, "127.0.0.1");
+      assert.equal(fwd.stats().dnsBlocked, 1);
+      assert.equal(records.find((r) => r.event === "dns-blocked")?.host, "x.ads.test");
+    }
+    assert.deepEqual(resolver.seen, ["ok.test", "ok.test"], "blocked names never left");
+  });
+
+  await t.step(
+    "a name read from the first bytes is refused before any byte goes upstream",
+    async () => {
+      const { log, records } = recorder();
+      using fwd = forwarder({ localAddresses: ["198.18.0.1"], denyDomains: ["*.deny.test"] }, log);
+      const written: number[] = [];
+      const closed = { n: 0 };
+      const upstream = {
+        ...fakeUpstream(closed),
+        write: (b: Uint8Array) => (written.push(b.length), Promise.resolve(b.length)),
+      };
+      const c = fakeTcp({ address: "192.0.2.80", port: 80 });
+      const relay = fwd.relay(c.stream, upstream);
+      await c.clientWriter.write(
+        new TextEncoder().encode("GET / HTTP/1.1\r\nHost: www.deny.test\r\n\r\n"),
+      ).catch(() => {});
+      await relay;
+      assert.deepEqual(written, []);
+      assert.equal(c.resets(), 1);
+      const close = records.find((r) => r.event === "tcp-close")!;
+      assert.equal(close.end, "domain refused");
+      assert.equal(close.host, "www.deny.test");
+      assert.equal(close.hostSource, "http");
+      assert.equal(fwd.stats().domainRefused, 1);
+    },
+  );
+
+  await t.step("UDP behind an HTTP proxy: refused by default, or sent directly", () => {
+    using refuse = forwarder({ upstream: "http://192.0.2.9:8080" });
+    assert.equal(refuse.acceptUdp(to("192.0.2.80", 443)), false);
+    using direct = forwarder({ upstream: "http://192.0.2.9:8080", upstreamUdp: "direct" });
+    assert.equal(direct.acceptUdp(to("192.0.2.80", 443)), true);
+    using socks = forwarder({ upstream: "socks5://192.0.2.9:1080" });
+    assert.equal(socks.acceptUdp(to("192.0.2.80", 443)), true);
+  });
+});
+
+Deno.test("Forwarder: a QUIC flow named by its Initial", async (t) => {
+  const initials = await realQuicInitials("video.deny.test");
+  const allowed = await realQuicInitials("ok.test");
+  const target = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const port = (target.addr as Deno.NetAddr).port;
+  const received: number[] = [];
+  const receiving = (async () => {
+    try {
+      for (;;) received.push((await target.receive())[0].length);
+    } catch {
+      // closed
+    }
+  })();
+  await t.step("a denied name: the Initial never leaves, the flow ends", async () => {
+    const { log, records } = recorder();
+    using fwd = forwarder({ rules: LOOPBACK, denyDomains: ["*.deny.test"] }, log);
+    const u = fakeUdp({ address: "127.0.0.1", port });
+    const handled = fwd.onUdp(u.flow);
+    for (const d of initials) await u.clientWriter.write(d).catch(() => {});
+    await handled;
+    const close = records.find((r) => r.event === "udp-close")!;
+    assert.equal(close.end, "domain refused");
+    assert.equal(close.host, "video.deny.test");
+    assert.equal(close.hostSource, "quic");
+    assert.equal(close.datagramsUp, 0);
+    assert.equal(fwd.stats().domainRefused, 1);
+    assert.equal(fwd.stats().hostnames.quic, 1);
+  });
+  await t.step("an allowed name is logged and the datagrams go on unchanged", async () => {
+    const { log, records } = recorder();
+    using fwd = forwarder({ rules: LOOPBACK, denyDomains: ["*.deny.test"] }, log);
+    const u = fakeUdp({ address: "127.0.0.1", port });
+    const handled = fwd.onUdp(u.flow);
+    for (const d of allowed) await u.clientWriter.write(d);
+    await waitUntil(() => received.length === allowed.length);
+    await u.clientWriter.close();
+    await handled;
+    assert.deepEqual(received, allowed.map((d) => d.length));
+    assert.equal(records.find((r) => r.event === "udp-close")?.host, "ok.test");
+  });
+  target.close();
+  await receiving;
+});
+
+async function waitUntil(ok: () => boolean): Promise<void> {
+  while (!ok()) await new Promise((r) => setTimeout(r, 5));
+}
+
+Deno.test("relay sniffing: server-first protocols are not delayed, no byte is lost", async (t) => {
+  await t.step(
+    "the banner reaches the client while the client's first bytes are awaited",
+    async () => {
+      using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      let got = "";
+      const served = (async () => {
+        const conn = await listener.accept();
+        await conn.write(new TextEncoder().encode("SSH-2.0-test\r\n"));
+        got = new TextDecoder().decode(await readConn(conn));
+      })();
+      const { log, records } = recorder();
+      // A long budget: were the banner held until it ran out, the test would wait for it.
+      using fwd = forwarder({ rules: LOOPBACK, sniff: { timeoutMs: 60_000 } }, log);
+      const c = fakeTcp({ address: "127.0.0.1", port: listener.addr.port });
+      const dial = await fwd.accept(c.stream);
+      const relay = fwd.relay(c.stream, dial.upstream!);
+      const banner = await c.clientReader.read();
+      assert.equal(new TextDecoder().decode(banner.value), "SSH-2.0-test\r\n");
+      await c.clientWriter.write(new TextEncoder().encode("SSH-2.0-client\r\n"));
+      await c.clientWriter.write(new TextEncoder().encode("rest"));
+      await c.clientWriter.close();
+      await readAll(c.clientReader);
+      await relay;
+      await served;
+      assert.equal(got, "SSH-2.0-client\r\nrest");
+      assert.equal(records.find((r) => r.event === "tcp-close")?.host, undefined);
+    },
+  );
+  await t.step("bytes after the budget ran out follow the held ones in order", async () => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    let got = "";
+    const served = (async () => {
+      got = new TextDecoder().decode(await readConn(await listener.accept()));
+    })();
+    using fwd = forwarder({ rules: LOOPBACK, sniff: { timeoutMs: 30 } });
+    const c = fakeTcp({ address: "127.0.0.1", port: listener.addr.port });
+    const dial = await fwd.accept(c.stream);
+    const relay = fwd.relay(c.stream, dial.upstream!);
+    await c.clientWriter.write(new TextEncoder().encode("GET / HTT")); // held: no name yet
+    await new Promise((r) => setTimeout(r, 60)); // the budget ends while a read waits
+    await c.clientWriter.write(new TextEncoder().encode("P/1.1\r\nHost: late.test\r\n\r\n"));
+    await c.clientWriter.close();
+    await readAll(c.clientReader);
+    await relay;
+    await served;
+    assert.equal(got, "GET / HTTP/1.1\r\nHost: late.test\r\n\r\n");
+  });
 });

@@ -234,6 +234,25 @@ export class ServerMetrics {
         "direction",
         (f) => [["up", f.bytesUp], ["down", f.bytesDown]],
       ],
+      [
+        "wgstack_flows_named_total",
+        "Forwarded flows whose host name was known, by where it came from: sni (TLS), http " +
+        "(Host), quic (Initial), dns (the forwarder's answers).",
+        "source",
+        (f) => Object.entries(f.hostnames),
+      ],
+      [
+        "wgstack_domain_refusals_total",
+        "Refusals by the domain rules: flows (TCP and UDP) and DNS queries answered as blocked.",
+        "kind",
+        (f) => [["flow", f.domainRefused], ["dns", f.dnsBlocked]],
+      ],
+      [
+        "wgstack_proxied_flows_total",
+        "Flows dialled through an upstream proxy.",
+        "",
+        (f) => [["", f.proxied]],
+      ],
     ];
     for (const [name, help, label, values] of forwarding) {
       counter(name, help, label ? ["device", label] : ["device"], (set) => {

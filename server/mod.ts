@@ -52,10 +52,12 @@ export {
   fileDescriptorLimit,
   Forwarder,
   type ForwarderStats,
+  type ForwardFlowInfo,
   type ForwardLimits,
   forwardLimits,
   type ForwardOptions,
   type RelayClient,
+  type RelayCounters,
   type RelayResult,
   relayTcp,
   type TcpDial,
@@ -79,3 +81,44 @@ export {
   type ServeMetricsOptions,
   ServerMetrics,
 } from "./metrics.ts";
+export {
+  associateUdp,
+  dialThrough,
+  type DialThroughOptions,
+  openDirectUdp,
+  parseUpstream,
+  type ProxyConn,
+  ProxyError,
+  type ProxyTarget,
+  socksUdpPayload,
+  type UdpUpstream,
+  type UpstreamProxy,
+} from "./upstream.ts";
+export {
+  clientHelloName,
+  type FirstBytes,
+  HostnameRefused,
+  type HostnameSource,
+  normalizeHostname,
+  SNIFF_MAX_BYTES,
+  type SniffedStream,
+  sniffFirstBytes,
+  sniffHostname,
+  type SniffState,
+  sniffStream,
+  type SniffStreamOptions,
+} from "./sniff.ts";
+export {
+  clientInitialKeys,
+  type InitialKeys,
+  QuicSniffer,
+  type QuicSnifferOptions,
+} from "./sniff_quic.ts";
+export { DomainRules, type DomainRulesOptions, parseDomainPattern } from "./domains.ts";
+export {
+  blockedAnswer,
+  DnsNames,
+  type DnsNamesOptions,
+  type DnsNamesStats,
+  queryName,
+} from "./dns_names.ts";
