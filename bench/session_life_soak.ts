@@ -13,7 +13,7 @@
  * @module
  */
 
-import { sessionLife } from "../tests/soak/session_life.ts";
+import { sessionBounds, sessionLife } from "../tests/soak/session_life.ts";
 import { growth } from "../tests/soak/verdict.ts";
 
 const HOURS = Number(Deno.args[0] ?? 24);
@@ -43,19 +43,8 @@ const r = sessionLife({
     ),
 });
 const peers = CLIENTS + 1;
-const problems = growth(
-  r.samples,
-  ["peers", "indices", "keypairs", "handshakes", "timers", "queued", "clientIndices"],
-  {
-    peers,
-    indices: 4 * peers,
-    keypairs: 3 * peers,
-    handshakes: peers,
-    timers: 5 * peers,
-    queued: 0,
-    clientIndices: 4 * CLIENTS,
-  },
-);
+const { fields, bounds } = sessionBounds(CLIENTS);
+const problems = growth(r.samples, fields, bounds);
 const half = r.samples[Math.floor(r.samples.length / 2)], last = r.samples.at(-1)!;
 console.log(
   `${HOURS} simulated hours in ${((performance.now() - start) / 1000).toFixed(1)} s: ` +

@@ -245,3 +245,23 @@ export function sessionLife(options: SessionLifeOptions): SessionLifeResult {
   }
   return { samples, transientPeers, roams, sent };
 }
+
+/** The tables a sample holds, and the bound each must stay within for `clients` clients. */
+export function sessionBounds(clients: number): {
+  fields: (keyof SessionSample & string)[];
+  bounds: Partial<Record<keyof SessionSample & string, number>>;
+} {
+  const peers = clients + 1; // and the transient one
+  return {
+    fields: ["peers", "indices", "keypairs", "handshakes", "timers", "queued", "clientIndices"],
+    bounds: {
+      peers,
+      indices: 4 * peers,
+      keypairs: 3 * peers,
+      handshakes: peers,
+      timers: 5 * peers,
+      queued: 0,
+      clientIndices: 4 * clients,
+    },
+  };
+}
