@@ -13,6 +13,7 @@
 import type { FuzzTarget } from "./harness.ts";
 import { wireguardDevice, wireguardLoaded, wireguardMessages } from "./wireguard.ts";
 import { fragmentsTarget, netstackTarget, wireTarget } from "./netstack.ts";
+import { serverTarget } from "./server.ts";
 import { cliArgsTarget, configTarget, ipTarget, keyTarget, policyRuleTarget } from "./text.ts";
 
 /** A target and the number of inputs CI feeds it. */
@@ -29,6 +30,7 @@ export const TARGETS: readonly TargetEntry[] = [
   { target: wireguardLoaded as FuzzTarget<never>, ci: 20_000 },
   { target: wireguardMessages as FuzzTarget<never>, ci: 50_000 },
   { target: netstackTarget as FuzzTarget<never>, ci: 20_000 },
+  { target: serverTarget as FuzzTarget<never>, ci: 10_000 },
   { target: fragmentsTarget as FuzzTarget<never>, ci: 50_000 },
   { target: wireTarget as FuzzTarget<never>, ci: 50_000 },
   { target: configTarget as FuzzTarget<never>, ci: 20_000 },
