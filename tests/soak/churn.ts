@@ -90,6 +90,8 @@ export interface ChurnOptions {
    * pass and take a quiet sample (default 1: after every round).
    */
   quiesceEvery?: number;
+  /** A directory to write heap snapshots of the server to: idle, and after each round. */
+  heapSnapshots?: string;
   /** Called after each round's sample. */
   onRound?: (round: ChurnRound) => void;
 }
@@ -219,6 +221,9 @@ export async function churnSoak(options: ChurnOptions): Promise<ChurnResult> {
   await oneConnection(client, host, 1);
   await new Promise((r) => setTimeout(r, (options.timeWait ?? 60_000) + 2000));
   const idle = await server.sample();
+  const snapshot = (name: string) =>
+    options.heapSnapshots && server.snapshot(`${options.heapSnapshots}/${name}.heapsnapshot`);
+  await snapshot("idle");
 
   const pause = () =>
     new Promise((r) =>
@@ -259,6 +264,7 @@ export async function churnSoak(options: ChurnOptions): Promise<ChurnResult> {
       sample: await server.sample(),
       seconds: (performance.now() - start) / 1000,
     };
+    await snapshot(`round${round}`);
     const last = (options.rounds !== undefined && round === options.rounds) ||
       (options.minutes !== undefined && performance.now() - start > options.minutes * 60_000);
     if (last || round % (options.quiesceEvery ?? 1) === 0) {

@@ -98,6 +98,12 @@ export class ServerProcess {
     return JSON.parse(line.value);
   }
 
+  /** Writes a V8 heap snapshot of the child to `path` (for finding what holds memory). */
+  async snapshot(path: string): Promise<void> {
+    await this.#writer.write(new TextEncoder().encode(`snapshot ${path}\n`));
+    await this.#lines.next();
+  }
+
   /** Shuts the server down and waits for the child. */
   async close(): Promise<void> {
     try {
@@ -166,6 +172,11 @@ async function child(): Promise<void> {
   out({ port: server.addr.port });
   for (let line = await lines.next(); !line.done; line = await lines.next()) {
     if (line.value === "quit") break;
+    if (line.value.startsWith("snapshot ")) {
+      (await import("node:v8")).writeHeapSnapshot(line.value.slice(9));
+      out({ snapshot: true });
+      continue;
+    }
     if (line.value === "sample") (globalThis as { gc?: () => void }).gc?.();
     const s = server.stats();
     const tcp = s.netstack.tcp.layer;
