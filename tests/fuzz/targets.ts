@@ -14,7 +14,14 @@ import type { FuzzTarget } from "./harness.ts";
 import { wireguardDevice, wireguardLoaded, wireguardMessages } from "./wireguard.ts";
 import { fragmentsTarget, netstackTarget, wireTarget } from "./netstack.ts";
 import { serverTarget } from "./server.ts";
-import { cliArgsTarget, configTarget, ipTarget, keyTarget, policyRuleTarget } from "./text.ts";
+import {
+  cliArgsTarget,
+  configTarget,
+  ipTarget,
+  keyTarget,
+  policyRuleTarget,
+  resolvConfTarget,
+} from "./text.ts";
 
 /** A target and the number of inputs CI feeds it. */
 export interface TargetEntry {
@@ -38,4 +45,5 @@ export const TARGETS: readonly TargetEntry[] = [
   { target: keyTarget as FuzzTarget<never>, ci: 50_000 },
   { target: policyRuleTarget as FuzzTarget<never>, ci: 50_000 },
   { target: cliArgsTarget as FuzzTarget<never>, ci: 20_000 },
+  { target: resolvConfTarget as FuzzTarget<never>, ci: 20_000 },
 ];

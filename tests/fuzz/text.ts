@@ -13,6 +13,7 @@ import { formatIp, parseIp, parseIpPrefix } from "../../wireguard/ip.ts";
 import { keyFromBase64 } from "../../wireguard/keys.ts";
 import { parsePolicyRule } from "../../server/policy.ts";
 import { parseCliArgs, parseHostPort, UsageError } from "../../cli/args.ts";
+import { parseResolvConf } from "../../cli/dns.ts";
 import { expectOnly, type FuzzTarget, mutateText, type Rng } from "./harness.ts";
 
 const KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
@@ -197,5 +198,24 @@ export const cliArgsTarget: FuzzTarget<string[]> = {
       }
     },
     show: (args) => JSON.stringify(args),
+  }),
+};
+
+/** resolv.conf: the first name server, a token without white space, or `undefined`. */
+export const resolvConfTarget: FuzzTarget<string> = {
+  name: "resolv-conf",
+  covers: "parseResolvConf (cli/dns.ts)",
+  setup: () => ({
+    generate: (rng) =>
+      mutateText(
+        rng,
+        "# generated\nsearch example.com\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n",
+        ["#", ";", " ", "\t", "nameserver", "\r", "::1", ""],
+      ),
+    feed(text) {
+      const server = parseResolvConf(text);
+      if (server !== undefined) assert.match(server, /^\S+$/);
+    },
+    show: (text) => JSON.stringify(text),
   }),
 };

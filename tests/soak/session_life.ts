@@ -12,6 +12,7 @@
  */
 
 import { Device, type Endpoint, type Peer } from "../../wireguard/device.ts";
+import type { PeerState } from "../../wireguard/peer.ts";
 import { defaultBackend } from "../../wireguard/crypto/mod.ts";
 import { Rng } from "../fuzz/harness.ts";
 import { bareIpv4 } from "../fuzz/wireguard.ts";
@@ -91,7 +92,7 @@ const WALL_BASE = 1_700_000_000_000;
 const STEP_MS = 250;
 const SERVER: Endpoint = { address: "198.51.100.1", port: 51820 };
 
-function armedTimers(peer: Peer): number {
+function armedTimers(peer: PeerState): number {
   const t = peer.timers;
   let n = 0;
   for (const at of [t.retransmitAt, t.keepaliveAt, t.newHandshakeAt, t.zeroKeysAt]) {
@@ -179,7 +180,7 @@ export function sessionLife(options: SessionLifeOptions): SessionLifeResult {
   const sample = (hour: number): SessionSample => {
     const s = server.stats();
     let keypairs = 0, handshakes = 0, timers = 0;
-    for (const peer of server.peers()) {
+    for (const peer of server.peers() as IterableIterator<PeerState>) {
       keypairs += (peer.current ? 1 : 0) + (peer.previous ? 1 : 0) + (peer.next ? 1 : 0);
       handshakes += peer.handshake ? 1 : 0;
       timers += armedTimers(peer);
