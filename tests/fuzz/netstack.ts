@@ -14,11 +14,18 @@ import { parseAddress } from "../../netstack/addr.ts";
 import { FragmentReassembler } from "../../netstack/fragments.ts";
 import { Ipv4Packet } from "../../netstack/wire/ipv4.ts";
 import { Ipv6HeaderChain, Ipv6Packet, walkIpv6Headers } from "../../netstack/wire/ipv6.ts";
-import { parseTcpInto, TcpRepr } from "../../netstack/wire/tcp.ts";
 import { UdpPacket } from "../../netstack/wire/udp.ts";
 import { IcmpPacket } from "../../netstack/wire/icmp.ts";
+import {
+  emitTcp,
+  parseTcpInto,
+  TCP_ACK,
+  TCP_URG,
+  tcpHeaderLength,
+  TcpRepr,
+} from "../../netstack/wire/tcp.ts";
 import { type FuzzTarget, hex, type Rng, touchGetters } from "./harness.ts";
-import { checkOutput, corpus, fixChecksums, mutate } from "./packets.ts";
+import { checkOutput, corpus, fixChecksums, icmpBytes, ipv4, mutate } from "./packets.ts";
 
 /** Limits of the fuzzed stack: small, so the fuzzing fills them. */
 export const FUZZ_LIMITS = {
@@ -69,6 +76,70 @@ function nudge(rng: Rng, packet: Uint8Array): Uint8Array {
   return p;
 }
 
+const reshapeRepr = new TcpRepr();
+
+/**
+ * A captured IPv4 segment re-emitted with changed options and fields (valid
+ * checksums): SACK blocks around the sequence space in use, old or zero
+ * timestamps, window scale or MSS outside a SYN, urgent data, a payload cut
+ * or moved in sequence space.
+ */
+function reshape(rng: Rng, packet: Uint8Array): Uint8Array {
+  const ihl = (packet[0] & 0x0f) * 4;
+  const r = reshapeRepr;
+  if (packet[0] >> 4 !== 4 || !parseTcpInto(packet.subarray(ihl), r)) return mutate(rng, packet);
+  const src = packet.subarray(12, 16), dst = packet.subarray(16, 20);
+  const near = (base: number) =>
+    (base + rng.pick([0, 1, -1, 1460, -1460, 65536, -65536, 2 ** 31, rng.int(2 ** 32)])) >>> 0;
+  for (let n = 1 + rng.int(3); n > 0; n--) {
+    switch (rng.int(7)) {
+      case 0: {
+        r.sackCount = 1 + rng.int(4);
+        for (let i = 0; i < 2 * r.sackCount; i++) r.sackBlocks[i] = near(r.ack);
+        break;
+      }
+      case 1:
+        r.hasTimestamp = true;
+        r.tsVal = rng.pick([0, 1, r.tsVal - 1, r.tsVal + 2 ** 31, rng.int(2 ** 32)]) >>> 0;
+        r.tsEcr = rng.pick([0, r.tsEcr, rng.int(2 ** 32)]) >>> 0;
+        break;
+      case 2:
+        r.windowScale = rng.pick([-1, 0, 7, 14, 15, 255]);
+        r.mss = rng.pick([-1, 0, 1, 536, 65535]);
+        break;
+      case 3:
+        r.flags |= TCP_URG;
+        r.urgent = rng.pick([0, 1, r.payload.length, 65535]);
+        break;
+      case 4:
+        r.payload = r.payload.subarray(rng.int(r.payload.length + 1));
+        break;
+      case 5:
+        r.seq = near(r.seq);
+        break;
+      default:
+        r.ack = near(r.ack);
+        r.flags |= TCP_ACK;
+    }
+  }
+  if (tcpHeaderLength(r) > 60) {
+    // More options than fit: keep the SACK blocks that do.
+    r.mss = r.windowScale = -1;
+    r.sackCount = Math.min(r.sackCount, r.hasTimestamp ? 3 : 4);
+  }
+  return ipv4(rng, src, dst, 6, emitTcp(r, src, dst));
+}
+
+/** An ICMP error from a router about a packet the server sent (e.g. fragmentation needed). */
+function icmpAbout(rng: Rng, sent: Uint8Array): Uint8Array {
+  const router = Uint8Array.of(192, 0, 2, 1 + rng.int(250));
+  const type = rng.pick([3, 3, 3, 11, 12]);
+  const code = type === 3 ? rng.pick([0, 1, 2, 3, 4, 4, 4, 13]) : rng.int(2);
+  const mtu = rng.pick([0, 1, 68, 296, 576, 1280, 1400, 1500, 65535]);
+  const quote = sent.subarray(0, rng.pick([20, 28, 40, 48, 68, sent.length]));
+  return ipv4(rng, router, sent.subarray(12, 16), 1, icmpBytes(type, code, mtu, quote));
+}
+
 /** A `NetStack` under generated, mutated and replayed-flow packets. */
 export const netstackTarget: FuzzTarget<Uint8Array[]> = {
   name: "netstack",
@@ -78,6 +149,8 @@ export const netstackTarget: FuzzTarget<Uint8Array[]> = {
     const toServer: Uint8Array[] = [];
     /** The latest client→server packets of live connections (a ring). */
     const flow: Uint8Array[] = [];
+    /** The latest server→client packets of live connections (a ring). */
+    const back: Uint8Array[] = [];
     const accepted: TcpConnection[] = [];
     /** Requests decided at the next tick (as a dialling owner does). */
     const later: TcpRequest[] = [];
@@ -86,7 +159,11 @@ export const netstackTarget: FuzzTarget<Uint8Array[]> = {
     const server = new NetStack({
       output(p) {
         checkOutput(p);
-        if (isProbe(p)) toClient.push(p.slice());
+        if (isProbe(p)) {
+          toClient.push(p.slice());
+          back.push(p.slice());
+          if (back.length > 64) back.shift();
+        }
       },
       onUdpFlow(f) {
         if (rng.chance(0.3)) void f.readable.cancel().catch(() => {});
@@ -146,7 +223,9 @@ export const netstackTarget: FuzzTarget<Uint8Array[]> = {
     const payload = rng.bytes(3000);
     return {
       generate(rng) {
-        if (flow.length > 0 && rng.chance(0.3)) return [nudge(rng, rng.pick(flow))];
+        if (flow.length > 0 && rng.chance(0.15)) return [nudge(rng, rng.pick(flow))];
+        if (flow.length > 0 && rng.chance(0.15)) return [reshape(rng, rng.pick(flow))];
+        if (back.length > 0 && rng.chance(0.05)) return [icmpAbout(rng, rng.pick(back))];
         return corpus(rng).map((p) => rng.chance(0.8) ? mutate(rng, p) : p);
       },
       feed(packets, now) {
