@@ -62,6 +62,11 @@ export interface WireguardPair {
   delivered(): number;
   /** Moves the queued datagrams until both sides are quiet, at `now`. */
   pump(now: number): void;
+  /**
+   * Sets the simulated time the devices' wall clocks follow (a handshake's
+   * TAI64N timestamp must grow, or the responder takes it for a replay).
+   */
+  setClock(now: number): void;
 }
 
 /**
@@ -76,11 +81,12 @@ export function wireguardPair(rng: Rng, now: number): WireguardPair {
   const toBQueue: Uint8Array[] = [];
   const captured: Uint8Array[] = [];
   let delivered = 0;
+  let clock = now;
   const responder = new Device({
     privateKey: new Uint8Array(32).fill(2),
     backend,
     random: rng.fill,
-    wallClock: () => WALL_BASE,
+    wallClock: () => WALL_BASE + clock,
     sendDatagram: (d, to) => toA.push({ d: d.slice(), to }),
     deliverPacket: () => delivered++,
     limits: { rateLimiterEntries: 512 },
@@ -89,7 +95,7 @@ export function wireguardPair(rng: Rng, now: number): WireguardPair {
     privateKey: new Uint8Array(32).fill(1),
     backend,
     random: rng.fill,
-    wallClock: () => WALL_BASE,
+    wallClock: () => WALL_BASE + clock,
     sendDatagram: (d) => toBQueue.push(d.slice()),
     deliverPacket: () => {},
   });
@@ -117,7 +123,7 @@ export function wireguardPair(rng: Rng, now: number): WireguardPair {
     privateKey: new Uint8Array(32).fill(2),
     backend,
     random: rng.fill,
-    wallClock: () => WALL_BASE,
+    wallClock: () => WALL_BASE + clock,
     sendDatagram: (d) => captured.push(d.slice()),
     deliverPacket: () => {},
     limits: { underLoadThreshold: 0 },
@@ -133,6 +139,7 @@ export function wireguardPair(rng: Rng, now: number): WireguardPair {
     fromA,
     delivered: () => delivered,
     pump,
+    setClock: (at) => clock = at,
   };
 }
 
@@ -236,11 +243,13 @@ function deviceRun(rng: Rng, loaded: boolean): FuzzRun<{ d: Uint8Array; from: En
     },
     feed({ d, from }, at) {
       now = at;
+      pair.setClock(at);
       responder.receive(d, from, at);
       drain(at);
     },
     show: ({ d, from }) => `${from.address}:${from.port} ${hex(d)}`,
     tick(at) {
+      pair.setClock(at);
       responder.poll(at);
       initiator.poll(at);
       drain(at);
@@ -277,6 +286,7 @@ function deviceRun(rng: Rng, loaded: boolean): FuzzRun<{ d: Uint8Array; from: En
       const before = pair.delivered();
       drain(at);
       const t = at + 200_000;
+      pair.setClock(t);
       responder.poll(t);
       initiator.poll(t);
       initiator.send(bareIpv4("10.0.0.1", "10.0.0.2", 64), t);
