@@ -176,6 +176,9 @@ function deviceTarget(loaded: boolean): FuzzTarget<{ d: Uint8Array; from: Endpoi
 function deviceRun(rng: Rng, loaded: boolean): FuzzRun<{ d: Uint8Array; from: Endpoint }> {
   const pair = wireguardPair(rng, 1000);
   const { responder, initiator, captured } = pair;
+  /** The latest sealed transport messages (a ring). */
+  const recent: Uint8Array[] = new Array(64);
+  let recentAt = 0;
   const backend = defaultBackend();
   const mac = new CookieGenerator(backend, responder.publicKey);
   const server = [...initiator.peers()][0];
@@ -224,8 +227,13 @@ function deviceRun(rng: Rng, loaded: boolean): FuzzRun<{ d: Uint8Array; from: En
         initiator.sendTo(server, inner.subarray(0, 1400), now);
         d = pair.toResponder.pop() ?? rng.pick(captured);
         pair.toResponder.length = 0;
+        // Kept to replay and mutate while its session lives.
+        recent[recentAt++ % recent.length] = d;
       } else {
-        d = mutateBytes(rng, rng.pick(captured), rng.pick(captured));
+        const base = rng.chance(0.5) && recentAt > 0
+          ? recent[rng.int(Math.min(recentAt, recent.length))]
+          : rng.pick(captured);
+        d = rng.chance(0.2) ? base.slice() : mutateBytes(rng, base, rng.pick(captured));
         const op = rng.next();
         if (op < 0.2 && d.length >= 1) d[0] = rng.int(6);
         else if (op < 0.4 && d.length >= 8) d.set(rng.bytes(4), 4); // indices
