@@ -42,6 +42,15 @@ Deno.test({
     assert.equal(r.rounds.reduce((n, x) => n + x.failures, 0), 0, "every connection echoed");
     assert.ok(r.rounds.some((x) => x.sample.tables.timeWait > 0), "TIME_WAIT was used");
     assert.ok(r.rounds.some((x) => x.sample.tables.udpFlows > 0), "UDP flows were open");
-    for (const round of r.rounds) assert.deepEqual(round.quiet!.tables, r.idle.tables);
+    // The timer heap may keep up to 64 stale entries (dropped lazily), and a
+    // rekey leaves the previous session beside the current one.
+    const { tcpTimers, indices, ...idle } = r.idle.tables;
+    assert.ok(tcpTimers <= 64 && indices <= 3);
+    for (const round of r.rounds) {
+      const { tcpTimers, indices, ...quiet } = round.quiet!.tables;
+      assert.deepEqual(quiet, idle);
+      assert.ok(tcpTimers <= 64, `${tcpTimers} timer heap entries`);
+      assert.ok(indices <= 3, `${indices} sessions`);
+    }
   },
 });

@@ -34,6 +34,10 @@ export interface ServerSample {
   rss: number;
   /** V8 heap in use after a full GC (bytes). */
   heapUsed: number;
+  /** V8 heap reserved (bytes). */
+  heapTotal: number;
+  /** Memory outside the V8 heap held by JavaScript objects, e.g. ArrayBuffers (bytes). */
+  external: number;
   /** User + system CPU time of the process so far (ms). */
   cpuMs: number;
   /** Timer wake-ups and queued-work turns of the server so far. */
@@ -148,6 +152,13 @@ function openFds(): number {
   return n;
 }
 
+/** glibc's malloc_trim(0): gives freed heap memory back to the system (an experiment knob). */
+function trim(): void {
+  const libc = Deno.dlopen("libc.so.6", { malloc_trim: { parameters: ["usize"], result: "i32" } });
+  libc.symbols.malloc_trim(0n);
+  libc.close();
+}
+
 async function child(): Promise<void> {
   const lines = readLines(Deno.stdin.readable)[Symbol.asyncIterator]();
   const first = await lines.next();
@@ -178,12 +189,15 @@ async function child(): Promise<void> {
       continue;
     }
     if (line.value === "sample") (globalThis as { gc?: () => void }).gc?.();
+    if (Deno.env.get("WGSTACK_SOAK_TRIM")) trim();
     const s = server.stats();
     const tcp = s.netstack.tcp.layer;
     const memory = Deno.memoryUsage();
     out({
       rss: memory.rss,
       heapUsed: memory.heapUsed,
+      heapTotal: memory.heapTotal,
+      external: memory.external,
       cpuMs: cpuMs(),
       polls: s.polls,
       tables: {
@@ -194,6 +208,7 @@ async function child(): Promise<void> {
         tcpConnections: tcp?.connections ?? 0,
         tcpHalfOpen: tcp?.halfOpen ?? 0,
         timeWait: tcp?.timeWait ?? 0,
+        tcpTimers: tcp?.timers ?? 0,
         udpFlows: s.netstack.udp.flows,
         fragments: s.netstack.fragments.datagrams,
         tcpOpen: s.tcpOpen,
