@@ -3,9 +3,9 @@
  * a million of each). Adding a parser: write its `FuzzTarget` (see
  * `./harness.ts`) and add one line here.
  *
- * Still to add as their parsers land: UAPI requests (`wireguard/uapi*.ts`),
- * DNS messages, TLS ClientHello / HTTP Host sniffing, SOCKS replies, the
- * dashboard's JSON API bodies.
+ * Still to add as their parsers land: the UAPI socket's request framing
+ * (`server/uapi.ts`, through a socket), DNS messages, TLS ClientHello / HTTP
+ * Host sniffing, SOCKS replies, the dashboard's JSON API bodies.
  *
  * @module
  */
@@ -21,6 +21,7 @@ import {
   keyTarget,
   policyRuleTarget,
   resolvConfTarget,
+  uapiSetTarget,
 } from "./text.ts";
 
 /** A target and the number of inputs CI feeds it. */
@@ -46,4 +47,5 @@ export const TARGETS: readonly TargetEntry[] = [
   { target: policyRuleTarget as FuzzTarget<never>, ci: 50_000 },
   { target: cliArgsTarget as FuzzTarget<never>, ci: 20_000 },
   { target: resolvConfTarget as FuzzTarget<never>, ci: 20_000 },
+  { target: uapiSetTarget as FuzzTarget<never>, ci: 20_000 },
 ];

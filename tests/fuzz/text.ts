@@ -14,6 +14,12 @@ import { keyFromBase64 } from "../../wireguard/keys.ts";
 import { parsePolicyRule } from "../../server/policy.ts";
 import { parseCliArgs, parseHostPort, UsageError } from "../../cli/args.ts";
 import { parseResolvConf } from "../../cli/dns.ts";
+import {
+  formatUapiEndpoint,
+  parseUapiEndpoint,
+  UapiError,
+  UapiSetParser,
+} from "../../wireguard/uapi.ts";
 import { expectOnly, type FuzzTarget, mutateText, type Rng } from "./harness.ts";
 
 const KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
@@ -215,6 +221,61 @@ export const resolvConfTarget: FuzzTarget<string> = {
     feed(text) {
       const server = parseResolvConf(text);
       if (server !== undefined) assert.match(server, /^\S+$/);
+    },
+    show: (text) => JSON.stringify(text),
+  }),
+};
+
+const HEX_A = "e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a";
+const HEX_B = "b85996fecc9c7f1fc6d2572a76eda11d59bcd20be8e543b15ce4bd85a8e75a33";
+
+/** A `set=1` request as wg sends it: device keys, then peer blocks. */
+const UAPI_SET = `private_key=${HEX_A}
+listen_port=51820
+fwmark=0
+replace_peers=true
+public_key=${HEX_B}
+preshared_key=${"0".repeat(64)}
+endpoint=[2001:db8::1]:51820
+persistent_keepalive_interval=25
+replace_allowed_ips=true
+allowed_ip=10.0.0.2/32
+allowed_ip=fd00::2/128
+protocol_version=1
+public_key=${HEX_A}
+update_only=true
+endpoint=192.0.2.7:1234
+allowed_ip=-10.0.0.9/32
+remove=true`;
+
+/** UAPI `set=1` lines: operations or a `UapiError`; endpoints format back to themselves. */
+export const uapiSetTarget: FuzzTarget<string> = {
+  name: "uapi-set",
+  covers: "UapiSetParser.line/end, parseUapiEndpoint ↔ formatUapiEndpoint (wireguard/uapi.ts)",
+  setup: () => ({
+    generate: (rng) =>
+      mutateText(rng, UAPI_SET, ["=", "-", "/", ":", "[", "]", "true", "false", "0", "65536", "f"]),
+    feed(text) {
+      const parser = new UapiSetParser();
+      for (const line of text.split("\n")) {
+        try {
+          parser.line(line);
+        } catch (e) {
+          if (!(e instanceof UapiError)) throw e;
+        }
+      }
+      parser.end();
+      for (const line of text.split("\n")) {
+        if (!line.startsWith("endpoint=")) continue;
+        let endpoint;
+        try {
+          endpoint = parseUapiEndpoint(line.slice(9));
+        } catch (e) {
+          if (e instanceof UapiError) continue;
+          throw e;
+        }
+        assert.deepEqual(parseUapiEndpoint(formatUapiEndpoint(endpoint)), endpoint);
+      }
     },
     show: (text) => JSON.stringify(text),
   }),
