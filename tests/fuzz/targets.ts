@@ -3,9 +3,10 @@
  * a million of each). Adding a parser: write its `FuzzTarget` (see
  * `./harness.ts`) and add one line here.
  *
- * Still to add as their parsers land: the UAPI socket's request framing
- * (`server/uapi.ts`, through a socket), DNS messages, TLS ClientHello / HTTP
- * Host sniffing, SOCKS replies, the dashboard's JSON API bodies.
+ * Still to add: the UAPI socket's request framing (`server/uapi.ts`, through
+ * a socket), QUIC Initial sniffing (`QuicSniffer`, needs a builder of
+ * encrypted Initials), SOCKS5/HTTP CONNECT replies (`dialThrough`, through a
+ * fake proxy conn), the dashboard's JSON API bodies.
  *
  * @module
  */
@@ -14,6 +15,7 @@ import type { FuzzTarget } from "./harness.ts";
 import { wireguardDevice, wireguardLoaded, wireguardMessages } from "./wireguard.ts";
 import { fragmentsTarget, netstackTarget, wireTarget } from "./netstack.ts";
 import { serverTarget } from "./server.ts";
+import { dnsTarget, proxyTextTarget, sniffTarget } from "./sniff.ts";
 import {
   cliArgsTarget,
   configTarget,
@@ -48,4 +50,7 @@ export const TARGETS: readonly TargetEntry[] = [
   { target: cliArgsTarget as FuzzTarget<never>, ci: 20_000 },
   { target: resolvConfTarget as FuzzTarget<never>, ci: 20_000 },
   { target: uapiSetTarget as FuzzTarget<never>, ci: 20_000 },
+  { target: sniffTarget as FuzzTarget<never>, ci: 20_000 },
+  { target: dnsTarget as FuzzTarget<never>, ci: 20_000 },
+  { target: proxyTextTarget as FuzzTarget<never>, ci: 20_000 },
 ];
