@@ -9,40 +9,14 @@
  */
 
 import assert from "node:assert/strict";
-import { connect as connectTls } from "node:tls";
 import { clientHelloName, normalizeHostname, sniffHostname } from "../../server/sniff.ts";
 import { encodeDns } from "../../server/_dns_message.ts";
 import { DnsNames, queryName } from "../../server/dns_names.ts";
 import { parseUpstream, socksUdpPayload } from "../../server/upstream.ts";
 import { parseDomainPattern } from "../../server/domains.ts";
+import { QuicSniffer } from "../../server/sniff_quic.ts";
+import { realClientHello, realQuicInitials } from "../../server/test_helpers.ts";
 import { concat, expectOnly, type FuzzTarget, hex, mutateBytes, mutateText } from "./harness.ts";
-
-/** The ClientHello Node's TLS client sends for `serverName`, captured on loopback. */
-async function realClientHello(serverName: string): Promise<Uint8Array> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const got = (async () => {
-    const conn = await listener.accept();
-    const buf = new Uint8Array(65536);
-    let n = 0;
-    while (n < 5 || n < 5 + ((buf[3] << 8) | buf[4])) {
-      const r = await conn.read(buf.subarray(n));
-      if (r === null) break;
-      n += r;
-    }
-    conn.close();
-    return buf.slice(0, n);
-  })();
-  const socket = connectTls({
-    host: "127.0.0.1",
-    port: listener.addr.port,
-    servername: serverName,
-  });
-  socket.on("error", () => {});
-  const hello = await got;
-  socket.destroy();
-  listener.close();
-  return hello;
-}
 
 const text = new TextEncoder();
 
@@ -171,4 +145,30 @@ export const proxyTextTarget: FuzzTarget<{ d: Uint8Array; url: string; pattern: 
     },
     show: ({ d, url, pattern }) => `${hex(d)} ${JSON.stringify(url)} ${JSON.stringify(pattern)}`,
   }),
+};
+
+/** QUIC Initial sniffing: real Initials from Deno's QUIC client, mutated; a state, never a throw. */
+export const quicTarget: FuzzTarget<Uint8Array[]> = {
+  name: "sniff-quic",
+  covers: "QuicSniffer.push (header protection, AES-GCM, CRYPTO frames) on real Initials mutated",
+  async setup() {
+    const initials = await realQuicInitials("www.example.com");
+    return {
+      generate: (rng) =>
+        initials.map((d) => rng.chance(0.5) ? mutateBytes(rng, d, rng.pick(initials)) : d),
+      feed(datagrams) {
+        const sniffer = new QuicSniffer();
+        for (const d of datagrams) {
+          const state = sniffer.push(d);
+          if (state.done) {
+            if (state.hostname !== undefined) {
+              assert.equal(normalizeHostname(state.hostname), state.hostname);
+            }
+            break;
+          }
+        }
+      },
+      show: (datagrams) => datagrams.map(hex).join(" "),
+    };
+  },
 };

@@ -4,8 +4,7 @@
  * `./harness.ts`) and add one line here.
  *
  * Still to add: the UAPI socket's request framing (`server/uapi.ts`, through
- * a socket), QUIC Initial sniffing (`QuicSniffer`, needs a builder of
- * encrypted Initials), SOCKS5/HTTP CONNECT replies (`dialThrough`, through a
+ * a socket), SOCKS5/HTTP CONNECT replies (`dialThrough`, through a
  * fake proxy conn), the dashboard's JSON API bodies.
  *
  * @module
@@ -15,7 +14,7 @@ import type { FuzzTarget } from "./harness.ts";
 import { wireguardDevice, wireguardLoaded, wireguardMessages } from "./wireguard.ts";
 import { fragmentsTarget, netstackTarget, wireTarget } from "./netstack.ts";
 import { serverTarget } from "./server.ts";
-import { dnsTarget, proxyTextTarget, sniffTarget } from "./sniff.ts";
+import { dnsTarget, proxyTextTarget, quicTarget, sniffTarget } from "./sniff.ts";
 import {
   cliArgsTarget,
   configTarget,
@@ -51,6 +50,7 @@ export const TARGETS: readonly TargetEntry[] = [
   { target: resolvConfTarget as FuzzTarget<never>, ci: 20_000 },
   { target: uapiSetTarget as FuzzTarget<never>, ci: 20_000 },
   { target: sniffTarget as FuzzTarget<never>, ci: 20_000 },
+  { target: quicTarget as FuzzTarget<never>, ci: 5_000 },
   { target: dnsTarget as FuzzTarget<never>, ci: 20_000 },
   { target: proxyTextTarget as FuzzTarget<never>, ci: 20_000 },
 ];
