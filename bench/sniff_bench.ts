@@ -13,35 +13,8 @@
  * @module
  */
 
-import { connect as connectTls } from "node:tls";
 import { QuicSniffer, sniffHostname } from "@wgstack/server";
-import { realQuicInitials } from "../server/test_helpers.ts";
-
-async function realClientHello(serverName: string): Promise<Uint8Array> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const got = (async () => {
-    const conn = await listener.accept();
-    const buf = new Uint8Array(65536);
-    let n = 0;
-    while (n < 5 || n < 5 + ((buf[3] << 8) | buf[4])) {
-      const r = await conn.read(buf.subarray(n));
-      if (r === null) break;
-      n += r;
-    }
-    conn.close();
-    return buf.slice(0, n);
-  })();
-  const socket = connectTls({
-    host: "127.0.0.1",
-    port: listener.addr.port,
-    servername: serverName,
-  });
-  socket.on("error", () => {});
-  const hello = await got;
-  socket.destroy();
-  listener.close();
-  return hello;
-}
+import { realClientHello, realQuicInitials } from "../server/test_helpers.ts";
 
 const http = new TextEncoder().encode(
   "GET /index.html HTTP/1.1\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\nHost: www.example.com\r\n\r\n",

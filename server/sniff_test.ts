@@ -1,37 +1,9 @@
 import assert from "node:assert/strict";
-import { connect as connectTls } from "node:tls";
 import { clientHelloName, sniffHostname, sniffStream } from "./sniff.ts";
 import { xorshift32 } from "../tests/_prng.ts";
+import { realClientHello } from "./test_helpers.ts";
 
 const text = new TextEncoder();
-
-/** The ClientHello Deno's own TLS client sends for `serverName` (a real one, Node's TLS client). */
-async function realClientHello(serverName: string): Promise<Uint8Array> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const got = (async () => {
-    const conn = await listener.accept();
-    const buf = new Uint8Array(65536);
-    let n = 0;
-    // Until the record and the handshake message it announces are all here.
-    while (n < 5 || n < 5 + ((buf[3] << 8) | buf[4])) {
-      const r = await conn.read(buf.subarray(n));
-      if (r === null) break;
-      n += r;
-    }
-    conn.close();
-    return buf.slice(0, n);
-  })();
-  const socket = connectTls({
-    host: "127.0.0.1",
-    port: listener.addr.port,
-    servername: serverName,
-  });
-  socket.on("error", () => {});
-  const hello = await got;
-  socket.destroy();
-  listener.close();
-  return hello;
-}
 
 async function collect(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];

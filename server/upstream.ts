@@ -87,8 +87,8 @@ export function parseUpstream(text: string): UpstreamProxy {
     throw new TypeError("Upstream URL must be scheme://[user:pass@]host:port only");
   }
   const port = url.port ? Number(url.port) : kind === "http" ? 8080 : 1080;
-  const username = url.username ? decodeURIComponent(url.username) : undefined;
-  const password = url.password ? decodeURIComponent(url.password) : undefined;
+  const username = url.username ? decodeCredential(url.username) : undefined;
+  const password = url.password ? decodeCredential(url.password) : undefined;
   if (kind !== "http" && ((username?.length ?? 0) > 255 || (password?.length ?? 0) > 255)) {
     throw new RangeError("SOCKS5 username and password are at most 255 bytes (RFC 1929)");
   }
@@ -102,6 +102,15 @@ export function parseUpstream(text: string): UpstreamProxy {
     password,
     label: `${kind}://${userPart}${url.host}`,
   };
+}
+
+/** A %-decoded user name or password; a broken escape is a `TypeError` (not echoed: a secret). */
+function decodeCredential(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new TypeError("Upstream user name or password has a malformed %-escape");
+  }
 }
 
 /** A TCP connection as the dialers need it (a `Deno.TcpConn` fits). */

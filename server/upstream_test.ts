@@ -76,6 +76,12 @@ Deno.test("parseUpstream", async (t) => {
       () => parseUpstream("not a url:secret@"),
       (e: Error) => !/secret/.test(e.message),
     );
+    // Found by the fuzzer (tests/fuzz/sniff.ts): was a URIError from decodeURIComponent.
+    assert.throws(
+      () => parseUpstream("socks5h://me:sec%ret@192.0.2.9:1080"),
+      (e: Error) => e instanceof TypeError && /%-escape/.test(e.message) && !/sec/.test(e.message),
+    );
+    assert.throws(() => parseUpstream("socks5h://m%:secret@192.0.2.9"), TypeError);
   });
 });
 

@@ -9,6 +9,8 @@ import { Device, type Endpoint } from "../wireguard/device.ts";
 import type { PeerState } from "../wireguard/peer.ts";
 import { defaultBackend } from "../wireguard/crypto/mod.ts";
 import { CookieGenerator } from "../wireguard/cookie.ts";
+import { Rng } from "./fuzz/harness.ts";
+import { bareIpv4 as ipv4, outerSources } from "./fuzz/wireguard.ts";
 import {
   CookieReplyMessage,
   InitiationMessage,
@@ -20,36 +22,9 @@ const backend = defaultBackend();
 const WALL_BASE = 1_700_000_000_000;
 const MESSAGES = 120_000;
 
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomFill(rand: () => number): (bytes: Uint8Array) => void {
-  return (bytes) => {
-    for (let i = 0; i < bytes.length; i++) bytes[i] = (rand() * 256) | 0;
-  };
-}
-
-function ipv4(src: string, dst: string, payload = 20): Uint8Array {
-  const p = new Uint8Array(20 + payload);
-  p[0] = 0x45;
-  p[2] = p.length >> 8;
-  p[3] = p.length & 0xff;
-  p.set(src.split(".").map(Number), 12);
-  p.set(dst.split(".").map(Number), 16);
-  return p;
-}
-
 Deno.test("wireguard fuzz: random and mutated messages", async (t) => {
-  const rand = prng(0xc0ffee);
+  const rng = new Rng(0xc0ffee);
+  const rand = () => rng.next();
   let now = 1000;
   const fromA: Endpoint = { address: "192.0.2.1", port: 1111 };
   const toB: Endpoint = { address: "198.51.100.2", port: 51820 };
@@ -61,7 +36,7 @@ Deno.test("wireguard fuzz: random and mutated messages", async (t) => {
   const responder = new Device({
     privateKey: new Uint8Array(32).fill(2),
     backend,
-    random: randomFill(prng(2)),
+    random: new Rng(2).fill,
     wallClock: () => WALL_BASE + now,
     sendDatagram: (d, to) => {
       sentByB++;
@@ -74,7 +49,7 @@ Deno.test("wireguard fuzz: random and mutated messages", async (t) => {
   const initiator = new Device({
     privateKey: new Uint8Array(32).fill(1),
     backend,
-    random: randomFill(prng(1)),
+    random: new Rng(1).fill,
     wallClock: () => WALL_BASE + now,
     sendDatagram: (d) => {
       captured.push(d.slice());
@@ -85,7 +60,7 @@ Deno.test("wireguard fuzz: random and mutated messages", async (t) => {
   const stranger = new Device({
     privateKey: new Uint8Array(32).fill(3),
     backend,
-    random: randomFill(prng(3)),
+    random: new Rng(3).fill,
     wallClock: () => WALL_BASE + now,
     sendDatagram: (d) => captured.push(d.slice()),
     deliverPacket: () => {},
@@ -125,7 +100,7 @@ Deno.test("wireguard fuzz: random and mutated messages", async (t) => {
     const loaded = new Device({
       privateKey: new Uint8Array(32).fill(2),
       backend,
-      random: randomFill(prng(4)),
+      random: new Rng(4).fill,
       wallClock: () => WALL_BASE + now,
       sendDatagram: (d) => captured.push(d.slice()),
       deliverPacket: () => {},
@@ -138,14 +113,7 @@ Deno.test("wireguard fuzz: random and mutated messages", async (t) => {
   await t.step(`${MESSAGES} random and mutated datagrams`, () => {
     const mac = new CookieGenerator(backend, responder.publicKey);
     const before = responder.stats();
-    const sources: Endpoint[] = [];
-    for (let i = 0; i < 4096; i++) {
-      sources.push(
-        i % 3 === 0
-          ? { address: `2001:db8:${(i * 7919).toString(16)}::${i.toString(16)}`, port: i }
-          : { address: `10.${(i >> 8) & 255}.${i & 255}.${i % 7}`, port: 1000 + i },
-      );
-    }
+    const sources = outerSources();
     const pick = <T>(xs: T[]): T => xs[(rand() * xs.length) | 0];
     for (let n = 0; n < MESSAGES; n++) {
       if (n % 16 === 0) now += 1;
@@ -154,7 +122,7 @@ Deno.test("wireguard fuzz: random and mutated messages", async (t) => {
       if (kind < 0.15) {
         // Pure garbage, sometimes with a plausible header.
         d = new Uint8Array((rand() * 200) | 0);
-        randomFill(rand)(d);
+        rng.fill(d);
         if (d.length >= 4 && rand() < 0.5) d.set([1 + ((rand() * 4) | 0), 0, 0, 0]);
       } else {
         d = pick(captured).slice();

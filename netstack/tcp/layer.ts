@@ -75,6 +75,8 @@ export interface TcpLayerStats {
   connectionsEvicted: number;
   /** Sources with connections (or bytes of closed ones not yet read) now. */
   sources: number;
+  /** Entries of the timer heap (each connection's latest deadline, plus stale ones not yet dropped). */
+  timers: number;
 }
 
 interface HeapEntry {
@@ -178,7 +180,10 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     synDroppedSourceQuota: 0,
     connectionsEvicted: 0,
     sources: 0,
+    timers: 0,
   };
+  /** Released connections that may still have heap entries (which keep them in memory). */
+  #releasedInHeap = 0;
 
   /** Creates a layer that sends through `host`. Throws `RangeError` on bad options. */
   constructor(host: TcpLayerHost, options?: TcpOptions) {
@@ -263,6 +268,12 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     if (this.#timeWait.get(key) === conn) {
       this.#timeWait.delete(key);
       this.#timeWaitBy.delete(conn.source, key);
+    }
+    // A stale heap entry holds its released connection (kilobytes: streams,
+    // congestion control) until its time comes, e.g. a keepalive 15 min
+    // away. Drop them once they are a quarter of the live connections.
+    if (conn.heapAt !== Infinity && ++this.#releasedInHeap > 64 + (this.#conns.size >> 2)) {
+      this.#rebuildHeap();
     }
   }
 
@@ -641,6 +652,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       halfOpen: this.#halfOpen.size,
       timeWait: this.#timeWait.size,
       sources: this.#budgets.size,
+      timers: this.#heap.length,
     };
   }
 
@@ -692,6 +704,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   }
 
   #rebuildHeap(): void {
+    this.#releasedInHeap = 0;
     const live: HeapEntry[] = [];
     for (const e of this.#heap) if (!e.conn.released && e.at === e.conn.heapAt) live.push(e);
     this.#heap.length = 0;

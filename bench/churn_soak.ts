@@ -1,0 +1,76 @@
+/**
+ * Connection churn soak through forward mode (see `tests/soak/churn.ts`):
+ * our own client opens and closes 10,000 TCP connections and 2,500 UDP flows
+ * per round through `serve({ forward })` (a child process) to an echo
+ * service in a namespace, for 10 minutes (default), with production
+ * timeouts (TIME_WAIT and UDP idle 60 s). Every 6 rounds it pauses until the
+ * timeouts have passed and samples the quiet server. Reported: heap slope
+ * in bytes per connection (quiet samples after the first), RSS and heap at
+ * the end vs idle, and whether every table is back to its idle size.
+ *
+ * `WGSTACK_SOAK_TRIM=1` calls glibc's `malloc_trim(0)` in the server before
+ * each sample: the RSS it gives back is memory the allocator kept after it
+ * was freed, not memory in use.
+ *
+ * Root and namespaces needed.
+ *
+ * ```sh
+ * sudo WGSTACK_NETNS_PREFIX=fz deno run -A bench/churn_soak.ts [MINUTES] [CONNS] [UDP]
+ * ```
+ *
+ * @module
+ */
+
+import { requireOrSkip } from "../tests/netns.ts";
+import { churnSoak } from "../tests/soak/churn.ts";
+import type { ServerSample } from "../tests/soak/server_proc.ts";
+
+const MINUTES = Number(Deno.args[0] ?? 10);
+const CONNECTIONS = Number(Deno.args[1] ?? 10_000);
+const UDP = Number(Deno.args[2] ?? 2_500);
+
+const req = await requireOrSkip("churn soak");
+if (req.ignore) Deno.exit(0);
+
+const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+const show = (s: ServerSample) =>
+  `rss ${mib(s.rss)} MiB heap ${mib(s.heapUsed)} of ${mib(s.heapTotal)} MiB external ${
+    mib(s.external)
+  } MiB ` +
+  Object.entries(s.tables).map(([k, v]) => `${k}=${v}`).join(" ");
+
+const r = await churnSoak({
+  connections: CONNECTIONS,
+  udpFlows: UDP,
+  minutes: MINUTES,
+  quiesceEvery: 6,
+  onRound(x) {
+    console.log(
+      `round ${x.round} ${
+        x.seconds.toFixed(0)
+      } s: ${x.connections} connections, ${x.udpFlows} flows, ` +
+        `${x.failures} failed; ${show(x.sample)}`,
+    );
+    if (x.quiet) console.log(`  quiet: ${show(x.quiet)}`);
+  },
+});
+console.log(`idle:  ${show(r.idle)}`);
+console.log(`final: ${show(r.final)}`);
+const total = r.rounds.at(-1)!.connections;
+// Stale timer heap entries are dropped lazily (up to 64 may stay); a rekey
+// leaves the previous session beside the current one (up to 3 indices).
+const slack: Record<string, number> = { tcpTimers: 64, indices: 3 };
+const changed = Object.keys(r.idle.tables).filter((k) =>
+  k in slack ? r.final.tables[k] > slack[k] : r.final.tables[k] !== r.idle.tables[k]
+);
+console.log(
+  `${total} connections and ${r.rounds.at(-1)!.udpFlows} UDP flows in ${
+    r.rounds.at(-1)!.seconds.toFixed(0)
+  } s; heap slope ${r.heapSlope.toFixed(1)} B/connection; heap ${mib(r.idle.heapUsed)} → ${
+    mib(r.final.heapUsed)
+  } MiB; RSS ${mib(r.idle.rss)} → ${mib(r.final.rss)} MiB (${
+    ((r.final.rss / r.idle.rss - 1) * 100).toFixed(0)
+  } %, peak ${mib(Math.max(...r.rounds.map((x) => x.sample.rss)))} MiB); ${
+    changed.length === 0 ? "every table back to idle" : `NOT back to idle: ${changed.join(", ")}`
+  }`,
+);

@@ -1,0 +1,56 @@
+/**
+ * Connection churn through forward mode, short CI version of
+ * `bench/churn_soak.ts`: 3 rounds of 300 TCP connections (half closed by
+ * each side, some reset) and 100 UDP flows from our own client through
+ * `serve({ forward })` (a child process) to an echo service in a namespace.
+ * With TIME_WAIT and the UDP idle timeout at 1 s, after each round every
+ * table of the server (connections, TIME_WAIT, flows, dials, upstream
+ * sockets, file descriptors) is back to its idle size.
+ *
+ * Root and namespaces needed: skips with a printed reason locally, fails
+ * under `CI=true`.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { requireOrSkip } from "./netns.ts";
+import { churnSoak } from "./soak/churn.ts";
+
+const netns = await requireOrSkip("connection churn soak");
+
+Deno.test({
+  name: "churn soak: 900 forwarded connections and 300 UDP flows; every table back to idle",
+  ignore: netns.ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    netns.assert();
+    const r = await churnSoak({
+      connections: 300,
+      udpFlows: 100,
+      rounds: 3,
+      timeWait: 1000,
+      udpIdleTimeout: 1000,
+    });
+    const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+    console.log(
+      `churn: heap ${mib(r.idle.heapUsed)} → ${mib(r.final.heapUsed)} MiB, RSS ${
+        mib(r.idle.rss)
+      } → ${mib(r.final.rss)} MiB, slope ${r.heapSlope.toFixed(0)} B/connection`,
+    );
+    assert.equal(r.rounds.reduce((n, x) => n + x.failures, 0), 0, "every connection echoed");
+    assert.ok(r.rounds.some((x) => x.sample.tables.timeWait > 0), "TIME_WAIT was used");
+    assert.ok(r.rounds.some((x) => x.sample.tables.udpFlows > 0), "UDP flows were open");
+    // The timer heap may keep up to 64 stale entries (dropped lazily), and a
+    // rekey leaves the previous session beside the current one.
+    const { tcpTimers, indices, ...idle } = r.idle.tables;
+    assert.ok(tcpTimers <= 64 && indices <= 3);
+    for (const round of r.rounds) {
+      const { tcpTimers, indices, ...quiet } = round.quiet!.tables;
+      assert.deepEqual(quiet, idle);
+      assert.ok(tcpTimers <= 64, `${tcpTimers} timer heap entries`);
+      assert.ok(indices <= 3, `${indices} sessions`);
+    }
+  },
+});
