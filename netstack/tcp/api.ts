@@ -189,7 +189,11 @@ export interface TcpConnectionStats {
   spuriousRetransmits: number;
   /** DSACK blocks received (duplicates the peer saw, any cause). */
   dsacksReceived: number;
-  /** Tail loss probes sent (RFC 8985 §7). */
+  /**
+   * Tail loss probes sent (RFC 8985 §7), and recovery probes: the first
+   * missing segment sent again when, in fast recovery, nothing for a PTO
+   * showed what became of its last transmission.
+   */
   tailLossProbes: number;
   /** RACK reordering window multiplier (1 = min_RTT/4; grows with DSACKs). */
   reorderingWindowMultiplier: number;

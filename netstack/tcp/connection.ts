@@ -1468,14 +1468,15 @@ export class Connection implements TcpConnectionLike {
   }
 
   /**
-   * Arms the tail loss probe (RFC 8985 §7.2): SACK connection, no recovery,
-   * no probe outstanding, data in flight. PTO = 2·SRTT (+ a worst-case
-   * delayed ACK when one segment is out), never beyond the RTO.
+   * Arms the tail loss probe (RFC 8985 §7.2): SACK connection, no RTO
+   * recovery, no probe outstanding, data in flight. PTO = 2·SRTT (+ a
+   * worst-case delayed ACK when one segment is out), never beyond the RTO.
+   * In fast recovery it arms the recovery probe instead (`#recoveryProbe`).
    */
   #armProbe(now: number): void {
     const lr = this.#lr;
     if (
-      !this.#sackOk || this.#inRecovery || this.#inLoss || this.#tlpEnd >= 0 || !lr ||
+      !this.#sackOk || this.#inLoss || (this.#tlpEnd >= 0 && !this.#inRecovery) || !lr ||
       lr.outBytes === 0
     ) {
       this.#tlpAt = Infinity;
@@ -1729,6 +1730,7 @@ export class Connection implements TcpConnectionLike {
     this.#retransmits++;
     this.#rexmitTs = this.#tsNow(now);
     if (this.#rtoAt === Infinity) this.#rtoAt = now + this.#rtt.rto;
+    if (this.#tlpAt === Infinity && this.#inRecovery) this.#armProbe(now);
   }
 
   #sackOptionLength(): number {
@@ -1997,7 +1999,8 @@ export class Connection implements TcpConnectionLike {
   #onProbeTimer(now: number): void {
     this.#tlpAt = Infinity;
     const lr = this.#lr;
-    if (!lr || lr.outBytes === 0 || this.#inRecovery || this.#inLoss) return;
+    if (!lr || lr.outBytes === 0 || this.#inLoss) return;
+    if (this.#inRecovery) return this.#recoveryProbe(lr, now);
     const mss = this.#dataMss() - this.#sackOptionLength();
     const offset = seqDiff(this.#sndNxt, this.#sndUna);
     const avail = (this.#sendBuf ? this.#sendBuf.length : 0) - offset;
@@ -2013,6 +2016,30 @@ export class Connection implements TcpConnectionLike {
       this.#tlpRetrans = true;
     }
     this.#tlpEnd = this.#sndMax;
+    this.#rtoAt = now + this.#rtt.rto;
+  }
+
+  /**
+   * The recovery probe, our extension of TLP into fast recovery (RFC 8985
+   * arms TLP only outside it, as Linux does): when the first segment the
+   * receiver lacks was (re)sent a PTO ago and is still not acknowledged, it
+   * is sent again. RACK cannot find a lost retransmission when nothing sent
+   * after it is delivered (the end of a transfer, or a window that every
+   * later segment already filled), and the RTO (at least 200 ms) then stalled
+   * short-RTT transfers ten or more times their RTT. A probe that was not
+   * needed shows up as a DSACK, like any spurious retransmission.
+   */
+  #recoveryProbe(lr: LossRecovery, now: number): void {
+    const head = lr.headInFlight();
+    if (!head) return; // waiting to be sent again: the window decides
+    const srtt = this.#rtt.srtt;
+    const due = head.xmitTs + (srtt > 0 ? Math.max(2 * srtt, 10) : 1000);
+    if (now < due) {
+      this.#tlpAt = Math.min(due, this.#rtoAt);
+      return;
+    }
+    this.#tailLossProbes++;
+    this.#resend(head, this.#dataMss() - this.#sackOptionLength(), now);
     this.#rtoAt = now + this.#rtt.rto;
   }
 

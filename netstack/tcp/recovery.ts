@@ -239,6 +239,20 @@ export class LossRecovery {
     return this.#count === 0 ? null : this.#at(this.#count - 1);
   }
 
+  /**
+   * The first record the receiver has not SACKed, if it is in flight (not
+   * marked lost and waiting to be sent again): the segment a stalled
+   * recovery waits for. `null` otherwise.
+   */
+  headInFlight(): SentSegment | null {
+    for (let i = 0; i < this.#count; i++) {
+      const rec = this.#at(i);
+      if (rec.flags & SACKED) continue;
+      return (rec.flags & (LOST | RETRANS)) === LOST ? null : rec;
+    }
+    return null;
+  }
+
   // ------------------------------------------------------------ sending
 
   /** Records a new segment [start, end) sent at `now`; returns it. */

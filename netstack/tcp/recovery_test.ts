@@ -81,6 +81,33 @@ Deno.test("RACK-TLP (RFC 8985)", async (t) => {
     assert.equal(h.layer.nextDeadline(), Infinity);
   });
 
+  await t.step(
+    "in recovery, a lost retransmission nothing later can reveal goes again after a PTO, not the RTO",
+    async () => {
+      const { h, conn, iss } = await sending(6);
+      h.send({ flags: "A", seq: P, ack: seg(iss, 1) }, 10);
+      // Segments 2–5 arrive, segment 1 does not: it is sent again at once.
+      h.send({ flags: "A", seq: P, ack: seg(iss, 1), sack: [[seg(iss, 2), seg(iss, 6)]] }, 11);
+      h.expect({ flags: "A", seq: seg(iss, 1), data: filler(6000).subarray(1000, 2000) });
+      // That retransmission is lost too, and everything after it was SACKed
+      // already: RACK has nothing newer to compare with. The recovery probe
+      // sends it again a PTO (2·SRTT) after it went, long before the RTO.
+      h.expectNothing();
+      const due = 11 + 2 * 10;
+      assert.ok(h.layer.nextDeadline() <= due);
+      h.poll(due - 0.5);
+      h.expectNothing();
+      assert.equal(h.layer.nextDeadline(), due);
+      h.poll(due);
+      h.expect({ flags: "A", seq: seg(iss, 1), data: filler(6000).subarray(1000, 2000) });
+      h.send({ flags: "A", seq: P, ack: seg(iss, 6) }, due + 10);
+      assert.equal(stats(conn).timeouts, 0);
+      assert.equal(stats(conn).tailLossProbes, 1);
+      assert.equal(stats(conn).retransmits, 2);
+      assert.equal(h.layer.nextDeadline(), Infinity);
+    },
+  );
+
   await t.step("with one segment out, the probe waits for a delayed ACK too", async () => {
     const { h, iss } = await sending(2);
     h.send({ flags: "A", seq: P, ack: seg(iss, 1) }, 10);
