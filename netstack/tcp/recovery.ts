@@ -688,13 +688,8 @@ export class LossRecovery {
 
   /** Marks the first unSACKed record lost (duplicate-ACK recovery without SACK). */
   markHeadLost(): number {
-    for (let i = 0; i < this.#count; i++) {
-      const rec = this.#at(i);
-      if (rec.flags & SACKED) continue;
-      if (rec.flags & LOST && !(rec.flags & RETRANS)) return 0;
-      return this.markLost(rec);
-    }
-    return 0;
+    const head = this.headInFlight();
+    return head ? this.markLost(head) : 0;
   }
 
   /**
