@@ -13,6 +13,13 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return acc === 0;
 }
 
+/** Whether every byte is zero (in constant time: keys and DH results). */
+export function isZero(bytes: Uint8Array): boolean {
+  let acc = 0;
+  for (let i = 0; i < bytes.length; i++) acc |= bytes[i];
+  return acc === 0;
+}
+
 /** Whether 16 address bytes are an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2). */
 export function isIpv4Mapped(address: Uint8Array): boolean {
   if (address.length !== 16) return false;

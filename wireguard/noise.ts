@@ -15,6 +15,7 @@
 
 import type { CryptoBackend } from "./crypto/backend.ts";
 import type { InitiationMessage, ResponseMessage } from "./messages.ts";
+import { isZero } from "./_util.ts";
 
 /** The Noise protocol name, hashed into the initial chaining key (whitepaper §5.4). */
 export const CONSTRUCTION = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
@@ -63,12 +64,6 @@ export function compareTimestamps(a: Uint8Array, b: Uint8Array): number {
     if (a[i] !== b[i]) return a[i] - b[i];
   }
   return 0;
-}
-
-function isZero(bytes: Uint8Array): boolean {
-  let acc = 0;
-  for (let i = 0; i < bytes.length; i++) acc |= bytes[i];
-  return acc === 0;
 }
 
 /** Keys of a finished handshake, from the local point of view. */

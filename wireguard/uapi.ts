@@ -15,6 +15,7 @@
 import { type Cidr, formatCidr, parseCidr } from "./allowed_ips.ts";
 import { formatIp, parseIp } from "./ip.ts";
 import type { Endpoint } from "./endpoint.ts";
+import { isZero } from "./_util.ts";
 
 /** `-EIO`: an I/O error (reply of a request that could not be read). */
 export const UAPI_EIO: number = -5;
@@ -314,10 +315,4 @@ function toHex(bytes: Uint8Array): string {
   let s = "";
   for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]];
   return s;
-}
-
-function isZero(bytes: Uint8Array): boolean {
-  let acc = 0;
-  for (const b of bytes) acc |= b;
-  return acc === 0;
 }
