@@ -130,11 +130,10 @@ export interface BbrOptions {
   lossThresh?: number;
   /**
    * React to loss with the BBRv3 bounds (`inflight_longterm`, the short-term
-   * model, Startup exit on loss). Default true. The short-term model is cut
-   * in every round with any loss, so random (non-congestion) loss of 1 % or
-   * more costs BBRv3 much of the link; false keeps only the model (close to
-   * BBRv1, Linux's `bbr`, which ignores random loss) but also loses BBRv3's
-   * protection of shallow buffers.
+   * model, Startup exit on loss), above the path's learned background loss
+   * (see the module documentation). Default true. False keeps only the model
+   * (close to BBRv1, Linux's `bbr`, which ignores loss) but also loses
+   * BBRv3's protection of shallow buffers.
    */
   lossResponse?: boolean;
   /**
