@@ -159,6 +159,10 @@ function httpHost(data: Uint8Array, maxBytes: number): SniffState {
   for (let j = i; j < limit; j++) {
     if (data[j] !== LF) continue;
     if (lineStart < 0) {
+      // Not HTTP/1 unless the request line ends in its version: a command
+      // of another protocol ("EHLO x", Redis' "GET k") finishes here, not
+      // at the time budget, which its connection would otherwise wait out.
+      if (!endsWithHttpVersion(data, j)) return NO_NAME;
       lineStart = j + 1;
       continue;
     }
@@ -174,6 +178,19 @@ function httpHost(data: Uint8Array, maxBytes: number): SniffState {
     lineStart = j + 1;
   }
   return more(data, maxBytes);
+}
+
+/** `… HTTP/d.d` (CR optional) just before the LF at `lf` (RFC 9112 §2.3). */
+function endsWithHttpVersion(data: Uint8Array, lf: number): boolean {
+  const end = lf > 0 && data[lf - 1] === CR ? lf - 1 : lf;
+  const at = end - 9; // " HTTP/1.1"
+  return at >= 0 && data[at] === 0x20 && data[at + 1] === 0x48 && data[at + 2] === 0x54 &&
+    data[at + 3] === 0x54 && data[at + 4] === 0x50 && data[at + 5] === 0x2f &&
+    isDigit(data[at + 6]) && data[at + 7] === 0x2e && isDigit(data[at + 8]);
+}
+
+function isDigit(b: number): boolean {
+  return b >= 0x30 && b <= 0x39;
 }
 
 function isHostField(line: Uint8Array): boolean {

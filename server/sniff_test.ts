@@ -95,6 +95,21 @@ Deno.test("sniffHostname", async (t) => {
     assert.deepEqual(sniffHostname(Uint8Array.of(0x16, 3, 1, 0, 0)), { done: true });
   });
 
+  await t.step("a command that only looks like a request line finishes at its end", () => {
+    // Without this, such a client's first bytes waited out the time budget.
+    const h = (s: string) => sniffHostname(text.encode(s));
+    assert.deepEqual(h("EHLO client.test\r\n"), { done: true });
+    assert.deepEqual(h("GET key\r\n"), { done: true });
+    assert.deepEqual(h("GET 20000000 t2\n"), { done: true });
+    assert.deepEqual(h("GET / HTTP/1\r\n"), { done: true });
+    assert.deepEqual(h("GET / HTTP/1.0\n"), { done: false });
+    assert.deepEqual(h("GET / HTTP/2.0\r\nHost: a.test\r\n\r\n"), {
+      done: true,
+      hostname: "a.test",
+      source: "http",
+    });
+  });
+
   await t.step("a hostile name is kept as bytes (the logs escape it)", () => {
     const s = sniffHostname(text.encode("GET / HTTP/1.1\r\nHost: <b>x\x1b[2J</b>\r\n\r\n"));
     assert.equal((s as { hostname: string }).hostname, "<b>x\x1b[2j</b>");
