@@ -295,6 +295,8 @@ export class Bbr implements CongestionControl {
   #probeRttMinDelay = Infinity;
   #probeRttMinStamp = 0;
   #probeRttExpired = false;
+  /** False until the first call with a time: BBRInit()'s stamps are taken then. */
+  #clockStarted = false;
   #probeRttDoneStamp = -1;
   #probeRttRoundDone = false;
   #appLimitedFrom = -1;
@@ -464,6 +466,7 @@ export class Bbr implements CongestionControl {
    * monotonic time in ms.
    */
   onRateSample(rs: RateSample, now: number): void {
+    if (!this.#clockStarted) this.#startClock(now);
     this.#rs = rs;
     this.#now = now;
     this.#delivered = rs.totalDelivered;
@@ -566,6 +569,7 @@ export class Bbr implements CongestionControl {
    * ProbeRTT entry (the idle period drained the queue).
    */
   onIdleRestart(now: number): void {
+    if (!this.#clockStarted) this.#startClock(now);
     this.#now = now;
     this.#idleRestart = true;
     this.#extraAckedIntervalStart = now;
@@ -1117,6 +1121,20 @@ export class Bbr implements CongestionControl {
   }
 
   // ---- min_rtt and ProbeRTT.
+
+  /**
+   * BBRInit()'s timestamps (min_rtt_stamp, probe_rtt_min_stamp, the
+   * extra_acked interval), taken at the first time the controller is given:
+   * the constructor has no clock. Left at 0, every connection opened more
+   * than ProbeRTTInterval after the clock's origin entered ProbeRTT (four
+   * packets per round) on its first ACK.
+   */
+  #startClock(now: number): void {
+    this.#clockStarted = true;
+    this.#minRttStamp = now;
+    this.#probeRttMinStamp = now;
+    this.#extraAckedIntervalStart = now;
+  }
 
   #updateMinRtt(): void {
     const now = this.#now, rtt = this.#rs.rtt;

@@ -516,6 +516,20 @@ Deno.test("Bbr: Startup and Drain on an ideal link", async (t) => {
     assert.equal(link.dropped, 0);
   });
 
+  await t.step("a connection opened long after the clock's origin starts in Startup", () => {
+    // BBRInit()'s stamps are taken at the first ACK; left at the clock's
+    // origin, the first ACK found ProbeRTT 55 s overdue (cwnd 4 segments).
+    const link = steadyLink();
+    link.now = 60_000;
+    const states: string[] = [];
+    link.run(61_000, (tick) => {
+      if (states.at(-1) !== tick.state) states.push(tick.state);
+    });
+    assert.equal(states[0], "startup");
+    assert.ok(!states.includes("probe_rtt"), states.join(" → "));
+    assert.ok(link.cc.fullBwReached, states.join(" → "));
+  });
+
   await t.step("Drain paces at 0.5 × bw and ends when inflight ≤ BDP", () => {
     const link = steadyLink();
     link.runUntil((tick) => tick.state === "drain", 3000);
