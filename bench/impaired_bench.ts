@@ -20,6 +20,7 @@
  * deno run -A bench/impaired_bench.ts --cells 2/5/10,2/5/0 --runs 3
  * deno run -A bench/impaired_bench.ts --cells none,0/0/0 --size 100 --servers bbr
  *   # the impairment tool's own ceiling: no NFQUEUE process vs one that passes all
+ * deno run -A bench/impaired_bench.ts --cells 2/5/0 --runs 1 --keep-captures /tmp/caps   # keep the pcaps
  * deno run -A bench/impaired_bench.ts --ours-args="--tcp-cc bbr"
  * WGSTACK_OURS_ARGS="--tcp-cc bbr" deno run -A bench/impaired_bench.ts   # same
  * ```
@@ -288,6 +289,8 @@ interface Options {
   oursArgs: string[];
   json?: string;
   capture: boolean;
+  /** A directory the captures are moved to (named by cell, variant and run) instead of deleted. */
+  keepCaptures?: string;
 }
 
 function parseCell(text: string): Cell {
@@ -318,6 +321,7 @@ function parseOptions(args: string[]): Options {
       "ours-args": { type: "string", default: Deno.env.get("WGSTACK_OURS_ARGS") ?? "" },
       json: { type: "string" },
       "no-capture": { type: "boolean", default: false },
+      "keep-captures": { type: "string" },
     },
   });
   const directions = values.directions.split(",") as Direction[];
@@ -344,6 +348,7 @@ function parseOptions(args: string[]): Options {
     oursArgs: values["ours-args"].split(/\s+/).filter((a) => a),
     json: values.json,
     capture: !values["no-capture"],
+    keepCaptures: values["keep-captures"],
   };
 }
 
@@ -881,6 +886,13 @@ class Bench {
         result.capture = { ...await analyze(pcap, dataSrc), captureDrops };
       } catch (error) {
         console.error(`tshark: ${(error as Error).message}`);
+      }
+      if (this.opts.keepCaptures) {
+        await Deno.mkdir(this.opts.keepCaptures, { recursive: true });
+        await Deno.rename(
+          pcap,
+          `${this.opts.keepCaptures}/${id}-${v.direction}-${v.path}-${v.cc}.pcap`,
+        ).catch(() => {});
       }
       await Deno.remove(pcap).catch(() => {});
     }
