@@ -33,9 +33,12 @@
  *   (limit `sendBuffer`, 256 KiB, doubling up to `maxSendBuffer` when the
  *   path window reaches half of it). Buffers are allocated on demand and
  *   freed when acknowledged: an idle connection holds none.
- * - After a timeout every segment not SACKed is marked lost and sent again
- *   in order under the collapsed window (SACK marks are kept across the
- *   first timeout, dropped on the second in case the receiver reneged); no
+ * - After a timeout the first segment not SACKed is sent again at once, and
+ *   every other one sent at least RACK.rtt + reo_wnd ago is marked lost and
+ *   sent again in order under the collapsed window (RFC 8985 §6.3; RACK
+ *   judges the rest as ACKs return). SACK marks are kept across the first
+ *   timeout; a second marks everything lost and drops them in case the
+ *   receiver reneged; no
  *   new fast recovery reduces the window for data sent before the timeout
  *   (RFC 6582 §3.2). ssthresh falls once per episode.
  * - Pure ACKs carry SND.MAX when the peer's window covers it, so a peer that
@@ -575,6 +578,8 @@ export class Connection implements TcpConnectionLike {
   #inLoss = false;
   /** F-RTO (RFC 5682) step: 0 off, 1 first ACK awaited, 2 second ACK awaited. */
   #frto = 0;
+  /** A timeout's first retransmission is due: it goes whatever cwnd says. */
+  #rtoResend = false;
   #recover = 0;
   #tlpAt = Infinity;
   #reoAt = Infinity;
@@ -1658,11 +1663,13 @@ export class Connection implements TcpConnectionLike {
     if (lost) {
       // (F-RTO's one retransmission goes whatever the rest in flight says.)
       if (
-        this.#pipe() + Math.min(lost.length, mss) > cwnd && this.#pipe() > 0 && this.#frto !== 1
+        this.#pipe() + Math.min(lost.length, mss) > cwnd && this.#pipe() > 0 && this.#frto !== 1 &&
+        !this.#rtoResend
       ) {
         return false;
       }
       if (!this.#paceAllows(lost.length, now)) return false;
+      this.#rtoResend = false;
       this.#resend(lost, mss, now);
       return true;
     }
@@ -1939,8 +1946,19 @@ export class Connection implements TcpConnectionLike {
     // forget it after a second one in case the receiver reneged (RFC 2018 §8).
     if (lr) {
       if (frto && lr.markHeadLost() > 0) this.#frto = 1;
-      else lr.markAllLost(this.#retries >= 2);
+      else if (this.#retries >= 2) lr.markAllLost(true);
+      else {
+        const reo = lr.reoWnd(true, this.#dataMss(), this.#rtt.srtt, this.#rtt.rttvar);
+        lr.markTimedOut(now, reo);
+      }
       lr.renoSacked = 0;
+      // The first lost segment goes now, whatever the rest in flight says
+      // (as the timeout's own retransmission in RFC 6298 §5.4).
+      this.#rtoResend = lr.lostPending > 0;
+      if (this.#cc.modelBased && this.#retries === 1) {
+        // BBR's OnEnterRTO: cwnd = C.inflight + 1 SMSS, after the marking.
+        this.#cc.cwnd = Math.max(this.#cc.cwnd, lr.inFlight + this.#dataMss());
+      }
     }
     this.#rtoAt = now + this.#rtt.rto;
   }

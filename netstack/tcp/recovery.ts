@@ -693,8 +693,30 @@ export class LossRecovery {
   }
 
   /**
-   * A retransmission timeout: every unSACKed record is lost (RFC 8985 §6.3;
-   * RFC 6675 §5.1). With `forgetSack` (a second timeout) SACK marks are
+   * A first retransmission timeout (RFC 8985 §6.3): the first unSACKed
+   * record is lost (it was sent an RTO ago), every other one only if it was
+   * sent at least RACK.rtt + `reoWnd` ago. The rest may still be on their
+   * way (a flight larger than the send buffer can refill, a deep queue):
+   * RACK judges them as ACKs come back, as Linux's tcp_timeout_mark_lost
+   * does. Marking them all resent the whole flight, mostly spuriously.
+   * Returns the bytes newly marked lost.
+   */
+  markTimedOut(now: number, reoWnd: number): number {
+    let n = 0;
+    let head = true;
+    for (let i = 0; i < this.#count; i++) {
+      const rec = this.#at(i);
+      if (rec.flags & SACKED) continue;
+      if (head || now - rec.xmitTs >= this.rackRtt + reoWnd) n += this.markLost(rec);
+      head = false;
+    }
+    this.#lostCursor = 0;
+    return n;
+  }
+
+  /**
+   * Every unSACKed record is lost (RFC 6675 §5.1): a second timeout, an
+   * F-RTO fall-back, a smaller path MTU. With `forgetSack` SACK marks are
    * dropped too, in case the receiver reneged (RFC 2018 §8).
    */
   markAllLost(forgetSack: boolean): number {

@@ -23,6 +23,30 @@ async function sending(n: number, syn: Record<string, unknown> = {}, extra = 0) 
 /** Sequence number of our segment `i` (0-based). */
 const seg = (iss: number, i: number) => iss + 1 + 1000 * i;
 
+/** Payload of a segment with the timestamp option (MSS 1000). */
+const TMSS = 988;
+const tseg = (iss: number, i: number) => iss + 1 + TMSS * i;
+
+/**
+ * A SACK connection with timestamps (MSS 1000) and `cc`, its initial
+ * window (segments 0–9) sent by t = 10; `send(n, at, sack)` acknowledges
+ * the first `n` segments at `at`, echoing the first segment's TSval.
+ */
+async function timed(cc: "cubic" | "bbr") {
+  const h = new Harness({ congestionControl: cc });
+  const { conn, iss } = h.open({ mss: 1000, sackPerm: true, ts: [500, 0] }, [501, 0]);
+  const w = conn.writable.getWriter();
+  await w.write(filler(10 * TMSS));
+  for (let t = 0; t <= 10; t++) h.poll(t); // BBR paces them
+  const sent = h.out.splice(0);
+  assert.equal(sent.length, 10);
+  const ts0 = sent[0].tsVal;
+  let tsPeer = 600;
+  const send = (n: number, at: number, sack?: [number, number][], echo = ts0) =>
+    h.send({ flags: "A", seq: P, ack: tseg(iss, n), ts: [tsPeer++, echo], sack }, at);
+  return { h, conn, iss, w, send };
+}
+
 Deno.test("RACK-TLP (RFC 8985)", async (t) => {
   await t.step("reordering within reo_wnd causes no retransmission", async () => {
     const { h, conn, iss } = await sending(6);
@@ -154,6 +178,53 @@ Deno.test("DSACK and undo", async (t) => {
     assert.equal(st.spuriousRecoveries, 1);
     assert.ok(st.cwnd >= cwndBefore, `cwnd ${st.cwnd} restored to ≥ ${cwndBefore}`);
     assert.equal(st.reorderingWindowMultiplier, 2);
+  });
+
+  await t.step("a timeout resends the head at once; what went within RACK.rtt waits", async () => {
+    // With timestamps (without them F-RTO judges a first timeout).
+    const { h, conn, iss, w, send } = await timed("cubic");
+    // Segment 0 is acknowledged at t = 100 (RTT 100); nothing more comes back.
+    send(1, 100);
+    h.expectNothing();
+    // The tail loss probe resends segment 9 at 2·SRTT.
+    h.poll(h.layer.nextDeadline());
+    h.expect({ flags: "PA", seq: tseg(iss, 9) });
+    // Just before the RTO the application writes two more: they go.
+    const rto = h.layer.nextDeadline();
+    await w.write(filler(2 * TMSS));
+    h.poll(rto - 20);
+    assert.deepEqual(h.out.splice(0).map((s) => s.seq), [tseg(iss, 10), tseg(iss, 11)]);
+    // The RTO: segments 1–9 are lost, 10 and 11 (20 ms old, RACK.rtt 100)
+    // may be on their way. Segment 1 goes at once although 10 and 11 fill
+    // the window of one segment.
+    h.poll(rto);
+    assert.equal(stats(conn).timeouts, 1);
+    const resent = h.expect({ flags: "A", seq: tseg(iss, 1) });
+    h.expectNothing();
+    // A SACK of 10 and 11 (they were on their way), then the ACK of 1
+    // (echoing its retransmission: the timeout was real): slow start
+    // resends 2 and 3, never 10 or 11.
+    send(1, rto + 5, [[tseg(iss, 10), tseg(iss, 12)]]);
+    h.expectNothing();
+    send(2, rto + 100, [[tseg(iss, 10), tseg(iss, 12)]], resent.tsVal);
+    assert.deepEqual(h.out.splice(0).map((s) => (s.seq - tseg(iss, 0)) / TMSS), [2, 3]);
+    assert.equal(stats(conn).retransmits, 4); // the probe, 1, 2, 3
+  });
+
+  await t.step("BBR after a timeout: cwnd = what is still in flight + 1 segment", async () => {
+    const { h, conn, iss, w, send } = await timed("bbr");
+    send(1, 100);
+    h.poll(h.layer.nextDeadline()); // the tail loss probe
+    h.out.splice(0);
+    const rto = h.layer.nextDeadline();
+    await w.write(filler(2 * TMSS));
+    for (let t = rto - 25; t < rto - 15; t++) h.poll(t);
+    assert.deepEqual(h.out.splice(0).map((s) => s.seq), [tseg(iss, 10), tseg(iss, 11)]);
+    h.poll(rto);
+    assert.equal(stats(conn).timeouts, 1);
+    h.expect({ flags: "A", seq: tseg(iss, 1) });
+    // OnEnterRTO: C.inflight (10 and 11, not marked lost) + 1 SMSS.
+    assert.equal(stats(conn).cwnd, 3 * TMSS);
   });
 
   await t.step("a spurious timeout is undone by timestamps (Eifel, RFC 4015)", async () => {
@@ -354,6 +425,38 @@ Deno.test("LossRecovery bookkeeping", async (t) => {
     assert.equal(lr.size, 0);
     assert.equal(lr.inFlight, 0);
     assert.equal(lr.lostPending, 0);
+  });
+
+  await t.step("a timeout marks the head, and others only once RACK.rtt + reo_wnd old", () => {
+    const lr = new LossRecovery({ sack: true });
+    const res = newAckResult();
+    // Segment 0 at t = 0 is acknowledged at t = 50 (RACK.rtt 50); segments
+    // 1–4 went at t = 0, 5–7 at t = 300, 8–9 at t = 380; 6 is SACKed.
+    for (let i = 0; i < 5; i++) lr.sent(1000 * i, 1000 * (i + 1), false, 0);
+    lr.onAck(1000, new Uint32Array(0), 0, 0, 5000, 50, res);
+    for (let i = 5; i < 8; i++) lr.sent(1000 * i, 1000 * (i + 1), false, 300);
+    for (let i = 8; i < 10; i++) lr.sent(1000 * i, 1000 * (i + 1), false, 380);
+    lr.onAck(1000, new Uint32Array([6000, 7000]), 1, 1000, 10_000, 360, res);
+    // (Reset by the SACK: segment 6 was delivered; RACK.rtt = 60.)
+    assert.equal(lr.rackRtt, 60);
+    // The timeout at t = 400 with reo_wnd 10: 1–5 and 7 (sent ≥ 70 ms ago)
+    // are lost; 8 and 9 (20 ms old) may still be on their way.
+    const lost = lr.markTimedOut(400, 10);
+    assert.equal(lost, 6000);
+    const order: number[] = [];
+    for (let rec = lr.nextLost(); rec; rec = lr.nextLost()) {
+      order.push(rec.start / 1000);
+      lr.retransmitted(rec, 401);
+    }
+    assert.deepEqual(order, [1, 2, 3, 4, 5, 7]);
+    assert.equal(lr.inFlight, 8000); // the six resent and 8, 9
+    // A second step: the head alone is lost when everything is recent.
+    const fresh = new LossRecovery({ sack: true });
+    fresh.sent(0, 1000, false, 0);
+    fresh.onAck(1000, new Uint32Array(0), 0, 0, 1000, 100, res);
+    for (let i = 1; i < 3; i++) fresh.sent(1000 * i, 1000 * (i + 1), false, 120);
+    assert.equal(fresh.markTimedOut(150, 0), 1000);
+    assert.equal(fresh.nextLost()!.start, 1000);
   });
 
   await t.step("rate sample: bytes delivered over the sample interval", () => {
