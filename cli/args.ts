@@ -105,6 +105,10 @@ export interface CliArgs {
   dnsBlock: "nxdomain" | "zero" | "off";
   /** False with `--no-sniff`. */
   sniff: boolean;
+  /** `--web`: where to serve the dashboard (host default 127.0.0.1). */
+  web?: HostPort;
+  /** `--web-token` (else `WGSTACK_WEB_TOKEN`, else random). */
+  webToken?: string;
 }
 
 /** The usage text printed by `--help`. */
@@ -174,6 +178,12 @@ Flags:
       --allow-domain PATTERN       exception to a less specific --deny-domain
       --dns-block nxdomain|zero|off  DNS answer for a denied name (default nxdomain)
       --no-sniff                   do not read names from connections' first bytes
+      --web [HOST:]PORT            serve the live dashboard and its JSON API at
+                                   http://HOST:PORT/ (HOST defaults to 127.0.0.1);
+                                   the URL to open, with its token, is printed
+      --web-token TOKEN            the dashboard's access token (16+ characters of
+                                   A-Z a-z 0-9 . _ ~ -; default: WGSTACK_WEB_TOKEN,
+                                   else a random one)
       --no-qr                      do not print QR codes
   -h, --help                       show this help
   -V, --version                    show the version
@@ -238,6 +248,8 @@ export function parseCliArgs(args: string[]): CliArgs {
         "allow-domain": { type: "string", multiple: true },
         "dns-block": { type: "string" },
         "no-sniff": { type: "boolean" },
+        web: { type: "string" },
+        "web-token": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -426,7 +438,33 @@ export function parseCliArgs(args: string[]): CliArgs {
     }
     base.dnsBlock = block;
   }
+  if (values.web !== undefined) {
+    const web = parseHostPort(values.web, "--web");
+    if (web.port === undefined) {
+      throw new UsageError(`--web needs a port, e.g. 8080 or 127.0.0.1:8080 (got "${values.web}")`);
+    }
+    base.web = web;
+  }
+  if (values["web-token"] !== undefined) {
+    if (base.web === undefined) throw new UsageError("--web-token needs --web");
+    base.webToken = validateWebToken(values["web-token"], "--web-token");
+  }
   return base;
+}
+
+/**
+ * Checks a dashboard token: 16 to 256 characters that need no escaping in a
+ * URL (`A-Z a-z 0-9 . _ ~ -`).
+ *
+ * @throws {UsageError} Naming `source` when it is not.
+ */
+export function validateWebToken(token: string, source: string): string {
+  if (!/^[A-Za-z0-9._~-]{16,256}$/.test(token)) {
+    throw new UsageError(
+      `${source}: use 16 to 256 characters from A-Z a-z 0-9 . _ ~ - (a guessable token lets anyone in)`,
+    );
+  }
+  return token;
 }
 
 /** Whether `name` can be an interface name (as wg-quick checks it). */

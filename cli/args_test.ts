@@ -248,3 +248,29 @@ Deno.test("parseCliArgs: --interface and --no-uapi", async (t) => {
     assert.equal(interfaceNameOf("a-very-long-interface-name.conf"), undefined);
   });
 });
+
+Deno.test("parseCliArgs: --web and --web-token", async (t) => {
+  await t.step("off by default; PORT alone leaves the host to the default (127.0.0.1)", () => {
+    assert.equal(parseCliArgs([]).web, undefined);
+    assert.deepEqual(parseCliArgs(["--web", "8080"]).web, { port: 8080 });
+    assert.deepEqual(parseCliArgs(["--web", "0.0.0.0:8080"]).web, {
+      hostname: "0.0.0.0",
+      port: 8080,
+    });
+    const token = "abcdefghijklmnop-_.~";
+    assert.equal(parseCliArgs(["--web", ":9", "--web-token", token]).webToken, token);
+  });
+  await t.step("errors", () => {
+    for (
+      const args of [
+        ["--web", "localhost"],
+        ["--web-token", "abcdefghijklmnopq"],
+        ["--web", "8080", "--web-token", "short"],
+        ["--web", "8080", "--web-token", "has spaces in the token"],
+        ["--web", "8080", "--web-token", "<script>alert(1)</script>"],
+      ]
+    ) {
+      assert.throws(() => parseCliArgs(args), UsageError, args.join(" "));
+    }
+  });
+});

@@ -24,9 +24,17 @@ export function uapiDirectory(override?: string): string {
   return override ?? Deno.env.get("WGSTACK_UAPI_DIR") ?? "/var/run/wireguard";
 }
 
-/** The peers of a config as `serve()` takes them (host-name endpoints are left out). */
+/**
+ * The peers of a config as `serve()` takes them (host-name endpoints are
+ * left out, and so are disabled peers).
+ */
 export function servePeers(setup: ServerSetup): ServePeer[] {
-  return setup.peers.map((p) => ({
+  return setup.peers.filter((p) => !p.disabled).map((p) => servePeer(p));
+}
+
+/** One peer of a config as `serve()` takes it. */
+export function servePeer(p: SetupPeer): ServePeer {
+  return ({
     publicKey: p.publicKey,
     presharedKey: p.presharedKey,
     allowedIps: p.allowedIps,
@@ -35,7 +43,7 @@ export function servePeers(setup: ServerSetup): ServePeer[] {
     endpoint: p.endpoint && ipVersionOf(p.endpoint.host) !== undefined
       ? { address: p.endpoint.host, port: p.endpoint.port }
       : undefined,
-  }));
+  });
 }
 
 /** What {@linkcode startControl} started. */

@@ -18,12 +18,20 @@ import {
   keyToBase64,
   publicKey as derivePublicKey,
 } from "@wgstack/wireguard";
-import { type CliArgs, formatHostPort, HELP, parseCliArgs, UsageError } from "./args.ts";
+import {
+  type CliArgs,
+  formatHostPort,
+  HELP,
+  parseCliArgs,
+  UsageError,
+  validateWebToken,
+} from "./args.ts";
 import { type DnsUpstream, systemResolver } from "./dns.ts";
 import { Echo, type EchoStats } from "./echo.ts";
 import { createLogger, LineSink, type Logger, type LogRecord } from "./log.ts";
 import { detectEndpointAddress, ipVersionOf } from "./net.ts";
 import { PcapWriter } from "./pcap.ts";
+import type { WebServer } from "./web/server.ts";
 import {
   addPeerLines,
   applyToRunning,
@@ -85,6 +93,8 @@ export interface ListeningServer {
   reload(): Promise<void>;
   /** The peers and their counters. */
   peers(): ServePeerState[];
+  /** With `--web`: the dashboard's URL, token included. */
+  readonly webUrl?: string;
 }
 
 const encoder = new TextEncoder();
@@ -461,6 +471,16 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
     pcap?.close();
     throw error;
   }
+  let web: WebServer | undefined;
+  try {
+    web = cli.web ? await startDashboard(server, cli, setup) : undefined;
+  } catch (error) {
+    await server.shutdown();
+    await control.close();
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+    pcap?.close();
+    throw error;
+  }
   io.onListening?.({
     get addr() {
       return server.addr;
@@ -469,11 +489,15 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
     shutdown: () => server.shutdown(),
     reload: () => control.reload(),
     peers: () => server.peers(),
+    webUrl: web?.url,
   });
 
   await printBanner(setup, server, cli, io, created);
+  // The token is a secret: on standard error beside the banner, never in the log.
+  if (web) io.stderr(`Dashboard: ${web.url}\n`);
 
   await server.finished;
+  await web?.shutdown();
   await control.close();
   for (const s of signals) Deno.removeSignalListener(s, onSignal);
   pcap?.close();
@@ -487,6 +511,40 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
     full: cli.logFormat === "json",
   }));
   return 0;
+}
+
+/** `--web`: the dashboard over the server, its metrics and the config file. */
+async function startDashboard(
+  server: Server,
+  cli: CliArgs,
+  setup: ServerSetup,
+): Promise<WebServer> {
+  const { ServerMetrics } = await import("@wgstack/server");
+  const { startWeb } = await import("./web/server.ts");
+  const { WebClients } = await import("./web/clients.ts");
+  const envToken = Deno.env.get("WGSTACK_WEB_TOKEN");
+  const token = cli.webToken ??
+    (envToken ? validateWebToken(envToken, "WGSTACK_WEB_TOKEN") : undefined);
+  const hostname = cli.web!.hostname ?? "127.0.0.1";
+  const port = cli.web!.port!;
+  try {
+    return await startWeb(server, {
+      hostname,
+      port,
+      token,
+      metrics: new ServerMetrics(server, { device: cli.interface ?? "wgstack" }),
+      clients: new WebClients(server, {
+        config: setup.path,
+        generate: endpointOptions(cli),
+        endpoint: cli.endpoint
+          ? formatHostPort(cli.endpoint.hostname!, cli.endpoint.port ?? server.addr.port)
+          : undefined,
+      }),
+      info: { mode: cli.mode, version: VERSION, config: setup.path },
+    });
+  } catch (error) {
+    throw new UsageError(`--web ${formatHostPort(hostname, port)}: ${(error as Error).message}`);
+  }
 }
 
 /** The shutdown summary: the main counters flat, drops only when there were any. */

@@ -50,6 +50,8 @@ export interface SetupPeer {
   persistentKeepalive?: number;
   /** The section's `# Upstream = URL` comment (`direct`: no proxy for this peer). */
   upstream?: string;
+  /** The section has `# Disabled = true`: wgstack does not load the peer. */
+  disabled?: boolean;
   /** Line of the `[Peer]` header. */
   line: number;
 }
@@ -206,6 +208,7 @@ export function parseServerConfig(text: string, path: string): ServerSetup {
   const { config, warnings } = parsed;
   const names = peerNames(text);
   const upstreams = peerComments(text, "Upstream");
+  const disabled = peerComments(text, "Disabled");
   const privateKey = keyToBase64(config.interface.privateKey);
   const publicKey = keyToBase64(derivePublicKey(config.interface.privateKey));
   const peers: SetupPeer[] = config.peers.map((p, i) => {
@@ -216,6 +219,7 @@ export function parseServerConfig(text: string, path: string): ServerSetup {
     };
     if (names[i] !== undefined) peer.name = names[i];
     if (upstreams[i] !== undefined) peer.upstream = upstreams[i];
+    if (/^(true|yes|1)$/i.test(disabled[i] ?? "")) peer.disabled = true;
     if (p.presharedKey) peer.presharedKey = keyToBase64(p.presharedKey);
     if (p.endpoint) peer.endpoint = { host: p.endpoint.host, port: p.endpoint.port };
     if (p.persistentKeepalive) peer.persistentKeepalive = p.persistentKeepalive;
@@ -504,6 +508,26 @@ export async function addPeer(
 }
 
 /**
+ * The file's lines and the `[Peer]` section of `name`: its header is line
+ * `peer.line`, its body the lines up to index `end` (the next section header).
+ */
+async function peerSection(
+  path: string,
+  name: string,
+): Promise<{ peer: SetupPeer; lines: string[]; end: number }> {
+  const text = await Deno.readTextFile(path).catch((error) => {
+    throw fileError(path, error);
+  });
+  const setup = parseServerConfig(text, path);
+  const peer = setup.peers.find((p) => p.name === name);
+  if (!peer) throw new UsageError(`${path}: no peer named "${name}"`);
+  const lines = text.split("\n");
+  let end = peer.line;
+  while (end < lines.length && !/^\s*\[/.test(lines[end])) end++;
+  return { peer, lines, end };
+}
+
+/**
  * Removes the peer named `name` from the server config at `path` (its whole
  * `[Peer]` section; the rest of the file stays as it was) and deletes its
  * client file beside it, if there is one.
@@ -512,16 +536,9 @@ export async function addPeer(
  * @throws {UsageError} When the file cannot be read or written or has no such peer.
  */
 export async function removePeer(path: string, name: string): Promise<SetupPeer> {
-  const text = await Deno.readTextFile(path).catch((error) => {
-    throw fileError(path, error);
-  });
-  const setup = parseServerConfig(text, path);
-  const peer = setup.peers.find((p) => p.name === name);
-  if (!peer) throw new UsageError(`${path}: no peer named "${name}"`);
-  const lines = text.split("\n");
-  // The section runs from its header to the next section header.
-  let end = peer.line;
-  while (end < lines.length && !/^\s*\[/.test(lines[end])) end++;
+  const section = await peerSection(path, name);
+  const { peer, lines } = section;
+  let end = section.end;
   while (end > peer.line && lines[end - 1].trim() === "") end--;
   let start = peer.line - 1;
   // The blank lines in front of it go with it.
@@ -534,6 +551,31 @@ export async function removePeer(path: string, name: string): Promise<SetupPeer>
   }
   await Deno.remove(clientFilePath(path, name)).catch(() => {});
   return peer;
+}
+
+/**
+ * Disables (`# Disabled = true` in its `[Peer]` section: wgstack does not
+ * load it; its keys stay) or enables the peer named `name` in the server
+ * config at `path`. The rest of the file stays as it was.
+ *
+ * @returns The peer as it is now.
+ * @throws {UsageError} When the file cannot be read or written or has no such peer.
+ */
+export async function setPeerDisabled(
+  path: string,
+  name: string,
+  disabled: boolean,
+): Promise<SetupPeer> {
+  const { peer, lines, end } = await peerSection(path, name);
+  const body = lines.slice(peer.line, end).filter((l) => !/^\s*#\s*Disabled\s*=/i.test(l));
+  if (disabled) body.unshift("# Disabled = true");
+  const next = [...lines.slice(0, peer.line), ...body, ...lines.slice(end)].join("\n");
+  try {
+    await Deno.writeTextFile(path, next);
+  } catch (error) {
+    throw fileError(path, error);
+  }
+  return { ...peer, disabled: disabled || undefined };
 }
 
 /**

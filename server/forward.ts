@@ -49,6 +49,7 @@ import {
   type DnsNamesStats,
   queryName,
 } from "./dns_names.ts";
+import { type FlowEntry, type FlowPage, type FlowQuery, FlowTable } from "./flows.ts";
 
 /** The upstream side of a relayed TCP connection (a `Deno.TcpConn` fits). */
 export interface UpstreamConn {
@@ -155,6 +156,8 @@ export interface ForwardOptions {
   dnsBlock?: "nxdomain" | "zero" | "off";
   /** Bounds of the address → name table learnt from DNS answers. */
   dnsNames?: DnsNamesOptions;
+  /** How many recently closed flows {@linkcode Forwarder.flows} keeps. Default 256; 0: none. */
+  closedFlows?: number;
 }
 
 /** Counters of a {@linkcode Forwarder}. */
@@ -367,6 +370,7 @@ export class Forwarder {
   #sniff?: { timeoutMs?: number; maxBytes?: number };
   #relaySniff?: RelaySniff;
   #hostnames: Record<HostnameSource, number> = { sni: 0, http: 0, quic: 0, dns: 0 };
+  #flows: FlowTable;
   #stats = {
     domainRefused: 0,
     dnsBlocked: 0,
@@ -406,6 +410,7 @@ export class Forwarder {
     this.#domains = new DomainRules({ allow: options.allowDomains, deny: options.denyDomains });
     this.#names = new DnsNames(options.dnsNames);
     this.#dnsBlock = options.dnsBlock ?? "nxdomain";
+    this.#flows = new FlowTable({ closed: options.closedFlows });
     this.#upstream = upstreamChooser(options.upstream);
     this.#upstreamUdp = options.upstreamUdp ?? "refuse";
     this.#sniff = options.sniff === false
@@ -450,6 +455,16 @@ export class Forwarder {
       hostnames: { ...this.#hostnames },
       dnsNames: this.#names.stats(),
     };
+  }
+
+  /**
+   * The connections and flows being relayed now, or the recently closed
+   * ones: filtered, sorted and paged (see {@linkcode FlowTable.query}).
+   *
+   * @throws {RangeError} For an invalid query.
+   */
+  flows(query?: FlowQuery): FlowPage {
+    return this.#flows.query(query);
   }
 
   /** The flow with its DNS-derived hostname, when the peer resolved the destination through us. */
@@ -756,6 +771,7 @@ export class Forwarder {
       dialMs: dialled.dialMs === undefined ? undefined : Math.round(dialled.dialMs),
     });
     this.#open.add(relay);
+    this.#flows.add(relay);
     return relayTcp(stream, upstream, relay).then((result) => this.#relayEnded(relay, result));
   }
 
@@ -774,6 +790,7 @@ export class Forwarder {
       : this.#closed && result.end !== "closed"
       ? "shutdown"
       : result.end;
+    this.#flows.end(relay, end);
     this.#rawLog({
       level: result.error && !idled && !domainRefused ? "warn" : "info",
       event: "tcp-close",
@@ -887,6 +904,26 @@ export class Forwarder {
         : (route as UpstreamProxy).label,
     });
     const counts = { bytesUp: 0, bytesDown: 0, datagramsUp: 0, datagramsDown: 0 };
+    const entry: FlowEntry = {
+      id: 0,
+      protocol: "udp",
+      info: flow,
+      started,
+      state: "open",
+      get bytesUp() {
+        return counts.bytesUp;
+      },
+      get bytesDown() {
+        return counts.bytesDown;
+      },
+      get host() {
+        return label.host;
+      },
+      get hostSource() {
+        return label.hostSource;
+      },
+    };
+    this.#flows.add(entry);
     let end = "expired";
     let error: string | undefined;
     const reader = flow.readable.getReader();
@@ -977,6 +1014,8 @@ export class Forwarder {
       for (let i = 0; i < slots; i++) this.#release(peer);
     }
     await down;
+    const ended = this.#closed && end === "expired" ? "shutdown" : end;
+    this.#flows.end(entry, ended);
     if (label.hostSource) this.#hostnames[label.hostSource]++;
     this.#stats.bytesUp += counts.bytesUp;
     this.#stats.bytesDown += counts.bytesDown;
@@ -986,7 +1025,7 @@ export class Forwarder {
       ...label,
       ...counts,
       durationMs: Math.round(performance.now() - started),
-      end: this.#closed && end === "expired" ? "shutdown" : end,
+      end: ended,
       error,
     });
   }
@@ -1077,8 +1116,11 @@ interface RelaySniff {
   decide(relay: RelayHandle, hostname: string | undefined, source?: HostnameSource): boolean;
 }
 
-/** One running TCP relay: its byte counts, last activity, name and idle closing. */
-class RelayHandle {
+/** One running TCP relay: its byte counts, last activity, name, state and idle closing. */
+class RelayHandle implements FlowEntry {
+  id = 0;
+  /** `"open"`, then `"client-fin"` or `"server-fin"` after one side's FIN. */
+  state = "open";
   bytesUp = 0;
   bytesDown = 0;
   idled = false;
@@ -1092,8 +1134,19 @@ class RelayHandle {
     readonly upstream: UpstreamConn,
     readonly sniff?: RelaySniff,
   ) {}
+  get protocol(): "tcp" {
+    return "tcp";
+  }
+  get info(): FlowInfo {
+    return this.stream;
+  }
   touch(): void {
     this.lastActive = performance.now();
+  }
+  ended(direction: "up" | "down"): void {
+    this.state = this.state === "open"
+      ? (direction === "up" ? "client-fin" : "server-fin")
+      : "closing";
   }
   /** The client's first bytes, read while looking for a name (see `relayTcp`). */
   first(): Promise<FirstBytes> | undefined {
@@ -1163,6 +1216,8 @@ export interface RelayCounters {
   bytesDown: number;
   /** Called on every chunk either way. */
   touch?: () => void;
+  /** Called when one direction finished with a FIN (`"up"`: the client's, `"down"`: the upstream's). */
+  ended?: (direction: "up" | "down") => void;
   /**
    * Reads the client's first bytes before relaying (e.g. `sniffFirstBytes`):
    * `held` goes upstream first, then `pending`'s chunk, then the rest. A
@@ -1244,6 +1299,7 @@ export function relayTcp(
       result.bytesUp += chunk.length;
       if (counters) counters.bytesUp += chunk.length;
     }
+    counters?.ended?.("up");
     try {
       await conn.closeWrite();
     } catch (error) {
@@ -1276,6 +1332,7 @@ export function relayTcp(
       if (counters) counters.bytesDown += n;
     }
     // FIN to the client after what was written.
+    counters?.ended?.("down");
     stream.close();
   })();
 

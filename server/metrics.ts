@@ -22,6 +22,18 @@ export interface MetricsRegistry {
 import type { ServePeerState, Server } from "./serve.ts";
 import type { ForwarderStats } from "./forward.ts";
 
+/** One metric with its current values, as {@linkcode ServerMetrics.json} returns it. */
+export interface MetricValues {
+  /** The metric's name, e.g. `"wgstack_drops_total"`. */
+  name: string;
+  /** Its help text. */
+  help: string;
+  /** `"counter"`, `"gauge"` or `"histogram"`. */
+  type: string;
+  /** One value per label set (histograms: `metricName` tells bucket, sum and count apart). */
+  values: { labels: Record<string, string | number>; value: number; metricName?: string }[];
+}
+
 /** Options of {@linkcode ServerMetrics}. */
 export interface MetricsOptions {
   /** The `device` label (the interface name `wg` knows the server by). Default `"wgstack"`. */
@@ -62,6 +74,20 @@ export class ServerMetrics {
   /** The metrics in Prometheus text format. */
   text(): Promise<string> {
     return this.registry.metrics();
+  }
+
+  /** The same metrics as data: the numbers of {@linkcode ServerMetrics.text}, read now. */
+  async json(): Promise<MetricValues[]> {
+    return (await this.#registry.getMetricsAsJSON()).map((m) => ({
+      name: m.name,
+      help: m.help,
+      type: String(m.type),
+      values: m.values.map((v) => ({
+        labels: { ...v.labels } as Record<string, string | number>,
+        value: v.value,
+        ...("metricName" in v && v.metricName ? { metricName: v.metricName as string } : {}),
+      })),
+    }));
   }
 
   #register(): void {

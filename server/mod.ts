@@ -77,6 +77,7 @@ export {
   type MetricsOptions,
   type MetricsRegistry,
   type MetricsServer,
+  type MetricValues,
   serveMetrics,
   type ServeMetricsOptions,
   ServerMetrics,
@@ -114,6 +115,15 @@ export {
   QuicSniffer,
   type QuicSnifferOptions,
 } from "./sniff_quic.ts";
+export {
+  type FlowEntry,
+  type FlowPage,
+  type FlowQuery,
+  type FlowSnapshot,
+  FlowTable,
+  type FlowTableOptions,
+  normalizeFlowQuery,
+} from "./flows.ts";
 export { DomainRules, type DomainRulesOptions, parseDomainPattern } from "./domains.ts";
 export {
   blockedAnswer,

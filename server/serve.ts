@@ -33,6 +33,7 @@ import { Forwarder, type ForwarderStats, type ForwardOptions } from "./forward.t
 import { DestinationPolicy } from "./policy.ts";
 import { positiveInteger } from "./_util.ts";
 import { listenUapi, type UapiListener, type UapiOptions } from "./uapi.ts";
+import { type FlowPage, type FlowQuery, normalizeFlowQuery } from "./flows.ts";
 
 /** A peer (client) the server accepts. */
 export interface ServePeer {
@@ -322,6 +323,14 @@ export interface Server extends AsyncIterable<TcpStream | UdpStream> {
    * quotas in `limits.netstack.perSource`), or `undefined` for an unknown key.
    */
   peerUsage(publicKey: string | Uint8Array): NetStackSourceUsage | undefined;
+  /**
+   * With `forward`: the connections and flows being forwarded now (peer,
+   * 4-tuple, host name, bytes each way, age, state), or the recently closed
+   * ones, filtered and paged (see {@linkcode FlowTable}). Without
+   * `forward`: always empty.
+   * @throws {RangeError} For an invalid query.
+   */
+  flows(query?: FlowQuery): FlowPage;
 }
 
 /** Least time between two turns that work on queued handshakes (ms). */
@@ -1033,6 +1042,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
       udpFlowsEvicted,
       forward: forwarder?.stats(),
     }),
+    flows: (query) =>
+      forwarder?.flows(query) ??
+        { total: 0, matched: 0, offset: normalizeFlowQuery(query).offset, flows: [] },
   };
   if (options.uapi && !stopping) {
     try {
