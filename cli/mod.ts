@@ -36,6 +36,9 @@
  *   forwarded flows through a proxy; each flow's host name (TLS SNI, HTTP
  *   Host, QUIC Initial, DNS answers) is logged as `host=…`, and
  *   `--deny-domain`/`--allow-domain` refuse by name, also at the DNS address.
+ * - **Dashboard**: `--web [HOST:]PORT` serves a live page (peers, flows with
+ *   host names, totals, QR codes, add/disable/remove clients) and its JSON
+ *   API, behind a token printed at start as a ready-to-open URL.
  * - **Logs**: one line per connection or flow open and close (peer, source →
  *   destination, bytes each way, duration, how it ended), handshakes,
  *   roaming, errors; `--log-format json` for one object per line; a

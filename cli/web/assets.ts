@@ -68,7 +68,7 @@ export function indexHtml(token: string): string {
   </div>
   <table id="flows">
     <thead><tr><th>peer</th><th>proto</th><th>source</th><th>destination</th><th>host</th>
-    <th class="n">up</th><th class="n">down</th><th class="n">age</th><th>state</th></tr></thead>
+    <th class="n">up</th><th class="n">down</th><th class="n" id="age-head">age</th><th>state</th></tr></thead>
     <tbody></tbody>
   </table>
 </section>
@@ -233,9 +233,24 @@ function spark(history) {
   c.title = "received " + bytes(last(history.rx)) + "/s, sent " + bytes(last(history.tx)) + "/s";
   return c;
 }
-let knownPeers = [];
+let peerShape = "";
 function renderPeers(p) {
-  knownPeers = p.peers;
+  // Same peers as before: update the cells in place (a click on a button is never lost).
+  const shape = JSON.stringify(p.peers.map((x) => [x.publicKey, x.name, x.disabled, x.hasConfig]));
+  const body = $("peers").tBodies[0];
+  if (shape === peerShape) {
+    p.peers.forEach((peer, i) => {
+      const td = body.rows[i].cells;
+      td[1].textContent = ep(peer.endpoint);
+      td[2].textContent = peer.disabled ? "" : handshake(peer);
+      td[3].textContent = bytes(peer.rxBytes);
+      td[4].textContent = bytes(peer.txBytes);
+      td[5].replaceChildren(spark(peer.history));
+      td[6].textContent = peer.tcpOpen + " TCP, " + peer.udpOpen + " UDP";
+    });
+    return;
+  }
+  peerShape = shape;
   const rows = p.peers.map((peer) => {
     const actions = el("td", {});
     if (peer.name && peer.hasConfig) actions.append(el("button", { onclick: () => showQr(peer.name) }, "QR"));
@@ -246,11 +261,10 @@ function renderPeers(p) {
         if (confirm("Remove client " + peer.name + "? Its keys are deleted.")) act("DELETE", peer.name);
       } }, "remove"));
     }
-    const hs = peer.lastHandshake ? duration(Date.now() - peer.lastHandshake) + " ago" : "never";
     return el("tr", { class: peer.disabled ? "disabled" : "", "data-key": peer.publicKey },
       el("td", { title: peer.publicKey }, peerLabel(peer.name, peer.publicKey), peer.disabled ? " (disabled)" : ""),
       el("td", { class: "mono" }, ep(peer.endpoint)),
-      el("td", {}, peer.disabled ? "" : hs),
+      el("td", {}, peer.disabled ? "" : handshake(peer)),
       el("td", { class: "n" }, bytes(peer.rxBytes)),
       el("td", { class: "n" }, bytes(peer.txBytes)),
       el("td", {}, spark(peer.history)),
@@ -263,6 +277,9 @@ function renderPeers(p) {
   sel.replaceChildren(el("option", { value: "" }, "all"),
     ...p.peers.map((x) => el("option", { value: x.publicKey }, peerLabel(x.name, x.publicKey))));
   sel.value = chosen;
+}
+function handshake(peer) {
+  return peer.lastHandshake ? duration(Math.max(0, Date.now() - peer.lastHandshake)) + " ago" : "never";
 }
 async function act(method, name, body) {
   try {
@@ -318,6 +335,7 @@ function flowParams() {
 }
 function renderFlows(page) {
   const closed = $("f-closed").value === "1";
+  $("age-head").textContent = closed ? "lasted" : "age";
   const rows = page.flows.map((f) => el("tr", { "data-id": f.id },
     el("td", { title: f.peer }, peerLabel(f.peerName, f.peer)),
     el("td", {}, f.protocol),

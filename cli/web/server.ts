@@ -554,7 +554,16 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
         response.headers.set("referrer-policy", "no-referrer");
         return response;
       } catch (error) {
-        if (error instanceof HttpError) return json({ error: error.message }, error.status);
+        if (error instanceof HttpError) {
+          // A person at the page's address reads a sentence, a program at /api JSON.
+          if (!new URL(request.url).pathname.startsWith("/api")) {
+            return new Response(`${error.status}: ${error.message}\n`, {
+              status: error.status,
+              headers: { "content-type": "text/plain; charset=utf-8" },
+            });
+          }
+          return json({ error: error.message }, error.status);
+        }
         if (error instanceof UsageError) return json({ error: error.message }, 400);
         if (error instanceof ClientNotFound) return json({ error: error.message }, 404);
         return json({ error: `Internal error: ${(error as Error).message}` }, 500);
