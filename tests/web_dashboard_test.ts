@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="deno.ns" />
 /**
  * The `--web` dashboard in a real browser (headless Chromium driven by
  * puppeteer-core) against the `wgstack` command with a real wireguard-go
@@ -47,6 +45,13 @@ const need = requirement(
     missingOnPath("chromium", "wireguard-go", "wg", "wg-quick", "python3", "curl"),
   ),
 );
+
+// The functions handed to page.evaluate() run in Chromium: its globals, untyped here (a
+// `lib="dom"` reference would change the types of the whole program under `deno check .`).
+// deno-lint-ignore no-explicit-any
+declare const document: any;
+// deno-lint-ignore no-explicit-any
+type HTMLImageElement = any;
 
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const SHOTS = Deno.env.get("WGSTACK_SCREENSHOTS") ?? "/tmp/wgstack-web-shots";
@@ -122,7 +127,7 @@ async function decodeDialogQr(page: Page): Promise<string> {
     g.fillRect(0, 0, size, size);
     g.drawImage(img, 0, 0, size, size);
     const d = g.getImageData(0, 0, size, size);
-    return { width: size, height: size, data: Array.from(d.data) };
+    return { width: size, height: size, data: Array.from(d.data) as number[] };
   });
   const decode = jsQR as unknown as (
     data: Uint8ClampedArray,
