@@ -234,7 +234,23 @@ function spark(history) {
   return c;
 }
 let peerShape = "";
+/** Each peer's throughput samples: the first update brings them all, later ones the latest. */
+const rates = new Map();
+function keepHistory(peers) {
+  for (const peer of peers) {
+    if (peer.history) rates.set(peer.publicKey, { rx: [...peer.history.rx], tx: [...peer.history.tx] });
+    else if (peer.rate) {
+      let r = rates.get(peer.publicKey);
+      if (!r) rates.set(peer.publicKey, r = { rx: [], tx: [] });
+      r.rx.push(peer.rate.rx);
+      r.tx.push(peer.rate.tx);
+      if (r.rx.length > 120) { r.rx.shift(); r.tx.shift(); }
+    }
+    peer.history = rates.get(peer.publicKey) || { rx: [], tx: [] };
+  }
+}
 function renderPeers(p) {
+  keepHistory(p.peers);
   // Same peers as before: update the cells in place (a click on a button is never lost).
   const shape = JSON.stringify(p.peers.map((x) => [x.publicKey, x.name, x.disabled, x.hasConfig]));
   const body = $("peers").tBodies[0];
@@ -246,7 +262,7 @@ function renderPeers(p) {
       td[3].textContent = bytes(peer.rxBytes);
       td[4].textContent = bytes(peer.txBytes);
       td[5].replaceChildren(spark(peer.history));
-      td[6].textContent = peer.tcpOpen + " TCP, " + peer.udpOpen + " UDP";
+      td[6].firstChild.textContent = peer.tcpOpen + " TCP, " + peer.udpOpen + " UDP";
     });
     return;
   }
@@ -268,7 +284,11 @@ function renderPeers(p) {
       el("td", { class: "n" }, bytes(peer.rxBytes)),
       el("td", { class: "n" }, bytes(peer.txBytes)),
       el("td", {}, spark(peer.history)),
-      el("td", { class: "n" }, peer.tcpOpen + " TCP, " + peer.udpOpen + " UDP"),
+      el("td", { class: "n" }, el("a", { href: "#flows", title: "show its flows", onclick: () => {
+        $("f-peer").value = peer.publicKey;
+        offset = 0;
+        connect();
+      } }, peer.tcpOpen + " TCP, " + peer.udpOpen + " UDP")),
       actions);
   });
   $("peers").tBodies[0].replaceChildren(...rows);
@@ -333,6 +353,7 @@ function flowParams() {
   p.set("limit", PAGE);
   return p;
 }
+let mode = "";
 function renderFlows(page) {
   const closed = $("f-closed").value === "1";
   $("age-head").textContent = closed ? "lasted" : "age";
@@ -347,6 +368,10 @@ function renderFlows(page) {
     el("td", { class: "n" }, duration(f.durationMs)),
     el("td", {}, closed ? f.end : f.state)));
   $("flows").tBodies[0].replaceChildren(...rows);
+  if (mode === "echo" && page.total === 0) {
+    $("flows").tBodies[0].replaceChildren(el("tr", {}, el("td", { colspan: 9 },
+      "Flows are listed in forward mode (this server echoes).")));
+  }
   const last = Math.min(page.offset + page.flows.length, page.matched);
   $("flow-count").textContent = (page.matched ? page.offset + 1 : 0) + "–" + last + " of " + page.matched +
     (page.matched !== page.total ? " (" + page.total + " in all)" : "");
@@ -365,6 +390,7 @@ function connect() {
     const u = JSON.parse(ev.data);
     $("status").textContent = "live";
     $("status").className = "status";
+    mode = u.summary.server.mode || "";
     renderSummary(u.summary);
     renderPeers(u.peers);
     renderFlows(u.flows);

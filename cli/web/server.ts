@@ -247,7 +247,8 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
   const started = Date.now();
   const history = new History(options.historyLength ?? 120);
   const maxStreams = options.maxStreams ?? 16;
-  const streams = new Set<(tick: Tick) => void>();
+  /** Open event streams: what sends them an update, what closes them. */
+  const streams = new Map<(tick: Tick) => void, () => void>();
   const abort = new AbortController();
 
   interface Tick {
@@ -283,7 +284,11 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
     };
   }
 
-  async function peers() {
+  /**
+   * The peers; `full`: with the throughput history, else with the latest
+   * sample only (`rate`, for pages that keep the history themselves).
+   */
+  async function peers(full = true) {
     const running = server.peers();
     const clients = options.clients ? await options.clients.list().catch(() => []) : [];
     const byKey = new Map(clients.map((c) => [c.publicKey, c]));
@@ -292,7 +297,7 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
       ...p,
       disabled: false,
       hasConfig: byKey.get(p.publicKey)?.hasConfig ?? false,
-      history: history.rates.get(p.publicKey) ?? { rx: [], tx: [] },
+      ...rateOf(p.publicKey, full),
     }));
     for (const c of clients) {
       if (c.disabled) {
@@ -304,15 +309,21 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
           tcpOpen: 0,
           udpOpen: 0,
           handshakes: 0,
-          history: { rx: [], tx: [] },
+          ...rateOf(c.publicKey, full),
         });
       }
     }
     return { peers: out };
   }
 
-  async function tick(): Promise<Tick> {
-    return { summary: await summary(), peers: await peers() };
+  function rateOf(key: string, full: boolean) {
+    const r = history.rates.get(key) ?? { rx: [], tx: [] };
+    if (full) return { history: r };
+    return { rate: { rx: r.rx.at(-1) ?? 0, tx: r.tx.at(-1) ?? 0 } };
+  }
+
+  async function tick(full: boolean): Promise<Tick> {
+    return { summary: await summary(), peers: await peers(full) };
   }
 
   // One sampler for everyone: history, and one summary per second for the streams.
@@ -321,8 +332,8 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
     history.sample(server, performance.now());
     if (streams.size === 0) return;
     try {
-      const t = await tick();
-      for (const send of streams) send(t);
+      const t = await tick(false);
+      for (const send of streams.keys()) send(t);
     } catch {
       // the server is stopping
     }
@@ -337,25 +348,27 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
     let send: ((t: Tick) => void) | undefined;
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
-        send = (t) => {
-          try {
-            const data = JSON.stringify({ ...t, flows: server.flows(query) });
-            controller.enqueue(encoder.encode(`event: update\ndata: ${data}\n\n`));
-          } catch {
-            if (send) streams.delete(send);
-          }
-        };
-        controller.enqueue(encoder.encode("retry: 2000\n\n"));
-        send(first);
-        streams.add(send);
-        abort.signal.addEventListener("abort", () => {
+        const close = () => {
           if (send) streams.delete(send);
           try {
             controller.close();
           } catch {
             // already closed
           }
-        }, { once: true });
+        };
+        const update = (t: Tick) =>
+          `event: update\ndata: ${JSON.stringify({ ...t, flows: server.flows(query) })}\n\n`;
+        send = (t) => {
+          // A reader that has not taken the last update misses this one (nothing piles up).
+          if ((controller.desiredSize ?? 1) <= 0) return;
+          try {
+            controller.enqueue(encoder.encode(update(t)));
+          } catch {
+            close();
+          }
+        };
+        controller.enqueue(encoder.encode(`retry: 2000\n\n${update(first)}`));
+        streams.set(send, close);
       },
       cancel() {
         if (send) streams.delete(send);
@@ -448,7 +461,7 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
     }
     if (route === "GET /api/events") {
       try {
-        return events(url, await tick());
+        return events(url, await tick(true));
       } catch (error) {
         if (error instanceof RangeError) throw new HttpError(400, error.message);
         throw error;
@@ -540,8 +553,7 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
           url: `http://${urlHost}:${addr.port}/?token=${token}`,
           token,
           shutdown: async () => {
-            clearInterval(sampler);
-            abort.abort();
+            stop();
             await http.finished;
           },
         });
@@ -573,10 +585,12 @@ export async function startWeb(server: Server, options: WebOptions): Promise<Web
     clearInterval(sampler);
     reject(error);
   }
-  server.finished.then(() => {
+  function stop(): void {
     clearInterval(sampler);
+    for (const close of [...streams.values()]) close();
     abort.abort();
-  });
+  }
+  server.finished.then(stop);
   return await promise;
 }
 

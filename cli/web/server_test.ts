@@ -326,9 +326,15 @@ Deno.test({
       while ((text.match(/event: update/g) ?? []).length < 2) text += (await reader.read()).value;
       controller.abort();
       await reader.cancel().catch(() => {});
-      const data = JSON.parse(text.split("event: update\ndata: ")[1].split("\n")[0]);
-      assert.deepEqual(Object.keys(data).sort(), ["flows", "peers", "summary"]);
-      assert.equal(data.flows.total, 0);
+      const [first, second] = text.split("event: update\ndata: ").slice(1, 3)
+        .map((part) => JSON.parse(part.split("\n")[0]));
+      assert.deepEqual(Object.keys(first).sort(), ["flows", "peers", "summary"]);
+      assert.equal(first.flows.total, 0);
+      assert.equal(first.flows.flows.length, 0);
+      // The first update brings each peer's history, later ones only the latest sample.
+      assert.ok(Array.isArray(first.peers.peers[0].history?.rx), JSON.stringify(first.peers));
+      assert.equal(second.peers.peers[0].history, undefined);
+      assert.equal(typeof second.peers.peers[0].rate.rx, "number");
     });
   },
 });
