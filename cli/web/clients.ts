@@ -58,6 +58,8 @@ export class WebClients {
   #server: Server;
   #options: WebClientsOptions;
   #queue: Promise<unknown> = Promise.resolve();
+  /** The last list, kept while the config file's mtime stays and for at most 10 s. */
+  #cache?: { mtime: number; at: number; list: Promise<WebClient[]> };
 
   /** Operates on `options.config` and `server`. */
   constructor(server: Server, options: WebClientsOptions) {
@@ -67,13 +69,25 @@ export class WebClients {
 
   /** Runs `fn` after every change queued before it. */
   #serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.#queue.then(fn, fn);
+    this.#cache = undefined;
+    const next = this.#queue.then(fn, fn).finally(() => this.#cache = undefined);
     this.#queue = next.catch(() => {});
     return next;
   }
 
-  /** The peers of the config file. */
+  /** The peers of the config file (read again when it changed, or after 10 s). */
   async list(): Promise<WebClient[]> {
+    const mtime = (await Deno.stat(this.#options.config)).mtime?.getTime() ?? 0;
+    const now = performance.now();
+    const cached = this.#cache;
+    if (cached && cached.mtime === mtime && now - cached.at < 10_000) return await cached.list;
+    const list = this.#read();
+    this.#cache = { mtime, at: now, list };
+    list.catch(() => this.#cache = undefined);
+    return await list;
+  }
+
+  async #read(): Promise<WebClient[]> {
     const setup = await loadServerConfig(this.#options.config);
     return await Promise.all(setup.peers.map(async (p) => ({
       ...(p.name !== undefined ? { name: p.name } : {}),
