@@ -404,6 +404,59 @@ Deno.test({
       await shot(page, "6-closed");
     });
 
+    await t.step("disable, enable and remove a client with the page's buttons", async () => {
+      const press = (name: string, label: string) =>
+        page.evaluate(
+          (name: string, label: string) => {
+            const row = [...document.querySelectorAll("#peers tbody tr")].find((tr) =>
+              tr.querySelector("td")?.textContent.startsWith(name)
+            );
+            [...row.querySelectorAll("button")].find((b) => b.textContent === label).click();
+          },
+          name,
+          label,
+        );
+      const rowText = () =>
+        page.evaluate(() =>
+          [...document.querySelectorAll("#peers tbody tr")].map((tr) =>
+            tr.querySelector("td").textContent
+          )
+        );
+      await press("laptop", "disable");
+      await page.waitForFunction(
+        () =>
+          [...document.querySelectorAll("#peers tbody td")].some((td) =>
+            td.textContent === "laptop (disabled)"
+          ),
+        { timeout: 5000 },
+      );
+      assert.match(await Deno.readTextFile(`${dir}/wg.conf`), /^# Disabled = true$/m);
+      await shot(page, "7-disabled");
+      const refused = await client2.run(
+        ["curl", "-sS", "-m", "3", `http://${target}:8080/`],
+        { check: false },
+      );
+      assert.notEqual(refused.code, 0, "a disabled client gets nowhere");
+      await press("laptop", "enable");
+      await page.waitForFunction(
+        () =>
+          [...document.querySelectorAll("#peers tbody td")].some((td) =>
+            td.textContent === "laptop"
+          ),
+        {
+          timeout: 5000,
+        },
+      );
+      assert.doesNotMatch(await Deno.readTextFile(`${dir}/wg.conf`), /# Disabled/);
+      page.once("dialog", (d) => void d.accept());
+      await press("laptop", "remove");
+      await page.waitForFunction(() => document.querySelectorAll("#peers tbody tr").length === 1, {
+        timeout: 5000,
+      });
+      assert.deepEqual(await rowText(), ["client-1"]);
+      assert.doesNotMatch(await Deno.readTextFile(`${dir}/wg.conf`), /laptop/);
+    });
+
     assert.deepEqual(errors, [], "no script errors on the page");
   },
 });
