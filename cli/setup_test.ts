@@ -11,8 +11,10 @@ import {
   randomUlaPrefix,
   readClientFiles,
   redactKeys,
+  setPeerDisabled,
   withEndpoint,
 } from "./setup.ts";
+import { servePeers } from "./control.ts";
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "wgstack-setup-" });
@@ -232,5 +234,35 @@ Deno.test("setup helpers", async (t) => {
       withEndpoint("[Peer]\nEndpoint = 192.0.2.1:1\nX = y\n", "[2001:db8::1]:2"),
       "[Peer]\nEndpoint = [2001:db8::1]:2\nX = y\n",
     );
+  });
+});
+
+Deno.test("disabled peers: # Disabled = true, kept in the file, not served", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/wg.conf`;
+    await ensureServerConfig(path, { endpointHost: "192.0.2.1", addresses: ["10.44.0.1/24"] });
+    await addPeer(path, "phone", { endpointHost: "192.0.2.1" });
+    const before = await Deno.readTextFile(path);
+    const off = await setPeerDisabled(path, "phone", true);
+    assert.equal(off.disabled, true);
+    const text = await Deno.readTextFile(path);
+    assert.match(text, /\[Peer\]\n# Disabled = true\n# Name = phone\n/);
+    // Still a file wg accepts, with both peers.
+    assert.equal(parseConfig(text).config.peers.length, 2);
+    const setup = parseServerConfig(text, path);
+    assert.deepEqual(setup.peers.map((p) => [p.name, p.disabled]), [
+      ["client-1", undefined],
+      ["phone", true],
+    ]);
+    assert.deepEqual(servePeers(setup).map((p) => p.name), ["client-1"]);
+    await setPeerDisabled(path, "phone", true); // twice: one line
+    assert.equal((await Deno.readTextFile(path)).match(/# Disabled/g)?.length, 1);
+    await setPeerDisabled(path, "phone", false);
+    assert.equal(await Deno.readTextFile(path), before, "enabling restores the file");
+    const key = (n: number) => keyToBase64(new Uint8Array(32).fill(n));
+    const lower = `[Interface]\nPrivateKey = ${key(1)}\n[Peer]\n# disabled = yes\n` +
+      `PublicKey = ${key(2)}\nAllowedIPs = 10.0.0.2/32\n`;
+    assert.equal(parseServerConfig(lower, "x.conf").peers[0].disabled, true, "any case, yes");
+    await assert.rejects(setPeerDisabled(path, "nobody", true), UsageError);
   });
 });

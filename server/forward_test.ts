@@ -934,3 +934,81 @@ Deno.test("relay sniffing: server-first protocols are not delayed, no byte is lo
     assert.equal(got, "GET / HTTP/1.1\r\nHost: late.test\r\n\r\n");
   });
 });
+
+Deno.test("Forwarder.flows: live connections and flows, then the closed ones", async (t) => {
+  await t.step("a TCP relay: host name, bytes, state, then how it ended", async () => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const accepted = listener.accept();
+    using fwd = forwarder({ localAddresses: ["198.18.0.1"], rules: LOOPBACK });
+    const c = fakeTcp({ address: "127.0.0.1", port: listener.addr.port });
+    const dial = await fwd.accept(c.stream);
+    const handled = fwd.relay(c.stream, dial.upstream!);
+    const request = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: Flows.Test\r\n\r\n");
+    await c.clientWriter.write(request);
+    const up = await accepted;
+    const got = new Uint8Array(request.length);
+    let n = 0;
+    while (n < got.length) n += (await up.read(got.subarray(n)))!;
+    await up.write(new TextEncoder().encode("hello"));
+    await c.clientReader.read();
+    await waitUntil(() => fwd.flows().flows[0]?.bytesDown === 5);
+    const page = fwd.flows();
+    assert.equal(page.total, 1);
+    const f = page.flows[0];
+    assert.equal(f.protocol, "tcp");
+    assert.equal(f.peer, peer.publicKey);
+    assert.equal(f.peerName, "phone");
+    assert.deepEqual(f.source, source);
+    assert.equal(f.destination.port, listener.addr.port);
+    assert.equal(f.hostname, "flows.test");
+    assert.equal(f.hostnameSource, "http");
+    assert.equal(f.bytesUp, request.length);
+    assert.equal(f.state, "open");
+    assert.equal(fwd.flows({ host: "flows", peer: "phone", port: listener.addr.port }).matched, 1);
+    assert.equal(fwd.flows({ protocol: "udp" }).matched, 0);
+    await c.clientWriter.close();
+    await waitUntil(() => fwd.flows().flows[0]?.state === "client-fin");
+    up.close();
+    await handled;
+    assert.equal(fwd.flows().total, 0);
+    const closed = fwd.flows({ closed: true });
+    assert.equal(closed.total, 1);
+    assert.equal(closed.flows[0].id, f.id);
+    assert.equal(closed.flows[0].end, "closed");
+    assert.equal(closed.flows[0].state, "closed");
+    assert.equal(closed.flows[0].bytesDown, 5);
+  });
+
+  await t.step("a UDP flow: bytes as they go, then expired", async () => {
+    const echo = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    const echoPort = (echo.addr as Deno.NetAddr).port;
+    const echoing = (async () => {
+      try {
+        for (;;) {
+          const [data, from] = await echo.receive();
+          await echo.send(data, from);
+        }
+      } catch {
+        // closed
+      }
+    })();
+    const fwd = forwarder({ localAddresses: ["198.18.0.1"], rules: LOOPBACK, closedFlows: 1 });
+    const u = fakeUdp({ address: "127.0.0.1", port: echoPort });
+    const handled = fwd.onUdp(u.flow);
+    await u.clientWriter.write(new TextEncoder().encode("four"));
+    await u.clientReader.read();
+    await waitUntil(() => fwd.flows().flows[0]?.bytesDown === 4);
+    const f = fwd.flows({ protocol: "udp" }).flows[0];
+    assert.equal(f.bytesUp, 4);
+    assert.equal(f.destination.port, echoPort);
+    await u.clientWriter.close();
+    await handled;
+    echo.close();
+    await echoing;
+    assert.equal(fwd.flows().total, 0);
+    assert.deepEqual(fwd.flows({ closed: true }).flows.map((x) => [x.protocol, x.end]), [
+      ["udp", "expired"],
+    ]);
+    fwd.close();
+  });
+});
