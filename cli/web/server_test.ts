@@ -54,6 +54,11 @@ async function call(
   return { status: r.status, body: await r.text(), headers: r.headers };
 }
 
+async function waitFor(ok: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200 && !(await ok()); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(await ok());
+}
+
 const jsonBody = (body: unknown, token?: string) => ({
   token,
   headers: { "content-type": "application/json" },
@@ -335,6 +340,31 @@ Deno.test({
       assert.ok(Array.isArray(first.peers.peers[0].history?.rx), JSON.stringify(first.peers));
       assert.equal(second.peers.peers[0].history, undefined);
       assert.equal(typeof second.peers.peers[0].rate.rx, "number");
+
+      // At most 16 streams at once; closed ones free their place.
+      const open = await Promise.all(Array.from({ length: 16 }, async () => {
+        const abort = new AbortController();
+        const r = await fetch(`${base}/api/events`, {
+          headers: { authorization: `Bearer ${token}` },
+          signal: abort.signal,
+        });
+        assert.equal(r.status, 200);
+        return { abort, body: r.body! };
+      }));
+      const refused = await call(`${base}/api/events`, { token });
+      assert.equal(refused.status, 503);
+      assert.match(JSON.parse(refused.body).error, /Too many event streams/);
+      for (const o of open) {
+        o.abort.abort();
+        await o.body.cancel().catch(() => {});
+      }
+      await waitFor(async () => {
+        const r = await fetch(`${base}/api/events`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        await r.body?.cancel();
+        return r.status === 200;
+      });
     });
   },
 });
