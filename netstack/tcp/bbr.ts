@@ -793,11 +793,13 @@ export class Bbr implements CongestionControl {
     const delivered = rs.totalDelivered - this.#roundDeliveredStart;
     this.#roundLostStart = rs.totalLost;
     this.#roundDeliveredStart = rs.totalDelivered;
+    // Each round's own maximum RTT: a skipped (app-limited) round's does
+    // not carry into the next.
+    const queued = this.#roundMaxRtt > this.#minRtt * (1 + QUEUE_FREE_RTT);
+    this.#roundMaxRtt = 0;
     if (delivered <= 0 || this.#rsAppLimited) return;
     const calm = this.#state === "probe_bw_down" || this.#state === "probe_bw_cruise" ||
       (this.#state === "startup" && rs.deliveryRate >= this.#fullBw * FULL_BW_GROWTH);
-    const queued = this.#roundMaxRtt > this.#minRtt * (1 + QUEUE_FREE_RTT);
-    this.#roundMaxRtt = 0;
     if (!calm) return;
     const rate = lost / (lost + delivered);
     let estimate = this.#bgLoss + (rate - this.#bgLoss) / BACKGROUND_LOSS_ROUNDS;
