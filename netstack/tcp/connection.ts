@@ -1946,8 +1946,11 @@ export class Connection implements TcpConnectionLike {
     // forget it after a second one in case the receiver reneged (RFC 2018 §8).
     if (lr) {
       if (frto && lr.markHeadLost() > 0) this.#frto = 1;
-      else if (this.#retries >= 2) lr.markAllLost(true);
-      else {
+      else if (this.#retries >= 2 || !this.#sackOk) {
+        // Without SACK nothing (no RACK) would judge the rest later: all of
+        // it goes again (RFC 6582 after a timeout).
+        lr.markAllLost(this.#retries >= 2);
+      } else {
         const reo = lr.reoWnd(true, this.#dataMss(), this.#rtt.srtt, this.#rtt.rttvar);
         lr.markTimedOut(now, reo);
       }

@@ -211,6 +211,45 @@ Deno.test("DSACK and undo", async (t) => {
     assert.equal(stats(conn).retransmits, 4); // the probe, 1, 2, 3
   });
 
+  await t.step(
+    "without SACK a timeout still marks the whole flight (no RACK to judge it)",
+    async () => {
+      const h = new Harness();
+      const { conn, iss } = h.open({ mss: 1000, ts: [500, 0] }, [501, 0]);
+      const w = conn.writable.getWriter();
+      await w.write(filler(10 * TMSS));
+      h.poll(0);
+      assert.equal(h.out.splice(0).length, 10);
+      const ack = (n: number, at: number, echo: number) =>
+        h.send({ flags: "A", seq: P, ack: tseg(iss, n), ts: [600 + n, echo] }, at);
+      ack(1, 100, 500);
+      h.expectNothing();
+      // Just before the RTO two more segments go.
+      const rto = h.layer.nextDeadline();
+      await w.write(filler(2 * TMSS));
+      h.poll(rto - 20);
+      assert.deepEqual(h.out.splice(0).map((s) => s.seq), [tseg(iss, 10), tseg(iss, 11)]);
+      h.poll(rto);
+      const resent = h.expect({ flags: "A", seq: tseg(iss, 1) });
+      // Cumulative ACKs of the resent segments (echoing them: the timeout was
+      // real) walk through the flight in slow start, 10 and 11 included.
+      const order: number[] = [];
+      let next = 2;
+      let at = rto;
+      let echo = resent.tsVal;
+      while (next <= 11 && at < rto + 5000) {
+        at += 100;
+        ack(next, at, echo);
+        for (const s of h.out.splice(0)) {
+          order.push((s.seq - tseg(iss, 0)) / TMSS);
+          echo = s.tsVal;
+        }
+        next = Math.max(next, ...order) + 1;
+      }
+      assert.deepEqual(order, [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    },
+  );
+
   await t.step("BBR after a timeout: cwnd = what is still in flight + 1 segment", async () => {
     const { h, conn, iss, w, send } = await timed("bbr");
     send(1, 100);
