@@ -42,6 +42,7 @@ import {
 import { type FirstBytes, type HostnameSource, sniffFirstBytes } from "./sniff.ts";
 import { QuicSniffer } from "./sniff_quic.ts";
 import { DomainRules } from "./domains.ts";
+import { dialTcpFfi, learnTcpConn } from "./_dial_ffi.ts";
 import {
   blockedAnswer,
   DnsNames,
@@ -290,13 +291,18 @@ function peerLabel(info: FlowInfo): string {
  * small write until the previous one is acknowledged would add a round trip
  * (up to the upstream's delayed-ACK time) to request/response exchanges.
  */
-async function defaultConnect(
+export async function defaultConnect(
   hostname: string,
   port: number,
   signal: AbortSignal,
 ): Promise<UpstreamConn> {
+  // Through libc where it can (an answer in the same turn of the event loop
+  // when the kernel connected within the call; see _dial_ffi.ts).
+  const fast = dialTcpFfi(hostname, port, signal);
+  if (fast !== null) return await fast;
   const conn = await Deno.connect({ hostname, port, signal, autoSelectFamily: false });
   conn.setNoDelay(true);
+  learnTcpConn(conn);
   return conn;
 }
 

@@ -1,0 +1,280 @@
+/**
+ * A TCP dial through libc (Deno on Linux): `socket` + nonblocking `connect`
+ * through FFI, handed to Deno as an ordinary `Deno.TcpConn`.
+ *
+ * Why: `Deno.connect` always answers in a later turn of the event loop, even
+ * when the kernel completed the handshake inside the `connect` call (which it
+ * does on veth and loopback, and often on a LAN): measured in
+ * `bench/server_bench.ts --breakdown`, ~67 µs for the call and ~114 µs more
+ * until the promise resolved, on a path whose RTT is ~50 µs: the receive
+ * loop's batch, its flush and whatever else is queued run first. The
+ * forwarder sends the client's SYN-ACK only when the upstream answered, so
+ * that wait is the client's connect time. Here a check right after
+ * `connect` sees such a connection at once, and the SYN-ACK can go out in the
+ * same turn (`getpeername` succeeds once connected). Otherwise a `poll` off
+ * the JS thread (a nonblocking FFI call) waits; an abort wakes it with
+ * `shutdown`. Measured (server_bench --breakdown, 3 alternating runs each,
+ * load average ~5): SYN in → SYN-ACK out 0.235–0.281 ms median with this
+ * dial, 0.300–0.352 ms with `Deno.connect` (`WGSTACK_DIAL=deno`).
+ *
+ * The connected descriptor becomes a `Deno.TcpConn` through `node:net`'s
+ * handle (`TCPWrap.open(fd)`, then `takeStream()` for its resource id) and
+ * the `TcpConn` class of an earlier `Deno.connect` (taught with
+ * {@linkcode learnTcpConn}): neither is public API, so every step is checked
+ * once, and the first failure turns this path off for the process (callers
+ * use `Deno.connect`). Off as well without FFI permission, without
+ * unrestricted net permission (the FFI call would bypass `--allow-net=…`), on
+ * other systems, for host names (only address literals are dialled here),
+ * and with `WGSTACK_DIAL=deno` in the environment.
+ *
+ * @module
+ */
+
+import * as net from "node:net";
+import { decodeSockaddr, encodeAddress } from "./udp_ffi.ts";
+
+const AF_INET6 = 10;
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const IPPROTO_TCP = 6;
+const TCP_NODELAY = 1;
+const SOL_SOCKET = 1;
+const SO_ERROR = 4;
+const POLLOUT = 4;
+const SHUT_RDWR = 2;
+const EINPROGRESS = 115;
+const EINTR = 4;
+const ECONNREFUSED = 111;
+const ETIMEDOUT = 110;
+/** Longest single wait off the JS thread; an abort normally ends it at once (shutdown). */
+const WAIT_SLICE_MS = 1000;
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+type TcpConnClass = new (
+  rid: number,
+  remoteAddr: Deno.NetAddr,
+  localAddr: Deno.NetAddr,
+) => Deno.TcpConn;
+type TcpWrap = { open(fd: number): number; takeStream(): number; close(): void };
+type TcpWrapClass = new (type: number) => TcpWrap;
+
+interface Dialer {
+  c: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+  errno: Deno.UnsafePointerView;
+}
+
+let dialer: Dialer | null | undefined;
+let tcpConnClass: TcpConnClass | undefined;
+let tcpWrapClass: TcpWrapClass | undefined;
+/** How the dials of this process went (see {@linkcode ffiDialStats}). */
+const counts = { connectedInCall: 0, waited: 0, notUsed: 0 };
+/** Set when a step failed: the process dials with `Deno.connect` from then on. */
+let broken = false;
+const one = new Int32Array([1]);
+const oneBytes = new Uint8Array(one.buffer);
+const peer = new Uint8Array(28);
+const peerLength = new Uint32Array(1);
+const peerLengthBytes = new Uint8Array(peerLength.buffer);
+
+function load(): Dialer | null {
+  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+  if (deno?.build?.os !== "linux" || typeof deno.dlopen !== "function") return null;
+  if (deno.build.arch !== "x86_64" && deno.build.arch !== "aarch64") return null;
+  try {
+    // Ask first: a bare dlopen or env read would prompt on a terminal.
+    if (deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
+    if (deno.permissions.querySync({ name: "net" }).state !== "granted") return null;
+    const env = { name: "env", variable: "WGSTACK_DIAL" } as const;
+    if (
+      deno.permissions.querySync(env).state === "granted" &&
+      deno.env.get("WGSTACK_DIAL")?.trim().toLowerCase() === "deno"
+    ) return null;
+    const lib = deno.dlopen("libc.so.6", SYMBOLS);
+    return { c: lib.symbols, errno: new Deno.UnsafePointerView(lib.symbols.__errno_location()!) };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Remembers the class of a connection `Deno.connect` made (the FFI dial
+ * needs it to hand its descriptors to Deno); the first one is enough.
+ */
+export function learnTcpConn(conn: Deno.TcpConn): void {
+  if (tcpConnClass !== undefined || broken) return;
+  const ctor = (conn as { constructor?: unknown }).constructor;
+  if (typeof ctor === "function" && ctor.name === "TcpConn") tcpConnClass = ctor as TcpConnClass;
+}
+
+/**
+ * Dials `hostname` (an address literal) through libc, or returns `null` when
+ * this path is not available here (the caller uses `Deno.connect`). The
+ * promise rejects like `Deno.connect`'s: `Deno.errors.ConnectionRefused`,
+ * `Deno.errors.TimedOut`, another `Error` naming the errno, or the signal's
+ * reason once aborted. The connection has Nagle's algorithm off.
+ */
+export function dialTcpFfi(
+  hostname: string,
+  port: number,
+  signal: AbortSignal,
+): Promise<Deno.TcpConn> | null {
+  if (dialer === undefined && tcpConnClass !== undefined) dialer = load();
+  const sa = new Uint8Array(28);
+  const family = dialer ? encodeAddress(hostname, sa, hostname.includes(":")) : 0;
+  if (broken || !dialer || family === 0 || !(port > 0 && port <= 65535)) {
+    counts.notUsed++;
+    return null;
+  }
+  if (signal.aborted) return Promise.reject(signal.reason);
+  sa[2] = port >> 8;
+  sa[3] = port & 0xff;
+  const { c } = dialer;
+  const fd = c.socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Promise.reject(osError("socket", readErrno()));
+  c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, oneBytes, 4);
+  const saLength = family === AF_INET6 ? 28 : 16;
+  if (c.connect(fd, sa, saLength) !== 0) {
+    const errno = readErrno();
+    if (errno !== EINPROGRESS && errno !== EINTR) {
+      c.close(fd);
+      return Promise.reject(osError("connect", errno));
+    }
+    // Done within the call already (veth, loopback) when it has a peer: no
+    // turn of the event loop. Otherwise (also when refused) wait and ask.
+    peerLength[0] = 28;
+    if (c.getpeername(fd, peer, peerLengthBytes) !== 0) {
+      counts.waited++;
+      return waitConnected(fd, hostname, port, signal);
+    }
+  }
+  counts.connectedInCall++;
+  try {
+    return Promise.resolve(adoptConnected(fd, hostname, port));
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+async function waitConnected(
+  fd: number,
+  hostname: string,
+  port: number,
+  signal: AbortSignal,
+): Promise<Deno.TcpConn> {
+  const { c } = dialer!;
+  const pollFd = new Uint8Array(8);
+  new DataView(pollFd.buffer).setInt32(0, fd, true);
+  pollFd[4] = POLLOUT;
+  // Wakes the waiting poll (the descriptor is closed only after it returned).
+  const onAbort = () => c.shutdown(fd, SHUT_RDWR);
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    while (!signal.aborted) {
+      pollFd[6] = pollFd[7] = 0;
+      // > 0: connected or failed (asked below); 0: the slice ended; < 0: EINTR.
+      if (await c.poll(pollFd, 1n, WAIT_SLICE_MS) > 0) break;
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+  if (signal.aborted) {
+    c.close(fd);
+    throw signal.reason;
+  }
+  const value = new Int32Array(1);
+  const length = new Uint32Array([4]);
+  const failed = c.getsockopt(
+    fd,
+    SOL_SOCKET,
+    SO_ERROR,
+    new Uint8Array(value.buffer),
+    new Uint8Array(length.buffer),
+  );
+  const errno = failed !== 0 ? readErrno() : value[0];
+  if (errno !== 0) {
+    c.close(fd);
+    throw osError("connect", errno);
+  }
+  return adoptConnected(fd, hostname, port);
+}
+
+/** Hands the connected `fd` to Deno (closing it on failure). */
+function adoptConnected(fd: number, hostname: string, port: number): Deno.TcpConn {
+  const { c } = dialer!;
+  const local = new Uint8Array(28);
+  const localLength = new Uint32Array([28]);
+  c.getsockname(fd, local, new Uint8Array(localLength.buffer));
+  try {
+    return adopt(fd, {
+      transport: "tcp",
+      hostname: unbracket(hostname),
+      port,
+    }, localAddress(local));
+  } catch (error) {
+    broken = true;
+    c.close(fd);
+    throw new Error(`Cannot hand a dialled socket to Deno (FFI dial now off): ${error}`);
+  }
+}
+
+function adopt(fd: number, remoteAddr: Deno.NetAddr, localAddr: Deno.NetAddr): Deno.TcpConn {
+  let wrap: TcpWrap;
+  if (tcpWrapClass === undefined) {
+    // The first time: through a node:net Socket, which learns the handle's class.
+    const socket = new net.Socket({ fd, readable: false, writable: false });
+    wrap = (socket as unknown as { _handle?: TcpWrap })._handle!;
+    if (typeof wrap?.takeStream !== "function") throw new TypeError("no TCPWrap.takeStream");
+    tcpWrapClass = wrap.constructor as TcpWrapClass;
+  } else {
+    wrap = new tcpWrapClass(0); // TCPConstants.SOCKET
+    const error = wrap.open(fd);
+    if (error !== 0) throw new Error(`TCPWrap.open: ${error}`);
+  }
+  const rid = wrap.takeStream();
+  if (typeof rid !== "number") throw new TypeError("TCPWrap.takeStream gave no resource id");
+  // The handle lets go of the descriptor (left open, now the resource's);
+  // unclosed, it would keep the number registered and refuse its reuse.
+  wrap.close();
+  return new tcpConnClass!(rid, remoteAddr, localAddr);
+}
+
+function localAddress(sa: Uint8Array): Deno.NetAddr {
+  const endpoint = decodeSockaddr(sa, 0);
+  return { transport: "tcp", hostname: endpoint?.address ?? "0.0.0.0", port: endpoint?.port ?? 0 };
+}
+
+function unbracket(hostname: string): string {
+  return hostname.startsWith("[") && hostname.endsWith("]") ? hostname.slice(1, -1) : hostname;
+}
+
+/**
+ * Counts of this process's dials: connected within the `connect` call (no
+ * wait), waited for off the JS thread, and left to `Deno.connect`.
+ */
+export function ffiDialStats(): { connectedInCall: number; waited: number; notUsed: number } {
+  return { ...counts };
+}
+
+function readErrno(): number {
+  return dialer!.errno.getInt32();
+}
+
+function osError(call: string, errno: number): Error {
+  const text = `${call} failed (os error ${errno})`;
+  if (errno === ECONNREFUSED) return new Deno.errors.ConnectionRefused(text);
+  if (errno === ETIMEDOUT) return new Deno.errors.TimedOut(text);
+  return new Error(text);
+}
