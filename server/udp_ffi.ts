@@ -99,6 +99,17 @@ export const GSO_MAX_BYTES_V6 = 65527;
  * busy socket pays the hop to the receive thread once per this many batches.
  */
 const EAGER_BATCHES = 4;
+/**
+ * Microtask turns the receive loop waits after a batch, before its flush:
+ * what the batch set going through promises and finished without I/O (a
+ * dial that connected within its call, answered with a SYN-ACK) queues its
+ * datagrams into the same flush instead of waiting behind it (a `sendmmsg`
+ * and the next receive call). Measured (server_bench --breakdown, 2
+ * alternating runs, load average ~8): SYN in → SYN-ACK out 0.279–0.310 ms
+ * median with 16 turns, 0.364–0.385 ms with none; ping 0.52–0.58 ms vs
+ * 0.61–0.68 ms.
+ */
+const SETTLE_TICKS = 16;
 /** Longest a receive call blocks before it checks whether the socket closed. */
 const RECV_TIMEOUT_MS = 200;
 /**
@@ -702,6 +713,7 @@ class FfiUdpSocket implements UdpSocket {
             counters.received++;
             onDatagram(slots[i].subarray(0, length), from);
           }
+          for (let k = 0; k < SETTLE_TICKS && !this.#closed; k++) await null;
         } finally {
           this.#inBatch = false;
           this.#flush();
@@ -748,6 +760,7 @@ class FfiUdpSocket implements UdpSocket {
     try {
       this.#counters.received++;
       onDatagram(got[0], { address: unmapAddress(addr.hostname), port: addr.port });
+      for (let k = 0; k < SETTLE_TICKS && !this.#closed; k++) await null;
     } finally {
       this.#inBatch = false;
       this.#flush();
