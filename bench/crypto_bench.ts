@@ -5,7 +5,9 @@
  *   and open of 1 KB and 1420 B next to `openssl speed -evp
  *   chacha20-poly1305` run from this script on the same machine in the same
  *   run (the hardware's limit), as ratios; the bare EVP call sequence through
- *   FFI without our JavaScript (what OpenSSL's per-message API costs);
+ *   FFI without our JavaScript (what OpenSSL's per-message API costs), and
+ *   the same sequence in C (`bench/evp_floor.c`, compiled with `cc` when
+ *   present: the floor of any binding of that API);
  *   X25519 per backend; BLAKE2s of 32–148 B in `blake2s.ts` against
  *   libcrypto's `EVP_Digest*` through FFI. Medians of {@linkcode ROUNDS}
  *   interleaved rounds. `--quick` shortens everything (a smoke run).
@@ -367,6 +369,39 @@ function libcryptoBlake2s(): ((data: Uint8Array) => Uint8Array) | null {
   }
 }
 
+/**
+ * `bench/evp_floor.c` compiled with `cc` and run for `sizes`: OpenSSL's
+ * per-message EVP sequence in C, no FFI (the floor any binding of this API
+ * can reach). Empty when there is no C compiler or OpenSSL header here.
+ */
+async function nativeEvpFloor(sizes: number[]): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const dir = await Deno.makeTempDir({ prefix: "wgstack-evp-floor-" });
+  try {
+    const source = new URL("./evp_floor.c", import.meta.url).pathname;
+    const exe = `${dir}/evp_floor`;
+    const cc = await new Deno.Command("cc", {
+      args: ["-O2", "-o", exe, source, "-lcrypto"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    if (!cc.success) return out;
+    for (const size of sizes) {
+      const run = await new Deno.Command(exe, { args: [String(size)], stderr: "null" }).output();
+      if (!run.success) continue;
+      for (const line of new TextDecoder().decode(run.stdout).trim().split("\n")) {
+        const [name, ns] = line.split(" ");
+        out.set(`${name} ${size}`, Number(ns));
+      }
+    }
+  } catch {
+    // no C compiler
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  return out;
+}
+
 function row(name: string, ns: number, extra = ""): void {
   console.log(`${name.padEnd(52)} ${ns.toFixed(0).padStart(8)} ns ${extra}`);
 }
@@ -406,6 +441,7 @@ async function report(): Promise<void> {
   runInterleaved(aead);
   const speedAfter = new Map<number, number | null>();
   for (const size of sizes) speedAfter.set(size, await opensslSpeed(size));
+  const floor = await nativeEvpFloor(sizes);
 
   console.log("\nChaCha20-Poly1305 (median of rounds; rate = size / time)");
   for (const size of sizes) {
@@ -437,6 +473,22 @@ async function report(): Promise<void> {
       }
       row(f.name, f.median, parts.join(", "));
     }
+    // The same sequence in C: how close to `openssl speed` the EVP API lets any caller get.
+    const update = floor.get(`update-only ${size}`);
+    for (
+      const [name, label] of [
+        ["per-message", "C, EVP per message (our sequence, no FFI)"],
+        ["key-kept", "C, EVP per message, key set once"],
+        ["update-only", "C, EVP update only (what openssl speed times)"],
+      ]
+    ) {
+      const ns = floor.get(`${name} ${size}`);
+      if (ns === undefined || update === undefined) continue;
+      row(`${label} ${size} B`, ns, `${((update / ns) * 100).toFixed(1)} % of C update-only`);
+    }
+  }
+  if (floor.size === 0) {
+    console.log("(no C compiler or OpenSSL headers: the native floor was not measured)");
   }
 
   // X25519.
