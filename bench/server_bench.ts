@@ -19,8 +19,9 @@
  * ```
  *
  * Topology (all inside namespaces this script creates, deleted at the end;
- * namespaces and interfaces carry the prefix `wgb`, or `WGSTACK_BENCH_PREFIX`
- * to run two at once):
+ * namespaces and interfaces are named `wgb…`, or `WGSTACK_BENCH_PREFIX…` to
+ * run two at once, with `WGSTACK_NETNS_PREFIX` in front of both, e.g.
+ * `WGSTACK_NETNS_PREFIX=l10` gives `l10wgbc-…` and `l10wgbws`):
  *
  * ```
  *  C (client)                         S (server)                       T (target)
@@ -50,6 +51,8 @@ import { createVeth, Netns, run, waitFor, wgGenKeyPair, WireGuardGo } from "../t
 
 /** Namespace/interface prefix (`WGSTACK_BENCH_PREFIX` to run two at once). */
 const PREFIX = Deno.env.get("WGSTACK_BENCH_PREFIX") ?? "wgb";
+/** Interface names inside the namespaces carry `WGSTACK_NETNS_PREFIX` too (as the namespaces do). */
+const IFACE_PREFIX = (Deno.env.get("WGSTACK_NETNS_PREFIX") ?? "") + PREFIX;
 const TARGET_BASE = "198.18.0.10";
 const TARGET_OURS = "198.18.0.20";
 const HTTP_PORT = 8080;
@@ -110,11 +113,27 @@ class Breakdown {
     const syn = this.#syns.get(this.#lastSynKey);
     const started = performance.now();
     if (syn) this.#add("tcp SYN: decrypted → dial starts", started - syn.decrypted);
+    this.#dialStarted = started;
     return () => {
       const t = performance.now();
+
       this.#add("tcp SYN: upstream dial", t - started);
+      this.#add("tcp SYN: upstream dial, call returned → connected", t - this.#dialCalled);
       if (syn) syn.dialed = t;
     };
+  }
+
+  #dialStarted = 0;
+
+  #dialCalled = 0;
+  /** The synchronous part of the dial (the call itself) ended. */
+  dialCalled(): void {
+    this.#dialCalled = performance.now();
+
+    this.#add(
+      "tcp SYN: upstream dial, the call (synchronous part)",
+      this.#dialCalled - this.#dialStarted,
+    );
   }
 
   packet(p: Uint8Array, direction: "in" | "out"): void {
@@ -200,6 +219,7 @@ class Breakdown {
 async function serveMode(config: ServeConfig): Promise<void> {
   const { serve } = await import("../server/serve.ts");
   const { openUdpSocket } = await import("../server/udp.ts");
+  const { defaultConnect } = await import("../server/forward.ts");
   const breakdown = config.breakdown ? new Breakdown() : undefined;
   let socket: UdpSocket | undefined;
   if (breakdown) {
@@ -230,12 +250,13 @@ async function serveMode(config: ServeConfig): Promise<void> {
     peers: [{ publicKey: config.peerPublicKey, allowedIps: [`${config.peerAddress}/32`] }],
     forward: {
       localAddresses: [config.tunnelAddress],
-      // The default dial (Deno.connect, TCP_NODELAY), timed.
+      // The forwarder's default dial, timed.
       connect: breakdown
         ? async (hostname, port, signal) => {
           const done = breakdown.dialStarted();
-          const conn = await Deno.connect({ hostname, port, signal, autoSelectFamily: false });
-          conn.setNoDelay(true);
+          const dialing = defaultConnect(hostname, port, signal);
+          breakdown.dialCalled();
+          const conn = await dialing;
           done();
           return conn;
         }
@@ -251,8 +272,10 @@ async function serveMode(config: ServeConfig): Promise<void> {
   // Counters on stdin EOF / signal help spot drops when a number looks off.
   await server.finished;
   Deno.removeSignalListener("SIGTERM", onTerm);
-  console.error(JSON.stringify({ stats: server.stats() }));
+  const { ffiDialStats } = await import("../server/_dial_ffi.ts");
+  console.error(JSON.stringify({ stats: server.stats(), dials: ffiDialStats() }));
   if (breakdown) console.error(JSON.stringify({ breakdown: breakdown.report() }));
+
   // Ends the process the normal way, so that --cpu-prof writes its profile.
 }
 
@@ -619,7 +642,7 @@ async function main(): Promise<void> {
     const ourKeys = await wgGenKeyPair();
 
     // Baseline: wireguard-go in S, kernel forwarding to T.
-    const wgS = await WireGuardGo.start(s, `${PREFIX}ws`);
+    const wgS = await WireGuardGo.start(s, `${IFACE_PREFIX}ws`);
     cleanup.push(() => wgS.stop());
     await wgS.configure({
       privateKey: baseKeys.privateKey,
@@ -628,7 +651,7 @@ async function main(): Promise<void> {
     });
     await wgS.up({ addresses: ["192.0.2.1/32"], routes: ["192.0.2.2/32"] });
 
-    const wgC0 = await WireGuardGo.start(c, `${PREFIX}w0`);
+    const wgC0 = await WireGuardGo.start(c, `${IFACE_PREFIX}w0`);
     cleanup.push(() => wgC0.stop());
     await wgC0.configure({
       privateKey: clientKeys0.privateKey,
@@ -641,7 +664,7 @@ async function main(): Promise<void> {
     await wgC0.up({ addresses: ["192.0.2.2/32"], routes: ["192.0.2.1/32", `${TARGET_BASE}/32`] });
 
     // Ours: serve() + Forwarder in S (a child process of this script).
-    const wgC1 = await WireGuardGo.start(c, `${PREFIX}w1`);
+    const wgC1 = await WireGuardGo.start(c, `${IFACE_PREFIX}w1`);
     cleanup.push(() => wgC1.stop());
     await wgC1.configure({
       privateKey: clientKeys1.privateKey,
@@ -724,7 +747,8 @@ async function main(): Promise<void> {
       await server.stop();
       const statsLine = server.output.split("\n").find((l) => l.startsWith('{"stats"'));
       if (statsLine) {
-        const { stats } = JSON.parse(statsLine);
+        const { stats, dials } = JSON.parse(statsLine);
+        console.log(`our dials: ${JSON.stringify(dials)}`);
         const drops = Object.entries(stats.wireguard.drops).filter(([, n]) => n !== 0);
         console.log(
           `our server (crypto ${stats.cryptoBackend ?? "?"}): socket ${
