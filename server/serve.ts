@@ -435,7 +435,18 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const openUdp = new Map<UdpStream, { flow: UdpFlow; peer: Peer }>();
   /** Each peer's UDP flows, oldest first (for fair eviction). */
   const udpByPeer = new Map<Peer, Set<UdpStream>>();
-  const now = () => performance.now();
+  // The clock, read once per synchronous run: the datagrams of a received
+  // batch and the packets their processing sends share one reading (a
+  // `performance.now()` is an op: 1.2 % of the download profile, 3+ per packet).
+  let clockAt = -1;
+  const clockTick = () => clockAt = -1;
+  const now = () => {
+    if (clockAt < 0) {
+      clockAt = performance.now();
+      queueMicrotask(clockTick);
+    }
+    return clockAt;
+  };
   if (options.forward && (options.accept || options.onTcp || options.onUdp)) {
     throw new TypeError("forward replaces accept, onTcp and onUdp: pass one or the other");
   }
