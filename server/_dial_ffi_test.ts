@@ -82,13 +82,14 @@ Deno.test("dialTcpFfi", async (t) => {
     await assert.rejects(dialling, Deno.errors.TimedOut);
   });
 
-  await t.step("a pending dial ends on abort, its socket closed", async () => {
+  await t.step("a pending dial ends on abort (its socket closed) or when it connects", async () => {
     // A listener that never accepts, with backlog 0: the first connection
     // fills its queue, later SYNs are dropped (loopback only).
     const libc = Deno.dlopen("libc.so.6", {
       socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
       bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
       listen: { parameters: ["i32", "i32"], result: "i32" },
+      accept: { parameters: ["i32", "pointer", "pointer"], result: "i32" },
       getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
       close: { parameters: ["i32"], result: "i32" },
     });
@@ -114,6 +115,15 @@ Deno.test("dialTcpFfi", async (t) => {
       ac.abort(new DOMException("evicted", "AbortError"));
       await assert.rejects(pending, (e) => e instanceof DOMException && e.name === "AbortError");
       assert.equal(fds(), before);
+
+      // Room in the queue again: the next SYN retransmission (~1 s) connects a waiting dial.
+      const waiting = dialTcpFfi("127.0.0.1", fullPort, signal)!;
+      const accepted = libc.symbols.accept(fd, null, null);
+      assert.ok(accepted >= 0);
+      const conn = await waiting;
+      assert.equal(conn.remoteAddr.port, fullPort);
+      conn.close();
+      libc.symbols.close(accepted);
       first.close();
     } finally {
       libc.symbols.close(fd);
