@@ -221,9 +221,10 @@ async function serveMode(config: ServeConfig): Promise<void> {
   const { openUdpSocket } = await import("../server/udp.ts");
   const { defaultConnect } = await import("../server/forward.ts");
   const breakdown = config.breakdown ? new Breakdown() : undefined;
-  let socket: UdpSocket | undefined;
+  // Opened here (as serve() would) so that its GSO/GRO counters can be printed at the end.
+  const inner = await openUdpSocket({ hostname: config.hostname, port: config.port });
+  let socket: UdpSocket = inner;
   if (breakdown) {
-    const inner = await openUdpSocket({ hostname: config.hostname, port: config.port });
     socket = {
       addr: inner.addr,
       listen: (onDatagram) =>
@@ -273,7 +274,10 @@ async function serveMode(config: ServeConfig): Promise<void> {
   await server.finished;
   Deno.removeSignalListener("SIGTERM", onTerm);
   const { ffiDialStats } = await import("../server/_dial_ffi.ts");
-  console.error(JSON.stringify({ stats: server.stats(), dials: ffiDialStats() }));
+  const { ffiUdpGroStatus, ffiUdpGsoStatus } = await import("../server/udp_ffi.ts");
+  const gso = ffiUdpGsoStatus(inner);
+  const gro = ffiUdpGroStatus(inner);
+  console.error(JSON.stringify({ stats: server.stats(), dials: ffiDialStats(), gso, gro }));
   if (breakdown) console.error(JSON.stringify({ breakdown: breakdown.report() }));
 
   // Ends the process the normal way, so that --cpu-prof writes its profile.
@@ -747,8 +751,15 @@ async function main(): Promise<void> {
       await server.stop();
       const statsLine = server.output.split("\n").find((l) => l.startsWith('{"stats"'));
       if (statsLine) {
-        const { stats, dials } = JSON.parse(statsLine);
+        const { stats, dials, gso, gro } = JSON.parse(statsLine);
         console.log(`our dials: ${JSON.stringify(dials)}`);
+        if (gso) {
+          console.log(
+            `our UDP GSO: ${gso.segments} datagrams in ${gso.messages} messages (${
+              (gso.segments / Math.max(1, gso.messages)).toFixed(1)
+            } each); GRO: ${JSON.stringify(gro)}`,
+          );
+        }
         const drops = Object.entries(stats.wireguard.drops).filter(([, n]) => n !== 0);
         console.log(
           `our server (crypto ${stats.cryptoBackend ?? "?"}): socket ${
