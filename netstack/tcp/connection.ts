@@ -1613,6 +1613,15 @@ export class Connection implements TcpConnectionLike {
     ) {
       this.#persistAt = now + Math.min(this.#o.maxRto, this.#rtt.rto * 2 ** this.#persistBackoff);
     }
+    // Whatever is in flight is timed: by the RTO, or by the persist timer
+    // while the window is shut. (A window that shut on data in flight and
+    // opened again without SND.UNA moving left neither: the connection
+    // waited for a packet that might never come.)
+    if (
+      this.#sndMax !== this.#sndUna && this.#rtoAt === Infinity && this.#persistAt === Infinity
+    ) {
+      this.#rtoAt = now + this.#rtt.rto;
+    }
   }
 
   #unsentBytes(): number {

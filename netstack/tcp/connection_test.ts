@@ -278,6 +278,28 @@ Deno.test("sending", async (t) => {
     assert.equal(h.layer.nextDeadline(), Infinity);
   });
 
+  await t.step("a window that shuts on data in flight and opens again keeps a timer", async () => {
+    // 2,000 bytes in flight; the peer takes none of it and shuts its window,
+    // so the persist timer replaces the RTO. When the window opens without
+    // SND.UNA moving and nothing new fits, the flight must still be timed:
+    // a lost segment would otherwise wait for a packet that never comes.
+    const h = new Harness();
+    const { conn, iss } = h.open({ mss: 1000, win: 2000 });
+    const w = conn.writable.getWriter();
+    await w.write(filler(3000));
+    h.poll(0);
+    assert.equal(h.out.splice(0).length, 2);
+    h.send({ flags: "A", seq: P, ack: iss + 1, win: 0 }, 10);
+    h.poll(h.layer.nextDeadline()); // a zero-window probe: the first byte again
+    h.expect({ flags: "A", seq: iss + 1, data: filler(1) });
+    h.send({ flags: "A", seq: P, ack: iss + 1, win: 2000 }, h.now + 10);
+    h.expectNothing();
+    const at = h.layer.nextDeadline();
+    assert.ok(at < Infinity, "no timer while 2,000 bytes are in flight");
+    h.poll(at);
+    h.expect({ flags: "A", seq: iss + 1, data: filler(1000) });
+  });
+
   await t.step("ICMP packet-too-big lowers the MSS and resends in smaller segments", async () => {
     const h = new Harness();
     const { conn, iss } = h.open({ mss: 1380 });
