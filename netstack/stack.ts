@@ -125,6 +125,11 @@ export interface TcpRequest {
   /** 4 or 6. */
   readonly ipVersion: 4 | 6;
   /**
+   * Who sent the SYN: the `source` of the {@linkcode NetStack.input} call
+   * that carried it (e.g. the WireGuard peer), `undefined` without one.
+   */
+  readonly source: unknown;
+  /**
    * Accepts: sends SYN-ACK and returns the connection (`options` may choose
    * its congestion controller). Throws a `TypeError` once answered.
    */
@@ -848,6 +853,7 @@ export class NetStack {
     d.remoteAddress = src;
     d.remotePort = udp.srcPort;
     d.payload = udp.payload;
+    d.source = this.#source;
     if (this.#udp.deliver(d, now)) return;
     if (!this.#onUdp) {
       this.#stats.udpUnhandled++;
@@ -1009,6 +1015,7 @@ export class NetStack {
       remotePort: t.remotePort,
       tuple: t,
       ipVersion: request.ipVersion,
+      source: request.source,
       accept: (options?: TcpConnectOptions) => {
         answer();
         return request.accept(options);

@@ -34,7 +34,13 @@ class FakeTcp implements TcpLayerLike {
   constructor(readonly host: TcpLayerHost) {
     FakeTcp.last = this;
   }
-  input(src: Uint8Array, dst: Uint8Array, segment: Uint8Array): void {
+  input(
+    src: Uint8Array,
+    dst: Uint8Array,
+    segment: Uint8Array,
+    _now: number,
+    source?: unknown,
+  ): void {
     this.inputs.push({ src: [...src], dst: [...dst], segment: [...segment] });
     if ((segment[13] & 0x12) === 0x02) {
       const tuple: TcpTuple = {
@@ -46,6 +52,7 @@ class FakeTcp implements TcpLayerLike {
       const req: TcpSynRequest = {
         tuple,
         ipVersion: src.length === 4 ? 4 : 6,
+        source,
         accept: () => fakeConnection(tuple),
         reset: () => {
           this.resets++;
@@ -535,6 +542,30 @@ Deno.test("NetStack UDP flows", async (t) => {
     assert.deepEqual(asked, ["4 9999", "4 53"], "asked only before a flow opens");
   });
 
+  await t.step("a flow and its accept check carry the source that opened it", () => {
+    const asked: unknown[] = [];
+    const flows: UdpFlow[] = [];
+    const { stack } = makeStack({
+      onUdpFlow: (f) => flows.push(f),
+      acceptUdpFlow: (d) => {
+        asked.push(d.source);
+        return true;
+      },
+    });
+    const peerA = { name: "a" }, peerB = { name: "b" };
+    stack.input(ip4(CLIENT4, SERVER4, 17, udp(CLIENT4, SERVER4, 40000, 53, bytes("a"))), 0, peerA);
+    // A datagram of an open flow from another source: the flow keeps its own.
+    stack.input(ip4(CLIENT4, SERVER4, 17, udp(CLIENT4, SERVER4, 40000, 53, bytes("x"))), 0, peerB);
+    stack.input(ip4(CLIENT4, SERVER4, 17, udp(CLIENT4, SERVER4, 40001, 53, bytes("b"))), 0, peerB);
+    stack.input(ip4(CLIENT4, SERVER4, 17, udp(CLIENT4, SERVER4, 40002, 53, bytes("c"))), 0);
+    assert.deepEqual(asked, [peerA, peerB, undefined]);
+    assert.deepEqual(flows.map((f) => [f.remotePort, f.source]), [
+      [40000, peerA],
+      [40001, peerB],
+      [40002, undefined],
+    ]);
+  });
+
   await t.step("no handler: ICMP port unreachable quoting the datagram, rate-limited", () => {
     const { stack, out } = makeStack({ limits: { icmpErrorBurst: 2, icmpErrorsPerSecond: 1 } });
     const packet = ip4(CLIENT4, SERVER4, 17, udp(CLIENT4, SERVER4, 40000, 9999, bytes("hi")));
@@ -706,6 +737,20 @@ Deno.test("NetStack TCP glue", async (t) => {
     const conn = r.accept();
     assert.equal(conn.localPort, 443);
     assert.throws(() => r.reject(), TypeError);
+  });
+
+  await t.step("a request carries the source of the input call that carried its SYN", () => {
+    const requests: TcpRequest[] = [];
+    const { stack } = makeStack({ onTcpConnection: (r) => requests.push(r) });
+    const peerA = { name: "a" }, peerB = { name: "b" };
+    stack.input(ip4(CLIENT4, SERVER4, 6, tcpSegment(CLIENT4, SERVER4, 40000, 443, 0x02)), 0, peerA);
+    stack.input(ip4(CLIENT4, SERVER4, 6, tcpSegment(CLIENT4, SERVER4, 40001, 443, 0x02)), 0, peerB);
+    stack.input(ip4(CLIENT4, SERVER4, 6, tcpSegment(CLIENT4, SERVER4, 40002, 443, 0x02)), 0);
+    assert.deepEqual(requests.map((r) => [r.remotePort, r.source]), [
+      [40000, peerA],
+      [40001, peerB],
+      [40002, undefined],
+    ]);
   });
 
   await t.step("reject('icmp') sends port unreachable quoting the SYN on the next poll", () => {

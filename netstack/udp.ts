@@ -40,6 +40,11 @@ export interface UdpFlow {
   readonly remoteAddressBytes: IpAddress;
   /** 4 or 6. */
   readonly ipVersion: 4 | 6;
+  /**
+   * Who opened the flow: the `source` of the datagram that opened it (for a
+   * NetStack, of the `input` call that carried it), `undefined` without one.
+   */
+  readonly source: unknown;
   /** Datagrams from the client (one chunk per datagram). */
   readonly readable: ReadableStream<Uint8Array>;
   /** Datagrams to the client (one chunk per datagram). */
@@ -62,6 +67,8 @@ export interface UdpDatagramIn {
   remotePort: number;
   /** The payload; copied when queued. */
   payload: Uint8Array;
+  /** Who sent it (e.g. the WireGuard peer); a flow it opens keeps it as its `source`. */
+  source?: unknown;
 }
 
 /** Settings of a {@linkcode UdpFlowTable}. */
@@ -114,6 +121,7 @@ class Flow implements UdpFlow {
   readonly localAddressBytes: IpAddress;
   readonly remoteAddressBytes: IpAddress;
   readonly ipVersion: 4 | 6;
+  readonly source: unknown;
   readonly readable: ReadableStream<Uint8Array>;
   readonly writable: WritableStream<Uint8Array>;
   readonly closed: Promise<void>;
@@ -146,6 +154,7 @@ class Flow implements UdpFlow {
     this.localPort = d.localPort;
     this.remotePort = d.remotePort;
     this.ipVersion = d.localAddress.length === 4 ? 4 : 6;
+    this.source = d.source;
     this.lastActive = now;
     this.queue = new Array(table.queueLength);
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);

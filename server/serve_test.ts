@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { generatePrivateKey, publicKey } from "@wgstack/wireguard";
+import { generatePrivateKey, keyFromBase64, publicKey } from "@wgstack/wireguard";
 import type { TcpError } from "@wgstack/netstack";
 import {
   serve,
@@ -21,9 +21,9 @@ import { startTestClient, type TestClient } from "../tests/_client.ts";
 const CLIENT4 = "10.7.0.2";
 const CLIENT6 = "fd00:7::2";
 
-/** One end of an in-memory datagram link; what it sends arrives at the other end in a later task. */
+/** One end of in-memory datagram links; what it sends arrives at the other end in a later task. */
 class MemorySocket implements UdpSocket {
-  other: MemorySocket | undefined;
+  readonly #links = new Map<string, MemorySocket>();
   readonly #stats: UdpSocketStats = { received: 0, sent: 0, sendDropped: 0, sendErrors: 0 };
   #onDatagram: ((data: Uint8Array, from: UdpEndpoint) => void) | undefined;
   #closed = false;
@@ -31,6 +31,12 @@ class MemorySocket implements UdpSocket {
   readonly #listening = new Promise<void>((resolve) => this.#resolveListen = resolve);
 
   constructor(readonly addr: UdpEndpoint) {}
+
+  /** Links this socket and `other` both ways. */
+  link(other: MemorySocket): void {
+    this.#links.set(`${other.addr.address}:${other.addr.port}`, other);
+    other.#links.set(`${this.addr.address}:${this.addr.port}`, this);
+  }
 
   get closed(): boolean {
     return this.#closed;
@@ -42,8 +48,8 @@ class MemorySocket implements UdpSocket {
   }
 
   send(data: Uint8Array, to: UdpEndpoint): void {
-    const other = this.other;
-    if (this.#closed || other?.addr.address !== to.address || other.addr.port !== to.port) {
+    const other = this.#links.get(`${to.address}:${to.port}`);
+    if (this.#closed || !other) {
       this.#stats.sendErrors++;
       return;
     }
@@ -80,8 +86,7 @@ interface Env {
 async function setup(extra: Partial<ServeOptions> = {}): Promise<Env> {
   const serverSocket = new MemorySocket({ address: "192.0.2.1", port: 51820 });
   const clientSocket = new MemorySocket({ address: "192.0.2.2", port: 40000 });
-  serverSocket.other = clientSocket;
-  clientSocket.other = serverSocket;
+  serverSocket.link(clientSocket);
   const serverKey = generatePrivateKey();
   const clientKey = generatePrivateKey();
   const logs: ServeLogRecord[] = [];
@@ -325,4 +330,70 @@ Deno.test("serve() lifecycle over a memory socket", async (t) => {
       assert.equal(env.server.stats().tcpOpen, 2);
     },
   );
+});
+
+/** A second client on the server of `env`, added as peer `name` with `address4`, handshaken. */
+async function addClient(env: Env, name: string, address4: string, port: number) {
+  const socket = new MemorySocket({ address: "192.0.2.3", port });
+  env.serverSocket.link(socket);
+  const privateKey = generatePrivateKey();
+  env.server.addPeer({ publicKey: publicKey(privateKey), allowedIps: [`${address4}/32`], name });
+  const client = startTestClient({
+    serverPublicKey: keyFromBase64(env.server.publicKey),
+    serverAddress: env.serverSocket.addr.address,
+    serverPort: env.serverSocket.addr.port,
+    privateKey,
+    socket,
+    address4,
+  });
+  await client.handshake();
+  return client;
+}
+
+Deno.test("serve() gives each connection and flow the peer whose packet opened it", async () => {
+  const B4 = "10.7.0.3";
+  const seen: string[] = [];
+  const asked: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  const udp = udpReader();
+  await using env = await setup({
+    // Each decision waits until the other peer's packets have gone through
+    // the stack, so a peer read at decision time would be the wrong one.
+    accept: async (info) => {
+      asked.push(`${info.peer.name} ${info.source.address}`);
+      await gate;
+      return true;
+    },
+    onTcp: (s) => void seen.push(`tcp ${s.peer.name} ${s.source.address} → :${s.destination.port}`),
+    onUdp: (f) => {
+      seen.push(`udp ${f.peer.name} ${f.source.address}:${f.source.port}`);
+      return udp.onUdp(f);
+    },
+  });
+  const b = await addClient(env, "b", B4, 40001);
+  try {
+    env.client.connect("192.0.2.80", 80);
+    await until(() => asked.length === 1, "a's decision is asked for");
+    b.sendUdp({ address: B4, port: 6000 }, { address: "192.0.2.53", port: 53 }, payload);
+    b.connect("192.0.2.80", 81);
+    sendUdp(env.client, 5000);
+    await until(() => asked.length === 2 && udp.flows.length === 2, "b's SYN and both flows");
+    release();
+    await until(() => seen.length === 4, "both connections delivered");
+    assert.deepEqual(asked, [`client ${CLIENT4}`, `b ${B4}`]);
+    assert.deepEqual(seen.toSorted(), [
+      `tcp b ${B4} → :81`,
+      `tcp client ${CLIENT4} → :80`,
+      `udp b ${B4}:6000`,
+      `udp client ${CLIENT4}:5000`,
+    ]);
+    for (const key of [env.client.publicKey, b.publicKey]) {
+      const state = env.server.peer(key)!;
+      assert.deepEqual([state.tcpOpen, state.udpOpen], [1, 1], state.name);
+      assert.equal(env.server.peerUsage(key)!.tcpConnections, 1, state.name);
+    }
+  } finally {
+    b.close();
+  }
 });

@@ -71,6 +71,8 @@ export interface TcpConnectOptions {
 export interface TcpSynRequest {
   /** Who dialled whom. */
   readonly tuple: TcpTuple;
+  /** Who sent the SYN: the `source` of the `input` call that carried it. */
+  readonly source: unknown;
   /** 4 or 6. */
   readonly ipVersion: 4 | 6;
   /** Accepts: sends SYN-ACK and returns the connection. */
