@@ -150,7 +150,11 @@ export interface NetStackLimits {
   tcpConnections?: number;
   /** Most half-open TCP connections, SYNs awaiting a decision included (default 1024; `tcp.maxHalfOpen`). */
   tcpHalfOpen?: number;
-  /** Most UDP flows (default 1024; a new flow evicts the least recently used). */
+  /**
+   * Most UDP flows (default 1024). A new flow when the table is full evicts
+   * the least recently used flow of the source holding the most (see
+   * {@linkcode NetStackSourceLimits.udpFlows}).
+   */
   udpFlows?: number;
   /** UDP flow idle timeout in ms (default 60 000). */
   udpIdleTimeout?: number;
@@ -193,6 +197,14 @@ export interface NetStackSourceLimits {
   /** TCP connections in TIME_WAIT (default half of `tcpTimeWait`). */
   tcpTimeWait?: number;
   /**
+   * UDP flows (default `udpFlows`: one source may fill the table while
+   * nobody else needs it). A source at its quota gives up its own least
+   * recently used flow for a new one; a full table gives up one of the
+   * source holding the most, so one source's flood never evicts the flows of
+   * a source that holds fewer.
+   */
+  udpFlows?: number;
+  /**
    * Bytes in the send buffers of the source's TCP connections (default
    * 32 MiB): when reached, writes wait, so clients that stop reading hold
    * at most this much.
@@ -218,6 +230,8 @@ export interface NetStackSourceUsage {
   tcpHalfOpen: number;
   /** TCP connections in TIME_WAIT. */
   tcpTimeWait: number;
+  /** UDP flows. */
+  udpFlows: number;
   /** Bytes in the send buffers of its TCP connections. */
   tcpSendBytes: number;
   /** Bytes received on its TCP connections and not yet read. */
@@ -465,6 +479,7 @@ export class NetStack {
       send: (flow, payload) => this.#sendUdpPayload(flow, payload),
       wake: () => this.#wakeOwner(),
       maxFlows: limits.udpFlows,
+      maxFlowsPerSource: perSource.udpFlows,
       idleTimeout: limits.udpIdleTimeout,
       queueLength: limits.udpQueueLength,
       queueBytes: limits.udpQueueBytes,
@@ -506,8 +521,8 @@ export class NetStack {
    * `source` says who sent the packet (e.g. the WireGuard peer it came
    * through; compared with `===`, never looked into). The per-source quotas
    * of {@linkcode NetStackLimits.perSource} count TCP connections, half-open
-   * SYNs, TIME_WAIT entries, send-buffer bytes and fragments in reassembly
-   * against it, so one source cannot take another's place in a full table.
+   * SYNs, TIME_WAIT entries, send-buffer bytes, UDP flows and fragments in
+   * reassembly against it, so one source cannot take another's place in a full table.
    * Packets without a source share one that has no quota of its own.
    */
   input(packet: Uint8Array, now: number, source?: unknown): void {
@@ -630,7 +645,7 @@ export class NetStack {
   /**
    * What one source (see {@linkcode NetStack.input}) holds now: TCP
    * connections, half-open entries, TIME_WAIT entries and send-buffer bytes
-   * (with the built-in TCP layer), and fragments in reassembly.
+   * (with the built-in TCP layer), UDP flows, and fragments in reassembly.
    */
   sourceUsage(source: unknown): NetStackSourceUsage {
     const tcp = this.#tcp instanceof TcpLayer ? this.#tcp.sourceUsage(source) : undefined;
@@ -639,6 +654,7 @@ export class NetStack {
       tcpConnections: tcp?.connections ?? 0,
       tcpHalfOpen: tcp?.halfOpen ?? 0,
       tcpTimeWait: tcp?.timeWait ?? 0,
+      udpFlows: this.#udp.sourceCount(source),
       tcpSendBytes: tcp?.sendBytes ?? 0,
       tcpReceiveBytes: tcp?.receiveBytes ?? 0,
       reassemblyDatagrams: frag.datagrams,

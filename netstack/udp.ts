@@ -14,13 +14,19 @@
  *   fragments instead, so with a NetStack the limit is 65507/65527 bytes).
  * - A flow closes after `idleTimeout` ms without a datagram either way
  *   (default 60 s): its readable closes once drained and its writable errors.
- * - At most `maxFlows` flows: a new flow evicts the least recently used one.
+ * - At most `maxFlows` flows, and at most `maxFlowsPerSource` of one source
+ *   (the `source` of the datagram that opened the flow, e.g. a WireGuard
+ *   peer): a source at its quota gives up its own least recently used flow;
+ *   a full table gives up the least recently used flow of the source holding
+ *   the most (see `quota.ts`), so one source's flood never evicts another
+ *   source's flows while it holds more than that source.
  *
  * @module
  */
 
 import { formatAddress, type IpAddress } from "./addr.ts";
 import { positiveInteger } from "./_util.ts";
+import { SourceTable } from "./quota.ts";
 
 export type { IpAddress } from "./addr.ts";
 
@@ -77,8 +83,10 @@ export interface UdpFlowTableOptions {
   send(flow: UdpFlow, payload: Uint8Array, now: number): void;
   /** Called when a flow queued a datagram to send outside `poll`. */
   wake?(): void;
-  /** Most flows at once (default 1024); a new flow evicts the least recently used. */
+  /** Most flows at once (default 1024); see the module doc for which flow a new one evicts. */
   maxFlows?: number;
+  /** Most flows of one source (default `maxFlows`); the source `undefined` has no quota. */
+  maxFlowsPerSource?: number;
   /** Idle timeout in ms (default 60 000). */
   idleTimeout?: number;
   /** Most datagrams queued for a reader (default 64). */
@@ -101,7 +109,7 @@ export interface UdpFlowStats {
   opened: number;
   /** Flows closed by the idle timeout. */
   expired: number;
-  /** Flows evicted to make room for a new one. */
+  /** Flows evicted to make room for a new one (by the table limit or a source's quota). */
   evicted: number;
   /** Datagrams queued for readers. */
   datagramsIn: number;
@@ -288,8 +296,11 @@ export class UdpFlowTable {
   #send: UdpFlowTableOptions["send"];
   #wake: () => void;
   #maxFlows: number;
+  #maxPerSource: number;
   #idle: number;
   #flows = new Map<string, Flow>();
+  /** Flow keys by source, for the quotas. */
+  #bySource = new SourceTable();
   #sending = new Set<Flow>();
   #nextCheck = Infinity;
   #stats = {
@@ -307,6 +318,10 @@ export class UdpFlowTable {
     this.#send = options.send;
     this.#wake = options.wake ?? (() => {});
     this.#maxFlows = positiveInteger(options.maxFlows ?? 1024, "maxFlows");
+    this.#maxPerSource = positiveInteger(
+      options.maxFlowsPerSource ?? this.#maxFlows,
+      "maxFlowsPerSource",
+    );
     this.#idle = positiveInteger(options.idleTimeout ?? 60_000, "idleTimeout");
     this.queueLength = positiveInteger(options.queueLength ?? 64, "queueLength");
     this.queueBytes = positiveInteger(options.queueBytes ?? 256 * 1024, "queueBytes");
@@ -318,6 +333,11 @@ export class UdpFlowTable {
   /** Flows now open. */
   get size(): number {
     return this.#flows.size;
+  }
+
+  /** Flows of `source` open now. */
+  sourceCount(source: unknown): number {
+    return this.#bySource.count(source);
   }
 
   /** True when some flow has datagrams waiting for {@linkcode UdpFlowTable.flush}. */
@@ -343,7 +363,8 @@ export class UdpFlowTable {
 
   /**
    * Opens a flow for a datagram that matched none, queues the datagram on it
-   * and returns the flow. Evicts the least recently used flow when full.
+   * and returns the flow. When its source is at its quota or the table is
+   * full, a flow is evicted first (see the module doc).
    */
   open(d: UdpDatagramIn, now: number): UdpFlow {
     const key = flowKey(d);
@@ -352,16 +373,10 @@ export class UdpFlowTable {
       this.#enqueue(existing, d.payload, now);
       return existing;
     }
-    if (this.#flows.size >= this.#maxFlows) {
-      let lru: Flow | undefined;
-      for (const f of this.#flows.values()) if (!lru || f.lastActive < lru.lastActive) lru = f;
-      if (lru) {
-        this.#stats.evicted++;
-        this.#removeFlow(lru, "was evicted");
-      }
-    }
+    this.#makeRoom(d.source);
     const flow = new Flow(this, d, key, now);
     this.#flows.set(key, flow);
+    this.#bySource.add(flow.source, key);
     this.#stats.opened++;
     if (now + this.#idle < this.#nextCheck) this.#nextCheck = now + this.#idle;
     this.#enqueue(flow, d.payload, now);
@@ -444,8 +459,26 @@ export class UdpFlowTable {
     flow.push(payload);
   }
 
+  /**
+   * Evicts one flow when one more of `source` would exceed its quota or the
+   * table: the least recently used flow of the source the quota rules pick.
+   */
+  #makeRoom(source: unknown): void {
+    const by = this.#bySource;
+    const victim = by.victim(source, this.#maxPerSource, this.#maxFlows);
+    if (victim == null) return;
+    let lru: Flow | undefined;
+    for (const key of by.keys(this.#flows.get(victim)!.source)) {
+      const f = this.#flows.get(key)!;
+      if (!lru || f.lastActive < lru.lastActive) lru = f;
+    }
+    this.#stats.evicted++;
+    this.#removeFlow(lru!, "was evicted");
+  }
+
   #removeFlow(flow: Flow, reason: string): void {
     this.#flows.delete(flow.key);
+    this.#bySource.delete(flow.source, flow.key);
     this.#sending.delete(flow);
     flow.shutdown(reason);
   }

@@ -157,6 +157,45 @@ Deno.test("UdpFlowTable", async (t) => {
     a.close();
   });
 
+  await t.step("a source at its quota gives up its own least recently used flow", () => {
+    const { table } = setup({ maxFlows: 8, maxFlowsPerSource: 2 });
+    const a = { name: "a" }, b = { name: "b" };
+    const from = (port: number, source: unknown) => ({ ...dgram([1], port), source });
+    const b1 = table.open(from(100, b), 0);
+    const a1 = table.open(from(1, a), 1);
+    const a2 = table.open(from(2, a), 2);
+    table.deliver(from(1, a), 3); // a1 is now more recent than a2
+    const a3 = table.open(from(3, a), 4);
+    assert.deepEqual([a1, a2, a3, b1].map((f) => table.deliver(from(f.remotePort, f.source), 5)), [
+      true,
+      false,
+      true,
+      true,
+    ]);
+    assert.equal(table.stats().evicted, 1);
+    assert.deepEqual([table.sourceCount(a), table.sourceCount(b)], [2, 1]);
+  });
+
+  await t.step("a full table: one source's flood never evicts a lighter source's flow", () => {
+    const { table } = setup({ maxFlows: 16 });
+    const victim = { name: "victim" }, flooder = { name: "flooder" };
+    table.open({ ...dgram([1], 9999), source: victim }, 0);
+    for (let i = 0; i < 200; i++) {
+      table.open({ ...dgram([1], 10000 + i), source: flooder }, 1 + i);
+    }
+    assert.equal(table.size, 16);
+    assert.equal(table.stats().evicted, 200 - 15);
+    // The victim's flow is the oldest and least recently used of all, and stays.
+    assert.equal(table.deliver({ ...dgram([2], 9999), source: victim }, 300), true);
+    assert.deepEqual([table.sourceCount(victim), table.sourceCount(flooder)], [1, 15]);
+    // Once the victim holds the most, its own flows give way to its new ones.
+    const { table: small } = setup({ maxFlows: 2 });
+    small.open({ ...dgram([1], 1), source: victim }, 0);
+    small.open({ ...dgram([1], 2), source: victim }, 1);
+    small.open({ ...dgram([1], 3), source: flooder }, 2);
+    assert.deepEqual([small.sourceCount(victim), small.sourceCount(flooder)], [1, 1]);
+  });
+
   await t.step(
     "a cancelled readable drops datagrams; closing both sides removes the flow",
     async () => {

@@ -39,10 +39,6 @@ export interface FlowsOptions {
   log: (record: ServeLogRecord) => void;
   /** Connections and flows waiting in the iterator before new ones are refused. */
   pendingStreams: number;
-  /** UDP flows in all. */
-  udpFlows: number;
-  /** UDP flows of one peer. */
-  peerUdpFlows: number;
   /** Handlers and the accept decision ({@linkcode ServeOptions}); `forward` replaces them. */
   onTcp?: TcpHandler;
   onUdp?: (flow: UdpStream) => void | Promise<void>;
@@ -52,14 +48,12 @@ export interface FlowsOptions {
 
 /** Open TCP streams and UDP flows, by peer. */
 export class Flows {
-  /** UDP flows closed to make room for another. */
-  udpFlowsEvicted = 0;
   #o: FlowsOptions;
   #stopping = false;
   #queue: StreamQueue<TcpStream | UdpStream>;
   #tcp = new Map<TcpStream, TcpConnection>();
   #udp = new Map<UdpStream, { flow: UdpFlow; peer: Peer }>();
-  /** Each peer's UDP flows, oldest first (for fair eviction). */
+  /** Each peer's UDP flows (to count and end them per peer). */
   #udpByPeer = new Map<Peer, Set<UdpStream>>();
 
   /** Empty tables. */
@@ -234,7 +228,10 @@ export class Flows {
     return !this.#stopping && info !== undefined && (!forwarder || forwarder.acceptUdp(info));
   }
 
-  /** A new UDP flow of a peer: count it against the quotas and deliver it. */
+  /**
+   * A new UDP flow of a peer: deliver it. (The stack's per-source quotas
+   * already made room for it fairly: `limits.netstack.perSource.udpFlows`.)
+   */
   onUdpFlow(flow: UdpFlow): void {
     const peer = flow.source as Peer | undefined;
     const info = this.#infoOf(
@@ -258,13 +255,6 @@ export class Flows {
     if (!mine) this.#udpByPeer.set(peer, mine = new Set());
     mine.add(stream);
     flow.closed.finally(() => this.#forgetUdp(stream));
-    // Over a quota: the oldest flow of this peer, or of the peer holding the most.
-    if (mine.size > this.#o.peerUdpFlows) this.#evictUdp(mine);
-    else if (this.#udp.size > this.#o.udpFlows) {
-      let heaviest = mine;
-      for (const set of this.#udpByPeer.values()) if (set.size > heaviest.size) heaviest = set;
-      this.#evictUdp(heaviest);
-    }
     const forwarder = this.#o.forwarder;
     const handler = forwarder ? (s: UdpStream) => forwarder.onUdp(s) : this.#o.onUdp;
     if (handler) this.#runHandler(() => handler(stream), () => flow.close());
@@ -278,13 +268,6 @@ export class Flows {
     const set = this.#udpByPeer.get(entry.peer);
     set?.delete(stream);
     if (set?.size === 0) this.#udpByPeer.delete(entry.peer);
-  }
-
-  #evictUdp(set: Set<UdpStream>): void {
-    const oldest = set.values().next().value;
-    if (!oldest) return;
-    this.udpFlowsEvicted++;
-    this.#closeUdp(oldest);
   }
 
   #closeUdp(stream: UdpStream): void {

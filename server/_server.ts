@@ -30,7 +30,6 @@ import { NetStack, type NetStackSourceUsage } from "@wgstack/netstack";
 import { openUdpSocket, type UdpEndpoint, type UdpSocket } from "./udp.ts";
 import { Forwarder } from "./forward.ts";
 import { DestinationPolicy } from "./policy.ts";
-import { positiveInteger } from "./_util.ts";
 import { listenUapi, type UapiListener } from "./uapi.ts";
 import { type FlowPage, type FlowQuery, normalizeFlowQuery } from "./flows.ts";
 import type {
@@ -59,11 +58,6 @@ export async function startServer(options: ServeOptions): Promise<Server> {
   if (options.forward && (options.accept || options.onTcp || options.onUdp)) {
     throw new TypeError("forward replaces accept, onTcp and onUdp: pass one or the other");
   }
-  const udpFlows = options.limits?.netstack?.udpFlows ?? 1024;
-  const peerUdpFlows = positiveInteger(
-    options.limits?.peerUdpFlows ?? udpFlows,
-    "limits.peerUdpFlows",
-  );
   const socket = options.socket ??
     await openUdpSocket({ hostname: options.hostname, port: options.port ?? 51820 });
   let forwarder: Forwarder | undefined;
@@ -73,7 +67,7 @@ export async function startServer(options: ServeOptions): Promise<Server> {
     socket.close();
     throw error;
   }
-  const server = new RunningServer(options, { privateKey, socket, forwarder, peerUdpFlows });
+  const server = new RunningServer(options, { privateKey, socket, forwarder });
   if (options.uapi && !server.stopping) {
     try {
       await server.listenUapi(privateKey);
@@ -90,7 +84,6 @@ interface Prepared {
   privateKey: Uint8Array;
   socket: UdpSocket;
   forwarder: Forwarder | undefined;
-  peerUdpFlows: number;
 }
 
 /** Methods of {@linkcode Server} that also work detached (`const { stats } = server`). */
@@ -181,7 +174,6 @@ class RunningServer implements Server {
     });
     const keepAlive = options.tcpKeepAlive === false ? undefined : options.tcpKeepAlive ??
       (forwarder ? { idle: 900_000, interval: 60_000, count: 5 } : undefined);
-    const udpFlows = options.limits?.netstack?.udpFlows ?? 1024;
     this.#stack = new NetStack({
       mtu: options.mtu,
       limits: {
@@ -189,7 +181,6 @@ class RunningServer implements Server {
         // SYN waits; the stack's global half-open table must not fill first.
         tcpHalfOpen: forwarder ? 4 * forwarder.stats().limits.pendingDials : undefined,
         ...options.limits?.netstack,
-        udpFlows: udpFlows + 1,
       },
       tcp: keepAlive ? { keepAlive, ...options.tcp } : options.tcp,
       acceptUdpFlow: forwarder ? (d, version) => this.#flows.acceptUdp(d, version) : undefined,
@@ -209,8 +200,6 @@ class RunningServer implements Server {
       poller: this.#poller,
       log: this.#log,
       pendingStreams: options.limits?.pendingStreams ?? 256,
-      udpFlows,
-      peerUdpFlows: prepared.peerUdpFlows,
       onTcp: options.onTcp,
       onUdp: options.onUdp,
       accept: options.accept,
@@ -431,16 +420,17 @@ class RunningServer implements Server {
   }
 
   stats(): ServerStats {
+    const netstack = this.#stack.stats();
     return {
       wireguard: this.#device.stats(),
-      netstack: this.#stack.stats(),
+      netstack,
       socket: this.#socket.stats(),
       tcpOpen: this.#flows.tcpOpen,
       udpOpen: this.#flows.udpOpen,
       polls: this.#poller.polls,
       cryptoBackend: this.#backend.name,
       selfDatagrams: this.#selfDatagrams,
-      udpFlowsEvicted: this.#flows.udpFlowsEvicted,
+      udpFlowsEvicted: netstack.udp.evicted,
       forward: this.#forwarder?.stats(),
     };
   }

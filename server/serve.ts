@@ -193,13 +193,12 @@ export interface ServeOptions {
     /** Connections and flows waiting in the iterator before new ones are refused. Default 256. */
     pendingStreams?: number;
     /**
-     * UDP flows one peer may hold (default: the stack's `udpFlows`, 1024).
-     * When the table is full, a new flow closes the oldest flow of the peer
-     * holding the most flows, so one peer never evicts another's flow while
-     * it holds more than them.
+     * Netstack limits: connections, half-open SYNs, UDP flows, reassembly,
+     * ICMP rate, and the quotas of each peer in `perSource` (e.g.
+     * `perSource.udpFlows`: when the table is full, a new flow closes a flow
+     * of the peer holding the most, so one peer's flood never evicts the
+     * flows of a peer holding fewer).
      */
-    peerUdpFlows?: number;
-    /** Netstack limits: connections, half-open SYNs, UDP flows, reassembly, ICMP rate. */
     netstack?: NetStackLimits;
     /** WireGuard device limits: handshake load threshold, per-peer queue, peers. */
     wireguard?: DeviceLimits;
@@ -245,7 +244,10 @@ export interface ServerStats {
   cryptoBackend: string;
   /** Datagrams dropped because they came from one of this server's own sockets. */
   selfDatagrams: number;
-  /** UDP flows closed to make room for another (taken from the peer holding the most). */
+  /**
+   * UDP flows closed to make room for another (by a peer's quota, or from the
+   * peer holding the most); the same as `netstack.udp.evicted`.
+   */
   udpFlowsEvicted: number;
   /** Forwarding counters, with `forward`. */
   forward?: ForwarderStats;

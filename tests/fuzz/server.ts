@@ -73,7 +73,7 @@ async function serverRun(rng: Rng): Promise<FuzzRun<{ d: Uint8Array; from: UdpEn
     peers: [{ publicKey: client.publicKey, allowedIps: ["10.7.0.2/32", "fd00:7::2/128"] }],
     onTcp: (c) => void c.readable.pipeTo(c.writable).catch(() => {}),
     onUdp: (f) => void f.readable.pipeTo(f.writable).catch(() => {}),
-    limits: { netstack: LIMITS, peerUdpFlows: 64 },
+    limits: { netstack: { ...LIMITS, perSource: { udpFlows: 64 } } },
     logger: (r) => {
       if (r.level === "error") errors.push(r);
     },
