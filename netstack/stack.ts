@@ -211,9 +211,10 @@ export interface NetStackSourceLimits {
    */
   tcpSendBytes?: number;
   /**
-   * Bytes received on the source's TCP connections and not yet read
-   * (default 32 MiB): when reached, their receive windows close until the
-   * consumers read.
+   * Bytes received on the source's TCP connections and not yet read, plus
+   * the windows offered to it and not yet filled (default 32 MiB): when
+   * reached, their receive windows close until the consumers read (a
+   * connection holding no unread byte may still be offered one segment).
    */
   tcpReceiveBytes?: number;
   /** Bytes held in fragment reassembly (default half of `reassemblyBytes`). */
@@ -234,7 +235,7 @@ export interface NetStackSourceUsage {
   udpFlows: number;
   /** Bytes in the send buffers of its TCP connections. */
   tcpSendBytes: number;
-  /** Bytes received on its TCP connections and not yet read. */
+  /** Bytes received on its TCP connections and not yet read, plus the windows still offered. */
   tcpReceiveBytes: number;
   /** Datagrams in fragment reassembly. */
   reassemblyDatagrams: number;

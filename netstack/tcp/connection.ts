@@ -206,9 +206,11 @@ export interface TcpOptions {
   sendBytesPerSource?: number;
   /**
    * Most bytes queued for the consumers of one source's connections
-   * (received, not yet read). When reached, their receive windows close
-   * until the consumers read: a source whose data nobody reads fast enough
-   * holds at most this much (plus windows already offered). Default 32 MiB.
+   * (received, not yet read) plus the windows offered to it and not yet
+   * filled. When reached, their receive windows close until the consumers
+   * read: a source whose data nobody reads fast enough holds at most this
+   * much, plus one segment per connection that held no unread byte when
+   * offered it (so none of them stalls). Default 32 MiB.
    */
   receiveBytesPerSource?: number;
   /** Secret for ISNs and timestamp offsets (8+ bytes). Random by default. */
@@ -878,6 +880,7 @@ export class Connection implements TcpConnectionLike {
         r.tsEcr = this.#tsRecent;
       }
       this.#rcv.advEdge = seqAdd(this.#rcv.nxt, r.window);
+      this.#rcv.syncBudget();
       this.#lastAckSent = this.#rcv.nxt;
     } else {
       if (o.windowScale) r.windowScale = OUR_WSCALE;
@@ -1535,6 +1538,7 @@ export class Connection implements TcpConnectionLike {
   #receiveFin(now: number): void {
     this.#finReceived = true;
     this.#rcv.nxt = seqAdd(this.#rcv.nxt, 1);
+    this.#rcv.end();
     this.#ackNow = true;
     if (!this.#readDone && this.#rcv.queued === 0 && !this.#rcv.discard) {
       this.#readDone = true;
@@ -2371,6 +2375,7 @@ export class Connection implements TcpConnectionLike {
     if (!wasTimeWait) this.#finishStreams();
     this.#freeSendBuffer();
     this.#rcv.dropReassembly();
+    this.#rcv.end();
     this.#lr?.clear(); // counters stay for stats
     this.#resolveClosed();
     this.#owner.released(this);

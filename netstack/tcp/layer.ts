@@ -19,8 +19,9 @@
  * the most TIME_WAIT entries goes, else the oldest connection of the source
  * holding the most connections (never of one holding no more than the
  * newcomer's source). The send buffers of one source's connections share a
- * byte budget (`sendBytesPerSource`), and so do their receive queues
- * (`receiveBytesPerSource`: the windows close while it is spent).
+ * byte budget (`sendBytesPerSource`), and so do their receive queues and
+ * offered windows (`receiveBytesPerSource`: the windows close while it is
+ * spent).
  *
  * @module
  */

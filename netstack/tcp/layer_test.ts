@@ -491,7 +491,7 @@ Deno.test("TCP layer: per-source quotas (one source cannot take another's place)
   await t.step(
     "receive bytes: unread data of a source closes its windows, not others'",
     async () => {
-      const h = new Harness({ receiveBytesPerSource: 4096 });
+      const h = new Harness({ receiveBytesPerSource: 8192 });
       const open = (port: number, source: unknown) => {
         h.send({ flags: "S", seq: PEER_ISS }, h.now, port, source);
         const synAck = h.out.shift()!;
@@ -500,22 +500,58 @@ Deno.test("TCP layer: per-source quotas (one source cannot take another's place)
         return { conn: h.accepted[h.accepted.length - 1], synAck };
       };
       const a1 = open(1024, A);
-      assert.equal(a1.synAck.window, 4096);
-      const data = new Uint8Array(4000);
+      assert.equal(a1.synAck.window, 8192);
+      // What A was offered counts, before any byte arrives.
+      assert.equal(h.layer.sourceUsage(A).receiveBytes, 8192);
+      const data = new Uint8Array(8000);
       h.send({ flags: "PA", seq: PEER_ISS + 1, ack: a1.synAck.seq + 1, data }, h.now, 1024, A);
-      assert.equal(h.layer.sourceUsage(A).receiveBytes, 4000);
+      assert.equal(h.layer.sourceUsage(A).receiveBytes, 8192, "8000 unread + 192 offered");
       h.out.length = 0;
       const a2 = open(1025, A);
-      assert.equal(a2.synAck.window, 96, "A's second connection gets what is left");
+      assert.equal(a2.synAck.window, 1380, "A's second connection gets one segment");
       const b1 = open(2048, B);
-      assert.equal(b1.synAck.window, 4096, "B has its whole budget");
+      assert.equal(b1.synAck.window, 8192, "B has its whole budget");
       // A's consumer reads: the budget frees and the second connection's window opens.
       const chunk = await a1.conn.read();
-      assert.equal(chunk!.length, 4000);
-      assert.equal(h.layer.sourceUsage(A).receiveBytes, 0);
+      assert.equal(chunk!.length, 8000);
+      assert.equal(h.layer.sourceUsage(A).receiveBytes, 192 + 1380, "only the offered windows");
       h.poll(h.now + 1);
       const update = h.out.find((s) => s.dstPort === 1025);
-      assert.ok(update && update.window >= 4000, `a window update: ${update?.window}`);
+      assert.ok(update && update.window >= 6000, `a window update: ${update?.window}`);
+    },
+  );
+
+  await t.step(
+    "receive bytes: windows offered at once do not add up beyond the budget",
+    () => {
+      const h = new Harness({ receiveBytesPerSource: 8192 });
+      // Eight connections of A, each opened before any data arrives: before,
+      // each was offered the whole free budget, and the peer could fill all.
+      const conns = [];
+      for (let i = 0; i < 8; i++) {
+        const port = 1024 + i;
+        h.send({ flags: "S", seq: PEER_ISS }, h.now, port, A);
+        const synAck = h.out.shift()!;
+        h.send({ flags: "A", seq: PEER_ISS + 1, ack: synAck.seq + 1 }, h.now, port, A);
+        conns.push({ port, synAck });
+      }
+      h.out.length = 0;
+      // The peer sends everything each connection was offered, twice over
+      // (what lies beyond a window is trimmed); nobody reads.
+      for (let round = 0; round < 2; round++) {
+        for (const { port, synAck } of conns) {
+          const seq = PEER_ISS + 1 + round * synAck.window;
+          const data = new Uint8Array(Math.max(synAck.window, 1380));
+          h.send({ flags: "PA", seq, ack: synAck.seq + 1, data }, h.now, port, A);
+        }
+        // Unread bytes plus windows still offered: at most one segment per
+        // connection beyond the budget (each may be offered one while it
+        // holds nothing unread, so that none of them stalls). Before, each
+        // was offered the whole free budget: 8 × 8192.
+        const held = h.layer.sourceUsage(A).receiveBytes;
+        assert.ok(held <= 8192 + 8 * 1380, `round ${round}: ${held} bytes`);
+        assert.ok(held >= 8192, `round ${round}: ${held} bytes (the budget is used)`);
+      }
     },
   );
 

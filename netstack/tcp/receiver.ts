@@ -55,7 +55,12 @@ export class Receiver {
   grew = false;
   /** Segments refused by the reassembly limits. */
   refused = 0;
-  /** Bytes queued for the consumers of all connections of this one's source (shared). */
+  /**
+   * The receive budget of this connection's source, shared by its
+   * connections: each counts its queue plus the window it offered and that
+   * is not filled yet (what the peer may still send without asking), so
+   * windows offered at once cannot add up beyond the budget.
+   */
   budget: ByteBudget | null = null;
   /** Called once bytes of a full `budget` are freed (the window may open again). */
   onBudget: (() => void) | null = null;
@@ -66,6 +71,10 @@ export class Receiver {
   #dsackR = 0;
   #epochStart = 0;
   #epochBytes = 0;
+  /** What this receiver counts in `budget` now. */
+  #claim = 0;
+  /** No more data will come (FIN received or the connection ended). */
+  #ended = false;
 
   /** A receiver with a `buf`-byte buffer that may grow to `max`. */
   constructor(buf: number, max: number) {
@@ -84,15 +93,44 @@ export class Receiver {
     return this.#asm !== null;
   }
 
-  /** Free space of the buffer (all of it once the consumer is gone). */
+  /**
+   * Free space of the buffer (all of it once the consumer is gone), as far
+   * as the source's budget allows: the window already offered plus what the
+   * budget has free; and one segment to a connection holding no unread
+   * byte (so that a connection of a source whose budget is held by idle
+   * connections' windows still moves, while a source that stopped reading
+   * holds at most its budget plus a segment per connection).
+   */
   free(): number {
     if (this.discard) return this.buf;
     const own = Math.max(0, this.buf - this.queued);
     const budget = this.budget;
-    if (!budget || budget.free >= own) return own;
+    if (!budget) return own;
+    const room = this.window + budget.free;
+    if (room >= own) return own;
     // The source's budget limits the window: ask to hear when it frees up.
     if (this.onBudget) budget.wait(this.onBudget);
-    return budget.free;
+    return this.queued === 0 ? Math.max(room, Math.min(own, this.mss)) : room;
+  }
+
+  /**
+   * Re-counts this receiver in its source's budget: the queue, plus the
+   * window offered and not yet filled until no more data can come.
+   */
+  syncBudget(): void {
+    const budget = this.budget;
+    if (!budget) return;
+    const claim = this.discard ? 0 : this.queued + (this.#ended ? 0 : this.window);
+    const delta = claim - this.#claim;
+    this.#claim = claim;
+    if (delta > 0) budget.used += delta;
+    else if (delta < 0) budget.release(-delta);
+  }
+
+  /** No more data will come (FIN received, connection over): the window claims nothing more. */
+  end(): void {
+    this.#ended = true;
+    this.syncBudget();
   }
 
   /** Starts receiving at `nxt` (the byte after the peer's SYN); `now` starts growth epochs. */
@@ -136,6 +174,7 @@ export class Receiver {
       if (asm.empty) this.#asm = null;
     }
     this.#maybeGrow(len, now, fallbackRtt);
+    this.syncBudget();
     return filled || this.#asm ? Accepted.FILLED : Accepted.IN_ORDER;
   }
 
@@ -143,7 +182,6 @@ export class Receiver {
     if (this.discard) return;
     (this.#queue ??= []).push(chunk);
     this.queued += chunk.length;
-    if (this.budget) this.budget.used += chunk.length;
   }
 
   /**
@@ -170,7 +208,7 @@ export class Receiver {
       }
     }
     this.queued -= chunk.length;
-    this.budget?.release(chunk.length);
+    this.syncBudget();
     if (q.length === 0) this.#queue = null;
     return chunk;
   }
@@ -183,8 +221,8 @@ export class Receiver {
 
   #forgetQueue(): void {
     this.#queue = null;
-    this.budget?.release(this.queued);
     this.queued = 0;
+    this.syncBudget();
   }
 
   /** Forgets reassembly and queue (connection failed). */
@@ -266,6 +304,7 @@ export class Receiver {
       }
     }
     this.advEdge = seqAdd(this.nxt, field * unit);
+    this.syncBudget();
     return field;
   }
 
