@@ -13,7 +13,8 @@
  * @module
  */
 
-import { QuicSniffer, sniffHostname } from "@wgstack/server";
+import { sniffHostname } from "../server/sniff.ts";
+import { QuicSniffer } from "../server/_sniff_quic.ts";
 import { realClientHello, realQuicInitials } from "../server/test_helpers.ts";
 
 const http = new TextEncoder().encode(

@@ -14,7 +14,8 @@
  * forwarder, not the dashboard).
  */
 
-import { type FlowEntry, type FlowInfo, FlowTable, serve, ServerMetrics } from "@wgstack/server";
+import { type FlowInfo, serve, ServerMetrics } from "@wgstack/server";
+import { type FlowEntry, FlowTable } from "../server/flows.ts";
 import { startWeb } from "../cli/web/server.ts";
 
 // The functions handed to page.evaluate() run in Chromium: its globals, untyped here (a

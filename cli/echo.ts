@@ -34,7 +34,22 @@ export interface EchoStats {
   bytes: number;
 }
 
-/** The echo mode handlers, for `serve()`'s `onTcp` and `onUdp`. */
+/**
+ * The echo mode handlers, for `serve()`'s `onTcp` and `onUdp`.
+ *
+ * @example Echo everything a client sends, logging each connection
+ * ```ts ignore
+ * import { createLogger, Echo } from "@wgstack/cli";
+ * import { serve } from "@wgstack/server";
+ * const echo = new Echo(createLogger());
+ * await serve({
+ *   privateKey: Deno.env.get("WG_PRIVATE_KEY")!,
+ *   peers: [{ publicKey: "…", allowedIps: ["10.0.0.2/32"] }],
+ *   onTcp: (conn) => echo.onTcp(conn),
+ *   onUdp: (flow) => echo.onUdp(flow),
+ * });
+ * ```
+ */
 export class Echo {
   #log: Logger;
   #stats: EchoStats = { tcpConnections: 0, udpFlows: 0, bytes: 0 };

@@ -46,27 +46,24 @@
  * - **Exit codes**: 0 done, 1 internal error, 2 usage or config error (one
  *   line on standard error naming the file and line or the flag).
  *
- * The pieces are reusable: forwarding is `serve({ forward })` of
- * `@wgstack/server`, {@linkcode Echo} has `serve()` handlers, {@linkcode PcapWriter} writes pcap files,
- * {@linkcode runCli} runs the whole command.
+ * The library API is what the command is made of that a program may reuse
+ * (forwarding itself is `serve({ forward })` of `@wgstack/server`):
+ *
+ * - {@linkcode runCli} runs the whole command with its arguments;
+ * - the config files: {@linkcode ensureServerConfig} (load, or create with a
+ *   first client), {@linkcode loadServerConfig}, {@linkcode addPeer} and
+ *   {@linkcode removePeer}; their errors are {@linkcode UsageError}s that
+ *   name the file and line;
+ * - {@linkcode Echo}: the echo mode's `serve()` handlers;
+ * - {@linkcode PcapWriter}: decrypted packets to a pcap file, bounded;
+ * - {@linkcode createLogger}: the command's log lines (text or JSON) for
+ *   `serve()`'s logger.
  *
  * @module
  */
 
 export { type CliIo, type ListeningServer, runCli, VERSION } from "./run.ts";
-export {
-  type CliArgs,
-  HELP,
-  type HostPort,
-  type LogLevel,
-  type Mode,
-  parseCliArgs,
-  UsageError,
-} from "./args.ts";
-export type { DnsUpstream } from "./dns.ts";
-export { Echo, type EchoStats, type EchoTcp, type EchoUdp } from "./echo.ts";
-export { LINKTYPE_RAW, pcapFileHeader, PcapWriter, type PcapWriterOptions } from "./pcap.ts";
-export { createLogger, type Logger, type LoggerOptions, type LogRecord } from "./log.ts";
+export { type LogLevel, UsageError } from "./args.ts";
 export {
   addPeer,
   type ClientFile,
@@ -74,6 +71,10 @@ export {
   ensureServerConfig,
   type GenerateOptions,
   loadServerConfig,
+  removePeer,
   type ServerSetup,
   type SetupPeer,
 } from "./setup.ts";
+export { Echo, type EchoStats, type EchoTcp, type EchoUdp } from "./echo.ts";
+export { PcapWriter, type PcapWriterOptions } from "./pcap.ts";
+export { createLogger, type Logger, type LoggerOptions, type LogRecord } from "./log.ts";

@@ -26,10 +26,10 @@ import {
   UsageError,
   validateWebToken,
 } from "./args.ts";
-import { type DnsUpstream, systemResolver } from "./dns.ts";
+import { type DnsUpstream, systemResolver } from "./_dns.ts";
 import { Echo, type EchoStats } from "./echo.ts";
 import { createLogger, LineSink, type Logger, type LogRecord } from "./log.ts";
-import { detectEndpointAddress, ipVersionOf } from "./net.ts";
+import { detectEndpointAddress, ipVersionOf } from "./_net.ts";
 import { PcapWriter } from "./pcap.ts";
 import type { WebServer } from "./web/server.ts";
 import {
@@ -39,8 +39,8 @@ import {
   removePeerLines,
   servePeers,
   startControl,
-} from "./control.ts";
-import { qrPayload, renderQr } from "./qr.ts";
+} from "./_control.ts";
+import { qrPayload, renderQr } from "./_qr.ts";
 import {
   addPeer,
   type ClientFile,

@@ -265,6 +265,13 @@ export function parseServerConfig(text: string, path: string): ServerSetup {
 /**
  * Reads and parses the server config at `path`.
  *
+ * @example
+ * ```ts ignore
+ * import { loadServerConfig } from "@wgstack/cli";
+ * const setup = await loadServerConfig("wg.conf");
+ * for (const peer of setup.peers) console.log(peer.name, peer.publicKey);
+ * ```
+ *
  * @throws {UsageError} When the file is missing, unreadable or invalid.
  */
 export async function loadServerConfig(path: string): Promise<ServerSetup> {
@@ -403,6 +410,14 @@ export function tunnelAddresses(setup: ServerSetup): string[] {
  * creates it (mode 0600) with a new key and one client, `client-1`, whose
  * file is written beside it. Never overwrites a file.
  *
+ * @example
+ * ```ts ignore
+ * import { ensureServerConfig } from "@wgstack/cli";
+ * const { setup, created } = await ensureServerConfig("wg.conf");
+ * for (const path of created) console.log("wrote", path);
+ * console.log(setup.listenPort, setup.peers.length);
+ * ```
+ *
  * @throws {UsageError} When the file is unreadable or invalid, or cannot be created.
  */
 export async function ensureServerConfig(
@@ -470,6 +485,13 @@ function newPeer(
  * Adds a client named `name` to the server config at `path`: appends its
  * `[Peer]` section and writes its client file beside the server file.
  *
+ * @example
+ * ```ts ignore
+ * import { addPeer } from "@wgstack/cli";
+ * const client = await addPeer("wg.conf", "laptop");
+ * console.log(client.path); // the client's wg-quick file, beside wg.conf
+ * ```
+ *
  * @throws {UsageError} When the config is missing or invalid, the name is
  * taken, or the client file already exists.
  */
@@ -531,6 +553,13 @@ async function peerSection(
  * Removes the peer named `name` from the server config at `path` (its whole
  * `[Peer]` section; the rest of the file stays as it was) and deletes its
  * client file beside it, if there is one.
+ *
+ * @example
+ * ```ts ignore
+ * import { removePeer } from "@wgstack/cli";
+ * const removed = await removePeer("wg.conf", "laptop");
+ * console.log("remove from the running server:", removed.publicKey);
+ * ```
  *
  * @returns The removed peer (its public key says which to remove from a running server).
  * @throws {UsageError} When the file cannot be read or written or has no such peer.

@@ -14,7 +14,7 @@ import {
   setPeerDisabled,
   withEndpoint,
 } from "./setup.ts";
-import { servePeers } from "./control.ts";
+import { servePeers } from "./_control.ts";
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "wgstack-setup-" });

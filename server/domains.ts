@@ -23,6 +23,12 @@ export interface DomainRulesOptions {
 /**
  * Checks a pattern (`name`, `*.suffix` or `*`) and returns it in the form
  * matched (lower case, no trailing dot). Throws `TypeError` when malformed.
+ *
+ * @example
+ * ```ts
+ * import { parseDomainPattern } from "./domains.ts";
+ * parseDomainPattern("*.Ads.Example."); // "*.ads.example"
+ * ```
  */
 export function parseDomainPattern(pattern: string): string {
   const t = pattern.trim().toLowerCase();

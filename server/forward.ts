@@ -26,7 +26,7 @@ import {
   type PolicyRule,
   type RefusalReason,
 } from "./policy.ts";
-import { LogLimiter } from "./log_limit.ts";
+import { LogLimiter } from "./_log_limit.ts";
 import { unrefTimer } from "./_timers.ts";
 import { positiveInteger } from "./_util.ts";
 import {
@@ -40,7 +40,7 @@ import {
   type UpstreamProxy,
 } from "./upstream.ts";
 import { type FirstBytes, type HostnameSource, sniffFirstBytes } from "./sniff.ts";
-import { QuicSniffer } from "./sniff_quic.ts";
+import { QuicSniffer } from "./_sniff_quic.ts";
 import { DomainRules } from "./domains.ts";
 import { dialTcpFfi, learnTcpConn } from "./_dial_ffi.ts";
 import {

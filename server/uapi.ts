@@ -187,6 +187,13 @@ export async function uapiSet(path: string, lines: string[], timeoutMs = 10_000)
  *
  * @throws {UapiError} With the errno of the reply when it is not 0.
  * @throws {Deno.errors.NotFound} Or another Deno error when no server answers at `path`.
+ *
+ * @example
+ * ```ts ignore
+ * import { uapiGet } from "@wgstack/server";
+ * const lines = await uapiGet("/var/run/wireguard/wg0.sock");
+ * const peers = lines.filter((line) => line.startsWith("public_key="));
+ * ```
  */
 export async function uapiGet(path: string, timeoutMs = 10_000): Promise<string[]> {
   return await uapiRequest(path, "get=1\n\n", timeoutMs);

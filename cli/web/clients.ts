@@ -8,7 +8,7 @@
 
 import type { Server } from "@wgstack/server";
 import { validatePeerName } from "../args.ts";
-import { servePeer } from "../control.ts";
+import { servePeer } from "../_control.ts";
 import {
   addPeer,
   clientFilePath,

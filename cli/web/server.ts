@@ -32,7 +32,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { FlowQuery, MetricValues, Server, ServerMetrics } from "@wgstack/server";
 import QRCode from "qrcode";
 import { UsageError } from "../args.ts";
-import { qrPayload } from "../qr.ts";
+import { qrPayload } from "../_qr.ts";
 import { ClientNotFound, type WebClients } from "./clients.ts";
 import { APP_CSS, APP_JS, indexHtml } from "./assets.ts";
 

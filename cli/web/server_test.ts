@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { serve, ServerMetrics } from "@wgstack/server";
 import { ensureServerConfig, loadServerConfig } from "../setup.ts";
-import { servePeers } from "../control.ts";
+import { servePeers } from "../_control.ts";
 import { WebClients } from "./clients.ts";
 import { newToken, startWeb, tokenMatches } from "./server.ts";
 

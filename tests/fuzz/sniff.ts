@@ -14,7 +14,7 @@ import { encodeDns } from "../../server/_dns_message.ts";
 import { DnsNames, queryName } from "../../server/dns_names.ts";
 import { parseUpstream, socksUdpPayload } from "../../server/upstream.ts";
 import { parseDomainPattern } from "../../server/domains.ts";
-import { QuicSniffer } from "../../server/sniff_quic.ts";
+import { QuicSniffer } from "../../server/_sniff_quic.ts";
 import { realClientHello, realQuicInitials } from "../../server/test_helpers.ts";
 import { concat, expectOnly, type FuzzTarget, hex, mutateBytes, mutateText } from "./harness.ts";
 

@@ -13,7 +13,7 @@ import { formatIp, parseIp, parseIpPrefix } from "../../wireguard/ip.ts";
 import { keyFromBase64 } from "../../wireguard/keys.ts";
 import { parsePolicyRule } from "../../server/policy.ts";
 import { parseCliArgs, parseHostPort, UsageError } from "../../cli/args.ts";
-import { parseResolvConf } from "../../cli/dns.ts";
+import { parseResolvConf } from "../../cli/_dns.ts";
 import {
   formatUapiEndpoint,
   parseUapiEndpoint,
@@ -210,7 +210,7 @@ export const cliArgsTarget: FuzzTarget<string[]> = {
 /** resolv.conf: the first name server, a token without white space, or `undefined`. */
 export const resolvConfTarget: FuzzTarget<string> = {
   name: "resolv-conf",
-  covers: "parseResolvConf (cli/dns.ts)",
+  covers: "parseResolvConf (cli/_dns.ts)",
   setup: () => ({
     generate: (rng) =>
       mutateText(

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { canonicalIp, ipVersionOf, pickEndpointAddress, subnetMatcher } from "./net.ts";
-import { parseResolvConf, systemResolver } from "./dns.ts";
+import { canonicalIp, ipVersionOf, pickEndpointAddress, subnetMatcher } from "./_net.ts";
+import { parseResolvConf, systemResolver } from "./_dns.ts";
 
 Deno.test("endpoint detection", async (t) => {
   await t.step("prefers a real interface's IPv4, skips loopback and link-local", () => {

@@ -25,7 +25,7 @@ export interface InterfaceAddress {
  *
  * @example
  * ```ts
- * import { pickEndpointAddress } from "./net.ts";
+ * import { pickEndpointAddress } from "./_net.ts";
  * pickEndpointAddress([
  *   { name: "lo", family: "IPv4", address: "127.0.0.1" },
  *   { name: "eth0", family: "IPv4", address: "192.0.2.10" },

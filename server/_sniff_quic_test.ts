@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { clientInitialKeys, QuicSniffer } from "./sniff_quic.ts";
+import { clientInitialKeys, QuicSniffer } from "./_sniff_quic.ts";
 import { xorshift32 } from "../tests/_prng.ts";
 import { realQuicInitials as realInitials } from "./test_helpers.ts";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import jsQR from "jsqr";
-import { qrPayload, renderQr } from "./qr.ts";
+import { qrPayload, renderQr } from "./_qr.ts";
 
 const CONFIG = `# wgstack client "phone". Import it into a WireGuard app
 [Interface]

@@ -31,7 +31,7 @@ export interface RenderQrOptions {
  *
  * @example
  * ```ts
- * import { renderQr } from "./qr.ts";
+ * import { renderQr } from "./_qr.ts";
  * const art = await renderQr("[Interface]\nPrivateKey = …\n");
  * ```
  */

@@ -16,7 +16,7 @@ import type {
 import { keyFromBase64 } from "@wgstack/wireguard";
 import { type CliArgs, formatHostPort, interfaceNameOf, UsageError } from "./args.ts";
 import type { Logger } from "./log.ts";
-import { ipVersionOf } from "./net.ts";
+import { ipVersionOf } from "./_net.ts";
 import { loadServerConfig, type ServerSetup, type SetupPeer } from "./setup.ts";
 
 /** The socket directory: the test's, else `WGSTACK_UAPI_DIR`, else `/var/run/wireguard`. */

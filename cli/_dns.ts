@@ -20,7 +20,7 @@ export interface DnsUpstream {
  *
  * @example
  * ```ts
- * import { parseResolvConf } from "./dns.ts";
+ * import { parseResolvConf } from "./_dns.ts";
  * parseResolvConf("# generated\nnameserver 192.0.2.53\n"); // "192.0.2.53"
  * ```
  */

@@ -36,7 +36,7 @@ interface EventWindow {
  *
  * @example
  * ```ts
- * import { LogLimiter } from "./log_limit.ts";
+ * import { LogLimiter } from "./_log_limit.ts";
  * const lines: unknown[] = [];
  * const limiter = new LogLimiter({ log: (r) => lines.push(r), burst: 1 });
  * for (let i = 0; i < 100; i++) limiter.log({ level: "info", event: "tcp-refused" });
