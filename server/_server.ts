@@ -48,38 +48,16 @@ import { PeerDirectory } from "./_peers.ts";
 import { Poller } from "./_poller.ts";
 
 /** A key as bytes, from base64 text or bytes. */
-export function toKey(key: string | Uint8Array): Uint8Array {
+function toKey(key: string | Uint8Array): Uint8Array {
   return typeof key === "string" ? keyFromBase64(key) : key;
 }
 
 /** Opens the socket (unless given), starts the server and its UAPI socket. */
-export async function startServer(options: ServeOptions): Promise<Server> {
-  const privateKey = toKey(options.privateKey);
-  if (options.forward && (options.accept || options.onTcp || options.onUdp)) {
-    throw new TypeError("forward replaces accept, onTcp and onUdp: pass one or the other");
-  }
-  const socket = options.socket ??
-    await openUdpSocket({ hostname: options.hostname, port: options.port ?? 51820 });
-  let forwarder: Forwarder | undefined;
-  try {
-    forwarder = options.forward ? new Forwarder(options.forward, options.logger) : undefined;
-  } catch (error) {
-    socket.close();
-    throw error;
-  }
-  const server = new RunningServer(options, { privateKey, socket, forwarder });
-  if (options.uapi && !server.stopping) {
-    try {
-      await server.listenUapi(privateKey);
-    } catch (error) {
-      await server.shutdown();
-      throw error;
-    }
-  }
-  return server;
+export function startServer(options: ServeOptions): Promise<Server> {
+  return RunningServer.start(options);
 }
 
-/** What {@linkcode startServer} prepared. */
+/** What {@linkcode RunningServer.start} prepared. */
 interface Prepared {
   privateKey: Uint8Array;
   socket: UdpSocket;
@@ -219,19 +197,36 @@ class RunningServer implements Server {
     });
   }
 
-  /** True once shutdown began. */
-  get stopping(): boolean {
-    return this.#flows.stopping;
-  }
-
-  /** Opens the UAPI socket of `options.uapi`. */
-  async listenUapi(privateKey: Uint8Array): Promise<void> {
-    this.#uapi = await listenUapi({
-      server: this,
-      privateKey,
-      log: this.#log,
-      onDeleted: () => void this.shutdown(),
-    }, this.#options.uapi!);
+  /** Opens the socket (unless given), starts the server and its UAPI socket. */
+  static async start(options: ServeOptions): Promise<RunningServer> {
+    const privateKey = toKey(options.privateKey);
+    if (options.forward && (options.accept || options.onTcp || options.onUdp)) {
+      throw new TypeError("forward replaces accept, onTcp and onUdp: pass one or the other");
+    }
+    const socket = options.socket ??
+      await openUdpSocket({ hostname: options.hostname, port: options.port ?? 51820 });
+    let forwarder: Forwarder | undefined;
+    try {
+      forwarder = options.forward ? new Forwarder(options.forward, options.logger) : undefined;
+    } catch (error) {
+      socket.close();
+      throw error;
+    }
+    const server = new RunningServer(options, { privateKey, socket, forwarder });
+    if (options.uapi && !server.#flows.stopping) {
+      try {
+        server.#uapi = await listenUapi({
+          server,
+          privateKey,
+          log: server.#log,
+          onDeleted: () => void server.shutdown(),
+        }, options.uapi);
+      } catch (error) {
+        await server.shutdown();
+        throw error;
+      }
+    }
+    return server;
   }
 
   get addr(): UdpEndpoint {
@@ -284,7 +279,7 @@ class RunningServer implements Server {
     if (this.#options.socket) {
       throw new TypeError("A socket given in the options cannot be rebound");
     }
-    if (this.stopping) throw new TypeError("The server is shutting down");
+    if (this.#flows.stopping) throw new TypeError("The server is shutting down");
     if (port !== 0 && port === this.#socket.addr.port) return;
     const next = await openUdpSocket({ hostname: this.#options.hostname, port });
     const [old, oldListening] = [this.#socket, this.#listening];
