@@ -82,7 +82,7 @@ export interface ForwardFlowInfo extends FlowInfo {
   readonly hostnameSource?: HostnameSource;
 }
 
-/** Limits of a {@linkcode Forwarder}; defaults derive from the file descriptor limit. */
+/** Limits of forwarding (`serve({ forward })`); defaults derive from the file descriptor limit. */
 export interface ForwardLimits {
   /**
    * Upstream sockets at once (TCP dials and connections, UDP sockets). Default
@@ -97,7 +97,7 @@ export interface ForwardLimits {
   peerPendingDials?: number;
 }
 
-/** Options of {@linkcode Forwarder} (and `serve({ forward })`). */
+/** Options of forwarding: `serve({ forward })`. */
 export interface ForwardOptions {
   /** Ordered allow/deny rules, see {@linkcode DestinationPolicy}. */
   rules?: PolicyRule[];
@@ -161,7 +161,7 @@ export interface ForwardOptions {
   closedFlows?: number;
 }
 
-/** Counters of a {@linkcode Forwarder}. */
+/** Counters of forwarding (`stats().forward` of a server with `forward`). */
 export interface ForwarderStats {
   /** TCP connections relayed. */
   tcpAccepted: number;
