@@ -152,8 +152,8 @@ export interface NetStackLimits {
   tcpHalfOpen?: number;
   /**
    * Most UDP flows (default 1024). A new flow when the table is full evicts
-   * the least recently used flow of the source holding the most (see
-   * {@linkcode NetStackSourceLimits.udpFlows}).
+   * a flow of the source holding the most: the least recently used of its 8
+   * oldest (see {@linkcode NetStackSourceLimits.udpFlows}).
    */
   udpFlows?: number;
   /** UDP flow idle timeout in ms (default 60 000). */
@@ -198,10 +198,10 @@ export interface NetStackSourceLimits {
   tcpTimeWait?: number;
   /**
    * UDP flows (default `udpFlows`: one source may fill the table while
-   * nobody else needs it). A source at its quota gives up its own least
-   * recently used flow for a new one; a full table gives up one of the
-   * source holding the most, so one source's flood never evicts the flows of
-   * a source that holds fewer.
+   * nobody else needs it). A source at its quota gives up one of its own
+   * flows for a new one (the least recently used of its 8 oldest); a full
+   * table gives up one of the source holding the most, so one source's flood
+   * never evicts the flows of a source that holds fewer.
    */
   udpFlows?: number;
   /**

@@ -16,10 +16,11 @@
  *   (default 60 s): its readable closes once drained and its writable errors.
  * - At most `maxFlows` flows, and at most `maxFlowsPerSource` of one source
  *   (the `source` of the datagram that opened the flow, e.g. a WireGuard
- *   peer): a source at its quota gives up its own least recently used flow;
- *   a full table gives up the least recently used flow of the source holding
- *   the most (see `quota.ts`), so one source's flood never evicts another
- *   source's flows while it holds more than that source.
+ *   peer): a source at its quota gives up one of its own flows; a full table
+ *   gives up one of the source holding the most (see `quota.ts`), so one
+ *   source's flood never evicts another source's flows while it holds more
+ *   than that source. The flow given up is the least recently used of that
+ *   source's 8 oldest.
  *
  * @module
  */
@@ -461,16 +462,20 @@ export class UdpFlowTable {
 
   /**
    * Evicts one flow when one more of `source` would exceed its quota or the
-   * table: the least recently used flow of the source the quota rules pick.
+   * table: of the source the quota rules pick, the least recently used of
+   * its {@linkcode EVICTION_SAMPLE} oldest flows (a bounded look, so that a
+   * flood of new flows costs the same per datagram however many are open).
    */
   #makeRoom(source: unknown): void {
     const by = this.#bySource;
     const victim = by.victim(source, this.#maxPerSource, this.#maxFlows);
     if (victim == null) return;
     let lru: Flow | undefined;
+    let looked = 0;
     for (const key of by.keys(this.#flows.get(victim)!.source)) {
       const f = this.#flows.get(key)!;
       if (!lru || f.lastActive < lru.lastActive) lru = f;
+      if (++looked === EVICTION_SAMPLE) break;
     }
     this.#stats.evicted++;
     this.#removeFlow(lru!, "was evicted");
@@ -483,6 +488,9 @@ export class UdpFlowTable {
     flow.shutdown(reason);
   }
 }
+
+/** How many of a source's oldest flows eviction looks at for the least recently used. */
+const EVICTION_SAMPLE = 8;
 
 function flowKey(d: UdpDatagramIn): string {
   let key = String.fromCharCode(d.localPort, d.remotePort);
