@@ -15,64 +15,11 @@ import {
   type TcpStream,
   type UdpStream,
 } from "./serve.ts";
-import type { UdpEndpoint, UdpSocket, UdpSocketStats } from "./udp.ts";
 import { startTestClient, type TestClient } from "../tests/_client.ts";
+import { MemorySocket } from "../tests/_memory_socket.ts";
 
 const CLIENT4 = "10.7.0.2";
 const CLIENT6 = "fd00:7::2";
-
-/** One end of in-memory datagram links; what it sends arrives at the other end in a later task. */
-class MemorySocket implements UdpSocket {
-  readonly #links = new Map<string, MemorySocket>();
-  readonly #stats: UdpSocketStats = { received: 0, sent: 0, sendDropped: 0, sendErrors: 0 };
-  #onDatagram: ((data: Uint8Array, from: UdpEndpoint) => void) | undefined;
-  #closed = false;
-  #resolveListen!: () => void;
-  readonly #listening = new Promise<void>((resolve) => this.#resolveListen = resolve);
-
-  constructor(readonly addr: UdpEndpoint) {}
-
-  /** Links this socket and `other` both ways. */
-  link(other: MemorySocket): void {
-    this.#links.set(`${other.addr.address}:${other.addr.port}`, other);
-    other.#links.set(`${this.addr.address}:${this.addr.port}`, this);
-  }
-
-  get closed(): boolean {
-    return this.#closed;
-  }
-
-  listen(onDatagram: (data: Uint8Array, from: UdpEndpoint) => void): Promise<void> {
-    this.#onDatagram = onDatagram;
-    return this.#listening;
-  }
-
-  send(data: Uint8Array, to: UdpEndpoint): void {
-    const other = this.#links.get(`${to.address}:${to.port}`);
-    if (this.#closed || !other) {
-      this.#stats.sendErrors++;
-      return;
-    }
-    this.#stats.sent++;
-    const copy = data.slice();
-    setTimeout(() => other.#deliver(copy, this.addr), 0);
-  }
-
-  #deliver(data: Uint8Array, from: UdpEndpoint): void {
-    if (this.#closed || !this.#onDatagram) return;
-    this.#stats.received++;
-    this.#onDatagram(data, from);
-  }
-
-  stats(): UdpSocketStats {
-    return { ...this.#stats };
-  }
-
-  close(): void {
-    this.#closed = true;
-    this.#resolveListen();
-  }
-}
 
 interface Env {
   server: Server;
