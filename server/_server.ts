@@ -4,13 +4,13 @@
  * together. The parts:
  *
  * - `_poller.ts`: when the cores run (one timer, coalesced wake-ups);
- * - `_flows.ts`: each new connection or flow, from decision to handler, and
+ * - `_connections.ts`: each new connection or flow, from decision to handler, and
  *   ending them per peer or at shutdown;
  * - `_peers.ts`: the {@linkcode PeerInfo} of each peer.
  *
  * The data path: socket datagram → `Device.receive` → decrypted packet and
  * its peer → `NetStack.input(packet, now, peer)` → a `TcpRequest`/`UdpFlow`
- * that carries the peer as its `source` → `Flows`.
+ * that carries the peer as its `source` → `Connections`.
  *
  * @module
  */
@@ -43,7 +43,7 @@ import type {
   TcpStream,
   UdpStream,
 } from "./serve.ts";
-import { Flows } from "./_flows.ts";
+import { Connections } from "./_connections.ts";
 import { PeerDirectory } from "./_peers.ts";
 import { Poller } from "./_poller.ts";
 
@@ -111,7 +111,7 @@ class RunningServer implements Server {
   #device: Device;
   #stack: NetStack;
   #poller: Poller;
-  #flows: Flows;
+  #conns: Connections;
   #uapi: UapiListener | undefined;
   #shutdown: Promise<void> | undefined;
   #finished!: () => void;
@@ -161,7 +161,7 @@ class RunningServer implements Server {
         ...options.limits?.netstack,
       },
       tcp: keepAlive ? { keepAlive, ...options.tcp } : options.tcp,
-      acceptUdpFlow: forwarder ? (d, version) => this.#flows.acceptUdp(d, version) : undefined,
+      acceptUdpFlow: forwarder ? (d, version) => this.#conns.acceptUdp(d, version) : undefined,
       output: onPacket
         ? (packet) => {
           onPacket(packet, "out", undefined);
@@ -169,11 +169,11 @@ class RunningServer implements Server {
         }
         : (packet) => this.#device.send(packet, this.#now()),
       wake: () => this.#poller.pollSoon(),
-      onTcpConnection: (request) => this.#flows.onTcpRequest(request),
-      onUdpFlow: (flow) => this.#flows.onUdpFlow(flow),
+      onTcpConnection: (request) => this.#conns.onTcpRequest(request),
+      onUdpFlow: (flow) => this.#conns.onUdpFlow(flow),
     });
     this.#poller = new Poller({ device: this.#device, stack: this.#stack }, this.#now);
-    this.#flows = new Flows({
+    this.#conns = new Connections({
       peers: this.#peers,
       poller: this.#poller,
       log: this.#log,
@@ -213,7 +213,7 @@ class RunningServer implements Server {
       throw error;
     }
     const server = new RunningServer(options, { privateKey, socket, forwarder });
-    if (options.uapi && !server.#flows.stopping) {
+    if (options.uapi && !server.#conns.stopping) {
       try {
         server.#uapi = await listenUapi({
           server,
@@ -238,7 +238,7 @@ class RunningServer implements Server {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<TcpStream | UdpStream> {
-    return { next: () => this.#flows.next() };
+    return { next: () => this.#conns.next() };
   }
 
   // --------------------------------------------------------------- socket
@@ -279,7 +279,7 @@ class RunningServer implements Server {
     if (this.#options.socket) {
       throw new TypeError("A socket given in the options cannot be rebound");
     }
-    if (this.#flows.stopping) throw new TypeError("The server is shutting down");
+    if (this.#conns.stopping) throw new TypeError("The server is shutting down");
     if (port !== 0 && port === this.#socket.addr.port) return;
     const next = await openUdpSocket({ hostname: this.#options.hostname, port });
     const [old, oldListening] = [this.#socket, this.#listening];
@@ -326,7 +326,7 @@ class RunningServer implements Server {
     const info = this.#peers.remove(peer);
     // Its connections and flows end now; the RSTs still go out through
     // the tunnel, before the peer's keys go away.
-    const { tcpReset, udpClosed } = this.#flows.closePeer(peer, info);
+    const { tcpReset, udpClosed } = this.#conns.closePeer(peer, info);
     this.#device.removePeer(publicKey);
     this.#log({
       level: "info",
@@ -357,11 +357,11 @@ class RunningServer implements Server {
   peer(key: string | Uint8Array): ServePeerState | undefined {
     const peer = this.#device.getPeer(toKey(key));
     if (!peer) return undefined;
-    return this.#peerState(peer, this.#flows.tcpCounts().get(this.#peers.info(peer)) ?? 0);
+    return this.#peerState(peer, this.#conns.tcpCounts().get(this.#peers.info(peer)) ?? 0);
   }
 
   peers(): ServePeerState[] {
-    const counts = this.#flows.tcpCounts();
+    const counts = this.#conns.tcpCounts();
     return [...this.#device.peers()].map((p) =>
       this.#peerState(p, counts.get(this.#peers.info(p)) ?? 0)
     );
@@ -381,7 +381,7 @@ class RunningServer implements Server {
       allowedIps: peer.allowedIps.map(formatCidr),
       handshakes: peer.stats.handshakesCompleted,
       tcpOpen,
-      udpOpen: this.#flows.udpCount(peer),
+      udpOpen: this.#conns.udpCount(peer),
     };
   }
 
@@ -420,8 +420,8 @@ class RunningServer implements Server {
       wireguard: this.#device.stats(),
       netstack,
       socket: this.#socket.stats(),
-      tcpOpen: this.#flows.tcpOpen,
-      udpOpen: this.#flows.udpOpen,
+      tcpOpen: this.#conns.tcpOpen,
+      udpOpen: this.#conns.udpOpen,
       polls: this.#poller.polls,
       cryptoBackend: this.#backend.name,
       selfDatagrams: this.#selfDatagrams,
@@ -441,12 +441,12 @@ class RunningServer implements Server {
   }
 
   async #stop(): Promise<void> {
-    const flows = this.#flows;
+    const conns = this.#conns;
     const closingUapi = this.#uapi?.close();
     // Our forwarding relays hold their streams: end them so shutdown need not wait.
     this.#forwarder?.close();
     this.#ownPolicy?.close();
-    const closed = flows.stop();
+    const closed = conns.stop();
     this.#poller.pollSoon();
     let deadline: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
@@ -455,7 +455,7 @@ class RunningServer implements Server {
     ]);
     clearTimeout(deadline);
     // Whatever did not close within the shutdown timeout is reset.
-    const tcpReset = flows.resetAll();
+    const tcpReset = conns.resetAll();
     this.#poller.pollNow();
     this.#poller.stop();
     this.#socket.close();

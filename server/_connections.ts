@@ -29,8 +29,8 @@ import { ServerTcpStream, StreamQueue } from "./_streams.ts";
 
 type TcpHandler = (stream: TcpStream) => void | Promise<void>;
 
-/** What {@linkcode Flows} needs from the server. */
-export interface FlowsOptions {
+/** What {@linkcode Connections} needs from the server. */
+export interface ConnectionsOptions {
   /** The peers' infos. */
   peers: PeerDirectory;
   /** Runs the cores (a decision made later must go out). */
@@ -47,8 +47,8 @@ export interface FlowsOptions {
 }
 
 /** Open TCP streams and UDP flows, by peer. */
-export class Flows {
-  #o: FlowsOptions;
+export class Connections {
+  #o: ConnectionsOptions;
   #stopping = false;
   #queue: StreamQueue<TcpStream | UdpStream>;
   #tcp = new Map<TcpStream, TcpConnection>();
@@ -57,12 +57,12 @@ export class Flows {
   #udpByPeer = new Map<Peer, Set<UdpStream>>();
 
   /** Empty tables. */
-  constructor(options: FlowsOptions) {
+  constructor(options: ConnectionsOptions) {
     this.#o = options;
     this.#queue = new StreamQueue(options.pendingStreams);
   }
 
-  /** True once {@linkcode Flows.stop} was called. */
+  /** True once {@linkcode Connections.stop} was called. */
   get stopping(): boolean {
     return this.#stopping;
   }
@@ -167,7 +167,7 @@ export class Flows {
   }
 
   /**
-   * {@linkcode Flows.#deliverTcp} in a microtask (after the socket's
+   * {@linkcode Connections.#deliverTcp} in a microtask (after the socket's
    * flush), unless the server began to stop or the peer was removed
    * meanwhile: then RST (and `drop` frees what the handler would have taken).
    */

@@ -1,12 +1,12 @@
 /**
- * Unit tests of the decisions in `_flows.ts` with hand-made requests and
+ * Unit tests of the decisions in `_connections.ts` with hand-made requests and
  * flows (no stack, no socket): what each way of deciding answers the SYN.
  */
 
 import assert from "node:assert/strict";
 import type { TcpConnection, TcpRejectHow, TcpRequest, UdpFlow } from "@wgstack/netstack";
 import { generatePrivateKey, type Peer, publicKey } from "@wgstack/wireguard";
-import { Flows, type FlowsOptions } from "./_flows.ts";
+import { Connections, type ConnectionsOptions } from "./_connections.ts";
 import { PeerDirectory } from "./_peers.ts";
 import type { Poller } from "./_poller.ts";
 import type { ServeLogRecord, TcpStream, UdpStream } from "./serve.ts";
@@ -63,7 +63,7 @@ function fakeFlow(source: unknown) {
   return { flow, closed: () => closed };
 }
 
-function setup(options: Partial<FlowsOptions> = {}) {
+function setup(options: Partial<ConnectionsOptions> = {}) {
   const peers = new PeerDirectory();
   const peer = fakePeer();
   const info = peers.add(peer, "a");
@@ -75,7 +75,7 @@ function setup(options: Partial<FlowsOptions> = {}) {
   } as unknown as Poller;
   const tcp: TcpStream[] = [];
   const udp: UdpStream[] = [];
-  const flows = new Flows({
+  const flows = new Connections({
     peers,
     poller,
     log: (r) => logs.push(r),
@@ -90,7 +90,7 @@ function setup(options: Partial<FlowsOptions> = {}) {
 /** Lets promise callbacks and microtasks run. */
 const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-Deno.test("Flows: deciding on a SYN", async (t) => {
+Deno.test("Connections: deciding on a SYN", async (t) => {
   await t.step("no accept option: accepted at once and handed to onTcp with its peer", () => {
     const { flows, peer, info, tcp } = setup();
     const { request, answers } = fakeRequest(peer);
@@ -164,7 +164,7 @@ Deno.test("Flows: deciding on a SYN", async (t) => {
   });
 });
 
-Deno.test("Flows: UDP flows and peers", async (t) => {
+Deno.test("Connections: UDP flows and peers", async (t) => {
   await t.step("a flow goes to onUdp with its peer; closePeer ends that peer's only", () => {
     const { flows, peers, peer, info, udp } = setup();
     const other = fakePeer();
