@@ -15,21 +15,26 @@
  * Root and namespaces needed.
  *
  * ```sh
- * sudo WGSTACK_NETNS_PREFIX=fz deno run -A bench/churn_soak.ts [MINUTES] [CONNS] [UDP]
+ * sudo WGSTACK_NETNS_PREFIX=fz deno run -A bench/churn_soak.ts [MINUTES] [CONNS] [UDP] [--wireguard-go]
  * ```
+ *
+ * `--wireguard-go`: a real `wireguard-go` client in a namespace (a Python
+ * script opening the connections and flows) instead of our own client.
  *
  * @module
  */
 
-import { requireOrSkip } from "../tests/netns.ts";
+import { missingOnPath, requireOrSkip } from "../tests/netns.ts";
 import { churnSoak } from "../tests/soak/churn.ts";
 import type { ServerSample } from "../tests/soak/server_proc.ts";
 
-const MINUTES = Number(Deno.args[0] ?? 10);
-const CONNECTIONS = Number(Deno.args[1] ?? 10_000);
-const UDP = Number(Deno.args[2] ?? 2_500);
+const positional = Deno.args.filter((a) => !a.startsWith("--"));
+const MINUTES = Number(positional[0] ?? 10);
+const CONNECTIONS = Number(positional[1] ?? 10_000);
+const UDP = Number(positional[2] ?? 2_500);
+const CLIENT = Deno.args.includes("--wireguard-go") ? "wireguard-go" : "ours";
 
-const req = await requireOrSkip("churn soak");
+const req = await requireOrSkip("churn soak", missingOnPath("python3"));
 if (req.ignore) Deno.exit(0);
 
 const mib = (n: number) => (n / 2 ** 20).toFixed(1);
@@ -44,6 +49,7 @@ const r = await churnSoak({
   udpFlows: UDP,
   minutes: MINUTES,
   quiesceEvery: 6,
+  client: CLIENT,
   onRound(x) {
     console.log(
       `round ${x.round} ${

@@ -12,10 +12,22 @@
  * real one: `Deno.connect` upstream, the netstack connection downstream.
  *
  * ```sh
- * deno run -A bench/forward_memory_bench.ts [N] [ROUNDS]
+ * deno run -A bench/forward_memory_bench.ts [N] [ROUNDS] [OPTIONS]
+ *   --baseline=DIR    also run the bench of another checkout (e.g. the previous
+ *                     commit: `git worktree add /tmp/prev HEAD~1`), rounds alternating
+ *   --v8=FLAGS        also run with these V8 flags (e.g. --v8=--max-semi-space-size=4)
+ *   --mode=MODE       forward (default); fake: an upstream with no socket that never
+ *                     answers (the relay's own cost); plain: no forwarding, one pending
+ *                     read per connection (the netstack and serve() only)
  * ```
- * N above half of `ulimit -n` needs more upstream sockets per peer than the
- * default; this bench raises `peerUpstreamSockets` to fit N.
+ * `WGSTACK_MEM_SNAPSHOT=DIR` writes V8 heap snapshots of the server with 0
+ * and with N connections there (`base.heapsnapshot`, `loaded.heapsnapshot`).
+ *
+ * Each variant (this checkout, the baseline, each with and without the V8
+ * flags) runs once per round, in turn; the summary gives medians and ratios
+ * to the first variant. N above half of `ulimit -n` needs more upstream
+ * sockets per peer than the default; this bench raises `peerUpstreamSockets`
+ * to fit N.
  */
 
 import { keyFromBase64 } from "@wgstack/wireguard";
@@ -26,45 +38,97 @@ import { HOLD_TCP_PY } from "../tests/_services.ts";
 const SELF = new URL(import.meta.url).pathname;
 const TARGET = "198.18.99.1";
 
+/** `--mode=fake`: an upstream with no socket that never answers. */
+const NEVER = new Promise<never>(() => {});
+const FAKE_UPSTREAM = {
+  read: () => NEVER,
+  write: (p: Uint8Array) => Promise.resolve(p.length),
+  closeWrite: () => Promise.resolve(),
+  close() {},
+};
+
 if (Deno.args[0] === "--client") await client(Deno.args.slice(1));
 else if (Deno.args[0] === "--server") await server(Deno.args.slice(1));
 else await main();
 
+interface Variant {
+  name: string;
+  script: string;
+  v8: string;
+}
+
 /** Runs the rounds and prints the figures. */
 async function main(): Promise<void> {
-  const n = Number(Deno.args[0] ?? 10_000);
-  const rounds = Number(Deno.args[1] ?? 3);
+  const positional = Deno.args.filter((a) => !a.startsWith("--"));
+  const option = (name: string) =>
+    Deno.args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const n = Number(positional[0] ?? 10_000);
+  const rounds = Number(positional[1] ?? 3);
+  const baseline = option("baseline");
+  const flags = option("v8");
+  const mode = option("mode") ?? "forward";
+  const trees = [{ name: "this checkout", script: SELF }];
+  if (baseline) {
+    trees.push({
+      name: `baseline ${baseline}`,
+      script: `${baseline}/bench/forward_memory_bench.ts`,
+    });
+  }
+  const variants: Variant[] = trees.flatMap((t) => [
+    { ...t, v8: "" },
+    ...(flags ? [{ ...t, name: `${t.name} ${flags}`, v8: `,${flags}` }] : []),
+  ]);
   const dir = await Deno.makeTempDir({ prefix: "wgstack-mem-" });
   try {
     await Deno.writeTextFile(`${dir}/hold.py`, HOLD_TCP_PY);
-    const rows: Record<string, number>[] = [];
+    const rows = new Map<Variant, Record<string, number>[]>(variants.map((v) => [v, []]));
     for (let round = 0; round < rounds; round++) {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", "--v8-flags=--expose-gc", SELF, "--server", String(n), dir],
-        stdout: "piped",
-        stderr: "inherit",
-      }).output();
-      const text = new TextDecoder().decode(out.stdout);
-      const line = text.split("\n").find((l) => l.startsWith("{"));
-      if (!out.success || !line) throw new Error(`round ${round + 1} failed:\n${text}`);
-      const row = JSON.parse(line) as Record<string, number>;
-      rows.push(row);
+      for (const v of variants) {
+        const out = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            `--v8-flags=--expose-gc${v.v8}`,
+            v.script,
+            "--server",
+            String(n),
+            dir,
+          ],
+          env: { WGSTACK_MEM_MODE: mode },
+          stdout: "piped",
+          stderr: "inherit",
+        }).output();
+        const text = new TextDecoder().decode(out.stdout);
+        const line = text.split("\n").find((l) => l.startsWith("{"));
+        if (!out.success || !line) throw new Error(`round ${round + 1} failed:\n${text}`);
+        const row = JSON.parse(line) as Record<string, number>;
+        rows.get(v)!.push(row);
+        console.log(
+          `round ${round + 1}, ${v.name}: ${row.connections} idle connections; per connection ` +
+            `RSS ${kib(row.rss)}, heap used ${kib(row.heapUsed)}, heap total ${
+              kib(row.heapTotal)
+            }, external ${kib(row.external)} KiB; RSS ${mib(row.rssBase)} → ${
+              mib(row.rssLoaded)
+            } MiB`,
+        );
+      }
+    }
+    const first = variants[0];
+    const m = (v: Variant, k: string) => median(rows.get(v)!.map((r) => r[k]));
+    console.log(
+      `medians of ${rounds} rounds (mode ${mode}; the baseline of each round is the same server process with 0 connections):`,
+    );
+    for (const v of variants) {
+      const ratio = v === first
+        ? ""
+        : ` (${(m(v, "rss") / m(first, "rss")).toFixed(2)}× ${first.name})`;
       console.log(
-        `round ${round + 1}: ${row.connections} idle connections; per connection ` +
-          `RSS ${kib(row.rss)}, heap used ${kib(row.heapUsed)}, heap total ${
-            kib(row.heapTotal)
-          }, external ${kib(row.external)} KiB; RSS ${mib(row.rssBase)} → ${
-            mib(row.rssLoaded)
-          } MiB`,
+        `  ${v.name}: ${kib(m(v, "rss"))} KiB RSS per idle forwarded TCP connection${ratio}, ` +
+          `heap used ${kib(m(v, "heapUsed"))} KiB; ${m(v, "connections")} connections: RSS ${
+            mib(m(v, "rssBase"))
+          } → ${mib(m(v, "rssLoaded"))} MiB`,
       );
     }
-    const m = (k: string) => median(rows.map((r) => r[k]));
-    console.log(
-      `median of ${rounds}: ${kib(m("rss"))} KiB RSS per idle forwarded TCP connection ` +
-        `(heap used ${kib(m("heapUsed"))} KiB); ${m("connections")} connections: RSS ${
-          mib(m("rssBase"))
-        } → ${mib(m("rssLoaded"))} MiB (baseline: the same server process with 0 connections)`,
-    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -83,6 +147,7 @@ async function server([nText, dir]: string[]): Promise<void> {
   const { serve } = await import("@wgstack/server");
   const { generatePrivateKey, keyToBase64, publicKey } = await import("@wgstack/wireguard");
   const n = Number(nText);
+  const mode = Deno.env.get("WGSTACK_MEM_MODE") ?? "forward";
   const holdPort = 30_000 + Math.floor(Math.random() * 20_000);
   const holder = new Deno.Command("python3", {
     args: [`${dir}/hold.py`, "127.0.0.1", String(holdPort)],
@@ -96,10 +161,17 @@ async function server([nText, dir]: string[]): Promise<void> {
     hostname: "127.0.0.1",
     port: 0,
     peers: [{ publicKey: publicKey(clientKey), allowedIps: ["10.7.0.2/32"] }],
-    forward: {
-      connect: (_host, port, signal) => Deno.connect({ hostname: "127.0.0.1", port, signal }),
-      limits: { peerUpstreamSockets: n + 16, upstreamSockets: n + 64 },
-    },
+    ...(mode === "plain"
+      ? { onTcp: (s: { read(): Promise<unknown> }) => void s.read().catch(() => {}) }
+      : {
+        forward: {
+          connect: mode === "fake"
+            ? () => Promise.resolve(FAKE_UPSTREAM)
+            : (_host: string, port: number, signal: AbortSignal) =>
+              Deno.connect({ hostname: "127.0.0.1", port, signal }),
+          limits: { peerUpstreamSockets: n + 16, upstreamSockets: n + 64 },
+        },
+      }),
   });
   const gc = (globalThis as { gc?: () => void }).gc!;
   const measure = () => {
@@ -109,6 +181,9 @@ async function server([nText, dir]: string[]): Promise<void> {
   };
   await new Promise((r) => setTimeout(r, 500));
   const base = measure();
+  const snap = Deno.env.get("WGSTACK_MEM_SNAPSHOT");
+  const v8 = snap ? await import("node:v8") : undefined;
+  if (snap) v8!.writeHeapSnapshot(`${snap}/base.heapsnapshot`);
   const cl = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -134,6 +209,7 @@ async function server([nText, dir]: string[]): Promise<void> {
   }
   await new Promise((r) => setTimeout(r, 1500));
   const loaded = measure();
+  if (snap) v8!.writeHeapSnapshot(`${snap}/loaded.heapsnapshot`);
   const connections = srv.stats().tcpOpen;
   const per = (k: keyof Deno.MemoryUsage) => (loaded[k] - base[k]) / connections;
   console.log(JSON.stringify({
@@ -145,6 +221,7 @@ async function server([nText, dir]: string[]): Promise<void> {
     rssBase: base.rss,
     rssLoaded: loaded.rss,
   }));
+
   const w = cl.stdin.getWriter();
   await w.write(new Uint8Array([10]));
   await w.close();

@@ -748,22 +748,32 @@ export class Forwarder {
     });
   }
 
-  /** A handler that relays its connection to `upstream` (see {@linkcode Forwarder.relay}). */
-  relayTo(upstream: UpstreamConn): (stream: TcpStream) => Promise<void> {
-    return (stream) => this.relay(stream, upstream);
+  /**
+   * A handler that relays its connection to `upstream` (see
+   * {@linkcode Forwarder.relay}). It returns nothing: the relay reports its
+   * end in the log and the stats, and an idle connection holds no promise
+   * for it.
+   */
+  relayTo(upstream: UpstreamConn): (stream: TcpStream) => void {
+    return (stream) => this.#startRelay(stream, upstream);
   }
 
   /** Relays an accepted connection to the upstream {@linkcode Forwarder.accept} dialled. */
   relay(stream: TcpStream, upstream: UpstreamConn): Promise<void> {
+    return new Promise((resolve) => this.#startRelay(stream, upstream, resolve));
+  }
+
+  #startRelay(stream: TcpStream, upstream: UpstreamConn, resolve?: () => void): void {
     if (this.#closed) {
       upstream.close();
       stream.reset();
-      return Promise.resolve();
+      resolve?.();
+      return;
     }
     this.#stats.tcpAccepted++;
     const dialled = upstream as { dialMs?: number; hostname?: string; via?: string };
-    // One small object per relay (no closures): idle connections stay small.
-    const relay = new RelayHandle(stream, upstream, this.#relaySniff);
+    // One object per relay (four callbacks, no async frames): idle connections stay small.
+    const relay = new RelayHandle(stream, upstream, this.#relayDone, this.#relaySniff, resolve);
     if (dialled.hostname !== undefined) [relay.host, relay.hostSource] = [dialled.hostname, "dns"];
     this.#rawLog({
       level: "info",
@@ -778,8 +788,10 @@ export class Forwarder {
     });
     this.#open.add(relay);
     this.#flows.add(relay);
-    return relayTcp(stream, upstream, relay).then((result) => this.#relayEnded(relay, result));
+    relay.start();
   }
+
+  #relayDone = (relay: RelayHandle, result: RelayResult): void => this.#relayEnded(relay, result);
 
   #relayEnded(relay: RelayHandle, result: RelayResult): void {
     this.#open.delete(relay);
@@ -1122,58 +1134,6 @@ interface RelaySniff {
   decide(relay: RelayHandle, hostname: string | undefined, source?: HostnameSource): boolean;
 }
 
-/** One running TCP relay: its byte counts, last activity, name, state and idle closing. */
-class RelayHandle implements FlowEntry {
-  id = 0;
-  /** `"open"`, then `"client-fin"` or `"server-fin"` after one side's FIN. */
-  state = "open";
-  bytesUp = 0;
-  bytesDown = 0;
-  idled = false;
-  domainRefused = false;
-  host?: string;
-  hostSource?: HostnameSource;
-  readonly started: number = performance.now();
-  lastActive: number = this.started;
-  constructor(
-    readonly stream: TcpStream,
-    readonly upstream: UpstreamConn,
-    readonly sniff?: RelaySniff,
-  ) {}
-  get protocol(): "tcp" {
-    return "tcp";
-  }
-  get info(): FlowInfo {
-    return this.stream;
-  }
-  touch(): void {
-    this.lastActive = performance.now();
-  }
-  ended(direction: "up" | "down"): void {
-    this.state = this.state === "open"
-      ? (direction === "up" ? "client-fin" : "server-fin")
-      : "closing";
-  }
-  /** The client's first bytes, read while looking for a name (see `relayTcp`). */
-  first(): Promise<FirstBytes> | undefined {
-    const sniff = this.sniff;
-    if (!sniff) return undefined;
-    return sniffFirstBytes(() => this.stream.read(), {
-      ...sniff.options,
-      decide: (name, source) => sniff.decide(this, name, source),
-    });
-  }
-  close(): void {
-    this.upstream.close();
-  }
-  /** The idle timeout passed: close the upstream, reset the client. */
-  idle(): void {
-    this.idled = true;
-    this.upstream.close();
-    this.stream.reset();
-  }
-}
-
 /** A function choosing each flow's upstream proxy, from the `upstream` option. */
 function upstreamChooser(
   option: ForwardOptions["upstream"],
@@ -1257,112 +1217,351 @@ export function relayTcp(
   conn: UpstreamConn,
   counters?: RelayCounters,
 ): Promise<RelayResult> {
-  const result: RelayResult = { bytesUp: 0, bytesDown: 0, end: "closed" };
-  let failed = false;
+  return new Promise((resolve) => new CountingRelay(stream, conn, counters, resolve).start());
+}
+
+// What one direction of a relay waits for.
+const FIRST = 0;
+const READ = 1;
+const WRITE = 2;
+const CLOSE_WRITE = 3;
+
+/**
+ * The relay's engine. Both directions are driven by four callbacks made
+ * once per relay (no async frames, no closure or promise per chunk beyond
+ * the pending read's `then`): an idle relay holds this object, its 256-byte
+ * read buffer and the two pending reads.
+ */
+class TcpRelay {
+  /** Payload bytes client → upstream so far. */
+  bytesUp = 0;
+  /** Payload bytes upstream → client so far. */
+  bytesDown = 0;
+  #failed = false;
+  #end = "closed";
+  #error: string | undefined = undefined;
+  #upDone = false;
+  #downDone = false;
+  #upStep = FIRST;
+  /** Chunks `first()` already read, in order, before the client's next ones. */
+  #queued: Promise<Uint8Array | null>[] | null = null;
+  /** The client chunk being written upstream, and what is left of it. */
+  #chunkLength = 0;
+  #left: Uint8Array | null = null;
+  #downStep = READ;
+  #size = READ_MIN;
+  #buf: Uint8Array | null = null;
+  #n = 0;
+
+  constructor(readonly stream: RelayClient, readonly upstream: UpstreamConn) {}
+
+  /** Called on every chunk either way. */
+  protected touch(): void {}
+  /** Called once before relaying; see {@linkcode RelayCounters.first}. */
+  protected first(): Promise<FirstBytes> | undefined {
+    return undefined;
+  }
+  /** Called after each chunk went through (`up` or `down` bytes). */
+  protected moved(_up: number, _down: number): void {}
+  /** Called when one direction ended with a FIN (`"up"`: the client's, `"down"`: the upstream's). */
+  protected halfClosed(_direction: "up" | "down"): void {}
+  /** Called once when both directions are finished. */
+  protected complete(_result: RelayResult): void {}
+
+  /** Starts both directions. */
+  start(): void {
+    let first: Promise<FirstBytes> | undefined;
+    try {
+      first = this.first();
+    } catch (error) {
+      this.#upFailed(error);
+    }
+    if (first) first.then(this.#upOk, this.#upErr);
+    else if (!this.#failed) this.#readClient();
+    this.#readUpstream();
+  }
 
   // Ends both sides: closing the upstream and resetting the client (unless
-  // it reset itself) end whatever either loop still waits on.
-  function fail(end: string, error: unknown, resetClient = true): void {
-    if (failed) return;
-    failed = true;
-    result.end = end;
+  // it reset itself) end whatever the other direction still waits on.
+  #fail(end: string, error: unknown, resetClient = true): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#end = end;
     const message = errorText(error);
-    if (message) result.error = message;
+    if (message) this.#error = message;
     try {
-      conn.close();
+      this.upstream.close();
     } catch {
       // already closed
     }
-    if (resetClient) stream.reset();
+    if (resetClient) this.stream.reset();
   }
 
-  const up = (async () => {
-    // Chunks `first()` already read, in order, before the client's next ones.
-    const queued: Promise<Uint8Array | null>[] = [];
-    try {
-      const first = await counters?.first?.();
-      if (first && first.held.length > 0) queued.push(Promise.resolve(first.held));
-      if (first?.ended) queued.push(Promise.resolve(null));
-      else if (first?.pending) queued.push(first.pending);
-    } catch (error) {
-      return fail("client reset", error, false);
-    }
-    for (;;) {
-      let chunk: Uint8Array | null;
+  /** One direction is over; once both are, the relay ends. */
+  #finished(up: boolean): void {
+    if (up ? this.#upDone : this.#downDone) return;
+    if (up) this.#upDone = true;
+    else this.#downDone = true;
+    if (!this.#upDone || !this.#downDone) return;
+    if (!this.#failed) {
       try {
-        chunk = await (queued.shift() ?? stream.read());
-      } catch (error) {
-        return fail("client reset", error, false);
+        this.upstream.close();
+      } catch {
+        // already closed
       }
-      if (chunk === null) break;
-      counters?.touch?.();
-      let data = chunk;
-      try {
-        while (data.length > 0) data = data.subarray(await conn.write(data));
-      } catch (error) {
-        return fail(upstreamEnd(error), error);
-      }
-      result.bytesUp += chunk.length;
-      if (counters) counters.bytesUp += chunk.length;
     }
-    counters?.ended?.("up");
-    try {
-      await conn.closeWrite();
-    } catch (error) {
-      // The upstream may have closed both ways already; the other loop tells.
-      if (!(error instanceof Deno.errors.NotConnected)) fail(upstreamEnd(error), error);
+    if (this.#failed && this.#end === "upstream reset" && this.#error === undefined) {
+      this.#error = "connection reset";
     }
-  })();
-
-  const down = (async () => {
-    let size = READ_MIN;
-    for (;;) {
-      const buf = new Uint8Array(size);
-      let n: number | null;
-      try {
-        n = await conn.read(buf);
-      } catch (error) {
-        return fail(upstreamEnd(error), error);
-      }
-      if (n === null) break;
-      counters?.touch?.();
-      // A short read keeps only its bytes (no slack held by the stream).
-      const chunk = n === size ? buf : n >= size / 2 ? buf.subarray(0, n) : buf.slice(0, n);
-      size = n === size ? Math.min(size * 2, READ_MAX) : n < size / 4 ? READ_MIN : size;
-      try {
-        await stream.write(chunk);
-      } catch (error) {
-        return fail("client reset", error);
-      }
-      result.bytesDown += n;
-      if (counters) counters.bytesDown += n;
-    }
-    // FIN to the client after what was written.
-    counters?.ended?.("down");
-    stream.close();
-  })();
-
-  // Both loops catch their errors; one small closure waits for both (an idle
-  // relay holds little besides the two pending reads).
-  return new Promise((resolve) => {
-    let running = 2;
-    const finished = () => {
-      if (--running > 0) return;
-      if (!failed) {
-        try {
-          conn.close();
-        } catch {
-          // already closed
-        }
-      }
-      if (failed && result.end === "upstream reset" && result.error === undefined) {
-        result.error = "connection reset";
-      }
-      resolve(result);
+    const result: RelayResult = {
+      bytesUp: this.bytesUp,
+      bytesDown: this.bytesDown,
+      end: this.#end,
     };
-    up.then(finished, finished);
-    down.then(finished, finished);
-  });
+    if (this.#error !== undefined) result.error = this.#error;
+    this.complete(result);
+  }
+
+  /** A callback threw (a bug, or a throwing counter): end the relay rather than reject unhandled. */
+  #crash(error: unknown, up: boolean): void {
+    this.#fail("error", error);
+    this.#finished(up);
+  }
+
+  // Client → upstream.
+
+  #readClient(): void {
+    this.#upStep = READ;
+    let next: Promise<Uint8Array | null>;
+    try {
+      next = this.#queued?.shift() ?? this.stream.read();
+    } catch (error) {
+      return this.#upErr(error);
+    }
+    next.then(this.#upOk, this.#upErr);
+  }
+
+  #writeUp(data: Uint8Array): void {
+    this.#left = data;
+    this.#upStep = WRITE;
+    try {
+      this.upstream.write(data).then(this.#upOk, this.#upErr);
+    } catch (error) {
+      this.#upErr(error);
+    }
+  }
+
+  #upOk = (value: unknown): void => {
+    try {
+      this.#upStepDone(value);
+    } catch (error) {
+      this.#crash(error, true);
+    }
+  };
+
+  #upStepDone(value: unknown): void {
+    switch (this.#upStep) {
+      case FIRST: {
+        const first = value as FirstBytes | undefined;
+        const queued: Promise<Uint8Array | null>[] = [];
+        if (first && first.held.length > 0) queued.push(Promise.resolve(first.held));
+        if (first?.ended) queued.push(Promise.resolve(null));
+        else if (first?.pending) queued.push(first.pending);
+        if (queued.length > 0) this.#queued = queued;
+        return this.#readClient();
+      }
+      case READ: {
+        const chunk = value as Uint8Array | null;
+        if (chunk === null) {
+          this.halfClosed("up");
+          this.#upStep = CLOSE_WRITE;
+          try {
+            this.upstream.closeWrite().then(this.#upOk, this.#upErr);
+          } catch (error) {
+            this.#upErr(error);
+          }
+          return;
+        }
+        this.touch();
+        this.#chunkLength = chunk.length;
+        if (chunk.length > 0) return this.#writeUp(chunk);
+        return this.#readClient();
+      }
+      case WRITE: {
+        const left = this.#left!.subarray(value as number);
+        if (left.length > 0) return this.#writeUp(left);
+        this.#left = null;
+        this.bytesUp += this.#chunkLength;
+        this.moved(this.#chunkLength, 0);
+        return this.#readClient();
+      }
+      default:
+        return this.#finished(true);
+    }
+  }
+
+  #upErr = (error: unknown): void => {
+    this.#left = null;
+    if (this.#upStep === WRITE) this.#fail(upstreamEnd(error), error);
+    else if (this.#upStep === CLOSE_WRITE) {
+      // The upstream may have closed both ways already; the other direction tells.
+      if (!(error instanceof Deno.errors.NotConnected)) this.#fail(upstreamEnd(error), error);
+    } else return this.#upFailed(error);
+    this.#finished(true);
+  };
+
+  /** The client's read failed (a reset, or `first()` refused): the upstream is closed. */
+  #upFailed(error: unknown): void {
+    this.#upStep = READ;
+    this.#fail("client reset", error, false);
+    this.#finished(true);
+  }
+
+  // Upstream → client.
+
+  #readUpstream(): void {
+    const buf = this.#buf = new Uint8Array(this.#size);
+    this.#downStep = READ;
+    try {
+      this.upstream.read(buf).then(this.#downOk, this.#downErr);
+    } catch (error) {
+      this.#downErr(error);
+    }
+  }
+
+  #downOk = (value: unknown): void => {
+    try {
+      this.#downStepDone(value);
+    } catch (error) {
+      this.#crash(error, false);
+    }
+  };
+
+  #downStepDone(value: unknown): void {
+    if (this.#downStep === WRITE) {
+      this.bytesDown += this.#n;
+      this.moved(0, this.#n);
+      return this.#readUpstream();
+    }
+    const n = value as number | null;
+    const buf = this.#buf!;
+    this.#buf = null;
+    if (n === null) {
+      // FIN to the client after what was written.
+      this.halfClosed("down");
+      this.stream.close();
+      return this.#finished(false);
+    }
+    this.touch();
+    const size = this.#size;
+    // A short read keeps only its bytes (no slack held by the stream).
+    const chunk = n === size ? buf : n >= size / 2 ? buf.subarray(0, n) : buf.slice(0, n);
+    this.#size = n === size ? Math.min(size * 2, READ_MAX) : n < size / 4 ? READ_MIN : size;
+    this.#n = n;
+    this.#downStep = WRITE;
+    try {
+      this.stream.write(chunk).then(this.#downOk, this.#downErr);
+    } catch (error) {
+      this.#downErr(error);
+    }
+  }
+
+  #downErr = (error: unknown): void => {
+    this.#buf = null;
+    if (this.#downStep === WRITE) this.#fail("client reset", error);
+    else this.#fail(upstreamEnd(error), error);
+    this.#finished(false);
+  };
+}
+
+/** {@linkcode relayTcp}'s relay: reports to optional counters, resolves with the result. */
+class CountingRelay extends TcpRelay {
+  constructor(
+    stream: RelayClient,
+    conn: UpstreamConn,
+    readonly counters: RelayCounters | undefined,
+    readonly resolve: (result: RelayResult) => void,
+  ) {
+    super(stream, conn);
+  }
+  protected override touch(): void {
+    this.counters?.touch?.();
+  }
+  protected override first(): Promise<FirstBytes> | undefined {
+    return this.counters?.first?.();
+  }
+  protected override moved(up: number, down: number): void {
+    if (!this.counters) return;
+    this.counters.bytesUp += up;
+    this.counters.bytesDown += down;
+  }
+  protected override halfClosed(direction: "up" | "down"): void {
+    this.counters?.ended?.(direction);
+  }
+  protected override complete(result: RelayResult): void {
+    this.resolve(result);
+  }
+}
+
+/** One running TCP relay of a forwarder: its last activity, name, state and idle closing. */
+class RelayHandle extends TcpRelay implements FlowEntry {
+  id = 0;
+  /** `"open"`, then `"client-fin"` or `"server-fin"` after one side's FIN. */
+  state = "open";
+  idled = false;
+  domainRefused = false;
+  host?: string;
+  hostSource?: HostnameSource;
+  readonly started: number = performance.now();
+  lastActive: number = this.started;
+  constructor(
+    override readonly stream: TcpStream,
+    upstream: UpstreamConn,
+    readonly done: (relay: RelayHandle, result: RelayResult) => void,
+    readonly sniff?: RelaySniff,
+    readonly resolve?: () => void,
+  ) {
+    super(stream, upstream);
+  }
+  get protocol(): "tcp" {
+    return "tcp";
+  }
+  get info(): FlowInfo {
+    return this.stream;
+  }
+  protected override touch(): void {
+    this.lastActive = performance.now();
+  }
+  protected override halfClosed(direction: "up" | "down"): void {
+    this.state = this.state === "open"
+      ? (direction === "up" ? "client-fin" : "server-fin")
+      : "closing";
+  }
+  /** The client's first bytes, read while looking for a name. */
+  protected override first(): Promise<FirstBytes> | undefined {
+    const sniff = this.sniff;
+    if (!sniff) return undefined;
+    return sniffFirstBytes(() => this.stream.read(), {
+      ...sniff.options,
+      decide: (name, source) => sniff.decide(this, name, source),
+    });
+  }
+  protected override complete(result: RelayResult): void {
+    try {
+      this.done(this, result);
+    } finally {
+      this.resolve?.();
+    }
+  }
+  close(): void {
+    this.upstream.close();
+  }
+  /** The idle timeout passed: close the upstream, reset the client. */
+  idle(): void {
+    this.idled = true;
+    this.upstream.close();
+    this.stream.reset();
+  }
 }
 
 function upstreamEnd(error: unknown): string {

@@ -227,6 +227,33 @@ Deno.test("relayTcp over loopback", async (t) => {
     assert.equal(reads, 1);
     assert.equal(c.resets(), 1);
   });
+
+  await t.step(
+    "a counter that throws ends the relay as an error, nothing left unhandled",
+    async () => {
+      using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const served = (async () => {
+        const conn = await listener.accept();
+        await conn.write(new Uint8Array([1, 2, 3]));
+        const buf = new Uint8Array(16);
+        while ((await conn.read(buf).catch(() => null)) !== null) { /* until closed */ }
+        conn.close();
+      })();
+      const upstream = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+      const c = fakeTcp({ address: "127.0.0.1", port: listener.addr.port });
+      const result = await relayTcp(c.stream, upstream, {
+        bytesUp: 0,
+        bytesDown: 0,
+        touch() {
+          throw new Error("the counter broke");
+        },
+      });
+      await served;
+      assert.equal(result.end, "error");
+      assert.equal(result.error, "the counter broke");
+      assert.equal(c.resets(), 1, "the client was reset");
+    },
+  );
 });
 
 /** An upstream that never answers until the dial is aborted. */

@@ -370,7 +370,7 @@ function withLeftover(conn: ProxyConn, first: Uint8Array): ProxyConn {
 export interface UdpUpstream {
   /** Sends one datagram to the destination. */
   send(data: Uint8Array): Promise<void>;
-  /** The next datagram from the destination (others are dropped); rejects once closed. */
+  /** The next datagram from the destination (others are dropped), a copy of its own; rejects once closed. */
   receive(): Promise<Uint8Array>;
   /** The local UDP port (a datagram from it is never a client's). */
   readonly localPort: number;
@@ -390,32 +390,86 @@ export function canonical(text: string): string {
  * it (endpoint-dependent filtering).
  */
 export function openDirectUdp(target: { hostname: string; port: number }): UdpUpstream {
-  const socket = Deno.listenDatagram({
+  const socket = new DatagramReader(Deno.listenDatagram({
     transport: "udp",
     hostname: target.hostname.includes(":") ? "::" : "0.0.0.0",
     port: 0,
-  });
+  }));
   const wanted = canonical(target.hostname);
   return {
-    localPort: (socket.addr as Deno.NetAddr).port,
+    localPort: socket.port,
     send: async (data) => {
-      await socket.send(data, { transport: "udp", hostname: target.hostname, port: target.port });
+      await socket.conn.send(data, {
+        transport: "udp",
+        hostname: target.hostname,
+        port: target.port,
+      });
     },
     receive: async () => {
       for (;;) {
         const [data, from] = await socket.receive();
-        const addr = from as Deno.NetAddr;
-        if (addr.port === target.port && canonical(addr.hostname) === wanted) return data;
+        if (from.port === target.port && canonical(from.hostname) === wanted) return data.slice();
       }
     },
-    close: () => {
-      try {
-        socket.close();
-      } catch {
-        // already closed
-      }
-    },
+    close: () => socket.close(),
   };
+}
+
+/** Size of a UDP upstream socket's receive buffer: the largest datagram (65,507 / 65,527 bytes) fits. */
+const UDP_RECEIVE_SIZE = 65536;
+/** Receive buffers kept for reuse once their flow ended (4 MiB at most). */
+const UDP_BUFFER_POOL = 64;
+const udpBuffers: Uint8Array[] = [];
+
+/**
+ * A UDP socket read into one buffer of its own, reused for every datagram
+ * and, once the socket is closed and its last read settled, for a later
+ * socket. (`Deno.DatagramConn.receive()` without a buffer allocates 64 KiB
+ * per call, and the datagram it returns is a view that keeps all of it:
+ * thousands of short flows and queued datagrams held hundreds of MiB, which
+ * the allocator kept after they were freed.)
+ */
+class DatagramReader {
+  #buffer: Uint8Array | null = null;
+  #reading = false;
+  #closed = false;
+  constructor(readonly conn: Deno.DatagramConn) {}
+
+  get port(): number {
+    return (this.conn.addr as Deno.NetAddr).port;
+  }
+
+  /** The next datagram, as a view valid until the next call, and its sender. */
+  async receive(): Promise<[Uint8Array, Deno.NetAddr]> {
+    if (this.#closed) throw new Deno.errors.BadResource("The socket is closed");
+    const buffer = this.#buffer ??= udpBuffers.pop() ?? new Uint8Array(UDP_RECEIVE_SIZE);
+    this.#reading = true;
+    try {
+      const [data, from] = await this.conn.receive(buffer);
+      return [data, from as Deno.NetAddr];
+    } finally {
+      this.#reading = false;
+      if (this.#closed) this.#release();
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.conn.close();
+    } catch {
+      // already closed
+    }
+    // A pending read still owns the buffer: it is released when that read settles.
+    if (!this.#reading) this.#release();
+  }
+
+  #release(): void {
+    const buffer = this.#buffer;
+    this.#buffer = null;
+    if (buffer && udpBuffers.length < UDP_BUFFER_POOL) udpBuffers.push(buffer);
+  }
 }
 
 /**
@@ -442,11 +496,11 @@ export async function associateUdp(
   const relayHost = relay.address === "0.0.0.0" || relay.address === "::"
     ? proxyAddress
     : relay.address;
-  const socket = Deno.listenDatagram({
+  const socket = new DatagramReader(Deno.listenDatagram({
     transport: "udp",
     hostname: relayHost.includes(":") ? "::" : "0.0.0.0",
     port: 0,
-  });
+  }));
   const header = Uint8Array.of(
     0,
     0,
@@ -460,11 +514,7 @@ export async function associateUdp(
   const close = () => {
     if (closed) return;
     closed = true;
-    try {
-      socket.close();
-    } catch {
-      // already closed
-    }
+    socket.close();
     try {
       control.close();
     } catch {
@@ -482,20 +532,19 @@ export async function associateUdp(
     close();
   })();
   return {
-    localPort: (socket.addr as Deno.NetAddr).port,
+    localPort: socket.port,
     send: async (data) => {
       const d = new Uint8Array(header.length + data.length);
       d.set(header);
       d.set(data, header.length);
-      await socket.send(d, { transport: "udp", hostname: relayHost, port: relay.port });
+      await socket.conn.send(d, { transport: "udp", hostname: relayHost, port: relay.port });
     },
     receive: async () => {
       for (;;) {
         const [data, from] = await socket.receive();
-        const addr = from as Deno.NetAddr;
-        if (addr.port !== relay.port || canonical(addr.hostname) !== wantedRelay) continue;
+        if (from.port !== relay.port || canonical(from.hostname) !== wantedRelay) continue;
         const payload = socksUdpPayload(data);
-        if (payload) return payload;
+        if (payload) return payload.slice();
       }
     },
     close,

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   associateUdp,
   dialThrough,
+  openDirectUdp,
   parseUpstream,
   ProxyError,
   socksUdpPayload,
@@ -252,4 +253,24 @@ Deno.test("associateUdp: a proxy that never answers the UDP ASSOCIATE is given u
   setTimeout(() => abort.abort(new Error("timed out")), 20);
   await assert.rejects(associating, /timed out/);
   await p.done;
+});
+
+Deno.test("openDirectUdp: each datagram is a copy of its own (the socket's buffer is reused)", async () => {
+  const peer = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const port = (peer.addr as Deno.NetAddr).port;
+  const up = openDirectUdp({ hostname: "127.0.0.1", port });
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: up.localPort };
+    await peer.send(new TextEncoder().encode("first datagram"), to);
+    const first = await up.receive();
+    await peer.send(new TextEncoder().encode("2nd"), to);
+    const second = await up.receive();
+    assert.equal(new TextDecoder().decode(first), "first datagram");
+    assert.equal(new TextDecoder().decode(second), "2nd");
+    assert.equal(first.buffer.byteLength, first.length, "no 64 KiB buffer behind a datagram");
+  } finally {
+    up.close();
+    peer.close();
+  }
+  await assert.rejects(up.receive(), Deno.errors.BadResource);
 });

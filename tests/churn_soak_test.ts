@@ -2,7 +2,9 @@
  * Connection churn through forward mode, short CI version of
  * `bench/churn_soak.ts`: 3 rounds of 300 TCP connections (half closed by
  * each side, some reset) and 100 UDP flows from our own client through
- * `serve({ forward })` (a child process) to an echo service in a namespace.
+ * `serve({ forward })` (a child process) to an echo service in a namespace;
+ * then 2 rounds of 200 connections and 50 flows from a real `wireguard-go`
+ * client in a namespace of its own.
  * With TIME_WAIT and the UDP idle timeout at 1 s, after each round every
  * table of the server (connections, TIME_WAIT, flows, dials, upstream
  * sockets, file descriptors) is back to its idle size.
@@ -14,10 +16,33 @@
  */
 
 import assert from "node:assert/strict";
-import { requireOrSkip } from "./netns.ts";
-import { churnSoak } from "./soak/churn.ts";
+import { missingOnPath, requireOrSkip } from "./netns.ts";
+import { type ChurnResult, churnSoak } from "./soak/churn.ts";
 
-const netns = await requireOrSkip("connection churn soak");
+const netns = await requireOrSkip("connection churn soak", missingOnPath("python3"));
+
+/** Every connection echoed, TIME_WAIT and flows used, and every table back to idle after each round. */
+function assertBackToIdle(r: ChurnResult): void {
+  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+  console.log(
+    `churn: heap ${mib(r.idle.heapUsed)} → ${mib(r.final.heapUsed)} MiB, RSS ${mib(r.idle.rss)} → ${
+      mib(r.final.rss)
+    } MiB, slope ${r.heapSlope.toFixed(0)} B/connection`,
+  );
+  assert.equal(r.rounds.reduce((n, x) => n + x.failures, 0), 0, "every connection echoed");
+  assert.ok(r.rounds.some((x) => x.sample.tables.timeWait > 0), "TIME_WAIT was used");
+  assert.ok(r.rounds.some((x) => x.sample.tables.udpFlows > 0), "UDP flows were open");
+  // The timer heap may keep up to 64 stale entries (dropped lazily), and a
+  // rekey leaves the previous session beside the current one.
+  const { tcpTimers, indices, ...idle } = r.idle.tables;
+  assert.ok(tcpTimers <= 64 && indices <= 3);
+  for (const round of r.rounds) {
+    const { tcpTimers, indices, ...quiet } = round.quiet!.tables;
+    assert.deepEqual(quiet, idle);
+    assert.ok(tcpTimers <= 64, `${tcpTimers} timer heap entries`);
+    assert.ok(indices <= 3, `${indices} sessions`);
+  }
+}
 
 Deno.test({
   name: "churn soak: 900 forwarded connections and 300 UDP flows; every table back to idle",
@@ -33,24 +58,27 @@ Deno.test({
       timeWait: 1000,
       udpIdleTimeout: 1000,
     });
-    const mib = (n: number) => (n / 2 ** 20).toFixed(1);
-    console.log(
-      `churn: heap ${mib(r.idle.heapUsed)} → ${mib(r.final.heapUsed)} MiB, RSS ${
-        mib(r.idle.rss)
-      } → ${mib(r.final.rss)} MiB, slope ${r.heapSlope.toFixed(0)} B/connection`,
+    assertBackToIdle(r);
+  },
+});
+
+Deno.test({
+  name: "churn soak: 400 connections and 100 UDP flows from a real wireguard-go client",
+  ignore: netns.ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    netns.assert();
+    assertBackToIdle(
+      await churnSoak({
+        client: "wireguard-go",
+        connections: 200,
+        udpFlows: 50,
+        rounds: 2,
+        concurrency: 16,
+        timeWait: 1000,
+        udpIdleTimeout: 1000,
+      }),
     );
-    assert.equal(r.rounds.reduce((n, x) => n + x.failures, 0), 0, "every connection echoed");
-    assert.ok(r.rounds.some((x) => x.sample.tables.timeWait > 0), "TIME_WAIT was used");
-    assert.ok(r.rounds.some((x) => x.sample.tables.udpFlows > 0), "UDP flows were open");
-    // The timer heap may keep up to 64 stale entries (dropped lazily), and a
-    // rekey leaves the previous session beside the current one.
-    const { tcpTimers, indices, ...idle } = r.idle.tables;
-    assert.ok(tcpTimers <= 64 && indices <= 3);
-    for (const round of r.rounds) {
-      const { tcpTimers, indices, ...quiet } = round.quiet!.tables;
-      assert.deepEqual(quiet, idle);
-      assert.ok(tcpTimers <= 64, `${tcpTimers} timer heap entries`);
-      assert.ok(indices <= 3, `${indices} sessions`);
-    }
   },
 });

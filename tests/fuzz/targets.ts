@@ -3,9 +3,7 @@
  * a million of each). Adding a parser: write its `FuzzTarget` (see
  * `./harness.ts`) and add one line here.
  *
- * Still to add: the UAPI socket's request framing (`server/uapi.ts`, through
- * a socket), SOCKS5/HTTP CONNECT replies (`dialThrough`, through a
- * fake proxy conn), the dashboard's JSON API bodies.
+ * Still to add: the dashboard's JSON API bodies.
  *
  * @module
  */
@@ -14,6 +12,7 @@ import type { FuzzTarget } from "./harness.ts";
 import { wireguardDevice, wireguardLoaded, wireguardMessages } from "./wireguard.ts";
 import { fragmentsTarget, netstackTarget, wireTarget } from "./netstack.ts";
 import { serverTarget } from "./server.ts";
+import { proxyRepliesTarget, uapiSocketTarget } from "./framing.ts";
 import { dnsTarget, proxyTextTarget, quicTarget, sniffTarget } from "./sniff.ts";
 import {
   cliArgsTarget,
@@ -53,4 +52,6 @@ export const TARGETS: readonly TargetEntry[] = [
   { target: quicTarget as FuzzTarget<never>, ci: 5_000 },
   { target: dnsTarget as FuzzTarget<never>, ci: 20_000 },
   { target: proxyTextTarget as FuzzTarget<never>, ci: 20_000 },
+  { target: proxyRepliesTarget as FuzzTarget<never>, ci: 20_000 },
+  { target: uapiSocketTarget as FuzzTarget<never>, ci: 2_000 },
 ];

@@ -1,8 +1,10 @@
 /**
  * Connection churn through forward mode: `serve({ forward })` in a child
- * process, our own client (tests/_client.ts) on loopback, and an echo
- * service in a target namespace this soak creates (a veth from the root
- * namespace). Each round opens and closes `connections` TCP connections
+ * process, an echo service in a target namespace this soak creates, and a
+ * client: our own (tests/_client.ts, on loopback; the server in the root
+ * namespace, a veth to the target) or a real `wireguard-go` in a client
+ * namespace driven by a Python script (the server then in a namespace of
+ * its own between the client's and the target's). Each round opens and closes `connections` TCP connections
  * (`concurrency` at a time; half closed by the client first, half by the
  * service, one in 16 reset by the client) and `udpFlows` UDP flows, then
  * samples the server (RSS and heap after a GC, tables). After the last
@@ -16,16 +18,15 @@
 
 import { generatePrivateKey, keyToBase64, publicKey } from "../../wireguard/mod.ts";
 import { startTestClient, type TestClient } from "../_client.ts";
-import { createVeth, Netns } from "../netns.ts";
-import { waitForTcp } from "../_services.ts";
-import { ServerProcess, type ServerSample } from "./server_proc.ts";
+import { createVeth, Netns, WireGuardGo } from "../netns.ts";
+import { type ServerProcConfig, ServerProcess, type ServerSample } from "./server_proc.ts";
 
 /**
  * Python: TCP and UDP echo on `argv[1]`:9000. A TCP request starting with
  * `c` is answered and then closed by the service (so the server sees the
  * upstream close first); others are echoed until the client closes.
  */
-const ECHO_PY = String.raw`
+export const ECHO_PY = String.raw`
 import selectors, socket, sys
 sel = selectors.DefaultSelector()
 s = socket.socket()
@@ -94,6 +95,8 @@ export interface ChurnOptions {
   heapSnapshots?: string;
   /** Called after each round's sample. */
   onRound?: (round: ChurnRound) => void;
+  /** Who opens the connections: `"ours"` (default) or a real `"wireguard-go"` client. */
+  client?: "ours" | "wireguard-go";
 }
 
 /** One round's totals and the server sample after it. */
@@ -177,39 +180,43 @@ function oneFlow(client: TestClient, host: string, port: number): void {
   client.sendUdp({ address: "10.7.0.2", port }, { address: host, port: 9000 }, PAYLOAD);
 }
 
-/** Runs the churn soak; see the module doc. */
-export async function churnSoak(options: ChurnOptions): Promise<ChurnResult> {
-  await using stack = new AsyncDisposableStack();
-  const target = stack.use(await Netns.create("ch"));
+/** What a round needs of the client side. */
+interface ChurnDriver {
+  server: ServerProcess;
+  /** Opens and closes `connections` connections and `udpFlows` flows; resolves with the failures. */
+  round(connections: number, udpFlows: number, concurrency: number): Promise<number>;
+}
+
+/** The server's configuration for a soak. */
+function serverConfig(
+  options: ChurnOptions,
+  clientKey: Uint8Array,
+  serverKey: Uint8Array,
+  hostname?: string,
+): ServerProcConfig {
+  return {
+    privateKey: keyToBase64(serverKey),
+    hostname,
+    peers: [{ publicKey: keyToBase64(publicKey(clientKey)), allowedIps: ["10.7.0.2/32"] }],
+    forward: { connectTimeoutMs: 3000 },
+    tcp: options.timeWait === undefined ? undefined : { timeWait: options.timeWait },
+    limits: options.udpIdleTimeout === undefined
+      ? undefined
+      : { netstack: { udpIdleTimeout: options.udpIdleTimeout } },
+  };
+}
+
+/** Our own client on loopback, the server in the root namespace. */
+async function ourDriver(
+  stack: AsyncDisposableStack,
+  options: ChurnOptions,
+  target: Netns,
+): Promise<{ driver: ChurnDriver; host: string }> {
   const link = stack.use(await createVeth(null, target, { prefix: "ch" }));
   const host = link.b.v4;
-  const dir = await Deno.makeTempDir({ prefix: "churn" });
-  stack.defer(() => Deno.remove(dir, { recursive: true }));
-  await Deno.writeTextFile(`${dir}/echo.py`, ECHO_PY);
-  const service = new Deno.Command("ip", {
-    args: ["netns", "exec", target.name, "python3", `${dir}/echo.py`, host],
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  stack.defer(async () => {
-    service.kill("SIGKILL");
-    await service.status;
-  });
-  await waitForTcp("the echo service", host, 9000);
-
   const serverKey = generatePrivateKey();
   const clientKey = generatePrivateKey();
-  const server = stack.use(
-    await ServerProcess.start({
-      privateKey: keyToBase64(serverKey),
-      peers: [{ publicKey: keyToBase64(publicKey(clientKey)), allowedIps: ["10.7.0.2/32"] }],
-      forward: { connectTimeoutMs: 3000 },
-      tcp: options.timeWait === undefined ? undefined : { timeWait: options.timeWait },
-      limits: options.udpIdleTimeout === undefined
-        ? undefined
-        : { netstack: { udpIdleTimeout: options.udpIdleTimeout } },
-    }),
-  );
+  const server = stack.use(await ServerProcess.start(serverConfig(options, clientKey, serverKey)));
   const client = startTestClient({
     serverPublicKey: publicKey(serverKey),
     serverPort: server.port,
@@ -217,8 +224,183 @@ export async function churnSoak(options: ChurnOptions): Promise<ChurnResult> {
   });
   stack.defer(() => client.close());
   await client.handshake();
+  let udpPort = 20_000;
+  const round = async (connections: number, udpFlows: number, concurrency: number) => {
+    let failures = 0, next = 0, flows = 0;
+    const worker = async () => {
+      while (next < connections) {
+        const n = next++;
+        if (!(await oneConnection(client, host, n))) failures++;
+        // UDP flows spread evenly over the round's connections.
+        while (flows < Math.floor((n + 1) * udpFlows / connections)) {
+          oneFlow(client, host, udpPort);
+          udpPort = udpPort >= 60_000 ? 20_000 : udpPort + 1;
+          flows++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    // The client keeps the replies' flows: let them go.
+    for (const flow of client.flows.splice(0)) void flow.readable.cancel().catch(() => {});
+    return failures;
+  };
+  return { driver: { server, round }, host };
+}
+
+/**
+ * Python: the wireguard-go side's client. Opens argv[2] TCP connections to
+ * argv[1]:9000 with argv[4] threads, as `oneConnection` does (half closed by
+ * the service first, one in 16 reset by the client), and argv[3] UDP flows
+ * (a new socket each: a new source port, waiting up to 2 s for the echo);
+ * prints the failed connections.
+ */
+const CLIENT_PY = String.raw`
+import socket, struct, sys, threading
+host, n, flows, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+lock = threading.Lock()
+state = {"next": 0, "flows": 0, "failures": 0}
+def conn(i):
+    closes = i % 2 == 0
+    req = (b"c" if closes else b"a") + b"a" * 199
+    try:
+        s = socket.create_connection((host, 9000), timeout=10)
+        try:
+            s.sendall(req)
+            got = 0
+            while got < len(req):
+                d = s.recv(65536)
+                if not d:
+                    return False
+                got += len(d)
+            if i % 16 == 15:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return True
+            if not closes:
+                s.shutdown(socket.SHUT_WR)
+            while s.recv(65536):
+                pass
+            return True
+        finally:
+            s.close()
+    except OSError:
+        return False
+def flow():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    try:
+        u.sendto(b"a" * 200, (host, 9000))
+        u.recvfrom(65536)
+    except OSError:
+        pass
+    finally:
+        u.close()
+def worker():
+    while True:
+        with lock:
+            i = state["next"]
+            if i >= n:
+                return
+            state["next"] += 1
+        ok = conn(i)
+        with lock:
+            if not ok:
+                state["failures"] += 1
+            todo = max(0, (i + 1) * flows // n - state["flows"])
+            state["flows"] += todo
+        for _ in range(todo):
+            flow()
+threads = [threading.Thread(target=worker) for _ in range(conc)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("failures", state["failures"], flush=True)
+`;
+
+/** A real wireguard-go client in its own namespace; the server in one between it and the target. */
+async function wireguardGoDriver(
+  stack: AsyncDisposableStack,
+  options: ChurnOptions,
+  target: Netns,
+  dir: string,
+): Promise<{ driver: ChurnDriver; host: string }> {
+  const serverNs = stack.use(await Netns.create("chs"));
+  const clientNs = stack.use(await Netns.create("chc"));
+  const inner = stack.use(await createVeth(serverNs, target, { prefix: "ch" }));
+  const outer = stack.use(await createVeth(serverNs, clientNs, { prefix: "ch" }));
+  const host = inner.b.v4;
+  const serverKey = generatePrivateKey();
+  const clientKey = generatePrivateKey();
+  const server = stack.use(
+    await ServerProcess.start(
+      serverConfig(options, clientKey, serverKey, outer.a.v4),
+      serverNs.name,
+    ),
+  );
+  const wg = stack.use(await WireGuardGo.start(clientNs));
+  await wg.configure({
+    privateKey: keyToBase64(clientKey),
+    peers: [{
+      publicKey: keyToBase64(publicKey(serverKey)),
+      endpoint: `${outer.a.v4}:${server.port}`,
+      allowedIps: [`${host}/32`],
+    }],
+  });
+  await wg.up({ addresses: ["10.7.0.2/32"], routes: [`${host}/32`] });
+  await Deno.writeTextFile(`${dir}/client.py`, CLIENT_PY);
+  const round = async (connections: number, udpFlows: number, concurrency: number) => {
+    const out = await new Deno.Command("ip", {
+      args: [
+        "netns",
+        "exec",
+        clientNs.name,
+        "python3",
+        `${dir}/client.py`,
+        host,
+        String(connections),
+        String(udpFlows),
+        String(concurrency),
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    const m = /failures (\d+)/.exec(new TextDecoder().decode(out.stdout));
+    if (!out.success || !m) throw new Error("The wireguard-go side's client failed");
+    return Number(m[1]);
+  };
+  return { driver: { server, round }, host };
+}
+
+/** Runs the churn soak; see the module doc. */
+export async function churnSoak(options: ChurnOptions): Promise<ChurnResult> {
+  await using stack = new AsyncDisposableStack();
+  const target = stack.use(await Netns.create("ch"));
+  const dir = await Deno.makeTempDir({ prefix: "churn" });
+  stack.defer(() => Deno.remove(dir, { recursive: true }));
+  const { driver, host } = options.client === "wireguard-go"
+    ? await wireguardGoDriver(stack, options, target, dir)
+    : await ourDriver(stack, options, target);
+  const server = driver.server;
+  await Deno.writeTextFile(`${dir}/echo.py`, ECHO_PY);
+  const service = new Deno.Command("ip", {
+    args: ["netns", "exec", target.name, "python3", `${dir}/echo.py`, host],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  stack.defer(async () => {
+    service.kill("SIGKILL");
+    await service.status;
+  });
+  // It prints "ready" once it listens (and nothing after).
+  const ready = service.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  for (let text = ""; !text.includes("ready");) {
+    const { value, done } = await ready.read();
+    if (done) throw new Error("The echo service ended before it listened");
+    text += value;
+  }
+  ready.releaseLock();
   // One connection and flow first, so lazily made state (policy, sockets) is in the baseline.
-  await oneConnection(client, host, 1);
+  if (await driver.round(1, 1, 1) !== 0) throw new Error("The first connection failed");
   await new Promise((r) => setTimeout(r, (options.timeWait ?? 60_000) + 2000));
   const idle = await server.sample();
   const snapshot = (name: string) =>
@@ -232,30 +414,15 @@ export async function churnSoak(options: ChurnOptions): Promise<ChurnResult> {
   const start = performance.now();
   const rounds: ChurnRound[] = [];
   const concurrency = options.concurrency ?? 64;
-  let connections = 0, udpFlows = 0, udpPort = 20_000;
+  let connections = 0, udpFlows = 0;
   for (let round = 1;; round++) {
     if (options.rounds !== undefined && round > options.rounds) break;
     if (options.minutes !== undefined && performance.now() - start > options.minutes * 60_000) {
       break;
     }
-    let failures = 0, next = 0, flows = 0;
-    const worker = async () => {
-      while (next < options.connections) {
-        const n = next++;
-        if (!(await oneConnection(client, host, n))) failures++;
-        // UDP flows spread evenly over the round's connections.
-        while (flows < Math.floor((n + 1) * options.udpFlows / options.connections)) {
-          oneFlow(client, host, udpPort);
-          udpPort = udpPort >= 60_000 ? 20_000 : udpPort + 1;
-          flows++;
-          udpFlows++;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: concurrency }, worker));
+    const failures = await driver.round(options.connections, options.udpFlows, concurrency);
     connections += options.connections;
-    // The client keeps the replies' flows: let them go.
-    for (const flow of client.flows.splice(0)) void flow.readable.cancel().catch(() => {});
+    udpFlows += options.udpFlows;
     const r: ChurnRound = {
       round,
       connections,

@@ -12,10 +12,12 @@
 import { serve, type ServeOptions, type ServePeer } from "../../server/serve.ts";
 import type { ForwardOptions } from "../../server/forward.ts";
 
-/** What the child runs: `serve()` on 127.0.0.1 with these options. */
+/** What the child runs: `serve()` with these options. */
 export interface ServerProcConfig {
   /** Base64 private key. */
   privateKey: string;
+  /** The address the server listens on (default 127.0.0.1). */
+  hostname?: string;
   /** The peers. */
   peers: ServePeer[];
   /** Forward mode options (destination policy etc.). */
@@ -51,7 +53,7 @@ export class ServerProcess {
   readonly #child: Deno.ChildProcess;
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #lines: AsyncIterator<string>;
-  /** The server's UDP port on 127.0.0.1. */
+  /** The server's UDP port (on 127.0.0.1 unless the config names another address). */
   readonly port: number;
   /** The child's pid. */
   readonly pid: number;
@@ -165,7 +167,7 @@ async function child(): Promise<void> {
   const config: ServerProcConfig = JSON.parse(first.value);
   const server = await serve({
     privateKey: config.privateKey,
-    hostname: "127.0.0.1",
+    hostname: config.hostname ?? "127.0.0.1",
     port: 0,
     peers: config.peers,
     forward: config.forward,
@@ -188,7 +190,12 @@ async function child(): Promise<void> {
       out({ snapshot: true });
       continue;
     }
-    if (line.value === "sample") (globalThis as { gc?: () => void }).gc?.();
+    if (line.value === "sample") {
+      // Twice: array buffers that one full GC found dead are freed by the next
+      // (until then `external` still counts them).
+      (globalThis as { gc?: () => void }).gc?.();
+      (globalThis as { gc?: () => void }).gc?.();
+    }
     if (Deno.env.get("WGSTACK_SOAK_TRIM")) trim();
     const s = server.stats();
     const tcp = s.netstack.tcp.layer;
