@@ -274,7 +274,7 @@ async function serveMode(config: ServeConfig): Promise<void> {
   await server.finished;
   Deno.removeSignalListener("SIGTERM", onTerm);
   const { ffiDialStats } = await import("../server/_dial_ffi.ts");
-  const { ffiUdpGroStatus, ffiUdpGsoStatus } = await import("../server/udp_ffi.ts");
+  const { ffiUdpGroStatus, ffiUdpGsoStatus } = await import("../server/_udp_ffi.ts");
   const gso = ffiUdpGsoStatus(inner);
   const gro = ffiUdpGroStatus(inner);
   console.error(JSON.stringify({ stats: server.stats(), dials: ffiDialStats(), gso, gro }));

@@ -1,6 +1,6 @@
 /**
  * Per-datagram cost of the UDP socket adapters on loopback: the batching FFI
- * adapter (`server/udp_ffi.ts`) against the `Deno.listenDatagram` adapter
+ * adapter (`server/_udp_ffi.ts`) against the `Deno.listenDatagram` adapter
  * (the baseline), measured in the same run with 1452-byte datagrams (a
  * full-MTU WireGuard data message).
  *
@@ -34,7 +34,7 @@
 
 import process from "node:process";
 import { openDenoUdpSocket, type UdpSocket } from "../server/udp.ts";
-import { ffiUdpGsoStatus, openFfiUdpSocket } from "../server/udp_ffi.ts";
+import { ffiUdpGsoStatus, openFfiUdpSocket } from "../server/_udp_ffi.ts";
 
 const SIZE = 1452;
 const BURST = 64;

@@ -31,7 +31,7 @@
  */
 
 import * as net from "node:net";
-import { decodeSockaddr, encodeAddress } from "./udp_ffi.ts";
+import { decodeSockaddr, encodeAddress } from "./_udp_ffi.ts";
 
 const AF_INET6 = 10;
 const SOCK_STREAM = 1;

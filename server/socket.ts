@@ -1,6 +1,6 @@
 /**
  * The socket face the server uses (implemented in `udp.ts` and
- * `udp_ffi.ts`, or brought by the caller), and the endpoint type.
+ * `_udp_ffi.ts`, or brought by the caller), and the endpoint type.
  *
  * @module
  */

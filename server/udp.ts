@@ -1,6 +1,6 @@
 /**
  * UDP socket adapters: one interface, with Deno implementations (batching
- * `recvmmsg`/`sendmmsg` through FFI on Linux, see `udp_ffi.ts`, and
+ * `recvmmsg`/`sendmmsg` through FFI on Linux, see `_udp_ffi.ts`, and
  * `Deno.listenDatagram`) and a Node implementation (`node:dgram`). The server
  * picks the fast one for the runtime it runs on.
  *
@@ -9,7 +9,7 @@
 
 import type { UdpAdapter, UdpSocket, UdpSocketOptions, UdpSocketStats } from "./socket.ts";
 import { unmapAddress } from "./socket.ts";
-import { openFfiUdpSocket } from "./udp_ffi.ts";
+import { openFfiUdpSocket } from "./_udp_ffi.ts";
 
 export {
   type UdpAdapter,

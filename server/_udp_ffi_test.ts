@@ -12,7 +12,7 @@ import {
   RECV_BATCH,
   SEND_BATCH,
   SEND_SLOT,
-} from "./udp_ffi.ts";
+} from "./_udp_ffi.ts";
 import { openUdpSocket, type UdpEndpoint, type UdpSocket } from "./udp.ts";
 import { xorshift32 } from "../tests/_prng.ts";
 import { requirement } from "../tests/_skip.ts";
