@@ -17,6 +17,11 @@ import { forwardTopology, median } from "./_topology.ts";
 
 const MB = Number(Deno.args[0] ?? 50);
 const ROUNDS = Number(Deno.args[1] ?? 3);
+if (!(MB > 0) || !(Number.isInteger(ROUNDS) && ROUNDS > 0)) {
+  // (`--help` ran a 0-byte benchmark before.)
+  console.error("usage: deno run -A bench/handshake_flood_bench.ts [MB] [ROUNDS]");
+  Deno.exit(Deno.args[0] === "--help" ? 0 : 2);
+}
 const FLOOD = new URL("./_handshake_flood.ts", import.meta.url).pathname;
 
 const req = await requireOrSkip("handshake flood bench");

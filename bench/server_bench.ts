@@ -555,7 +555,29 @@ function loadavg(): string {
 // Main
 // ---------------------------------------------------------------------------
 
+/** The flags `main` reads (each but `--breakdown` takes a value). */
+const FLAGS = [
+  "--serve",
+  "--seconds",
+  "--only",
+  "--metrics",
+  "--rmem",
+  "--runs",
+  "--profile",
+  "--breakdown",
+];
+
 async function main(): Promise<void> {
+  const unknown = Deno.args.filter((a) => a.startsWith("--") && !FLAGS.includes(a));
+  if (unknown.length > 0) {
+    // (--help too: without this check the whole benchmark ran.)
+    console.error(
+      `usage: deno run -A bench/server_bench.ts [--runs N] [--seconds S] [--only ours|baseline]\n` +
+        `  [--metrics upload,download,http,latency,ping] [--breakdown] [--rmem BYTES] [--profile DIR]` +
+        (unknown.includes("--help") ? "" : `\nunknown: ${unknown.join(" ")}`),
+    );
+    Deno.exit(unknown.includes("--help") ? 0 : 2);
+  }
   const argIdx = (name: string) => Deno.args.indexOf(name);
   const serveIdx = argIdx("--serve");
   if (serveIdx >= 0) return serveMode(JSON.parse(Deno.args[serveIdx + 1]));
