@@ -1674,10 +1674,10 @@ export class Connection implements TcpConnectionLike {
     // 1. Segments marked lost (RACK, duplicate ACKs, timeout), in sequence order.
     const lost = lr ? lr.nextLost() : null;
     if (lost) {
-      // (F-RTO's one retransmission goes whatever the rest in flight says.)
+      // (A timeout's own retransmission, F-RTO's included, goes whatever the
+      // rest in flight says.)
       if (
-        this.#pipe() + Math.min(lost.length, mss) > cwnd && this.#pipe() > 0 && this.#frto !== 1 &&
-        !this.#rtoResend
+        this.#pipe() + Math.min(lost.length, mss) > cwnd && this.#pipe() > 0 && !this.#rtoResend
       ) {
         return false;
       }
@@ -1931,9 +1931,9 @@ export class Connection implements TcpConnectionLike {
       return;
     }
     this.#retries++;
-    // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off and collapse cwnd; every
-    // unSACKed segment is lost (RFC 8985 §6.3). ssthresh falls once per
-    // episode, not again on each backoff.
+    // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off and collapse cwnd; mark
+    // lost what RFC 8985 §6.3 says (below). ssthresh falls once per episode,
+    // not again on each backoff.
     const lr = this.#lr;
     // F-RTO (RFC 5682) where timestamps cannot tell a spurious timeout: the
     // first timeout of an episode resends only the first segment and lets
