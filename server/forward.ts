@@ -1203,10 +1203,13 @@ const READ_MAX = 64 * 1024;
  * as fast as the other side takes the bytes. A reset on either side resets
  * or closes the other.
  *
- * There is no fixed buffer per connection: each upstream read gets a fresh
- * buffer, 256 bytes after a short read (so an idle connection holds 256
- * bytes), doubling up to 64 KiB while reads fill it; the bytes go to the
- * client without a copy.
+ * There is no fixed buffer per connection: an upstream read gets a buffer
+ * of 256 bytes after a short read (so an idle connection holds 256 bytes),
+ * doubling up to 64 KiB while reads fill it; the bytes go to the client
+ * without a copy, and the buffer is read into again once the client's
+ * `write` has resolved (so `write` must be done with a chunk when its
+ * promise resolves, as a {@linkcode TcpStream}'s is: it copies into its
+ * send buffer). A short read hands over a copy of its bytes instead.
  *
  * @param counters Optional totals that are increased as bytes go by,
  *   `touch()` called on every chunk (idle tracking), and `first()` called
@@ -1251,6 +1254,10 @@ class TcpRelay {
   #downStep = READ;
   #size = READ_MIN;
   #buf: Uint8Array | null = null;
+  /** The last read buffer, read into again once its write resolved (no allocation per read). */
+  #spare: Uint8Array | null = null;
+  /** The read buffer whose bytes the pending client write holds, if it holds any. */
+  #lent: Uint8Array | null = null;
   #n = 0;
 
   constructor(readonly stream: RelayClient, readonly upstream: UpstreamConn) {}
@@ -1420,7 +1427,9 @@ class TcpRelay {
   // Upstream → client.
 
   #readUpstream(): void {
-    const buf = this.#buf = new Uint8Array(this.#size);
+    const spare = this.#spare;
+    this.#spare = null;
+    const buf = this.#buf = spare?.length === this.#size ? spare : new Uint8Array(this.#size);
     this.#downStep = READ;
     try {
       this.upstream.read(buf).then(this.#downOk, this.#downErr);
@@ -1439,6 +1448,8 @@ class TcpRelay {
 
   #downStepDone(value: unknown): void {
     if (this.#downStep === WRITE) {
+      this.#spare = this.#lent;
+      this.#lent = null;
       this.bytesDown += this.#n;
       this.moved(0, this.#n);
       return this.#readUpstream();
@@ -1455,7 +1466,10 @@ class TcpRelay {
     this.touch();
     const size = this.#size;
     // A short read keeps only its bytes (no slack held by the stream).
-    const chunk = n === size ? buf : n >= size / 2 ? buf.subarray(0, n) : buf.slice(0, n);
+    const whole = n >= size / 2;
+    const chunk = n === size ? buf : whole ? buf.subarray(0, n) : buf.slice(0, n);
+    if (whole) this.#lent = buf;
+    else this.#spare = buf;
     this.#size = n === size ? Math.min(size * 2, READ_MAX) : n < size / 4 ? READ_MIN : size;
     this.#n = n;
     this.#downStep = WRITE;
@@ -1467,7 +1481,7 @@ class TcpRelay {
   }
 
   #downErr = (error: unknown): void => {
-    this.#buf = null;
+    this.#buf = this.#spare = this.#lent = null;
     if (this.#downStep === WRITE) this.#fail("client reset", error);
     else this.#fail(upstreamEnd(error), error);
     this.#finished(false);

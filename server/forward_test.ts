@@ -50,7 +50,8 @@ function fakeTcp(destination: { address: string; port: number }) {
       const { value, done } = await fromClient.read();
       return done ? null : value;
     },
-    write: (chunk) => toClientWriter.write(chunk),
+    // Copied, as a server connection's write does: the relay reuses its buffer.
+    write: (chunk) => toClientWriter.write(chunk.slice()),
     close: () => void toClientWriter.close().catch(() => {}),
     reset() {
       // As a server connection: a second reset does nothing.

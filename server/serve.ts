@@ -113,7 +113,11 @@ export interface TcpStream extends FlowInfo {
    * holds many idle connections stays smaller this way.
    */
   read(): Promise<Uint8Array | null>;
-  /** Without streams: resolves once `chunk` is buffered for the client. Either this or `writable`. */
+  /**
+   * Without streams: resolves once `chunk` is copied into the connection's
+   * send buffer, so the caller may reuse `chunk` from then on (the relay
+   * reads into it again). Either this or `writable`.
+   */
   write(chunk: Uint8Array): Promise<void>;
   /** Sends FIN after what was written (also while the writable is locked). */
   close(): void;

@@ -3,7 +3,7 @@ import { Assembler, MAX_BLOCKS } from "./assembler.ts";
 import { Cubic, initialWindow, NewReno } from "./congestion.ts";
 import { KeyedHash } from "./isn.ts";
 import { RttEstimator } from "./rtt.ts";
-import { SendBuffer } from "./send_buffer.ts";
+import { pooledChunks, SendBuffer } from "./send_buffer.ts";
 import { seqGt, seqLt } from "./seq.ts";
 
 Deno.test("sequence arithmetic wraps", () => {
@@ -102,6 +102,29 @@ Deno.test("send buffer", () => {
   b.drop(7001);
   assert.equal(b.length, 0);
   assert.throws(() => b.copyOut(0, out, 0, 1), RangeError);
+});
+
+Deno.test("send buffer: chunks freed by ACKs are reused, never showing their old bytes", () => {
+  const a = new SendBuffer(1 << 20);
+  assert.equal(a.push(new Uint8Array(200_000).fill(0xaa)), 200_000);
+  const before = pooledChunks();
+  a.drop(150_000); // two whole 64 KiB chunks acknowledged
+  assert.equal(pooledChunks(), Math.min(64, before + 2));
+  a.drop(50_000); // empty: the rest goes back too
+  assert.equal(a.length, 0);
+  const pooled = pooledChunks();
+  assert.ok(pooled >= 2);
+  // Another buffer takes a pooled chunk for a big write, not for a small one.
+  const b = new SendBuffer(1 << 20);
+  b.push(new Uint8Array(100).fill(1));
+  assert.equal(pooledChunks(), pooled);
+  b.drop(100);
+  b.push(new Uint8Array(20_000).fill(0x55));
+  assert.equal(pooledChunks(), pooled - 1);
+  const out = new Uint8Array(20_000);
+  b.copyOut(0, out, 0, 20_000);
+  assert.ok(out.every((x) => x === 0x55));
+  assert.throws(() => b.copyOut(0, out, 0, 20_001), RangeError);
 });
 
 Deno.test("assembler", async (t) => {
