@@ -10,14 +10,14 @@ const MIN_CHUNK = 2048;
 const MAX_CHUNK = 65536;
 /**
  * Full-size chunks freed by acknowledgements, kept for the next push of any
- * connection (at most {@linkcode POOL_MAX}, 4 MiB): a bulk transfer then
+ * connection (at most {@linkcode POOL_MAX}, 1 MiB): a bulk transfer then
  * allocates no memory per byte, where a fresh 64 KiB chunk per 64 KiB sent
  * made the garbage that V8 collects with full mark-compacts (every ~120 ms
  * at 500 Mbit/s). Only bytes a buffer wrote itself are ever read back, so a
  * reused chunk's old contents never leave it.
  */
 const pool: Uint8Array[] = [];
-const POOL_MAX = 64;
+const POOL_MAX = 16;
 
 /** Chunks waiting in the pool (for tests). */
 export function pooledChunks(): number {
