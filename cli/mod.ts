@@ -77,4 +77,13 @@ export {
 } from "./setup.ts";
 export { Echo, type EchoStats, type EchoTcp, type EchoUdp } from "./echo.ts";
 export { PcapWriter, type PcapWriterOptions } from "./pcap.ts";
+// The server types that this package's API uses.
+export type {
+  FlowInfo,
+  PeerInfo,
+  ServePeerState,
+  TcpStream,
+  UdpEndpoint,
+  UdpStream,
+} from "@wgstack/server";
 export { createLogger, type Logger, type LoggerOptions, type LogRecord } from "./log.ts";

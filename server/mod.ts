@@ -114,6 +114,22 @@ export {
   type UapiTarget,
 } from "./uapi.ts";
 export { syncPeers, type SyncResult } from "./sync.ts";
+// The types of the other packages that this one's options and stats use, so
+// that its documentation (and a user's import) is complete on its own.
+export type { DeviceLimits, DeviceStats, DropCounters, PeerStats } from "@wgstack/wireguard";
+export { TCP_CONGESTION_CONTROLS } from "@wgstack/netstack";
+export type {
+  FragmentStats,
+  NetStackLimits,
+  NetStackSourceLimits,
+  NetStackSourceUsage,
+  NetStackStats,
+  TcpCongestionControl,
+  TcpKeepAliveOptions,
+  TcpLayerStats,
+  TcpOptions,
+  UdpFlowStats,
+} from "@wgstack/netstack";
 export {
   type MetricsOptions,
   type MetricsRegistry,

@@ -5,11 +5,11 @@
  * @module
  */
 
-import type { Device, DeviceLimits } from "@wgstack/wireguard";
+import type { DeviceLimits, DeviceStats } from "@wgstack/wireguard";
 import type {
-  NetStack,
   NetStackLimits,
   NetStackSourceUsage,
+  NetStackStats,
   TcpKeepAliveOptions,
   TcpOptions,
 } from "@wgstack/netstack";
@@ -233,9 +233,9 @@ export interface ServeOptions {
 /** Counters of a running server. */
 export interface ServerStats {
   /** WireGuard device counters. */
-  wireguard: ReturnType<Device["stats"]>;
+  wireguard: DeviceStats;
   /** Netstack counters. */
-  netstack: ReturnType<NetStack["stats"]>;
+  netstack: NetStackStats;
   /** Socket counters. */
   socket: UdpSocketStats;
   /** Open TCP connections. */
