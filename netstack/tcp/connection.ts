@@ -611,7 +611,12 @@ export class Connection implements TcpConnectionLike {
   #direct: DirectReader | null = null;
   #directWrite = false;
   #budgetWait = false;
-  /** What the writable is (or will be, once made) errored with. */
+  /**
+   * What the writable is (or will be, once made) errored with: made only
+   * when someone sees it (an error's stack costs ~15 µs, and a relay that
+   * writes with `write()` never makes the writable).
+   */
+  #writeErrorOf: (() => unknown) | undefined = undefined;
   #writeError: unknown = undefined;
   #readDone = false;
   #writeDone = false;
@@ -733,7 +738,7 @@ export class Connection implements TcpConnectionLike {
       {
         start: (c) => {
           this.#writeCtrl = c;
-          if (this.#writeError !== undefined) c.error(this.#writeError);
+          if (this.#writeErrorOf) c.error(this.#errorOfWritable());
         },
         write: (chunk) => this.#onWrite(chunk),
         close: () => this.#onClose(),
@@ -782,12 +787,17 @@ export class Connection implements TcpConnectionLike {
   }
 
   /** Errors the writable (now, or when it is made). */
-  #errorWritable(error: unknown): void {
-    if (this.#writeError !== undefined) return;
-    this.#writeError = error;
+  #errorWritable(make: () => unknown): void {
+    if (this.#writeErrorOf) return;
+    this.#writeErrorOf = make;
+    if (!this.#writeCtrl) return;
     try {
-      this.#writeCtrl?.error(error);
+      this.#writeCtrl.error(this.#errorOfWritable());
     } catch { /* already closed */ }
+  }
+
+  #errorOfWritable(): unknown {
+    return this.#writeError ??= this.#writeErrorOf!();
   }
 
   /** Closes the read side (the stream or direct reader, or the record for one made later). */
@@ -2292,13 +2302,12 @@ export class Connection implements TcpConnectionLike {
   close(): void {
     if (this.#writeDone || this.#error) return;
     if (this.state === S.CLOSED || this.state === S.TIME_WAIT) return;
-    const closedForWriting = new TypeError("The connection is closed for writing");
+    this.#errorWritable(() => new TypeError("The connection is closed for writing"));
     const p = this.#pendingWrite;
     if (p) {
       this.#pendingWrite = null;
-      p.reject(closedForWriting);
+      p.reject(this.#errorOfWritable());
     }
-    this.#errorWritable(closedForWriting);
     this.#writeDone = true;
     this.#finQueued = true;
     this.#owner.wakeConnection(this);
@@ -2335,7 +2344,7 @@ export class Connection implements TcpConnectionLike {
     // A graceful end: the readable closes once drained (FIN seen); the writable is done.
     if (!this.#writeDone) {
       this.#writeDone = true;
-      this.#errorWritable(new TcpError("ECONNABORTED", "Connection closed"));
+      this.#errorWritable(() => new TcpError("ECONNABORTED", "Connection closed"));
     }
   }
 
@@ -2357,7 +2366,7 @@ export class Connection implements TcpConnectionLike {
       }
       if (!this.#writeDone) {
         this.#writeDone = true;
-        this.#errorWritable(error);
+        this.#errorWritable(() => error);
       }
       const p = this.#pendingWrite;
       if (p) {
