@@ -304,15 +304,18 @@ export class DestinationPolicy {
   #decide(address: string | Uint8Array, port: number): RefusalReason | undefined {
     const bytes = typeof address === "string" ? parseIp(address.split("%")[0]) : address;
     if (!bytes || (bytes.length !== 4 && bytes.length !== 16)) return "malformed";
-    const forms = [bytes, ...embeddedIpv4(bytes)];
-    let builtIn: RefusalReason | undefined;
-    for (const form of forms) {
-      builtIn = this.#own.lookup(form) ?? this.#builtIn.lookup(form);
-      if (builtIn) break;
+    // An IPv4 address has one form (nothing allocated for it).
+    const forms = bytes.length === 4 ? null : [bytes, ...embeddedIpv4(bytes)];
+    let builtIn = this.#own.lookup(bytes) ?? this.#builtIn.lookup(bytes);
+    for (let i = 1; forms && !builtIn && i < forms.length; i++) {
+      builtIn = this.#own.lookup(forms[i]) ?? this.#builtIn.lookup(forms[i]);
     }
     for (const rule of this.#rules) {
       if (rule.ports && !rule.ports.some(([lo, hi]) => port >= lo && port <= hi)) continue;
-      if (!forms.some((form) => rule.table.lookup(form))) continue;
+      const match = forms
+        ? forms.some((form) => rule.table.lookup(form))
+        : rule.table.lookup(bytes);
+      if (!match) continue;
       if (!rule.allow) return "rule";
       if (builtIn === undefined || rule.host) return undefined;
       return builtIn;
