@@ -8,7 +8,12 @@
  *   `onTcp` (the accept decision, delivery, per-peer tables);
  * - `udp-new-flow`: a datagram that opens a new flow, to the server's
  *   `onUdp` (flow quotas and eviction beyond 1024 flows);
- * - `udp-datagram`: a datagram of an open flow, to the handler's read.
+ * - `udp-datagram`: a datagram of an open flow, to the handler's read;
+ * - `tcp-forward-open` (and `-immediate`): a connection through
+ *   `serve({ forward })` to a listener on loopback (a Python process, so its
+ *   accepts are not counted), from the client's SYN to the relay's start:
+ *   policy, dial (socket and kernel handshake included), SYN-ACK, relay
+ *   set-up; with `synAck: "after-dial"` and `"immediate"`.
  *
  * Times are the process's CPU time (user + system) per operation, so that
  * time the process waits for a core on a shared machine does not count.
@@ -26,7 +31,7 @@
 
 import { cpuUsage } from "node:process";
 import { generatePrivateKey, keyFromBase64, publicKey } from "@wgstack/wireguard";
-import { serve, type TcpStream, type UdpStream } from "../server/serve.ts";
+import { serve, type ServeOptions, type TcpStream, type UdpStream } from "../server/serve.ts";
 import { startTestClient } from "../tests/_client.ts";
 import { MemorySocket } from "../tests/_memory_socket.ts";
 
@@ -58,20 +63,38 @@ async function reach(count: () => number, n: number): Promise<void> {
   while (count() < n) await new Promise<void>((resolve) => waiting = resolve);
 }
 
-async function round(): Promise<Record<string, number>> {
+/** A server with `options` and our client, joined by the in-memory link, after the handshake. */
+async function linked(options: Partial<ServeOptions>) {
   // Datagrams arrive in a microtask: no timer in the measured path.
   const serverSocket = new MemorySocket({ address: "192.0.2.1", port: 51820 }, queueMicrotask);
   const clientSocket = new MemorySocket({ address: "192.0.2.2", port: 40000 }, queueMicrotask);
   serverSocket.link(clientSocket);
   const serverKey = generatePrivateKey();
   const clientKey = generatePrivateKey();
-  const tcp: TcpStream[] = [];
-  let udpFlows = 0;
-  let datagrams = 0;
   const server = await serve({
     privateKey: serverKey,
     socket: serverSocket,
     peers: [{ publicKey: publicKey(clientKey), allowedIps: [`${CLIENT4}/32`] }],
+    shutdownTimeout: 100,
+    ...options,
+  });
+  const client = startTestClient({
+    serverPublicKey: keyFromBase64(server.publicKey),
+    serverAddress: serverSocket.addr.address,
+    serverPort: serverSocket.addr.port,
+    privateKey: clientKey,
+    socket: clientSocket,
+    address4: CLIENT4,
+  });
+  await client.handshake();
+  return { server, client };
+}
+
+async function round(): Promise<Record<string, number>> {
+  const tcp: TcpStream[] = [];
+  let udpFlows = 0;
+  let datagrams = 0;
+  const { server, client } = await linked({
     onTcp: (s) => {
       tcp.push(s);
       counted();
@@ -84,17 +107,7 @@ async function round(): Promise<Record<string, number>> {
         counted();
       }
     },
-    shutdownTimeout: 100,
   });
-  const client = startTestClient({
-    serverPublicKey: keyFromBase64(server.publicKey),
-    serverAddress: serverSocket.addr.address,
-    serverPort: serverSocket.addr.port,
-    privateKey: clientKey,
-    socket: clientSocket,
-    address4: CLIENT4,
-  });
-  await client.handshake();
   const result: Record<string, number> = {};
   const payload = new Uint8Array(64);
   const target = { address: "192.0.2.53", port: 53 };
@@ -128,9 +141,77 @@ async function round(): Promise<Record<string, number>> {
   return result;
 }
 
+/** A listener on loopback in another process that accepts and holds connections; its port. */
+async function loopbackListener(): Promise<{ port: number; stop: () => Promise<void> }> {
+  const child = new Deno.Command("python3", {
+    args: [
+      "-c",
+      `import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(4096)
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    c, _ = s.accept(); held.append(c)
+    if len(held) > 2000: held.pop(0).close()`,
+    ],
+    stdout: "piped",
+    stderr: "null",
+    stdin: "null",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the loopback listener did not start (python3 needed)");
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  return {
+    port: Number(text.trim()),
+    stop: async () => {
+      child.kill("SIGKILL");
+      await child.stdout.cancel().catch(() => {});
+      await child.status;
+    },
+  };
+}
+
+/** `tcp-forward-open`: connections through the forwarder to `port` on loopback. */
+async function forwardRound(port: number, synAck: "after-dial" | "immediate"): Promise<number> {
+  let opened = 0;
+  const { server, client } = await linked({
+    forward: { rules: [{ action: "allow", cidr: "127.0.0.1/32" }], synAck, sniff: false },
+    logger: (r) => {
+      if (r.event === "tcp-open") {
+        opened++;
+        counted();
+      }
+    },
+  });
+  const conns = [];
+  const t = cpuMs();
+  for (let i = 0; i < TCP_OPENS; i++) {
+    conns.push(client.connect("127.0.0.1", port));
+    await reach(() => opened, i + 1);
+  }
+  const perOpen = (cpuMs() - t) * 1000 / TCP_OPENS;
+  for (const c of conns) c.reset();
+  client.close();
+  await server.shutdown();
+  return perOpen;
+}
+
+const listener = await loopbackListener();
 const rounds: Record<string, number>[] = [];
-await round(); // warm-up (JIT)
-for (let i = 0; i < ROUNDS; i++) rounds.push(await round());
+const fullRound = async () => {
+  const r = await round();
+  r["tcp-forward-open"] = await forwardRound(listener.port, "after-dial");
+  r["tcp-forward-open-immediate"] = await forwardRound(listener.port, "immediate");
+  return r;
+};
+await fullRound(); // warm-up (JIT)
+for (let i = 0; i < ROUNDS; i++) rounds.push(await fullRound());
+await listener.stop();
 const median = (xs: number[]) => xs.toSorted((a, b) => a - b)[Math.floor(xs.length / 2)];
 // Medians, and the best round of each (the least disturbed by other work on the machine).
 const out: Record<string, number> = {};
