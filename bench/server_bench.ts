@@ -12,6 +12,8 @@
  * deno run -A bench/server_bench.ts --runs 3 --seconds 5   # alternating runs, medians
  * deno run -A bench/server_bench.ts --metrics latency,ping --breakdown
  *   # also: where the time goes inside our server, stage by stage
+ * deno run -A bench/server_bench.ts --metrics latency --syn-ack immediate
+ *   # our forwarder answers SYNs before dialling (ForwardOptions.synAck)
  * deno run -A bench/server_bench.ts --rmem 4194304   # UDP receive buffer default in S
  * WGSTACK_TCP_CC=bbr deno run -A bench/server_bench.ts   # our TCP's congestion controller
  * deno run -A bench/server_bench.ts --only ours --metrics upload --profile /tmp/prof
@@ -68,19 +70,23 @@ interface ServeConfig {
   tunnelAddress: string;
   /** Time the stages of each packet's way through the server (see {@linkcode Breakdown}). */
   breakdown?: boolean;
+  /** The forwarder's `synAck` mode. */
+  synAck?: "after-dial" | "immediate";
 }
 
 /**
  * Where the time goes inside the server, from its public hooks only: a
  * wrapper around the UDP socket (datagram handed to `serve()`, datagram
  * handed back to the socket) and the `onPacket` tap (inner packet after
- * decryption, inner packet before encryption); the forwarder's dial is
- * timed through its `connect` option. Stages, in ms:
+ * decryption, inner packet before encryption); the forwarder's dials are
+ * timed by its own histogram (`stats().forward.dialSeconds`, printed as a
+ * mean). Stages, in ms:
  *
  * - ICMP echo: datagram in → decrypted, decrypted → reply out of the
  *   netstack, reply → encrypted datagram handed to the socket;
- * - TCP SYN → SYN-ACK: datagram in → decrypted, the upstream dial, dial
- *   done → SYN-ACK out of the netstack, SYN-ACK → handed to the socket;
+ * - TCP SYN → SYN-ACK: datagram in → decrypted, decrypted → SYN-ACK out of
+ *   the netstack (policy, dial, accept), SYN-ACK → handed to the socket, →
+ *   flushed to the OS (the server flushes after a SYN-ACK);
  * - TCP request → response: the client's first data segment decrypted →
  *   first data segment back out of the netstack (relay, upstream write,
  *   the target's answer, upstream read).
@@ -94,7 +100,7 @@ class Breakdown {
   #echoIn = -1;
   #echoRecv = 0;
   #echoOut = -1;
-  readonly #syns = new Map<string, { recv: number; decrypted: number; dialed?: number }>();
+  readonly #syns = new Map<string, { recv: number; decrypted: number }>();
   readonly #synAckOut = new Map<string, number>();
   readonly #requests = new Map<string, number>();
   #lastSynKey = "";
@@ -107,33 +113,6 @@ class Breakdown {
 
   received(): void {
     this.#recvAt = performance.now();
-  }
-
-  dialStarted(): () => void {
-    const syn = this.#syns.get(this.#lastSynKey);
-    const started = performance.now();
-    if (syn) this.#add("tcp SYN: decrypted → dial starts", started - syn.decrypted);
-    this.#dialStarted = started;
-    return () => {
-      const t = performance.now();
-
-      this.#add("tcp SYN: upstream dial", t - started);
-      this.#add("tcp SYN: upstream dial, call returned → connected", t - this.#dialCalled);
-      if (syn) syn.dialed = t;
-    };
-  }
-
-  #dialStarted = 0;
-
-  #dialCalled = 0;
-  /** The synchronous part of the dial (the call itself) ended. */
-  dialCalled(): void {
-    this.#dialCalled = performance.now();
-
-    this.#add(
-      "tcp SYN: upstream dial, the call (synchronous part)",
-      this.#dialCalled - this.#dialStarted,
-    );
   }
 
   packet(p: Uint8Array, direction: "in" | "out"): void {
@@ -171,7 +150,6 @@ class Breakdown {
     const syn = this.#syns.get(key);
     if ((flags & 0x12) === 0x12 && syn) {
       this.#syns.delete(key);
-      if (syn.dialed !== undefined) this.#add("tcp SYN: dial done → SYN-ACK out", t - syn.dialed);
       this.#add("tcp SYN: SYN in → SYN-ACK out (all)", t - syn.decrypted);
       this.#synAckOut.set(key, t);
       return;
@@ -195,6 +173,18 @@ class Breakdown {
     for (const [key, at] of this.#synAckOut) {
       this.#add("tcp SYN: SYN-ACK out → handed to the socket", t - at);
       this.#synAckOut.delete(key);
+      this.#synAckQueued.set(key, at);
+    }
+  }
+
+  readonly #synAckQueued = new Map<string, number>();
+
+  /** The socket was asked to flush (the server does after a SYN-ACK). */
+  flushed(): void {
+    const t = performance.now();
+    for (const [key, at] of this.#synAckQueued) {
+      this.#add("tcp SYN: SYN-ACK out → flushed to the OS (explicit flush)", t - at);
+      this.#synAckQueued.delete(key);
     }
   }
 
@@ -219,7 +209,6 @@ class Breakdown {
 async function serveMode(config: ServeConfig): Promise<void> {
   const { serve } = await import("../server/serve.ts");
   const { openUdpSocket } = await import("../server/udp.ts");
-  const { defaultConnect } = await import("../server/forward.ts");
   const breakdown = config.breakdown ? new Breakdown() : undefined;
   // Opened here (as serve() would) so that its GSO/GRO counters can be printed at the end.
   const inner = await openUdpSocket({ hostname: config.hostname, port: config.port });
@@ -236,6 +225,10 @@ async function serveMode(config: ServeConfig): Promise<void> {
         breakdown.sent();
         inner.send(data, to);
       },
+      flush: () => {
+        inner.flush?.();
+        breakdown.flushed();
+      },
       stats: () => inner.stats(),
       close: () => inner.close(),
     };
@@ -249,20 +242,7 @@ async function serveMode(config: ServeConfig): Promise<void> {
     hostname: config.hostname,
     port: config.port,
     peers: [{ publicKey: config.peerPublicKey, allowedIps: [`${config.peerAddress}/32`] }],
-    forward: {
-      localAddresses: [config.tunnelAddress],
-      // The forwarder's default dial, timed.
-      connect: breakdown
-        ? async (hostname, port, signal) => {
-          const done = breakdown.dialStarted();
-          const dialing = defaultConnect(hostname, port, signal);
-          breakdown.dialCalled();
-          const conn = await dialing;
-          done();
-          return conn;
-        }
-        : undefined,
-    },
+    forward: { localAddresses: [config.tunnelAddress], synAck: config.synAck },
     socket,
     onPacket: breakdown ? (packet, direction) => breakdown.packet(packet, direction) : undefined,
     tcp: cc ? { congestionControl: cc as "cubic" | "newreno" | "bbr" } : undefined,
@@ -565,6 +545,7 @@ const FLAGS = [
   "--runs",
   "--profile",
   "--breakdown",
+  "--syn-ack",
 ];
 
 async function main(): Promise<void> {
@@ -573,7 +554,8 @@ async function main(): Promise<void> {
     // (--help too: without this check the whole benchmark ran.)
     console.error(
       `usage: deno run -A bench/server_bench.ts [--runs N] [--seconds S] [--only ours|baseline]\n` +
-        `  [--metrics upload,download,http,latency,ping] [--breakdown] [--rmem BYTES] [--profile DIR]` +
+        `  [--metrics upload,download,http,latency,ping] [--breakdown] [--rmem BYTES] [--profile DIR]\n` +
+        `  [--syn-ack after-dial|immediate]` +
         (unknown.includes("--help") ? "" : `\nunknown: ${unknown.join(" ")}`),
     );
     Deno.exit(unknown.includes("--help") ? 0 : 2);
@@ -595,6 +577,12 @@ async function main(): Promise<void> {
   const runs = runsIdx >= 0 ? Number(Deno.args[runsIdx + 1]) : 1;
   const profIdx = argIdx("--profile");
   const profileDir = profIdx >= 0 ? Deno.args[profIdx + 1] : undefined;
+  const synAckIdx = argIdx("--syn-ack");
+  const synAck = synAckIdx >= 0 ? Deno.args[synAckIdx + 1] : undefined;
+  if (synAck !== undefined && synAck !== "after-dial" && synAck !== "immediate") {
+    console.error(`--syn-ack is after-dial or immediate, not ${synAck}`);
+    Deno.exit(2);
+  }
 
   if (Deno.uid() !== 0) {
     console.error("server_bench needs root (network namespaces, TUN)");
@@ -712,6 +700,7 @@ async function main(): Promise<void> {
         peerAddress: "192.0.2.6",
         tunnelAddress: "192.0.2.5",
         breakdown: Deno.args.includes("--breakdown"),
+        synAck,
       };
       const denoArgs = ["run", "-A", "--unstable-net"];
       if (profileDir) denoArgs.push("--cpu-prof", `--cpu-prof-dir=${profileDir}`);
@@ -775,6 +764,16 @@ async function main(): Promise<void> {
       if (statsLine) {
         const { stats, dials, gso, gro } = JSON.parse(statsLine);
         console.log(`our dials: ${JSON.stringify(dials)}`);
+        const dialSeconds = stats.forward?.dialSeconds;
+        if (dialSeconds?.count > 0) {
+          console.log(
+            `our upstream dials: ${dialSeconds.count}, mean ${
+              (dialSeconds.sum / dialSeconds.count * 1000).toFixed(3)
+            } ms (synAck ${
+              synAck ?? "after-dial"
+            }; resets after accept: ${stats.forward.resetAfterAccept})`,
+          );
+        }
         if (gso) {
           console.log(
             `our UDP GSO: ${gso.segments} datagrams in ${gso.messages} messages (${

@@ -83,6 +83,8 @@ export interface CliArgs {
   denyPrivate: boolean;
   /** `--refuse-with`: how a refused TCP connection is answered (default `rst`). */
   refuseWith: "rst" | "icmp";
+  /** `--syn-ack`: when a forwarded TCP connection is answered (default `after-dial`). */
+  synAck: "after-dial" | "immediate";
   /** `--tcp-idle-timeout` in milliseconds (0: none; default 7 440 000). */
   tcpIdleTimeoutMs: number;
   /** `--pcap-max-size` in bytes (default 100 MiB; 0: no limit). */
@@ -157,6 +159,13 @@ Flags:
                                    192.168/16, 100.64/10, fc00::/7)
       --refuse-with rst|icmp       answer to a refused TCP connection (default rst;
                                    icmp: administratively prohibited)
+      --syn-ack after-dial|immediate
+                                   when a forwarded TCP connection is answered:
+                                   after its dial connected (default; a closed
+                                   port gets RST, an unreachable one ICMP) or at
+                                   once (faster connects; a failed dial then
+                                   resets the open connection, so closed ports
+                                   look open)
       --tcp-idle-timeout SECONDS   close forwarded TCP connections idle this long
                                    (default 7440 = 2 h 4 min; 0: never)
       --interface NAME             the name wg knows this server by: its UAPI
@@ -240,6 +249,7 @@ export function parseCliArgs(args: string[]): CliArgs {
         deny: { type: "string", multiple: true },
         "deny-private": { type: "boolean" },
         "refuse-with": { type: "string" },
+        "syn-ack": { type: "string" },
         "tcp-idle-timeout": { type: "string" },
         "pcap-max-size": { type: "string" },
         upstream: { type: "string" },
@@ -269,6 +279,7 @@ export function parseCliArgs(args: string[]): CliArgs {
     rules: [],
     denyPrivate: values["deny-private"] ?? false,
     refuseWith: "rst",
+    synAck: "after-dial",
     tcpIdleTimeoutMs: 7_440_000,
     pcapMaxBytes: 100 * 1024 * 1024,
     uapi: !values["no-uapi"],
@@ -386,6 +397,13 @@ export function parseCliArgs(args: string[]): CliArgs {
       throw new UsageError(`--refuse-with must be rst or icmp, not "${refuse}"`);
     }
     base.refuseWith = refuse;
+  }
+  const synAck = values["syn-ack"];
+  if (synAck !== undefined) {
+    if (synAck !== "after-dial" && synAck !== "immediate") {
+      throw new UsageError(`--syn-ack must be after-dial or immediate, not "${synAck}"`);
+    }
+    base.synAck = synAck;
   }
   const idle = values["tcp-idle-timeout"];
   if (idle !== undefined) {

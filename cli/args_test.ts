@@ -61,6 +61,8 @@ Deno.test("parseCliArgs", async (t) => {
       "--deny-private",
       "--refuse-with",
       "icmp",
+      "--syn-ack",
+      "immediate",
       "--tcp-idle-timeout",
       "600",
       "--pcap-max-size",
@@ -74,18 +76,21 @@ Deno.test("parseCliArgs", async (t) => {
     ]);
     assert.equal(a.denyPrivate, true);
     assert.equal(a.refuseWith, "icmp");
+    assert.equal(a.synAck, "immediate");
     assert.equal(a.tcpIdleTimeoutMs, 600_000);
     assert.equal(a.pcapMaxBytes, 50 * 1024 * 1024);
     const d = parseCliArgs([]);
     assert.deepEqual(d.rules, []);
     assert.equal(d.denyPrivate, false);
     assert.equal(d.refuseWith, "rst");
+    assert.equal(d.synAck, "after-dial");
     assert.equal(d.tcpIdleTimeoutMs, 7_440_000);
     assert.equal(d.pcapMaxBytes, 100 * 1024 * 1024);
     for (
       const bad of [
         ["--allow", "example.com"],
         ["--refuse-with", "drop"],
+        ["--syn-ack", "early"],
         ["--tcp-idle-timeout", "-1"],
         ["--pcap-max-size", "lots"],
       ]

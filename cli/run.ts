@@ -434,6 +434,7 @@ async function runServer(cli: CliArgs, io: CliIo): Promise<number> {
           rules,
           denyPrivate: cli.denyPrivate,
           refuseWith: cli.refuseWith,
+          synAck: cli.synAck,
           tcpIdleTimeoutMs: cli.tcpIdleTimeoutMs,
           upstream,
           upstreamUdp: cli.upstreamUdp,

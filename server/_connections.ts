@@ -20,7 +20,7 @@ import {
   type UdpFlow,
 } from "@wgstack/netstack";
 import type { Peer } from "@wgstack/wireguard";
-import type { Forwarder } from "./forward.ts";
+import type { Forwarder, TcpDial } from "./forward.ts";
 import type { AcceptDecision, FlowInfo, ServeLogRecord, TcpStream, UdpStream } from "./serve.ts";
 import type { UdpEndpoint } from "./udp.ts";
 import type { PeerDirectory } from "./_peers.ts";
@@ -35,6 +35,8 @@ export interface ConnectionsOptions {
   peers: PeerDirectory;
   /** Runs the cores (a decision made later must go out). */
   poller: Poller;
+  /** Hands what the socket queued to the OS now (a SYN-ACK before what follows it). */
+  flush?: () => void;
   /** Log sink. */
   log: (record: ServeLogRecord) => void;
   /** Connections and flows waiting in the iterator before new ones are refused. */
@@ -127,21 +129,43 @@ export class Connections {
   }
 
   #forward(forwarder: Forwarder, request: TcpRequest, info: FlowInfo): void {
-    forwarder.accept(info).then((dial) => {
-      const upstream = dial.upstream;
-      if (dial.decision !== "accept" || !upstream) {
-        request.reject(dial.decision === "accept" ? "rst" : dial.decision);
-      } else if (this.#gone(info)) {
-        upstream.close();
-        request.reject("rst");
-      } else {
-        // The dialled upstream goes straight to this connection's relay,
-        // set up after the SYN-ACK has left (the client waits for it).
-        const conn = this.#answerNow(request);
-        this.#deliverSoon(info, conn, forwarder.relayTo(upstream), () => upstream.close());
-      }
+    let dial: TcpDial | Promise<TcpDial>;
+    try {
+      dial = forwarder.decide(info);
+    } catch (err) {
+      return this.#acceptFailed(request, err);
+    }
+    // Known at once (refused, connected within the dial's call, or accepted
+    // before the dial): answered here, inside the stack's input, so the
+    // SYN-ACK leaves in this turn.
+    if (!(dial instanceof Promise)) return this.#answerDial(forwarder, request, info, dial, true);
+    dial.then((d) => {
+      this.#answerDial(forwarder, request, info, d, false);
       this.#o.poller.pollSoon();
     }, (err) => this.#acceptFailed(request, err));
+  }
+
+  #answerDial(
+    forwarder: Forwarder,
+    request: TcpRequest,
+    info: FlowInfo,
+    dial: TcpDial,
+    inStack: boolean,
+  ): void {
+    const upstream = dial.upstream;
+    if (dial.decision !== "accept" || !upstream) {
+      request.reject(dial.decision === "accept" ? "rst" : dial.decision);
+    } else if (this.#gone(info)) {
+      upstream.close();
+      request.reject("rst");
+    } else {
+      // The dialled upstream goes straight to this connection's relay, set
+      // up after the SYN-ACK has left (the client waits for it). Inside the
+      // stack's input the SYN-ACK is sent by accept() itself.
+      const conn = inStack ? request.accept() : this.#answerNow(request);
+      this.#o.flush?.();
+      this.#deliverSoon(info, conn, forwarder.relayTo(upstream), () => upstream.close());
+    }
   }
 
   #acceptFailed(request: TcpRequest, err: unknown): void {

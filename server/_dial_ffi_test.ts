@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dialTcpFfi, learnTcpConn } from "./_dial_ffi.ts";
+import { dialTcpFfi, dialTcpNow, FfiTcpConn, learnTcpConn } from "./_dial_ffi.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -64,6 +64,29 @@ Deno.test("dialTcpFfi", async (t) => {
       conn.close();
     }
   });
+
+  await t.step(
+    "dialTcpNow: connected within the call, a Deno connection on first use",
+    async () => {
+      const dial = dialTcpNow("127.0.0.1", port);
+      if (dial === null) return; // no FFI here (see above)
+      assert.ok(dial instanceof FfiTcpConn, String(dial));
+      assert.equal(dial.connected, true, "loopback connects within the call");
+      const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+      const before = fds();
+      // Closed before any use: the descriptor goes at once, without Deno.
+      dial.close();
+      dial.close();
+      assert.equal(fds(), before - 1);
+      await assert.rejects(dial.read(new Uint8Array(1)), Deno.errors.BadResource);
+      const used = dialTcpNow("127.0.0.1", port) as FfiTcpConn;
+      assert.equal(await used.write(encoder.encode("lazy")), 4);
+      await used.closeWrite();
+      assert.equal(await readAll(used.conn), "echo:lazy");
+      used.close();
+      used.close();
+    },
+  );
 
   await t.step("a refused port rejects with ConnectionRefused", async () => {
     const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });

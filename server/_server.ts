@@ -176,6 +176,7 @@ class RunningServer implements Server {
     this.#conns = new Connections({
       peers: this.#peers,
       poller: this.#poller,
+      flush: () => this.#socket.flush?.(),
       log: this.#log,
       pendingStreams: options.limits?.pendingStreams ?? 256,
       onTcp: options.onTcp,

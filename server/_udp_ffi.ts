@@ -863,6 +863,10 @@ class FfiUdpSocket implements UdpSocket {
     }
   }
 
+  flush(): void {
+    this.#flush();
+  }
+
   stats(): UdpSocketStats {
     this.#flush();
     return { ...this.#counters };

@@ -28,10 +28,10 @@ import {
 } from "./policy.ts";
 import { LogLimiter } from "./_log_limit.ts";
 import { unrefTimer } from "./_timers.ts";
-import { positiveInteger } from "./_util.ts";
+import { isIpv4Mapped, positiveInteger } from "./_util.ts";
+import { parseIp } from "@wgstack/wireguard";
 import {
   associateUdp,
-  canonical,
   dialThrough,
   openDirectUdp,
   parseUpstream,
@@ -42,7 +42,7 @@ import {
 import { type FirstBytes, type HostnameSource, sniffFirstBytes } from "./sniff.ts";
 import { QuicSniffer } from "./_sniff_quic.ts";
 import { DomainRules } from "./domains.ts";
-import { dialTcpFfi, learnTcpConn } from "./_dial_ffi.ts";
+import { dialTcpFfi, dialTcpNow, FfiTcpConn, learnTcpConn } from "./_dial_ffi.ts";
 import {
   blockedAnswer,
   DnsNames,
@@ -111,6 +111,20 @@ export interface ForwardOptions {
   dns?: { hostname: string; port: number };
   /** How a SYN to a refused destination is answered: `"rst"` (default) or `"icmp"` (administratively prohibited). */
   refuseWith?: "rst" | "icmp";
+  /**
+   * When a client's SYN is answered. `"after-dial"` (default): once the
+   * destination answered, so a refused port gets a RST and an unreachable
+   * one an ICMP error, as if the client had reached it directly.
+   * `"immediate"`: at once for every destination the policy and the limits
+   * allow, while the dial runs (the client's first bytes wait, bounded by
+   * the receive window); a dial that fails then resets the established
+   * connection ({@linkcode ForwarderStats.resetAfterAccept}). This saves
+   * the client the dial on every connect, at the cost that a closed or
+   * unreachable port looks open until the reset (port scans see every
+   * allowed port open; happy-eyeballs clients and retry logic that act on
+   * a connect error see a reset after connecting instead).
+   */
+  synAck?: "after-dial" | "immediate";
   /** Dial timeout in ms. Default 10 000. */
   connectTimeoutMs?: number;
   /** What a dial timeout answers: `"icmp"` (default, host unreachable) or `"rst"`. */
@@ -169,6 +183,12 @@ export interface ForwarderStats {
   tcpRefused: number;
   /** TCP dials that timed out or found no route. */
   tcpUnreachable: number;
+  /**
+   * Connections accepted before their dial (`synAck: "immediate"`) that
+   * were reset because the dial failed or was cancelled (also counted as
+   * refused, unreachable or evicted).
+   */
+  resetAfterAccept: number;
   /** Dials cancelled because a newer dial needed the slot. */
   dialsEvicted: number;
   /** SYNs that joined a dial already running for their 4-tuple. */
@@ -300,22 +320,62 @@ export async function defaultConnect(
   // when the kernel connected within the call; see _dial_ffi.ts).
   const fast = dialTcpFfi(hostname, port, signal);
   if (fast !== null) return await fast;
+  return await connectDeno(hostname, port, signal);
+}
+
+/** `Deno.connect` with Nagle's algorithm off (the FFI dial learns Deno's connection class from it). */
+async function connectDeno(
+  hostname: string,
+  port: number,
+  signal: AbortSignal,
+): Promise<Deno.TcpConn> {
   const conn = await Deno.connect({ hostname, port, signal, autoSelectFamily: false });
   conn.setNoDelay(true);
   learnTcpConn(conn);
   return conn;
 }
 
+function closeQuietly(conn: UpstreamConn): void {
+  try {
+    conn.close();
+  } catch {
+    // closed already
+  }
+}
+
+/** `bytes`, or the IPv4 address an IPv4-mapped IPv6 address carries. */
+function unmapped(bytes: Uint8Array): Uint8Array {
+  return bytes.length === 16 && isIpv4Mapped(bytes) ? bytes.subarray(12) : bytes;
+}
+
+/** The 4-tuple key of a connection's dial. */
+function dialKey(info: FlowInfo): string {
+  const { source: s, destination: d } = info;
+  return `${s.address}|${s.port}|${d.address}|${d.port}`;
+}
+
+/**
+ * A dial in the table (its slot and socket counted). A deferred one
+ * (`synAck: "immediate"`) has only this record until it runs: the parts
+ * below that are marked "once running" come with {@linkcode Forwarder.#runDial}.
+ */
 interface Dial {
   key: string;
   peer: string;
-  abort: AbortController;
   /** Bumped by each SYN request that joins; only the latest gets the upstream. */
   generation: number;
-  promise: Promise<UpstreamConn>;
-  /** `promise`, or a rejection as soon as the dial is cancelled (its waiters need not wait for the socket). */
-  settled: Promise<UpstreamConn>;
-  cancel: (reason: Error) => void;
+  /** Once running: aborts the dial. */
+  abort: AbortController | undefined;
+  /** Once running: `promise`, or a rejection as soon as the dial is cancelled (its waiters need not wait for the socket). */
+  settled: Promise<UpstreamConn> | undefined;
+  /** Once running: rejects `settled`. */
+  cancel: ((reason: Error) => void) | undefined;
+  /** Once running: the timeout. */
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Told when the dial is cancelled before it ran. */
+  cancelledEarly: ((reason: Error) => void) | undefined;
+  /** The dial itself settled (its slot is a connection's now, or released). */
+  done: boolean;
   evicted: boolean;
   timedOut: boolean;
   started: number;
@@ -344,11 +404,13 @@ export class Forwarder {
   #log: LogLimiter;
   #rawLog: (record: ServeLogRecord) => void;
   #policy: DestinationPolicy;
-  #local: Set<string>;
+  /** The server's tunnel addresses (IPv4-mapped ones as IPv4). */
+  #local: Uint8Array[];
   #dns?: { hostname: string; port: number };
   #refuseWith: "rst" | "icmp-prohibited";
   #timeoutMs: number;
   #onTimeout: "icmp" | "rst";
+  #immediate: boolean;
   #idleMs: number;
   #dnsIdleMs: number;
   #limits: Required<ForwardLimits>;
@@ -384,6 +446,7 @@ export class Forwarder {
     tcpAccepted: 0,
     tcpRefused: 0,
     tcpUnreachable: 0,
+    resetAfterAccept: 0,
     dialsEvicted: 0,
     dialsJoined: 0,
     limitRefused: 0,
@@ -404,11 +467,24 @@ export class Forwarder {
       tunnelSubnets: options.tunnelSubnets,
       interfaces: options.interfaces,
     });
-    this.#local = new Set((options.localAddresses ?? []).map(canonical));
+    this.#local = [];
+    for (const text of options.localAddresses ?? []) {
+      const bytes = parseIp(text.split("%")[0]);
+      if (bytes) this.#local.push(unmapped(bytes));
+    }
     this.#dns = options.dns;
     this.#refuseWith = options.refuseWith === "icmp" ? "icmp-prohibited" : "rst";
     this.#timeoutMs = options.connectTimeoutMs ?? 10_000;
     this.#onTimeout = options.onTimeout ?? "icmp";
+    if (
+      options.synAck !== undefined && options.synAck !== "after-dial" &&
+      options.synAck !== "immediate"
+    ) {
+      throw new RangeError(
+        `synAck is "after-dial" or "immediate", not ${JSON.stringify(options.synAck)}`,
+      );
+    }
+    this.#immediate = options.synAck === "immediate";
     this.#idleMs = options.tcpIdleTimeoutMs ?? 7_440_000;
     this.#dnsIdleMs = options.dnsIdleMs ?? 10_000;
     this.#limits = forwardLimits(options.limits);
@@ -515,12 +591,27 @@ export class Forwarder {
    * server's tunnel address has only its DNS service.
    */
   #target(destination: UdpEndpoint): { hostname: string; port: number } | RefusalReason {
-    if (this.#local.size > 0 && this.#local.has(canonical(destination.address))) {
+    // Parsed once, here: the policy takes the bytes.
+    const text = destination.address;
+    const bytes = parseIp(text.includes("%") ? text.slice(0, text.indexOf("%")) : text);
+    if (!bytes) return this.#policy.check(text, destination.port) ?? "malformed";
+    if (this.#local.length > 0 && this.#isLocal(bytes)) {
       if (destination.port === 53 && this.#dns) return this.#dns;
       return "tunnel";
     }
-    const reason = this.#policy.check(destination.address, destination.port);
+    const reason = this.#policy.check(bytes, destination.port);
     return reason ?? { hostname: destination.address, port: destination.port };
+  }
+
+  #isLocal(bytes: Uint8Array): boolean {
+    const address = unmapped(bytes);
+    for (const local of this.#local) {
+      if (local.length !== address.length) continue;
+      let i = 0;
+      while (i < address.length && local[i] === address[i]) i++;
+      if (i === address.length) return true;
+    }
+    return false;
   }
 
   /**
@@ -588,11 +679,14 @@ export class Forwarder {
   /** Cancels a dial now: its slot and socket count are free at once, its waiters answer "drop". */
   #cancelDial(dial: Dial, reason: Error): void {
     this.#forgetDial(dial);
-    if (dial.evicted) return;
+    if (dial.evicted || dial.done) return;
     dial.evicted = true;
+    clearTimeout(dial.timer);
     this.#release(dial.peer);
-    dial.cancel(reason);
-    dial.abort.abort(reason);
+    if (dial.cancel) {
+      dial.cancel(reason);
+      dial.abort!.abort(reason);
+    } else dial.cancelledEarly?.(reason);
   }
 
   #forgetDial(dial: Dial): void {
@@ -620,8 +714,28 @@ export class Forwarder {
    * {@linkcode ForwardOptions.onTimeout}) when the dial timed out or found
    * no route; `"drop"` when the dial was evicted or a newer SYN for the same
    * 4-tuple took it over. One dial runs per 4-tuple.
+   *
+   * With {@linkcode ForwardOptions.synAck} `"immediate"`, an allowed
+   * destination is accepted before its dial, which runs once the upstream is
+   * first used (the relay waits for it; see {@linkcode Forwarder.relay}).
    */
-  async accept(info: FlowInfo): Promise<TcpDial> {
+  accept(info: FlowInfo): Promise<TcpDial> {
+    try {
+      return Promise.resolve(this.decide(info));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * {@linkcode Forwarder.accept}, without a promise where the answer is known
+   * at once: a refusal by the policy, the domain rules or a limit; a dial
+   * that connected within its call (the default dial on Linux, when the
+   * destination answers as fast as on a LAN or loopback); with `synAck:
+   * "immediate"`, every admitted connection. The SYN-ACK can then leave in
+   * the same turn of the event loop, before anything else is set up.
+   */
+  decide(info: FlowInfo): TcpDial | Promise<TcpDial> {
     if (this.#closed) return { decision: "rst" };
     const target = this.#target(info.destination);
     if (typeof target === "string") {
@@ -632,86 +746,171 @@ export class Forwarder {
     const named: ForwardFlowInfo = target === this.#dns ? info : this.#named(info);
     if (this.#domainDenied(named, "tcp")) return { decision: this.#refuseWith };
     const proxy = target === this.#dns ? undefined : this.#upstream?.(named);
-    const key =
-      `${info.source.address}|${info.source.port}|${info.destination.address}|${info.destination.port}`;
-    let dial = this.#dials.get(key);
-    if (dial) {
-      this.#stats.dialsJoined++;
-      dial.generation++;
-    } else {
-      const peer = info.peer.publicKey;
-      if (!this.#admit(peer)) {
-        this.#stats.limitRefused++;
-        this.#logRefused(info, "rst", "upstream socket limit");
-        return { decision: "rst" };
+    const peer = info.peer.publicKey;
+    let key: string | undefined;
+    if (this.#dials.size > 0) {
+      // A retransmitted SYN of a dial still running joins it.
+      key = dialKey(info);
+      const dial = this.#dials.get(key);
+      if (dial && !this.#immediate) {
+        this.#stats.dialsJoined++;
+        dial.generation++;
+        return this.#awaitDial(dial, info, named, proxy);
       }
-      const abort = new AbortController();
-      const promise = proxy
-        ? dialThrough(
-          proxy,
-          { address: target.hostname, port: target.port, hostname: named.hostname },
-          { signal: abort.signal, connect: this.#connect },
-        )
-        : this.#connect(target.hostname, target.port, abort.signal);
-      if (proxy) this.#stats.proxied++;
-      let cancel!: (reason: Error) => void;
-      const cancelled = new Promise<never>((_, reject) => cancel = reject);
-      cancelled.catch(() => {});
-      const d: Dial = {
-        key,
-        peer,
-        abort,
-        generation: 0,
-        promise,
-        settled: Promise.race([promise, cancelled]),
-        cancel,
-        evicted: false,
-        timedOut: false,
-        started: performance.now(),
-      };
-      dial = d;
-      const timer = setTimeout(() => {
-        d.timedOut = true;
-        abort.abort(new Deno.errors.TimedOut(`timed out after ${this.#timeoutMs} ms`));
-      }, this.#timeoutMs);
-      this.#dials.set(key, d);
-      this.#use(peer).dials.set(key, d);
-      this.#take(peer);
-      promise.then((conn) => {
-        // The dial slot becomes a connection's socket; the relay releases it.
-        // Nobody takes a connection that arrives after an eviction: close it.
-        if (d.evicted) conn.close();
-      }, () => {
-        if (!d.evicted) this.#release(peer);
-      }).finally(() => {
-        clearTimeout(timer);
-        this.#forgetDial(d);
-      });
+      // Immediate mode: the SYN of a new connection on the tuple ends the older one.
+      if (dial) {
+        this.#cancelDial(dial, new DOMException("A newer SYN took the tuple", "AbortError"));
+      }
     }
+    if (!this.#admit(peer)) {
+      this.#stats.limitRefused++;
+      this.#logRefused(info, "rst", "upstream socket limit");
+      return { decision: "rst" };
+    }
+    const started = performance.now();
+    const direct = !proxy && this.#connect === defaultConnect;
+    if (this.#immediate) {
+      // Only the dial's record now; it runs once the upstream is first used
+      // (after the SYN-ACK left).
+      const dial = this.#registerDial(key ?? dialKey(info), peer, started);
+      const upstream = new PendingUpstream(
+        dial,
+        () =>
+          this.#runDial(
+            dial,
+            (signal) =>
+              direct
+                ? this.#dialDirect(target, signal)
+                : this.#dialVia(target, named, proxy, signal),
+          ),
+        (conn) => this.#dialled(conn, dial.started, peer, named, proxy),
+        (error) => this.#resetAfterDial(info, dial, error),
+        () => this.#cancelDial(dial, new DOMException("The connection ended", "AbortError")),
+      );
+      return { decision: "accept", upstream, hostname: named.hostname };
+    }
+    if (direct) {
+      // The kernel often connects within the call (loopback, veth, a LAN):
+      // then the answer is known now, without a dial record or timer.
+      const now = dialTcpNow(target.hostname, target.port);
+      if (now instanceof FfiTcpConn && now.connected) {
+        this.#take(peer);
+        const upstream = this.#dialled(now, started, peer, named, proxy);
+        return { decision: "accept", upstream, hostname: named.hostname };
+      }
+      if (now instanceof Error) return this.#dialFailed(info, now, false);
+      const dial = this.#registerDial(key ?? dialKey(info), peer, started);
+      this.#runDial(
+        dial,
+        (signal) => now ? now.wait(signal) : connectDeno(target.hostname, target.port, signal),
+      );
+      return this.#awaitDial(dial, info, named, proxy);
+    }
+    const dial = this.#registerDial(key ?? dialKey(info), peer, started);
+    this.#runDial(dial, (signal) => this.#dialVia(target, named, proxy, signal));
+    return this.#awaitDial(dial, info, named, proxy);
+  }
+
+  /** The default dial: through libc where it can, else `Deno.connect`. */
+  #dialDirect(
+    target: { hostname: string; port: number },
+    signal: AbortSignal,
+  ): Promise<UpstreamConn> {
+    const now = dialTcpNow(target.hostname, target.port);
+    if (now === null) return connectDeno(target.hostname, target.port, signal);
+    if (now instanceof Error) return Promise.reject(now);
+    return now.connected ? Promise.resolve(now) : now.wait(signal);
+  }
+
+  /** The dial through the `connect` option or a proxy. */
+  #dialVia(
+    target: { hostname: string; port: number },
+    named: ForwardFlowInfo,
+    proxy: UpstreamProxy | undefined,
+    signal: AbortSignal,
+  ): Promise<UpstreamConn> {
+    if (!proxy) return this.#connect(target.hostname, target.port, signal);
+    this.#stats.proxied++;
+    return dialThrough(
+      proxy,
+      { address: target.hostname, port: target.port, hostname: named.hostname },
+      { signal, connect: this.#connect },
+    );
+  }
+
+  /** Puts a dial in the table: its slot and its socket are taken now. */
+  #registerDial(key: string, peer: string, started: number): Dial {
+    const d: Dial = {
+      key,
+      peer,
+      generation: 0,
+      abort: undefined,
+      settled: undefined,
+      cancel: undefined,
+      timer: undefined,
+      cancelledEarly: undefined,
+      done: false,
+      evicted: false,
+      timedOut: false,
+      started,
+    };
+    this.#dials.set(key, d);
+    this.#use(peer).dials.set(key, d);
+    this.#take(peer);
+    return d;
+  }
+
+  /**
+   * Runs a registered dial under its timeout; returns its `settled`. A
+   * cancelled dial does not run.
+   */
+  #runDial(d: Dial, run: (signal: AbortSignal) => Promise<UpstreamConn>): Promise<UpstreamConn> {
+    if (d.evicted) return Promise.reject(new DOMException("The dial was cancelled", "AbortError"));
+    const abort = d.abort = new AbortController();
+    let promise: Promise<UpstreamConn>;
+    try {
+      promise = run(abort.signal);
+    } catch (error) {
+      promise = Promise.reject(error);
+    }
+    const cancelled = new Promise<never>((_, reject) => d.cancel = reject);
+    cancelled.catch(() => {});
+    const settled = d.settled = Promise.race([promise, cancelled]);
+    const timer = d.timer = setTimeout(() => {
+      d.timedOut = true;
+      abort.abort(new Deno.errors.TimedOut(`timed out after ${this.#timeoutMs} ms`));
+    }, this.#timeoutMs);
+    const settle = () => {
+      d.done = true;
+      clearTimeout(timer);
+      this.#forgetDial(d);
+    };
+    promise.then((conn) => {
+      settle();
+      // The dial slot becomes a connection's socket; the relay releases it.
+      // Nobody takes a connection that arrives after an eviction: close it.
+      if (d.evicted) closeQuietly(conn);
+    }, () => {
+      settle();
+      if (!d.evicted) this.#release(d.peer);
+    });
+    return settled;
+  }
+
+  /** Waits for `dial` and answers this request's SYN (`"drop"` when a newer SYN took it over). */
+  async #awaitDial(
+    dial: Dial,
+    info: FlowInfo,
+    named: ForwardFlowInfo,
+    proxy: UpstreamProxy | undefined,
+  ): Promise<TcpDial> {
     const mine = dial.generation;
     let conn: UpstreamConn;
     try {
-      conn = await dial.settled;
+      conn = await dial.settled!;
     } catch (error) {
       if (dial.evicted || mine !== dial.generation) return { decision: "drop" };
-      const timedOut = dial.timedOut;
-      const decision = timedOut
-        ? this.#onTimeout
-        : error instanceof ProxyError
-        ? error.answer
-        : error instanceof Deno.errors.ConnectionRefused
-        ? "rst"
-        : "icmp";
-      if (decision === "rst" && !timedOut) this.#stats.tcpRefused++;
-      else this.#stats.tcpUnreachable++;
-      this.#logRefused(
-        info,
-        decision,
-        timedOut
-          ? `timed out after ${this.#timeoutMs} ms`
-          : `${errorName(error)}: ${errorText(error)}`,
-      );
-      return { decision };
+      return this.#dialFailed(info, error, dial.timedOut);
     }
     if (dial.evicted || mine !== dial.generation) return { decision: "drop" };
     if (this.#closed) {
@@ -719,14 +918,64 @@ export class Forwarder {
       this.#release(dial.peer);
       return { decision: "rst" };
     }
-    const dialMs = performance.now() - dial.started;
+    const upstream = this.#dialled(conn, dial.started, dial.peer, named, proxy);
+    return { decision: "accept", upstream, hostname: named.hostname };
+  }
+
+  /** The answer to a SYN whose dial failed (counted and logged). */
+  #dialFailed(info: FlowInfo, error: unknown, timedOut: boolean): TcpDial {
+    const decision = this.#failureAnswer(error, timedOut);
+    if (decision === "rst" && !timedOut) this.#stats.tcpRefused++;
+    else this.#stats.tcpUnreachable++;
+    this.#logRefused(info, decision, this.#failureReason(error, timedOut));
+    return { decision };
+  }
+
+  #failureAnswer(error: unknown, timedOut: boolean): "rst" | "icmp" | "icmp-prohibited" {
+    return timedOut
+      ? this.#onTimeout
+      : error instanceof ProxyError
+      ? error.answer
+      : error instanceof Deno.errors.ConnectionRefused
+      ? "rst"
+      : "icmp";
+  }
+
+  #failureReason(error: unknown, timedOut: boolean): string {
+    return timedOut
+      ? `timed out after ${this.#timeoutMs} ms`
+      : `${errorName(error)}: ${errorText(error)}`;
+  }
+
+  /**
+   * A connection accepted before its dial (`synAck: "immediate"`) whose dial
+   * failed or was cancelled: counted and logged; its relay resets the client.
+   */
+  #resetAfterDial(info: FlowInfo, dial: Dial, error: unknown): void {
+    this.#stats.resetAfterAccept++;
+    if (dial.evicted) return; // counted as evicted
+    const answer = this.#failureAnswer(error, dial.timedOut);
+    if (answer === "rst" && !dial.timedOut) this.#stats.tcpRefused++;
+    else this.#stats.tcpUnreachable++;
+    this.#logRefused(info, "reset", this.#failureReason(error, dial.timedOut));
+  }
+
+  /** The accepted upstream of a dial that connected (the slot it took becomes the connection's). */
+  #dialled(
+    conn: UpstreamConn,
+    started: number,
+    peer: string,
+    named: ForwardFlowInfo,
+    proxy: UpstreamProxy | undefined,
+  ): DialledUpstream {
+    const dialMs = performance.now() - started;
     this.#observeDial(dialMs / 1000);
-    // No closure over this call's scope: a connection keeps only its socket,
+    // No closure over the caller's scope: a connection keeps only its socket,
     // not the dial that made it.
-    const upstream = new DialledUpstream(conn, dialMs, this.#releasePeer, dial.peer);
+    const upstream = new DialledUpstream(conn, dialMs, this.#releasePeer, peer);
     upstream.hostname = named.hostname;
     upstream.via = proxy?.label;
-    return { decision: "accept", upstream, hostname: named.hostname };
+    return upstream;
   }
 
   #observeDial(seconds: number): void {
@@ -764,6 +1013,20 @@ export class Forwarder {
   }
 
   #startRelay(stream: TcpStream, upstream: UpstreamConn, resolve?: () => void): void {
+    if (upstream instanceof PendingUpstream) {
+      // Accepted before its dial: the client's bytes wait in its receive
+      // window until the upstream is there; a failed dial resets the client.
+      if (upstream.upstream) return this.#startRelay(stream, upstream.upstream, resolve);
+      upstream.start();
+      upstream.ready.then(
+        () => this.#startRelay(stream, upstream.upstream!, resolve),
+        () => {
+          stream.reset();
+          resolve?.();
+        },
+      );
+      return;
+    }
     if (this.#closed) {
       upstream.close();
       stream.reset();
@@ -1124,6 +1387,91 @@ class DialledUpstream implements UpstreamConn {
     this.#release = null;
     release(this.#peer);
     this.#conn.close();
+  }
+}
+
+/**
+ * The upstream of a connection accepted before its dial (`synAck:
+ * "immediate"`): the dial runs on first use (or {@linkcode start}), reads
+ * and writes wait for it; `ready` rejects when it failed or was cancelled.
+ */
+class PendingUpstream implements UpstreamConn {
+  /** The connected upstream, once there is one. */
+  upstream: DialledUpstream | null = null;
+  #dial: Dial;
+  #run: () => Promise<UpstreamConn>;
+  #connected: (conn: UpstreamConn) => DialledUpstream;
+  #failed: (error: unknown) => void;
+  #cancel: () => void;
+  #ready: Promise<void> | null = null;
+  /** Why the dial was cancelled before it ran. */
+  #cancelled: Error | null = null;
+  #closed = false;
+  constructor(
+    dial: Dial,
+    run: () => Promise<UpstreamConn>,
+    connected: (conn: UpstreamConn) => DialledUpstream,
+    failed: (error: unknown) => void,
+    cancel: () => void,
+  ) {
+    this.#dial = dial;
+    this.#run = run;
+    this.#connected = connected;
+    this.#failed = failed;
+    this.#cancel = cancel;
+    dial.cancelledEarly = (reason) => {
+      this.#cancelled = reason;
+      if (!this.#closed) failed(reason);
+    };
+  }
+  /** Resolves once connected (then {@linkcode upstream} is set); runs the dial. */
+  get ready(): Promise<void> {
+    if (this.#ready) return this.#ready;
+    if (this.#cancelled) {
+      // (Counted when it was cancelled.)
+      this.#ready = Promise.reject(this.#cancelled);
+      this.#ready.catch(() => {});
+      return this.#ready;
+    }
+    const dial = this.#dial;
+    this.#ready = this.#run().then((conn) => {
+      // (An eviction that raced the connect: the dial closed the socket.)
+      if (dial.evicted) throw new DOMException("The dial was evicted", "AbortError");
+      const upstream = this.#connected(conn);
+      if (this.#closed) {
+        upstream.close();
+        throw new DOMException("The connection ended", "AbortError");
+      }
+      this.upstream = upstream;
+    });
+    this.#ready.catch((error) => {
+      if (!this.#closed) this.#failed(error);
+    });
+    return this.#ready;
+  }
+  /** Runs the dial (once). */
+  start(): void {
+    void this.ready;
+  }
+  #whenConnected(): Promise<DialledUpstream> {
+    return this.ready.then(() => this.upstream!);
+  }
+  read(p: Uint8Array): Promise<number | null> {
+    return this.upstream ? this.upstream.read(p) : this.#whenConnected().then((u) => u.read(p));
+  }
+  write(p: Uint8Array): Promise<number> {
+    return this.upstream ? this.upstream.write(p) : this.#whenConnected().then((u) => u.write(p));
+  }
+  closeWrite(): Promise<void> {
+    return this.upstream
+      ? this.upstream.closeWrite()
+      : this.#whenConnected().then((u) => u.closeWrite());
+  }
+  close(): void {
+    if (this.upstream) return this.upstream.close();
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#cancel();
   }
 }
 

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { Forwarder, type ForwardOptions, relayTcp, type UpstreamConn } from "./forward.ts";
+import {
+  Forwarder,
+  type ForwardOptions,
+  relayTcp,
+  type TcpDial,
+  type UpstreamConn,
+} from "./forward.ts";
 import { parsePolicyRule } from "./policy.ts";
 import type { PeerInfo, ServeLogRecord, TcpStream, UdpStream } from "./serve.ts";
 import { requirement } from "../tests/_skip.ts";
@@ -620,6 +626,202 @@ function fakeUdp(destination: { address: string; port: number }) {
     clientReader: toClient.readable.getReader(),
   };
 }
+
+Deno.test("Forwarder.decide answers without a promise where it can", async (t) => {
+  await t.step("a refusal by the policy", () => {
+    using fwd = forwarder({});
+    const refused = fwd.decide(to("169.254.169.254", 80));
+    assert.ok(!(refused instanceof Promise));
+    assert.equal(refused.decision, "rst");
+  });
+
+  await t.step({
+    name: "a default dial that connected within its call (loopback, Linux)",
+    ignore: needsLinux.ignore,
+    fn: async () => {
+      needsLinux.assert();
+      using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      using fwd = forwarder({ rules: LOOPBACK });
+      const info = to("127.0.0.1", listener.addr.port);
+      // The first dial goes through Deno.connect (it teaches the FFI dial Deno's connection class).
+      const first = await fwd.accept(info);
+      first.upstream!.close();
+      (await listener.accept()).close();
+      const dial = fwd.decide(to("127.0.0.1", listener.addr.port, { ...source, port: 2 }));
+      assert.ok(!(dial instanceof Promise), "answered in the same turn");
+      assert.equal(dial.decision, "accept");
+      assert.equal(fwd.stats().upstreamSockets, 1);
+      assert.equal(fwd.stats().pendingDials, 0, "no dial record for it");
+      // The socket becomes a Deno connection on first use.
+      const served = listener.accept();
+      await dial.upstream!.write(new TextEncoder().encode("hi"));
+      const conn = await served;
+      const buf = new Uint8Array(2);
+      assert.equal(await conn.read(buf), 2);
+      assert.equal(new TextDecoder().decode(buf), "hi");
+      conn.close();
+      dial.upstream!.close();
+      assert.equal(fwd.stats().upstreamSockets, 0);
+    },
+  });
+});
+
+Deno.test("Forwarder synAck immediate: accepted before the dial", async (t) => {
+  await t.step("an unknown mode is a RangeError", () => {
+    assert.throws(
+      () => new Forwarder({ synAck: "later" as "immediate", interfaces: () => [] }),
+      RangeError,
+    );
+  });
+
+  await t.step("refused destinations are still refused at the SYN", () => {
+    using fwd = forwarder({ synAck: "immediate" });
+    const dial = fwd.decide(to("127.0.0.1", 80));
+    assert.ok(!(dial instanceof Promise));
+    assert.equal(dial.decision, "rst");
+  });
+
+  await t.step("a refused upstream resets the client after establishment", async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    listener.close();
+    const { log, records } = recorder();
+    using fwd = forwarder({ synAck: "immediate", rules: LOOPBACK }, log);
+    const c = fakeTcp({ address: "127.0.0.1", port });
+    const dial = fwd.decide(c.stream);
+    assert.ok(!(dial instanceof Promise), "answered at once");
+    assert.equal(dial.decision, "accept");
+    assert.equal(fwd.stats().pendingDials, 1, "the dial holds its slot");
+    await fwd.relay(c.stream, dial.upstream!);
+    assert.equal(c.resets(), 1);
+    const stats = fwd.stats();
+    assert.equal(stats.resetAfterAccept, 1);
+    assert.equal(stats.tcpRefused, 1);
+    assert.equal(stats.tcpAccepted, 0, "never relayed");
+    assert.equal(stats.upstreamSockets, 0);
+    assert.equal(stats.pendingDials, 0);
+    const refused = records.find((r) => r.event === "tcp-refused")!;
+    assert.equal(refused.answer, "reset");
+    assert.match(String(refused.reason), /ConnectionRefused/);
+  });
+
+  await t.step("bytes the client sends while the dial runs arrive intact", async () => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => open = resolve);
+    let dials = 0;
+    using fwd = forwarder({
+      synAck: "immediate",
+      rules: LOOPBACK,
+      connect: async (hostname, port) => {
+        dials++;
+        await gate;
+        return await Deno.connect({ hostname, port });
+      },
+    });
+    const c = fakeTcp({ address: "127.0.0.1", port: listener.addr.port });
+    const dial = await fwd.accept(c.stream);
+    assert.equal(dial.decision, "accept");
+    assert.equal(dials, 0, "the dial starts when the relay does");
+    const relayed = fwd.relay(c.stream, dial.upstream!);
+    const data = pattern(200_000);
+    const sent = (async () => {
+      for (let i = 0; i < data.length; i += 10_000) {
+        await c.clientWriter.write(data.slice(i, i + 10_000));
+      }
+      await c.clientWriter.close();
+    })();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(dials, 1);
+    assert.equal(fwd.stats().pendingDials, 1);
+    open();
+    const conn = await listener.accept();
+    const got = await readConn(conn);
+    await sent;
+    assert.equal(got.length, data.length);
+    assert.deepEqual(got, data);
+    await relayed;
+    assert.equal(fwd.stats().tcpAccepted, 1);
+    assert.equal(fwd.stats().upstreamSockets, 0);
+  });
+
+  await t.step("the dial limits hold: the peer's oldest pending dial is cancelled", async () => {
+    const calls = { aborted: 0, started: 0 };
+    using fwd = forwarder({
+      synAck: "immediate",
+      connect: hangingConnect(calls),
+      limits: { pendingDials: 100, peerPendingDials: 2, upstreamSockets: 100 },
+    });
+    const clients = [1, 2, 3].map(() => fakeTcp({ address: "192.0.2.1", port: 80 }));
+    const relays: Promise<void>[] = [];
+    for (const [i, c] of clients.entries()) {
+      const dial = fwd.decide({ ...c.stream, source: { ...source, port: i + 1 } });
+      assert.ok(!(dial instanceof Promise));
+      assert.equal(dial.decision, "accept");
+      relays.push(fwd.relay(c.stream, dial.upstream!));
+    }
+    await relays[0];
+    assert.equal(clients[0].resets(), 1, "the evicted dial's client is reset");
+    let stats = fwd.stats();
+    assert.equal(stats.pendingDials, 2);
+    assert.equal(stats.dialsEvicted, 1);
+    assert.equal(stats.resetAfterAccept, 1);
+    assert.equal(stats.upstreamSockets, 2);
+    fwd.close();
+    await Promise.all(relays);
+    assert.deepEqual(clients.map((c) => c.resets()), [1, 1, 1]);
+    stats = fwd.stats();
+    assert.equal(stats.upstreamSockets, 0);
+    assert.equal(stats.pendingDials, 0);
+  });
+
+  await t.step("pending dials give way to newer ones; a closed upstream frees its slot", () => {
+    const calls = { aborted: 0, started: 0 };
+    using fwd = forwarder({
+      synAck: "immediate",
+      connect: hangingConnect(calls),
+      limits: { upstreamSockets: 2, peerUpstreamSockets: 2, pendingDials: 4, peerPendingDials: 4 },
+    });
+    const one = fwd.decide(to("192.0.2.1", 80, { ...source, port: 1 })) as TcpDial;
+    const two = fwd.decide(to("192.0.2.1", 80, { ...source, port: 2 })) as TcpDial;
+    assert.equal(two.decision, "accept");
+    const three = fwd.decide(to("192.0.2.1", 80, { ...source, port: 3 })) as TcpDial;
+    assert.equal(three.decision, "accept");
+    assert.equal(fwd.stats().upstreamSockets, 2);
+    assert.equal(fwd.stats().dialsEvicted, 1);
+    one.upstream!.close();
+    two.upstream!.close();
+    three.upstream!.close();
+    assert.equal(fwd.stats().upstreamSockets, 0);
+    assert.equal(fwd.stats().pendingDials, 0);
+    assert.equal(calls.started, 0, "never dialled (nobody used the upstreams)");
+  });
+
+  await t.step("the socket cap refuses at the SYN once connections hold the sockets", async () => {
+    const closed = { n: 0 };
+    const { log, records } = recorder();
+    using fwd = forwarder({
+      synAck: "immediate",
+      connect: () => Promise.resolve(fakeUpstream(closed)),
+      limits: { upstreamSockets: 2, peerUpstreamSockets: 2, pendingDials: 2, peerPendingDials: 2 },
+    }, log);
+    const dials = [1, 2].map((port) => fwd.decide(to("192.0.2.1", 80, { ...source, port })));
+    for (const dial of dials as TcpDial[]) {
+      assert.equal(dial.decision, "accept");
+      assert.equal(await dial.upstream!.write(new Uint8Array(1)), 1, "waits for the dial");
+    }
+    assert.equal(fwd.stats().pendingDials, 0);
+    const refused = fwd.decide(to("192.0.2.1", 80, { ...source, port: 3 })) as TcpDial;
+    assert.equal(refused.decision, "rst");
+    assert.equal(fwd.stats().limitRefused, 1);
+    assert.equal(records.at(-1)?.reason, "upstream socket limit");
+    (dials[0] as TcpDial).upstream!.close();
+    assert.equal(closed.n, 1);
+    const next = fwd.decide(to("192.0.2.1", 80, { ...source, port: 4 })) as TcpDial;
+    assert.equal(next.decision, "accept");
+    assert.equal(fwd.stats().upstreamSocketsPeak, 2);
+  });
+});
 
 Deno.test("Forwarder UDP", async (t) => {
   await t.step("relays both ways, filters strangers, logs the flow", async () => {

@@ -57,6 +57,12 @@ export interface UdpSocket {
   listen(onDatagram: (data: Uint8Array, from: UdpEndpoint) => void): Promise<void>;
   /** Sends `data` (copied) to `to`; never throws for network errors. */
   send(data: Uint8Array, to: UdpEndpoint): void;
+  /**
+   * Hands what `send` queued to the OS now (optional: for sockets that
+   * batch their sends; the server calls it where latency matters more than
+   * batching, e.g. after a SYN-ACK).
+   */
+  flush?(): void;
   /** Counters. */
   stats(): UdpSocketStats;
   /** Closes the socket; `listen` resolves. */

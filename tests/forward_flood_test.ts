@@ -47,12 +47,19 @@ async function httpGet(client: TestClient, host: string, port: number): Promise<
   return await new Response(conn.readable).text();
 }
 
-Deno.test({
-  name: "forward: a 20,000-SYN flood to a black hole stays under the caps; another peer works",
-  ignore: netns.ignore,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+for (const synAck of ["after-dial", "immediate"] as const) {
+  Deno.test({
+    name: `forward (synAck ${synAck}): a 20,000-SYN flood to a black hole stays under the caps; ` +
+      "another peer works",
+    ignore: netns.ignore,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: () => flood(synAck),
+  });
+}
+
+async function flood(synAck: "after-dial" | "immediate"): Promise<void> {
+  {
     netns.assert();
     await using stack = new AsyncDisposableStack();
     const target = stack.use(await Netns.create("fl"));
@@ -81,7 +88,7 @@ Deno.test({
         { publicKey: publicKey(keys[0]), allowedIps: [`${A4}/32`], name: "flooder" },
         { publicKey: publicKey(keys[1]), allowedIps: [`${B4}/32`], name: "victim" },
       ],
-      forward: { connectTimeoutMs: 3000 },
+      forward: { connectTimeoutMs: 3000, synAck },
       logger: (r) => logs.push(r),
       shutdownTimeout: 500,
     });
@@ -137,6 +144,11 @@ Deno.test({
     );
     const refusedLines = logs.filter((r) => r.event === "tcp-refused").length;
     assert.ok(refusedLines < 200, `${refusedLines} tcp-refused lines for ${SYNS} SYNs`);
+    if (synAck === "immediate") {
+      // Every SYN was answered at once; the evicted dials reset their connections.
+      assert.ok(during.resetAfterAccept > 0, JSON.stringify(during));
+      assert.ok(during.resetAfterAccept >= during.dialsEvicted - limits.pendingDials);
+    }
 
     // The dials time out (3 s) and are released.
     await waitFor(
@@ -149,14 +161,14 @@ Deno.test({
     assert.match(await httpGet(victim, host, 8080), /^HTTP\/1\.0 200/, "works after the flood");
     const after = server.stats().forward!;
     console.log(
-      `SYN flood: ${SYNS} SYNs; pending dials cap ${limits.pendingDials}, upstream cap ${limits.upstreamSockets}; ` +
+      `SYN flood (synAck ${synAck}): ${SYNS} SYNs; pending dials cap ${limits.pendingDials}, upstream cap ${limits.upstreamSockets}; ` +
         `upstream sockets peak ${after.upstreamSocketsPeak}, dials evicted ${after.dialsEvicted}; ` +
         `fds ${fdsBefore} → peak ${fdsPeak}; RSS ${(rssBefore / 2 ** 20).toFixed(0)} → peak ${
           (rssPeak / 2 ** 20).toFixed(0)
-        } MiB; tcp-refused log lines ${refusedLines}`,
+        } MiB; tcp-refused log lines ${refusedLines}; resets after accept ${after.resetAfterAccept}`,
     );
-  },
-});
+  }
+}
 
 Deno.test({
   name: "forward: keepalive reaps a vanished client's connection, the idle timeout an idle one",
