@@ -12,10 +12,14 @@
  * that wait is the client's connect time. Here a check right after
  * `connect` sees such a connection at once, and the SYN-ACK can go out in the
  * same turn (`getpeername` succeeds once connected). Otherwise the
- * connecting socket goes to Deno at once and a zero-length write waits for
- * it on Deno's event loop (no thread per dial); an abort closes it. Measured (server_bench --breakdown, 3 alternating runs each,
- * load average ~5): SYN in → SYN-ACK out 0.235–0.281 ms median with this
- * dial, 0.300–0.352 ms with `Deno.connect` (`WGSTACK_DIAL=deno`).
+ * connecting socket goes to Deno and a zero-length write waits for it on
+ * Deno's event loop (no thread per dial); an abort closes it. Measured
+ * (server_bench --breakdown, 3 alternating runs each, load average ~5): SYN
+ * in → SYN-ACK out 0.235–0.281 ms median with this dial, 0.300–0.352 ms with
+ * `Deno.connect` (`WGSTACK_DIAL=deno`). {@linkcode dialTcpNow} answers
+ * without a promise, and its {@linkcode FfiTcpConn} becomes a Deno
+ * connection only on first use, so the forwarder answers the SYN within the
+ * receive and wraps the socket after the SYN-ACK left: 0.12–0.14 ms.
  *
  * The connected descriptor becomes a `Deno.TcpConn` through `node:net`'s
  * handle (`TCPWrap.open(fd)`, then `takeStream()` for its resource id) and

@@ -2,7 +2,9 @@
  * Forwarding: each TCP connection a client opens through the tunnel is
  * dialled at its original destination first (the client gets its SYN-ACK
  * only when that worked, a RST when it was refused, an ICMP unreachable when
- * it timed out), then relayed both ways with backpressure and half-close.
+ * it timed out), then relayed both ways with backpressure and half-close
+ * (with `synAck: "immediate"` the SYN-ACK goes first and a failed dial
+ * resets the connection, see {@linkcode ForwardOptions.synAck}).
  * Each UDP flow gets its own socket towards its destination. DNS to the
  * server's tunnel address goes to a resolver.
  *
