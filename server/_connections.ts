@@ -162,8 +162,7 @@ export class Connections {
       // The dialled upstream goes straight to this connection's relay, set
       // up after the SYN-ACK has left (the client waits for it). Inside the
       // stack's input the SYN-ACK is sent by accept() itself.
-      const conn = inStack ? request.accept() : this.#answerNow(request);
-      this.#o.flush?.();
+      const conn = this.#answerNow(request, inStack);
       this.#deliverSoon(info, conn, forwarder.relayTo(upstream), () => upstream.close());
     }
   }
@@ -180,13 +179,15 @@ export class Connections {
   }
 
   /**
-   * Accepts a SYN that waited for a decision and sends the SYN-ACK at once:
-   * the socket's flush is queued before whatever the caller queues next
-   * (the relay or handler setup), so the client's wait does not include it.
+   * Accepts a SYN and hands the SYN-ACK to the OS at once (the socket's
+   * flush), before whatever the caller queues next (the relay or handler
+   * setup), so the client's wait does not include it. Inside the stack's
+   * input (`inStack`) accept() sends the SYN-ACK itself; later the cores run.
    */
-  #answerNow(request: TcpRequest): TcpConnection {
+  #answerNow(request: TcpRequest, inStack = false): TcpConnection {
     const conn = request.accept();
-    this.#o.poller.pollNow();
+    if (!inStack) this.#o.poller.pollNow();
+    this.#o.flush?.();
     return conn;
   }
 

@@ -13,13 +13,18 @@ import { startTestClient } from "./_client.ts";
 const CLIENT4 = "10.7.0.2";
 
 /**
- * A real loopback socket behind a send queue that is flushed in a microtask,
- * as the batching FFI adapter does: `sent()` counts datagrams that left.
+ * A real loopback socket behind a send queue that is flushed some microtask
+ * turns later, as the batching FFI adapter does within a receive batch, or
+ * at once by `flush()`: `sent()` counts datagrams that left.
  */
 async function countingSocket(): Promise<{ socket: UdpSocket; sent: () => number }> {
   const inner = await openUdpSocket({ hostname: "127.0.0.1", port: 0, adapter: "deno" });
   const queue: [Uint8Array, { address: string; port: number }][] = [];
   let sent = 0;
+  // The FFI adapter's receive loop waits 16 microtask turns before its flush.
+  const settled = async () => {
+    for (let i = 0; i < 16; i++) await null;
+  };
   const flush = () => {
     for (const [data, to] of queue.splice(0)) {
       sent++;
@@ -30,8 +35,9 @@ async function countingSocket(): Promise<{ socket: UdpSocket; sent: () => number
     addr: inner.addr,
     listen: (onDatagram) => inner.listen(onDatagram),
     send: (data, to) => {
-      if (queue.push([data.slice(), to]) === 1) queueMicrotask(flush);
+      if (queue.push([data.slice(), to]) === 1) void settled().then(flush);
     },
+    flush,
     stats: () => inner.stats(),
     close: () => inner.close(),
   };
@@ -142,5 +148,35 @@ Deno.test("serve(): the SYN-ACK leaves before the connection is set up", async (
     });
     assert.ok(sentAtDecision >= 0, "the accept policy ran");
     assert.equal(sentAtHandler, sentAtDecision + 1);
+  });
+
+  await t.step("forward, synAck immediate: the SYN-ACK leaves before the dial starts", async () => {
+    let sentAtSyn = -1;
+    let sentAtDial = -1;
+    const dialled = Promise.withResolvers<void>();
+    await withServer((sent) => ({
+      forward: {
+        localAddresses: ["10.7.0.1"],
+        synAck: "immediate",
+        connect: () => {
+          sentAtDial = sent();
+          dialled.resolve();
+          return Promise.resolve(waitingUpstream(() => {}));
+        },
+      },
+      onPacket: (packet, direction) => {
+        // The client's SYN (TCP, flags SYN only) as it is decrypted.
+        const ihl = (packet[0] & 15) * 4;
+        if (direction === "in" && packet[9] === 6 && (packet[ihl + 13] & 0x12) === 0x02) {
+          sentAtSyn = sent();
+        }
+      },
+    }), async (connect) => {
+      await connect();
+      await dialled.promise;
+    });
+    assert.ok(sentAtSyn >= 0, "the SYN was seen");
+    // Answered within the SYN's receive and flushed: out before the dial's first step.
+    assert.equal(sentAtDial, sentAtSyn + 1);
   });
 });
