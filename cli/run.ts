@@ -572,6 +572,7 @@ function summaryRecord(parts: {
         tcpAccepted: fwd.tcpAccepted,
         tcpRefused: fwd.tcpRefused,
         tcpUnreachable: fwd.tcpUnreachable,
+        resetAfterAccept: fwd.resetAfterAccept > 0 ? fwd.resetAfterAccept : undefined,
         udpFlows: fwd.udpFlows,
         udpRefused: fwd.udpRefused,
         bytesUp: fwd.bytesUp,

@@ -243,6 +243,13 @@ export class ServerMetrics {
         ]],
       ],
       [
+        "wgstack_tcp_connections_reset_after_accept_total",
+        "TCP connections answered before their dial (synAck immediate) and reset because the " +
+        "dial failed or was cancelled.",
+        "",
+        (f) => [["", f.resetAfterAccept]],
+      ],
+      [
         "wgstack_destinations_refused_total",
         "Destinations (TCP and UDP) the destination policy refused, by reason.",
         "reason",

@@ -139,6 +139,7 @@ Deno.test({
       assert.equal(sample(text, "wgstack_peer_tcp_connections", peer), 0);
       assert.equal(sample(text, "wgstack_tcp_connections_opened_total"), 1);
       assert.equal(sample(text, "wgstack_tcp_connections_refused_total", { reason: "refused" }), 1);
+      assert.equal(sample(text, "wgstack_tcp_connections_reset_after_accept_total"), 0);
       assert.equal(
         sample(text, "wgstack_destinations_refused_total", { reason: "own-address" }),
         1,
