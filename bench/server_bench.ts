@@ -12,6 +12,8 @@
  * deno run -A bench/server_bench.ts --runs 3 --seconds 5   # alternating runs, medians
  * deno run -A bench/server_bench.ts --metrics latency,ping --breakdown
  *   # also: where the time goes inside our server, stage by stage
+ * deno run -A bench/server_bench.ts --metrics latency --connect-gap 200 --connects 50
+ *   # connections 200 ms apart: each one finds both servers idle (cold caches)
  * deno run -A bench/server_bench.ts --metrics latency --syn-ack immediate
  *   # our forwarder answers SYNs before dialling (ForwardOptions.synAck)
  * deno run -A bench/server_bench.ts --rmem 4194304   # UDP receive buffer default in S
@@ -334,7 +336,7 @@ while True:
 
 const LATENCY_CLIENT = `
 import socket, sys, time, json
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+host, port, n, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]) / 1000
 times, connects = [], []
 for i in range(n + 5):
     t0 = time.perf_counter()
@@ -347,10 +349,12 @@ for i in range(n + 5):
         d = c.recv(4096)
         if not d: raise SystemExit("short response")
         got += len(d)
+    t2 = time.perf_counter()
     c.close()
     if i >= 5:
-        times.append((time.perf_counter() - t0) * 1000)
+        times.append((t2 - t0) * 1000)
         connects.append((t1 - t0) * 1000)
+    if gap: time.sleep(gap)
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * q))]
@@ -471,8 +475,19 @@ async function ping(ns: Netns, target: string, count: number): Promise<number> {
   return Number(r.stdout.trim());
 }
 
-async function latency(ns: Netns, target: string, n: number) {
-  const r = await ns.run(["python3", "-c", LATENCY_CLIENT, target, String(LAT_PORT), String(n)]);
+/** Connections per latency measurement, and the pause after each (ms; `--connects`, `--connect-gap`). */
+const latencyPlan = { connects: 200, gapMs: 0 };
+
+async function latency(ns: Netns, target: string) {
+  const r = await ns.run([
+    "python3",
+    "-c",
+    LATENCY_CLIENT,
+    target,
+    String(LAT_PORT),
+    String(latencyPlan.connects),
+    String(latencyPlan.gapMs),
+  ]);
   return JSON.parse(r.stdout) as {
     median: number;
     p99: number;
@@ -517,7 +532,7 @@ async function measure(
     r.http = await httpDownload(c, target);
   }
   if (metrics.has("latency")) {
-    const lat = await latency(c, target, 200);
+    const lat = await latency(c, target);
     r.latMedian = lat.median;
     r.latP99 = lat.p99;
     r.connectMedian = lat.connectMedian;
@@ -546,6 +561,8 @@ const FLAGS = [
   "--profile",
   "--breakdown",
   "--syn-ack",
+  "--connects",
+  "--connect-gap",
 ];
 
 async function main(): Promise<void> {
@@ -555,7 +572,7 @@ async function main(): Promise<void> {
     console.error(
       `usage: deno run -A bench/server_bench.ts [--runs N] [--seconds S] [--only ours|baseline]\n` +
         `  [--metrics upload,download,http,latency,ping] [--breakdown] [--rmem BYTES] [--profile DIR]\n` +
-        `  [--syn-ack after-dial|immediate]` +
+        `  [--syn-ack after-dial|immediate] [--connects N] [--connect-gap MS]` +
         (unknown.includes("--help") ? "" : `\nunknown: ${unknown.join(" ")}`),
     );
     Deno.exit(unknown.includes("--help") ? 0 : 2);
@@ -579,6 +596,18 @@ async function main(): Promise<void> {
   const profileDir = profIdx >= 0 ? Deno.args[profIdx + 1] : undefined;
   const synAckIdx = argIdx("--syn-ack");
   const synAck = synAckIdx >= 0 ? Deno.args[synAckIdx + 1] : undefined;
+  const connectsIdx = argIdx("--connects");
+  if (connectsIdx >= 0) latencyPlan.connects = Number(Deno.args[connectsIdx + 1]);
+  const gapIdx = argIdx("--connect-gap");
+  if (gapIdx >= 0) latencyPlan.gapMs = Number(Deno.args[gapIdx + 1]);
+  if (!(Number.isInteger(latencyPlan.connects) && latencyPlan.connects > 0)) {
+    console.error(`--connects is a positive integer`);
+    Deno.exit(2);
+  }
+  if (!(latencyPlan.gapMs >= 0 && latencyPlan.gapMs <= 60_000)) {
+    console.error(`--connect-gap is 0–60000 ms`);
+    Deno.exit(2);
+  }
   if (synAck !== undefined && synAck !== "after-dial" && synAck !== "immediate") {
     console.error(`--syn-ack is after-dial or immediate, not ${synAck}`);
     Deno.exit(2);
@@ -831,7 +860,14 @@ function printTable(base: Partial<Results> | undefined, ours: Partial<Results> |
     ["server CPU, upload", "uploadCpu", "CPU s/GB", false],
     ["server CPU, download", "downloadCpu", "CPU s/GB", false],
     ["50 MB HTTP download (curl)", "http", "ms", false],
-    ["connect time median (200 × TCP connect)", "connectMedian", "ms", false],
+    [
+      `connect time median (${latencyPlan.connects} × TCP connect${
+        latencyPlan.gapMs ? `, ${latencyPlan.gapMs} ms apart` : ""
+      })`,
+      "connectMedian",
+      "ms",
+      false,
+    ],
     ["connect time p99", "connectP99", "ms", false],
     ["connect+req+resp median", "latMedian", "ms", false],
     ["connect+req+resp p99", "latP99", "ms", false],
