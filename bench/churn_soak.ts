@@ -32,6 +32,8 @@ const positional = Deno.args.filter((a) => !a.startsWith("--"));
 const MINUTES = Number(positional[0] ?? 10);
 const CONNECTIONS = Number(positional[1] ?? 10_000);
 const UDP = Number(positional[2] ?? 2_500);
+const QUIESCE = Number(Deno.args.find((a) => a.startsWith("--quiesce-every="))?.slice(16) ?? 6);
+const RELEASE = !Deno.args.includes("--no-release");
 const CLIENT = Deno.args.includes("--wireguard-go") ? "wireguard-go" : "ours";
 
 const req = await requireOrSkip("churn soak", missingOnPath("python3"));
@@ -41,15 +43,18 @@ const mib = (n: number) => (n / 2 ** 20).toFixed(1);
 const show = (s: ServerSample) =>
   `rss ${mib(s.rss)} MiB heap ${mib(s.heapUsed)} of ${mib(s.heapTotal)} MiB external ${
     mib(s.external)
-  } MiB ` +
+  } MiB ` + `${
+    Object.entries(s.memory).map(([k, v]) => `${k}=${mib(v)}`).join(" ")
+  } trims=${s.trims} ` +
   Object.entries(s.tables).map(([k, v]) => `${k}=${v}`).join(" ");
 
 const r = await churnSoak({
   connections: CONNECTIONS,
   udpFlows: UDP,
   minutes: MINUTES,
-  quiesceEvery: 6,
+  quiesceEvery: QUIESCE,
   client: CLIENT,
+  releaseMemory: RELEASE,
   onRound(x) {
     console.log(
       `round ${x.round} ${
@@ -61,6 +66,19 @@ const r = await churnSoak({
   },
 });
 console.log(`idle:  ${show(r.idle)}`);
+const pct = (a: number, b: number) => `${((b / a - 1) * 100).toFixed(1)} %`;
+const quiet = r.rounds.filter((x) => x.quiet).map((x) => x.quiet!);
+const steady = quiet[0];
+console.log(
+  `memory (RSS / anonymous RSS, MiB): idle ${mib(r.idle.rss)} / ${
+    mib(r.idle.memory.anon)
+  }; quiet samples ${quiet.map((q) => `${mib(q.rss)} / ${mib(q.memory.anon)}`).join(", ")}; ` +
+    `cold start → end ${pct(r.idle.rss, r.final.rss)} / ${
+      pct(r.idle.memory.anon, r.final.memory.anon)
+    }; steady (first quiet sample → end) ${pct(steady.rss, r.final.rss)} / ${
+      pct(steady.memory.anon, r.final.memory.anon)
+    }; trims ${r.final.trims}`,
+);
 console.log(`final: ${show(r.final)}`);
 const total = r.rounds.at(-1)!.connections;
 // Stale timer heap entries are dropped lazily (up to 64 may stay); a rekey

@@ -57,6 +57,7 @@ export class Connections {
   #udp = new Map<UdpStream, { flow: UdpFlow; peer: Peer }>();
   /** Each peer's UDP flows (to count and end them per peer). */
   #udpByPeer = new Map<Peer, Set<UdpStream>>();
+  #closed = 0;
 
   /** Empty tables. */
   constructor(options: ConnectionsOptions) {
@@ -77,6 +78,11 @@ export class Connections {
   /** Open UDP flows. */
   get udpOpen(): number {
     return this.#udp.size;
+  }
+
+  /** TCP connections and UDP flows closed so far. */
+  get closed(): number {
+    return this.#closed;
   }
 
   /** The next connection or flow for the server's iterator. */
@@ -225,7 +231,7 @@ export class Connections {
       destination: info.destination,
     });
     conn.closed.finally(() => {
-      this.#tcp.delete(stream);
+      if (this.#tcp.delete(stream)) this.#closed++;
       log({
         level: "debug",
         event: "tcp-close",
@@ -290,6 +296,7 @@ export class Connections {
     const entry = this.#udp.get(stream);
     if (!entry) return;
     this.#udp.delete(stream);
+    this.#closed++;
     const set = this.#udpByPeer.get(entry.peer);
     set?.delete(stream);
     if (set?.size === 0) this.#udpByPeer.delete(entry.peer);
@@ -314,6 +321,7 @@ export class Connections {
     for (const [stream, conn] of this.#tcp) {
       if (stream.peer !== info) continue;
       this.#tcp.delete(stream);
+      this.#closed++;
       conn.reset();
       tcpReset++;
     }

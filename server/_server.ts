@@ -46,6 +46,8 @@ import type {
 import { Connections } from "./_connections.ts";
 import { PeerDirectory } from "./_peers.ts";
 import { Poller } from "./_poller.ts";
+import { MemoryRelease } from "./_allocator.ts";
+import { releaseUdpBuffers } from "./upstream.ts";
 
 /** A key as bytes, from base64 text or bytes. */
 function toKey(key: string | Uint8Array): Uint8Array {
@@ -113,6 +115,7 @@ class RunningServer implements Server {
   #poller: Poller;
   #conns: Connections;
   #uapi: UapiListener | undefined;
+  #memory: MemoryRelease | undefined;
   #shutdown: Promise<void> | undefined;
   #finished!: () => void;
 
@@ -185,6 +188,18 @@ class RunningServer implements Server {
       forwarder,
     });
     for (const peer of options.peers ?? []) this.addPeer(peer);
+    const release = options.releaseMemory ?? true;
+    if (release !== false) {
+      this.#memory = new MemoryRelease({
+        counts: () => ({
+          closed: this.#conns.closed,
+          open: this.#conns.tcpOpen + this.#conns.udpOpen,
+        }),
+        log: this.#log,
+        release: releaseUdpBuffers,
+        policy: release === true ? undefined : release,
+      }).start();
+    }
     this.#listening = this.#listen(this.#socket);
     options.signal?.addEventListener("abort", () => void this.shutdown(), { once: true });
     if (options.signal?.aborted) void this.shutdown();
@@ -459,6 +474,7 @@ class RunningServer implements Server {
     const tcpReset = conns.resetAll();
     this.#poller.pollNow();
     this.#poller.stop();
+    await this.#memory?.stop();
     this.#socket.close();
     await this.#listening;
     await closingUapi;

@@ -222,6 +222,18 @@ export interface ServeOptions {
   /** Bring your own socket (tests, custom transports). */
   socket?: UdpSocket;
   /**
+   * Give memory back to the system after connection churn. Default `true`:
+   * on Linux with glibc and `--allow-ffi`, blocks of 64 KiB and more are
+   * mapped on their own and unmapped when freed (glibc's
+   * `M_MMAP_THRESHOLD`, set once for the whole process), and once at least
+   * `minClosed` (256) connections and flows have closed and nothing opened
+   * or closed for `quietMs` (60 000 ms), `malloc_trim(0)` runs off the
+   * JavaScript thread and pooled receive buffers are dropped. Elsewhere
+   * nothing changes; the debug log record `memory` says which. `false`:
+   * leave the allocator alone.
+   */
+  releaseMemory?: boolean | { quietMs?: number; minClosed?: number };
+  /**
    * A tap on every inner IP packet: `"in"` right after decryption (before the
    * netstack), `"out"` right before encryption. `packet` is valid only during
    * the call (copy it to keep it); `peer` is the sender for `"in"` and

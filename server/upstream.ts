@@ -19,6 +19,7 @@
 import { formatIp, parseIp } from "@wgstack/wireguard";
 import type { UpstreamConn } from "./forward.ts";
 import { isIpv4Mapped } from "./_util.ts";
+import { udpReceiveSize } from "./_allocator.ts";
 
 /** A parsed upstream URL. */
 export interface UpstreamProxy {
@@ -415,11 +416,22 @@ export function openDirectUdp(target: { hostname: string; port: number }): UdpUp
   };
 }
 
-/** Size of a UDP upstream socket's receive buffer: the largest datagram (65,507 / 65,527 bytes) fits. */
-const UDP_RECEIVE_SIZE = 65536;
-/** Receive buffers kept for reuse once their flow ended (4 MiB at most). */
+/**
+ * Receive buffers kept for reuse once their flow ended (4 MiB at most; with
+ * the allocator tuned, only the pages datagrams wrote are resident). Each
+ * is {@linkcode udpReceiveSize} bytes: the largest datagram (65,507 / 65,527
+ * bytes) fits.
+ */
 const UDP_BUFFER_POOL = 64;
 const udpBuffers: Uint8Array[] = [];
+
+/**
+ * Drops the receive buffers kept for reuse (internal: `serve()` calls it
+ * when it gives memory back after churn): returns how many.
+ */
+export function releaseUdpBuffers(): number {
+  return udpBuffers.splice(0).length;
+}
 
 /**
  * A UDP socket read into one buffer of its own, reused for every datagram
@@ -442,7 +454,7 @@ class DatagramReader {
   /** The next datagram, as a view valid until the next call, and its sender. */
   async receive(): Promise<[Uint8Array, Deno.NetAddr]> {
     if (this.#closed) throw new Deno.errors.BadResource("The socket is closed");
-    const buffer = this.#buffer ??= udpBuffers.pop() ?? new Uint8Array(UDP_RECEIVE_SIZE);
+    const buffer = this.#buffer ??= udpBuffers.pop() ?? new Uint8Array(udpReceiveSize());
     this.#reading = true;
     try {
       const [data, from] = await this.conn.receive(buffer);

@@ -91,6 +91,13 @@ export interface ChurnOptions {
    * pass and take a quiet sample (default 1: after every round).
    */
   quiesceEvery?: number;
+  /**
+   * The server's `releaseMemory.quietMs`: how long after the last close it
+   * gives memory back (default `serve()`'s, 60 000). Quiet samples wait for it.
+   */
+  releaseQuietMs?: number;
+  /** `false`: the server leaves the allocator alone (`releaseMemory: false`, as before it existed). */
+  releaseMemory?: boolean;
   /** A directory to write heap snapshots of the server to: idle, and after each round. */
   heapSnapshots?: string;
   /** Called after each round's sample. */
@@ -200,6 +207,11 @@ function serverConfig(
     peers: [{ publicKey: keyToBase64(publicKey(clientKey)), allowedIps: ["10.7.0.2/32"] }],
     forward: { connectTimeoutMs: 3000 },
     tcp: options.timeWait === undefined ? undefined : { timeWait: options.timeWait },
+    releaseMemory: options.releaseMemory === false
+      ? false
+      : options.releaseQuietMs === undefined
+      ? undefined
+      : { quietMs: options.releaseQuietMs },
     limits: options.udpIdleTimeout === undefined
       ? undefined
       : { netstack: { udpIdleTimeout: options.udpIdleTimeout } },
@@ -402,14 +414,21 @@ export async function churnSoak(options: ChurnOptions): Promise<ChurnResult> {
   // One connection and flow first, so lazily made state (policy, sockets) is in the baseline.
   if (await driver.round(1, 1, 1) !== 0) throw new Error("The first connection failed");
   await new Promise((r) => setTimeout(r, (options.timeWait ?? 60_000) + 2000));
-  const idle = await server.sample();
+  const idle = await server.sample("reduce");
   const snapshot = (name: string) =>
     options.heapSnapshots && server.snapshot(`${options.heapSnapshots}/${name}.heapsnapshot`);
   await snapshot("idle");
 
+  // Until the timeouts have closed everything, and the server has been
+  // quiet long enough to give memory back (and looked: at most every 10 s).
+  const releaseQuiet = options.releaseQuietMs ?? 60_000;
   const pause = () =>
     new Promise((r) =>
-      setTimeout(r, Math.max(options.timeWait ?? 60_000, options.udpIdleTimeout ?? 60_000) + 3000)
+      setTimeout(
+        r,
+        Math.max(options.timeWait ?? 60_000, options.udpIdleTimeout ?? 60_000) + releaseQuiet +
+          Math.min(10_000, releaseQuiet) + 3000,
+      )
     );
   const start = performance.now();
   const rounds: ChurnRound[] = [];
@@ -436,12 +455,12 @@ export async function churnSoak(options: ChurnOptions): Promise<ChurnResult> {
       (options.minutes !== undefined && performance.now() - start > options.minutes * 60_000);
     if (last || round % (options.quiesceEvery ?? 1) === 0) {
       await pause();
-      r.quiet = await server.sample();
+      r.quiet = await server.sample("reduce");
     }
     rounds.push(r);
     options.onRound?.(r);
   }
-  const final = rounds.at(-1)?.quiet ?? (await pause(), await server.sample());
+  const final = rounds.at(-1)?.quiet ?? (await pause(), await server.sample("reduce"));
   const quiet = rounds.filter((r) => r.quiet !== undefined).slice(1);
   const heapSlope = slope(quiet.map((r) => r.connections), quiet.map((r) => r.quiet!.heapUsed));
   return { idle, rounds, final, heapSlope };

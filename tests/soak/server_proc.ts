@@ -26,6 +26,8 @@ export interface ServerProcConfig {
   tcp?: ServeOptions["tcp"];
   /** Limits, e.g. `{ netstack: { udpIdleTimeout } }`. */
   limits?: ServeOptions["limits"];
+  /** `serve()`'s `releaseMemory` (default its own). */
+  releaseMemory?: ServeOptions["releaseMemory"];
   /** Echo TCP and UDP instead of forwarding (when `forward` is absent). */
   echo?: boolean;
 }
@@ -46,6 +48,14 @@ export interface ServerSample {
   polls: number;
   /** Table sizes: WireGuard, netstack, forwarder, descriptors. */
   tables: Record<string, number>;
+  /**
+   * Resident anonymous (`anon`) and file-backed (`file`: the binary's code
+   * pages, which the kernel may drop and read again) memory, and glibc's
+   * heap when there is one (`arena`, `mmapped`, `inUse`, `free`), in bytes.
+   */
+  memory: Record<string, number>;
+  /** Times the server gave memory back (`malloc_trim` after churn) so far. */
+  trims: number;
 }
 
 /** A running server child. */
@@ -96,9 +106,15 @@ export class ServerProcess {
     return new ServerProcess(child, writer, lines, JSON.parse(first.value).port);
   }
 
-  /** A measurement, after a full GC in the child unless `gc` is false (cheaper, for CPU). */
-  async sample(gc = true): Promise<ServerSample> {
-    await this.#writer.write(new TextEncoder().encode(gc ? "sample\n" : "peek\n"));
+  /**
+   * A measurement, after a full GC in the child unless `gc` is false
+   * (cheaper, for CPU); `"reduce"`: then also V8's memory-reducing GC (the
+   * one V8 runs by itself about 30 s after the process went idle), which
+   * gives V8's free pages back.
+   */
+  async sample(gc: boolean | "reduce" = true): Promise<ServerSample> {
+    const kind = gc === "reduce" ? "reduce" : gc ? "sample" : "peek";
+    await this.#writer.write(new TextEncoder().encode(kind + "\n"));
     const line = await this.#lines.next();
     if (line.done) throw new Error("The server process ended");
     return JSON.parse(line.value);
@@ -148,23 +164,55 @@ function cpuMs(): number {
   return (Number(fields[11]) + Number(fields[12])) * 10; // clock ticks of 10 ms
 }
 
+/** Resident anonymous and file-backed memory (bytes, Linux `/proc/self/status`). */
+function rssParts(): { anon: number; file: number } {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const kb = (name: string) =>
+    Number(new RegExp(`${name}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) * 1024;
+  return { anon: kb("RssAnon"), file: kb("RssFile") };
+}
+
 function openFds(): number {
   let n = 0;
   for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
   return n;
 }
 
-/** glibc's malloc_trim(0): gives freed heap memory back to the system (an experiment knob). */
-function trim(): void {
-  const libc = Deno.dlopen("libc.so.6", { malloc_trim: { parameters: ["usize"], result: "i32" } });
-  libc.symbols.malloc_trim(0n);
-  libc.close();
+/** glibc through FFI, for the samples (`null` elsewhere). */
+let libc: ReturnType<typeof openLibc> | null | undefined;
+function openLibc() {
+  return Deno.dlopen("libc.so.6", {
+    malloc_trim: { parameters: ["usize"], result: "i32" },
+    mallinfo2: { parameters: [], result: { struct: Array(10).fill("usize") } },
+  }).symbols;
+}
+function glibc(): ReturnType<typeof openLibc> | null {
+  if (libc === undefined) {
+    try {
+      libc = openLibc();
+    } catch {
+      libc = null;
+    }
+  }
+  return libc;
+}
+
+/**
+ * glibc's heap (`mallinfo2`): bytes from the system (`arena`: heaps,
+ * `mmapped`: blocks mapped on their own), in use and free.
+ */
+function mallocInfo(): Record<string, number> {
+  const info = glibc()?.mallinfo2();
+  if (!info) return {};
+  const v = new BigUint64Array(info.buffer, info.byteOffset, 10);
+  return { arena: Number(v[0]), mmapped: Number(v[4]), inUse: Number(v[7]), free: Number(v[8]) };
 }
 
 async function child(): Promise<void> {
   const lines = readLines(Deno.stdin.readable)[Symbol.asyncIterator]();
   const first = await lines.next();
   const config: ServerProcConfig = JSON.parse(first.value);
+  let trims = 0;
   const server = await serve({
     privateKey: config.privateKey,
     hostname: config.hostname ?? "127.0.0.1",
@@ -174,6 +222,13 @@ async function child(): Promise<void> {
     tcp: config.tcp,
     limits: config.limits,
     shutdownTimeout: 500,
+    releaseMemory: config.releaseMemory,
+    logger: (r) => {
+      if (r.event === "memory-trim") trims++;
+      if (r.event === "memory" && !r.release) {
+        console.error(`serve() leaves memory to the allocator: ${r.reason}`);
+      }
+    },
     ...(config.forward === undefined && config.echo
       ? {
         onTcp: (c) => void c.readable.pipeTo(c.writable).catch(() => {}),
@@ -190,13 +245,21 @@ async function child(): Promise<void> {
       out({ snapshot: true });
       continue;
     }
-    if (line.value === "sample") {
+    if (line.value === "sample" || line.value === "reduce") {
       // Twice: array buffers that one full GC found dead are freed by the next
       // (until then `external` still counts them).
       (globalThis as { gc?: () => void }).gc?.();
       (globalThis as { gc?: () => void }).gc?.();
     }
-    if (Deno.env.get("WGSTACK_SOAK_TRIM")) trim();
+    if (line.value === "reduce") {
+      (globalThis as { gc?: (o?: unknown) => void }).gc?.({
+        type: "major",
+        execution: "sync",
+        flavor: "last-resort",
+      });
+    }
+    // An experiment knob: how much of the RSS is free memory glibc kept.
+    if (Deno.env.get("WGSTACK_SOAK_TRIM")) glibc()?.malloc_trim(0n);
     const s = server.stats();
     const tcp = s.netstack.tcp.layer;
     const memory = Deno.memoryUsage();
@@ -207,6 +270,8 @@ async function child(): Promise<void> {
       external: memory.external,
       cpuMs: cpuMs(),
       polls: s.polls,
+      memory: { ...rssParts(), ...mallocInfo() },
+      trims,
       tables: {
         peers: s.wireguard.peers,
         indices: s.wireguard.indexTableSize,
