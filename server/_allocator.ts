@@ -183,10 +183,17 @@ export interface MemoryReleaseOptions {
   now?: () => number;
 }
 
+/** Trims after the GCs that follow a quiet spell's trim (at most). */
+export const TRIMS_AFTER_GC = 3;
+
 /**
  * The server's part: tunes the allocator at start, then looks every
  * `everyMs` whether {@linkcode IdleTrim} says to trim, and trims (one at a
- * time). Without glibc through FFI it logs why once and does nothing more.
+ * time). Memory that V8 had not collected yet is freed only by a later GC,
+ * into glibc's free lists: so after such a trim, the next
+ * {@linkcode TRIMS_AFTER_GC} GCs (seen through a `FinalizationRegistry`
+ * sentinel) each trim again, as long as nothing opened or closed. Without
+ * glibc through FFI it logs why once and does nothing more.
  */
 export class MemoryRelease {
   readonly #o: MemoryReleaseOptions;
@@ -195,6 +202,10 @@ export class MemoryRelease {
   readonly #now: () => number;
   #timer: ReturnType<typeof setInterval> | undefined;
   #trimming: Promise<void> | undefined;
+  /** Counts at the quiet spell's trim, while GCs may still trim. */
+  #quiet: { closed: number; open: number } | undefined;
+  #afterGcLeft = 0;
+  readonly #gcs = new FinalizationRegistry<undefined>(() => void this.afterGc());
 
   constructor(options: MemoryReleaseOptions) {
     this.#o = options;
@@ -229,21 +240,55 @@ export class MemoryRelease {
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#afterGcLeft = 0;
     await this.#trimming;
   }
 
   /** One look: trims when the policy says so; resolves after the trim (if any). */
   check(): Promise<void> {
-    const a = this.#allocator;
-    if (!a || this.#trimming) return this.#trimming ?? Promise.resolve();
+    if (!this.#allocator || this.#trimming) return this.#trimming ?? Promise.resolve();
     const { closed, open } = this.#o.counts();
     if (!this.#policy.check(closed, open, this.#now())) return Promise.resolve();
     this.#o.release?.();
+    this.#quiet = { closed, open };
+    this.#afterGcLeft = TRIMS_AFTER_GC;
+    return this.#trim("quiet");
+  }
+
+  /**
+   * After a GC (the sentinel's finalizer; tests call it directly): trims
+   * again while a quiet spell's after-GC trims are left and nothing opened
+   * or closed since.
+   */
+  afterGc(): Promise<void> {
+    if (this.#afterGcLeft === 0 || !this.#quiet || this.#trimming) {
+      return this.#trimming ?? Promise.resolve();
+    }
+    const { closed, open } = this.#o.counts();
+    if (closed !== this.#quiet.closed || open !== this.#quiet.open) {
+      this.#afterGcLeft = 0;
+      return Promise.resolve();
+    }
+    this.#afterGcLeft--;
+    return this.#trim("gc");
+  }
+
+  #trim(after: "quiet" | "gc"): Promise<void> {
     const started = this.#now();
-    return this.#trimming = a.trim().then(
+    return this.#trimming = this.#allocator!.trim().then(
       (released) =>
-        this.#o.log({ level: "debug", event: "memory-trim", released, ms: this.#now() - started }),
+        this.#o.log({
+          level: "debug",
+          event: "memory-trim",
+          after,
+          released,
+          ms: this.#now() - started,
+        }),
       (error) => this.#o.log({ level: "warn", event: "memory-trim-error", error: String(error) }),
-    ).finally(() => this.#trimming = undefined);
+    ).finally(() => {
+      this.#trimming = undefined;
+      // A fresh object, garbage at once: the next GC collects it and calls afterGc.
+      if (this.#afterGcLeft > 0 && this.#timer !== undefined) this.#gcs.register({}, undefined);
+    });
   }
 }

@@ -5,6 +5,7 @@ import {
   loadAllocator,
   MemoryRelease,
   type MemoryReleaseOptions,
+  TRIMS_AFTER_GC,
   tuneAllocator,
 } from "./_allocator.ts";
 import type { ServeLogRecord } from "./serve.ts";
@@ -148,6 +149,38 @@ Deno.test("MemoryRelease", async (t) => {
     a.gate.resolve();
     await Promise.all([first, during, again, stopping]);
     assert.equal(stopped, true);
+  });
+
+  await t.step("the GCs after a quiet trim trim again, while nothing moves", async () => {
+    const a = fakeAllocator();
+    const { m, logs, state } = setup({ allocator: a });
+    await m.afterGc();
+    assert.equal(a.trims, 0, "no quiet spell yet");
+    state.closed = 5;
+    await m.check();
+    state.now = 100;
+    await m.check();
+    assert.equal(a.trims, 1);
+    for (let i = 0; i < TRIMS_AFTER_GC + 2; i++) await m.afterGc();
+    assert.equal(a.trims, 1 + TRIMS_AFTER_GC, "a bounded number of them");
+    assert.deepEqual(logs.filter((r) => r.event === "memory-trim").map((r) => r.after), [
+      "quiet",
+      ...Array(TRIMS_AFTER_GC).fill("gc"),
+    ]);
+  });
+
+  await t.step("a GC after the server got busy again does not trim", async () => {
+    const a = fakeAllocator();
+    const { m, state } = setup({ allocator: a });
+    state.closed = 5;
+    await m.check();
+    state.now = 100;
+    await m.check();
+    state.open = 1;
+    await m.afterGc();
+    state.open = 0;
+    await m.afterGc();
+    assert.equal(a.trims, 1, "the spell ended at the first change");
   });
 
   await t.step("a failing trim is logged, not thrown", async () => {

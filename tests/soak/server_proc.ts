@@ -110,7 +110,8 @@ export class ServerProcess {
    * A measurement, after a full GC in the child unless `gc` is false
    * (cheaper, for CPU); `"reduce"`: then also V8's memory-reducing GC (the
    * one V8 runs by itself about 30 s after the process went idle), which
-   * gives V8's free pages back.
+   * gives V8's free pages back; measured 500 ms later, after what the
+   * server does on a GC.
    */
   async sample(gc: boolean | "reduce" = true): Promise<ServerSample> {
     const kind = gc === "reduce" ? "reduce" : gc ? "sample" : "peek";
@@ -257,6 +258,9 @@ async function child(): Promise<void> {
         execution: "sync",
         flavor: "last-resort",
       });
+      // The server reacts to a GC (serve() trims after the GCs that follow
+      // a quiet spell): give it a moment, as a real GC would.
+      await new Promise((r) => setTimeout(r, 500));
     }
     // An experiment knob: how much of the RSS is free memory glibc kept.
     if (Deno.env.get("WGSTACK_SOAK_TRIM")) glibc()?.malloc_trim(0n);
