@@ -3,19 +3,27 @@
  * our own client opens and closes 10,000 TCP connections and 2,500 UDP flows
  * per round through `serve({ forward })` (a child process) to an echo
  * service in a namespace, for 10 minutes (default), with production
- * timeouts (TIME_WAIT and UDP idle 60 s). Every 6 rounds it pauses until the
- * timeouts have passed and samples the quiet server. Reported: heap slope
- * in bytes per connection (quiet samples after the first), RSS and heap at
- * the end vs idle, and whether every table is back to its idle size.
+ * timeouts (TIME_WAIT and UDP idle 60 s). Every 6 rounds (`--quiesce-every=N`)
+ * it pauses until the timeouts have passed and the server has been quiet
+ * long enough to give memory back (`releaseMemory`, 60 s), and samples it
+ * after V8's memory-reducing GC. Reported: heap slope in bytes per
+ * connection (quiet samples after the first), RSS and anonymous RSS at idle,
+ * at each quiet sample and at the end, from the cold start and from the
+ * first quiet sample (steady state), and whether every table is back to
+ * its idle size. (File-backed RSS is the binary's code pages: the kernel
+ * drops and reads them again as it likes, so compare the anonymous RSS
+ * too.)
  *
- * `WGSTACK_SOAK_TRIM=1` calls glibc's `malloc_trim(0)` in the server before
- * each sample: the RSS it gives back is memory the allocator kept after it
- * was freed, not memory in use.
+ * `--no-release`: the server leaves the allocator alone (`releaseMemory:
+ * false`), the figures before it existed. `WGSTACK_SOAK_TRIM=1` calls
+ * glibc's `malloc_trim(0)` in the server before each sample: the RSS it
+ * gives back is memory the allocator kept after it was freed, not memory in
+ * use.
  *
  * Root and namespaces needed.
  *
  * ```sh
- * sudo WGSTACK_NETNS_PREFIX=fz deno run -A bench/churn_soak.ts [MINUTES] [CONNS] [UDP] [--wireguard-go]
+ * sudo WGSTACK_NETNS_PREFIX=fz deno run -A bench/churn_soak.ts [MINUTES] [CONNS] [UDP] [--wireguard-go] [--no-release] [--quiesce-every=N]
  * ```
  *
  * `--wireguard-go`: a real `wireguard-go` client in a namespace (a Python
@@ -45,8 +53,10 @@ const show = (s: ServerSample) =>
     mib(s.external)
   } MiB ` + `${
     Object.entries(s.memory).map(([k, v]) => `${k}=${mib(v)}`).join(" ")
-  } trims=${s.trims} ` +
-  Object.entries(s.tables).map(([k, v]) => `${k}=${v}`).join(" ");
+  } trims=${s.trims} (longest ${s.trimMs.toFixed(1)} ms) ` +
+  Object.entries(s.tables).map(([k, v]) =>
+    `${k}=${v}`
+  ).join(" ");
 
 const r = await churnSoak({
   connections: CONNECTIONS,

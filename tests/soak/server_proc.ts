@@ -56,6 +56,8 @@ export interface ServerSample {
   memory: Record<string, number>;
   /** Times the server gave memory back (`malloc_trim` after churn) so far. */
   trims: number;
+  /** The longest of those trims (ms, wall time of the off-thread call). */
+  trimMs: number;
 }
 
 /** A running server child. */
@@ -213,7 +215,7 @@ async function child(): Promise<void> {
   const lines = readLines(Deno.stdin.readable)[Symbol.asyncIterator]();
   const first = await lines.next();
   const config: ServerProcConfig = JSON.parse(first.value);
-  let trims = 0;
+  let trims = 0, trimMs = 0;
   const server = await serve({
     privateKey: config.privateKey,
     hostname: config.hostname ?? "127.0.0.1",
@@ -225,7 +227,10 @@ async function child(): Promise<void> {
     shutdownTimeout: 500,
     releaseMemory: config.releaseMemory,
     logger: (r) => {
-      if (r.event === "memory-trim") trims++;
+      if (r.event === "memory-trim") {
+        trims++;
+        trimMs = Math.max(trimMs, r.ms as number);
+      }
       if (r.event === "memory" && !r.release) {
         console.error(`serve() leaves memory to the allocator: ${r.reason}`);
       }
@@ -276,6 +281,7 @@ async function child(): Promise<void> {
       polls: s.polls,
       memory: { ...rssParts(), ...mallocInfo() },
       trims,
+      trimMs,
       tables: {
         peers: s.wireguard.peers,
         indices: s.wireguard.indexTableSize,
