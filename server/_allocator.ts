@@ -13,15 +13,19 @@
  *   shrinking. Fixed, every block of 128 KiB and more is mapped on its own,
  *   unmapped when freed, and resident only in the pages written: upstream
  *   UDP receive buffers are made that size ({@linkcode udpReceiveSize}), so
- *   an open flow costs the pages its datagrams touched (about 8 KiB), not
- *   64 KiB, and nothing of it stays after it closes. Smaller blocks keep
+ *   an open flow costs the pages its datagrams touched (about 5 KiB for
+ *   small ones), not 64 KiB, and nothing of it stays after it closes. Smaller blocks keep
  *   coming from the heap (mapping each 64 KiB relay read cost about 10× the
  *   time of taking it from the heap).
  * - {@linkcode IdleTrim} and {@linkcode Allocator.trim}: once the server is
  *   quiet after many connections and flows closed, `malloc_trim(0)` returns
- *   the free pages inside the heap. It runs off the JavaScript thread
- *   (a `nonblocking` FFI call); the thread waits only if it allocates from
- *   an arena while the trim holds that arena's lock.
+ *   the free pages inside the heap ({@linkcode MemoryRelease}: then again
+ *   after the next GCs). It runs off the JavaScript thread (a `nonblocking`
+ *   FFI call), but the thread still waits whenever it allocates from an
+ *   arena the trim holds locked, and Deno's timers and I/O do (measured: on
+ *   a fragmented 1.5 GiB heap, a 120–300 ms trim stalled the thread as long
+ *   either way; after a churn soak's trims took 4–34 ms). Hence only when
+ *   quiet.
  *
  * Elsewhere (no FFI permission, musl, Windows, macOS, Node) {@linkcode loadAllocator}
  * returns why not, and nothing changes.

@@ -223,14 +223,17 @@ export interface ServeOptions {
   socket?: UdpSocket;
   /**
    * Give memory back to the system after connection churn. Default `true`:
-   * on Linux with glibc and `--allow-ffi`, blocks of 64 KiB and more are
-   * mapped on their own and unmapped when freed (glibc's
-   * `M_MMAP_THRESHOLD`, set once for the whole process), and once at least
+   * on Linux with glibc and `--allow-ffi`, glibc's mmap threshold is fixed
+   * at 128 KiB for the whole process (blocks that large are mapped on their
+   * own and unmapped when freed; upstream UDP receive buffers are made that
+   * size, so only the pages datagrams wrote are resident), and once at least
    * `minClosed` (256) connections and flows have closed and nothing opened
-   * or closed for `quietMs` (60 000 ms), `malloc_trim(0)` runs off the
-   * JavaScript thread and pooled receive buffers are dropped. Elsewhere
-   * nothing changes; the debug log record `memory` says which. `false`:
-   * leave the allocator alone.
+   * or closed for `quietMs` (60 000 ms), pooled receive buffers are dropped
+   * and `malloc_trim(0)` runs off the JavaScript thread, then again after
+   * each of the next 3 GCs while the server stays quiet. The JavaScript
+   * thread may wait on the allocator during a trim (milliseconds: it runs
+   * only when quiet). Elsewhere nothing changes; the debug log record
+   * `memory` says which. `false`: leave the allocator alone.
    */
   releaseMemory?: boolean | { quietMs?: number; minClosed?: number };
   /**

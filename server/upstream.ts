@@ -417,9 +417,10 @@ export function openDirectUdp(target: { hostname: string; port: number }): UdpUp
 }
 
 /**
- * Receive buffers kept for reuse once their flow ended (4 MiB at most; with
- * the allocator tuned, only the pages datagrams wrote are resident). Each
- * is {@linkcode udpReceiveSize} bytes: the largest datagram (65,507 / 65,527
+ * Receive buffers kept for reuse once their flow ended (64 of them: 4 MiB
+ * at most from the heap; with the allocator tuned, mapped blocks of which
+ * only the pages datagrams wrote are resident). Each is
+ * {@linkcode udpReceiveSize} bytes: the largest datagram (65,507 / 65,527
  * bytes) fits.
  */
 const UDP_BUFFER_POOL = 64;
