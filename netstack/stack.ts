@@ -362,6 +362,11 @@ export class NetStack {
   #ipId: number;
   #ipv6FragId: number;
   #inCore = 0;
+  /**
+   * A wake asked for inside `input` (e.g. TCP work left for the end of the
+   * batch), given to the owner once the input returns.
+   */
+  #wakeAfterInput = false;
   /** The `now` of the latest call that passed one (`input`, `poll`, `connect`, `sendUdp`). */
   #now = 0;
   /** The `source` of the current `input` call. */
@@ -544,6 +549,10 @@ export class NetStack {
       this.#inCore--;
       this.#source = undefined;
     }
+    if (this.#wakeAfterInput && this.#inCore === 0) {
+      this.#wakeAfterInput = false;
+      this.#wake();
+    }
   }
 
   /** Runs due timers (TCP, reassembly, UDP idle) and sends queued packets. */
@@ -558,6 +567,8 @@ export class NetStack {
       if (this.#pending.length > 0) this.#flushRejects(now);
     } finally {
       this.#inCore--;
+      // What asked for a wake during the poll was done by it.
+      if (this.#inCore === 0) this.#wakeAfterInput = false;
     }
   }
 
@@ -1098,8 +1109,13 @@ export class NetStack {
     this.#sendIp(version, src, dst, IP_PROTOCOL_TCP, segment.length, version === 4);
   }
 
+  /**
+   * Asks the owner to poll: at once outside the cores, after the input
+   * inside `input`, never inside `poll` (which does the work itself).
+   */
   #wakeOwner(): void {
     if (this.#inCore === 0) this.#wake();
+    else this.#wakeAfterInput = true;
   }
 
   // ---------------------------------------------------------------- output

@@ -31,6 +31,9 @@ class FakeTcp implements TcpLayerLike {
   resets = 0;
   drops = 0;
   connects: TcpTuple[] = [];
+  /** Runs at the end of each input / poll (to script host calls from inside them). */
+  onInput: () => void = () => {};
+  onPoll: () => void = () => {};
   constructor(readonly host: TcpLayerHost) {
     FakeTcp.last = this;
   }
@@ -63,6 +66,7 @@ class FakeTcp implements TcpLayerLike {
       };
       this.host.onSyn(req);
     }
+    this.onInput();
   }
   icmpError(
     src: Uint8Array,
@@ -72,7 +76,9 @@ class FakeTcp implements TcpLayerLike {
   ): void {
     this.errors.push({ src: [...src], dst: [...dst], quoted: [...quoted], ...error });
   }
-  poll(): void {}
+  poll(): void {
+    this.onPoll();
+  }
   nextDeadline(): number {
     return Infinity;
   }
@@ -751,6 +757,28 @@ Deno.test("NetStack TCP glue", async (t) => {
       [40001, peerB],
       [40002, undefined],
     ]);
+  });
+
+  await t.step("a wake asked for during input reaches the owner once the input returns", () => {
+    const { stack, tcp, wakes } = makeStack();
+    const seen: number[] = [];
+    tcp.onInput = () => {
+      tcp.host.wake(); // e.g. ACKs left for the end of the batch
+      tcp.host.wake();
+      seen.push(wakes());
+    };
+    const ack = ip4(CLIENT4, SERVER4, 6, tcpSegment(CLIENT4, SERVER4, 40000, 443, 0x10));
+    stack.input(ack, 0);
+    stack.input(ack, 0);
+    assert.deepEqual(seen, [0, 1], "not during an input");
+    assert.equal(wakes(), 2, "once after each input that asked");
+    // One asked for during a poll is not given: the poll does the work.
+    tcp.onPoll = () => tcp.host.wake();
+    stack.poll(1);
+    assert.equal(wakes(), 2);
+    tcp.onInput = () => {};
+    stack.input(ack, 2);
+    assert.equal(wakes(), 2);
   });
 
   await t.step("reject('icmp') sends port unreachable quoting the SYN on the next poll", () => {

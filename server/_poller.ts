@@ -86,7 +86,8 @@ export class Poller {
    * synchronously, so the microtask runs after its last datagram).
    */
   armSoon(): void {
-    if (this.#armQueued) return;
+    // A queued poll re-arms when it has run.
+    if (this.#armQueued || this.#pollQueued) return;
     this.#armQueued = true;
     queueMicrotask(() => {
       this.#armQueued = false;

@@ -378,6 +378,12 @@ export interface ConnectionOwner {
   segmentBuffer?(conn: Connection, length: number): Uint8Array | undefined;
   /** The connection needs `poll` soon (state changed from a stream callback). */
   wakeConnection(conn: Connection): void;
+  /**
+   * The connection has work for the end of the current batch of input (an
+   * ACK that in-order data owes, bytes for its reader): `endBatch` runs at
+   * the next `poll`, once however many segments the batch brought.
+   */
+  deferToBatchEnd(conn: Connection): void;
   /** The connection entered TIME_WAIT. */
   enteredTimeWait(conn: Connection): void;
   /** The connection is gone (CLOSED). */
@@ -511,6 +517,8 @@ export class Connection implements TcpConnectionLike {
   heapAt: number = Infinity;
   /** In the layer's wake list (layer-internal). */
   dirty = false;
+  /** In the layer's end-of-batch list (layer-internal). */
+  batched = false;
   /** Insertion order for half-open / TIME_WAIT eviction (layer-internal). */
   released = false;
   /** Who the connection is counted against (layer-internal; see `NetStack.input`). */
@@ -1521,15 +1529,17 @@ export class Connection implements TcpConnectionLike {
       return;
     }
     this.#bytesIn += seqDiff(rcv.nxt, before);
-    this.#feedReader();
     this.#unackedSegs++;
-    // ACK at least every second full-sized segment (RFC 5681 §4.2); at once
-    // when a hole was filled or out-of-order data remains (RFC 5681 §4.2).
-    if (what === Accepted.FILLED || this.#unackedSegs >= 2 || this.#o.delayedAck === 0) {
-      this.#ackNow = true;
-    } else if (this.#delackAt === Infinity) {
+    // At once when a hole was filled or out-of-order data remains (RFC 5681
+    // §4.2). Otherwise the reader is fed, and the ACK owed for every second
+    // segment (RFC 5681 §4.2) sent, at the end of the batch of input this
+    // segment came in (`endBatch`): a batch draws one cumulative ACK and one
+    // read, however many in-order segments it brought.
+    if (what === Accepted.FILLED || this.#o.delayedAck === 0) this.#ackNow = true;
+    else if (this.#delackAt === Infinity) {
       this.#delackAt = this.#owner.lastNow + this.#o.delayedAck;
     }
+    this.#owner.deferToBatchEnd(this);
     if (this.#oooFinSeq >= 0 && this.#oooFinSeq === rcv.nxt) {
       this.#oooFinSeq = -1;
       this.#receiveFin(this.#owner.lastNow);
@@ -1596,6 +1606,9 @@ export class Connection implements TcpConnectionLike {
       return;
     }
     if (this.#delackAt <= now) this.#ackNow = true;
+    // An ACK goes out before the batch ends: a waiting reader takes what the
+    // batch queued first, so that the window it advertises counts it as read.
+    if (this.#ackNow && this.batched) this.#feedReader();
     if (this.#windowUpdate) {
       this.#windowUpdate = false;
       if (this.#rcv.updateWorthSending()) this.#ackNow = true;
@@ -2326,6 +2339,19 @@ export class Connection implements TcpConnectionLike {
   abandon(error: TcpError): void {
     if (this.state === S.CLOSED && (this.#error || this.#readDone)) return;
     this.#terminate(error);
+  }
+
+  /**
+   * The end of a batch of input (from the layer's poll): feeds the reader
+   * what the batch's segments queued and sends the ACK they owe, one for the
+   * batch (RFC 5681 §4.2: at least every second segment; a single segment
+   * waits for the delayed-ACK timer).
+   */
+  endBatch(now: number): void {
+    if (this.state === S.CLOSED) return;
+    this.#feedReader();
+    if (this.#unackedSegs >= 2) this.#ackNow = true;
+    this.#output(now);
   }
 
   /** Flushes work queued by stream callbacks (from the layer's poll). */

@@ -33,6 +33,93 @@ Deno.test("receiving", async (t) => {
     h.expectNothing();
   });
 
+  await t.step("a batch of in-order segments draws one cumulative ACK at its end", () => {
+    const h = new Harness();
+    const { iss } = h.open();
+    const wakes = h.wakes;
+    h.batch(() => {
+      for (let i = 0; i < 8; i++) {
+        h.send({ flags: "A", seq: P + i * 1000, ack: iss + 1, data: filler(1000) }, 10);
+        h.expectNothing();
+      }
+      // The layer asks once to be polled after the batch; it owes that poll now.
+      assert.equal(h.wakes, wakes + 1);
+      assert.equal(h.layer.nextDeadline(), 10);
+    });
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 8000 });
+    h.expectNothing();
+    assert.equal(h.layer.nextDeadline(), Infinity);
+  });
+
+  await t.step("a batch of one segment leaves it to the delayed-ACK timer", () => {
+    const h = new Harness();
+    const { iss } = h.open();
+    h.batch(() => h.send({ flags: "A", seq: P, ack: iss + 1, data: filler(1000) }, 10));
+    h.expectNothing();
+    // The next batch's segment makes two: ACKed at that batch's end.
+    h.batch(() => h.send({ flags: "A", seq: P + 1000, ack: iss + 1, data: filler(1000) }, 12));
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 2000 });
+    h.expectNothing();
+    assert.equal(h.layer.nextDeadline(), Infinity, "the delayed-ACK timer is off");
+  });
+
+  await t.step("in a batch, out-of-order data is SACKed at once, then one ACK", () => {
+    const h = new Harness();
+    const { iss } = h.open({ sackPerm: true });
+    h.batch(() => {
+      h.send({ flags: "A", seq: P, ack: iss + 1, data: filler(1000) }, 1);
+      h.send({ flags: "A", seq: P + 1000, ack: iss + 1, data: filler(1000) }, 1);
+      h.expectNothing();
+      // A gap: the duplicate ACK with its SACK block goes now (RFC 5681 §4.2),
+      // cumulative over the batch's in-order segments so far.
+      h.send({ flags: "A", seq: P + 3000, ack: iss + 1, data: filler(1000) }, 1);
+      h.expect({ flags: "A", seq: iss + 1, ack: P + 2000, sack: [[P + 3000, P + 4000]] });
+      // The hole filled: ACKed at once too.
+      h.send({ flags: "A", seq: P + 2000, ack: iss + 1, data: filler(1000) }, 1);
+      h.expect({ flags: "A", seq: iss + 1, ack: P + 4000, sack: [] });
+      h.send({ flags: "A", seq: P + 4000, ack: iss + 1, data: filler(1000) }, 1);
+      h.send({ flags: "A", seq: P + 5000, ack: iss + 1, data: filler(1000) }, 1);
+      h.expectNothing();
+    });
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 6000 });
+    h.expectNothing();
+  });
+
+  await t.step("in a batch, a FIN is ACKed at once", () => {
+    const h = new Harness();
+    const { iss } = h.open();
+    h.batch(() => {
+      h.send({ flags: "A", seq: P, ack: iss + 1, data: filler(1000) }, 1);
+      h.send({ flags: "A", seq: P + 1000, ack: iss + 1, data: filler(1000) }, 1);
+      h.expectNothing();
+      h.send({ flags: "FA", seq: P + 2000, ack: iss + 1 }, 1);
+      h.expect({ flags: "A", seq: iss + 1, ack: P + 2001 });
+    });
+    h.expectNothing();
+  });
+
+  await t.step("a batch's data reaches a waiting reader in one chunk", async () => {
+    const h = new Harness();
+    const { conn, iss } = h.open();
+    const reader = conn.readable.getReader();
+    const first = reader.read();
+    await settle();
+    const d = filler(6000);
+    h.batch(() => {
+      for (let i = 0; i < 6; i++) {
+        h.send({
+          flags: "A",
+          seq: P + i * 1000,
+          ack: iss + 1,
+          data: d.subarray(i * 1000, i * 1000 + 1000),
+        }, 1);
+      }
+    });
+    const { value } = await first;
+    assert.deepEqual(value, d);
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 6000 });
+  });
+
   await t.step("out of order: duplicate ACKs carry SACK blocks, newest first", async () => {
     const h = new Harness();
     const { conn, iss } = h.open({ sackPerm: true });

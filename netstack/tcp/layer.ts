@@ -165,6 +165,9 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   readonly #budgets = new Map<unknown, { send: ByteBudget; receive: ByteBudget }>();
   readonly #heap: HeapEntry[] = [];
   #dirty: Connection[] = [];
+  /** Connections with work for the end of the current batch of input (see `deferToBatchEnd`). */
+  #batch: Connection[] = [];
+  #batchSpare: Connection[] = [];
   readonly #in = new TcpRepr();
   readonly #hash: KeyedHash;
   readonly #tsHash: KeyedHash;
@@ -222,6 +225,16 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       this.#dirty.push(conn);
     }
     this.#host.wake();
+  }
+
+  /** @internal */
+  deferToBatchEnd(conn: Connection): void {
+    if (conn.batched || conn.released) return;
+    conn.batched = true;
+    this.#batch.push(conn);
+    // Once per batch: the owner polls after the batch (the stack holds a wake
+    // asked for during input until the input returns).
+    if (this.#batch.length === 1) this.#host.wake();
   }
 
   /** @internal */
@@ -590,9 +603,14 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     this.#flushDirty(now);
   }
 
-  /** Runs due timers and flushes work queued by stream callbacks. */
+  /**
+   * Ends the batch of input since the last poll (each connection that
+   * received in-order data sends one ACK for all of it and feeds its
+   * reader), runs due timers and flushes work queued by stream callbacks.
+   */
   poll(now: number): void {
     this.lastNow = now;
+    this.endBatch(now);
     this.#flushDirty(now);
     const heap = this.#heap;
     // A safety bound: every connection's timers move forward when they run.
@@ -627,7 +645,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
    * poll, returns the last `now` (poll at once).
    */
   nextDeadline(): number {
-    if (this.#dirty.length > 0) return this.lastNow;
+    if (this.#dirty.length > 0 || this.#batch.length > 0) return this.lastNow;
     const heap = this.#heap;
     while (heap.length > 0) {
       const top = heap[0];
@@ -675,6 +693,29 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   }
 
   // ------------------------------------------------------------ internals
+
+  /**
+   * Ends the batch of input since the last call (`poll` does this first):
+   * each connection that received in-order data in it feeds its reader and
+   * sends one ACK for all of it (or leaves a single segment to the
+   * delayed-ACK timer). Out-of-order data, holes filled, FINs and window
+   * problems are ACKed at once during `input`, not here.
+   */
+  endBatch(now: number): void {
+    const list = this.#batch;
+    if (list.length === 0) return;
+    this.lastNow = now;
+    this.#batch = this.#batchSpare;
+    for (let i = 0; i < list.length; i++) {
+      const c = list[i];
+      c.batched = false;
+      if (c.released) continue;
+      c.endBatch(now);
+      this.#schedule(c);
+    }
+    list.length = 0;
+    this.#batchSpare = list;
+  }
 
   #flushDirty(now: number): void {
     while (this.#dirty.length > 0) {

@@ -32,6 +32,8 @@ export type AcceptedValue = typeof Accepted[keyof typeof Accepted];
 
 /** Largest chunk handed to the consumer in one read (small segments are coalesced). */
 const MAX_READ = 65536;
+/** Queued chunks at least this long are handed over alone, not coalesced (a copy). */
+const COALESCE_BELOW = 16384;
 
 /** Receive sequence space, queue and window of one connection. */
 export class Receiver {
@@ -65,7 +67,17 @@ export class Receiver {
   /** Called once bytes of a full `budget` are freed (the window may open again). */
   onBudget: (() => void) | null = null;
   readonly #max: number;
+  /** Filled chunks, oldest first; the open block's bytes come after them. */
   #queue: Uint8Array[] | null = null;
+  /**
+   * The open block: in-order bytes are copied into it as they arrive (their
+   * one copy), and it is handed to the consumer as it is when the queue
+   * before it is empty (no second copy). Its first `#blockUsed` bytes hold data.
+   */
+  #block: Uint8Array | null = null;
+  #blockUsed = 0;
+  /** Size of the next block: grows while the consumer reads less often than segments come. */
+  #blockSize = 0;
   #asm: Assembler | null = null;
   #dsackL = -1;
   #dsackR = 0;
@@ -161,7 +173,7 @@ export class Receiver {
       if (asm.empty) this.#asm = null;
       return Accepted.OUT_OF_ORDER;
     }
-    this.#push(payload.slice());
+    this.#push(payload);
     this.nxt = seqAdd(this.nxt, len);
     let filled = false;
     const asm = this.#asm;
@@ -178,10 +190,30 @@ export class Receiver {
     return filled || this.#asm ? Accepted.FILLED : Accepted.IN_ORDER;
   }
 
-  #push(chunk: Uint8Array): void {
+  /**
+   * Copies in-order bytes (at RCV.NXT) into the open block, or into a new
+   * one when they do not fit: as big as the consumer lagged behind lately
+   * (doubled each time a block fills before a read, up to 64 KiB), but not
+   * beyond the window the peer may still fill, so the spare room of a block
+   * is memory the window already claims.
+   */
+  #push(data: Uint8Array): void {
     if (this.discard) return;
-    (this.#queue ??= []).push(chunk);
-    this.queued += chunk.length;
+    const len = data.length;
+    let block = this.#block;
+    if (block && this.#blockUsed + len > block.length) {
+      this.#blockSize = Math.min(MAX_READ, Math.max(2 * block.length, len));
+      (this.#queue ??= []).push(block.subarray(0, this.#blockUsed));
+      block = null;
+    }
+    if (!block) {
+      const room = this.window;
+      block = this.#block = new Uint8Array(Math.max(len, Math.min(this.#blockSize, room)));
+      this.#blockUsed = 0;
+    }
+    block.set(data, this.#blockUsed);
+    this.#blockUsed += len;
+    this.queued += len;
   }
 
   /**
@@ -190,27 +222,50 @@ export class Receiver {
    */
   take(): Uint8Array | null {
     const q = this.#queue;
-    if (!q || q.length === 0) return null;
+    if (!q || q.length === 0) return this.#takeBlock();
     let chunk: Uint8Array;
-    if (q.length === 1 || q[0].length >= MAX_READ) chunk = q.shift()!;
+    if (q[0].length >= COALESCE_BELOW) chunk = q.shift()!;
     else {
+      // Small chunks (a block that the window kept small, the first blocks of
+      // a burst) are coalesced, with the open block when it fits behind them.
       let n = 0, k = 0;
       while (k < q.length && n + q[k].length <= MAX_READ) n += q[k++].length;
-      if (k <= 1) chunk = q.shift()!;
+      const open = k === q.length && this.#blockUsed > 0 && n + this.#blockUsed <= MAX_READ
+        ? this.#blockUsed
+        : 0;
+      if (k <= 1 && open === 0) chunk = q.shift()!;
       else {
-        chunk = new Uint8Array(n);
+        chunk = new Uint8Array(n + open);
         let at = 0;
         for (let i = 0; i < k; i++) {
           chunk.set(q[i], at);
           at += q[i].length;
         }
         q.splice(0, k);
+        if (open > 0) {
+          chunk.set(this.#block!.subarray(0, open), at);
+          this.#block = null;
+          this.#blockUsed = 0;
+        }
       }
     }
     this.queued -= chunk.length;
     this.syncBudget();
     if (q.length === 0) this.#queue = null;
     return chunk;
+  }
+
+  /** Hands over the open block's data (the next one is sized by what this one held). */
+  #takeBlock(): Uint8Array | null {
+    const block = this.#block;
+    const used = this.#blockUsed;
+    if (!block || used === 0) return null;
+    this.#block = null;
+    this.#blockUsed = 0;
+    this.#blockSize = Math.min(MAX_READ, Math.max(2 * used, this.#blockSize >> 1));
+    this.queued -= used;
+    this.syncBudget();
+    return used === block.length ? block : block.subarray(0, used);
   }
 
   /** The consumer cancelled: drop what is queued and discard from now on. */
@@ -221,6 +276,8 @@ export class Receiver {
 
   #forgetQueue(): void {
     this.#queue = null;
+    this.#block = null;
+    this.#blockUsed = 0;
     this.queued = 0;
     this.syncBudget();
   }

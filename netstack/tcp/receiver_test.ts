@@ -32,6 +32,55 @@ Deno.test("Receiver", async (t) => {
     assert.equal(r.queued, 0);
   });
 
+  await t.step("in-order bytes are copied once: blocks are handed over as they are", () => {
+    const r = new Receiver(1 << 20, 1 << 20);
+    r.start(0, 0);
+    r.advertise();
+    const seg = new Uint8Array(1000);
+    let seq = 0;
+    const arrive = (n: number) => {
+      for (let i = 0; i < n; i++) {
+        seg.fill(seq / 1000);
+        r.accept(seq, seg, 1, 0);
+        seq += 1000;
+      }
+      seg.fill(0xee); // the caller reuses its buffer: the receiver copied what it kept
+    };
+    const check = (chunk: Uint8Array, from: number) => {
+      for (let i = 0; i < chunk.length; i += 1000) assert.equal(chunk[i], (from + i) / 1000);
+    };
+    // A reader that keeps up: each read's bytes come in one block of their own.
+    let at = 0;
+    const taken: Uint8Array[] = [];
+    for (let round = 0; round < 6; round++) {
+      arrive(20);
+      const chunks: Uint8Array[] = [];
+      for (let c = r.take(); c; c = r.take()) chunks.push(c);
+      for (const c of chunks) {
+        check(c, at);
+        at += c.length;
+      }
+      taken.push(...chunks);
+    }
+    assert.equal(at, seq);
+    assert.equal(r.queued, 0);
+    // Once the block size has caught up, a read is one block, not a copy of several.
+    assert.equal(taken[taken.length - 1].length, 20_000);
+    // Taken chunks share no bytes with what came later.
+    taken[0].fill(0xff);
+    check(taken[taken.length - 1], seq - 20_000);
+  });
+
+  await t.step("a block never holds more room than the window offers", () => {
+    const r = new Receiver(4000, 4000);
+    r.start(0, 0);
+    r.advertise(); // 4000
+    for (let i = 0; i < 4; i++) r.accept(i * 1000, bytes(1000, i), 1, 0);
+    const all = r.take()!;
+    assert.equal(all.length, 4000);
+    assert.ok(all.buffer.byteLength <= 4000, `a ${all.buffer.byteLength}-byte buffer`);
+  });
+
   await t.step("SACK blocks: a DSACK first, once, then the islands", () => {
     const r = new Receiver(65536, 65536);
     r.start(0, 0);

@@ -118,6 +118,7 @@ export class Harness {
   readonly accepted: TcpConnectionLike[] = [];
   /** A trace of everything in and out. */
   readonly trace: string[] = [];
+  #inBatch = false;
 
   /** Segments the layer built in place in {@linkcode Harness.room}. */
   inPlace = 0;
@@ -190,6 +191,21 @@ export class Harness {
     r.payload = bytesOf(seg.data);
     this.trace.push(`${at} > ${describe(r)}`);
     this.layer.input(REMOTE, LOCAL, emitTcp(r, REMOTE, LOCAL), at, source);
+    if (!this.#inBatch) this.layer.endBatch(at);
+  }
+
+  /**
+   * Runs `fn`, whose `send` calls form one batch of input (as a host that
+   * receives datagrams in batches delivers them): the batch ends after it.
+   */
+  batch(fn: () => void): void {
+    this.#inBatch = true;
+    try {
+      fn();
+    } finally {
+      this.#inBatch = false;
+    }
+    this.layer.endBatch(this.now);
   }
 
   /** Runs `poll` at time `at`. */
