@@ -268,6 +268,14 @@ export interface NetStackOptions {
   mtu?: number;
   /** Answer ICMP/ICMPv6 echo requests to any unicast address (default true). */
   icmpEcho?: boolean;
+  /**
+   * Verify the checksum of TCP segments (default true). A host whose packets
+   * arrive authenticated end to end may turn it off: a WireGuard tunnel's
+   * AEAD covers the whole inner packet, so a checksum there can only be
+   * wrong because the peer made it so, and wrongs only its own connection
+   * (Linux's WireGuard likewise marks decrypted packets CHECKSUM_UNNECESSARY).
+   */
+  verifyTcpChecksums?: boolean;
   /** Table and rate limits. */
   limits?: NetStackLimits;
   /**
@@ -350,6 +358,7 @@ export class NetStack {
   #acceptUdp?: (datagram: UdpDatagramIn, ipVersion: 4 | 6) => boolean;
   #mtu: number;
   #icmpEcho: boolean;
+  #verifyTcp: boolean;
   #random: (bytes: Uint8Array) => void;
   #tcp: TcpLayerLike;
   #udp: UdpFlowTable;
@@ -457,6 +466,7 @@ export class NetStack {
     this.#mtu = mtu;
     this.#frag = new Uint8Array(mtu);
     this.#icmpEcho = options.icmpEcho ?? true;
+    this.#verifyTcp = options.verifyTcpChecksums ?? true;
     this.#random = options.random ?? ((b) => crypto.getRandomValues(b));
     const limits = options.limits ?? {};
     this.#rate = limits.icmpErrorsPerSecond ?? 100;
@@ -822,7 +832,10 @@ export class NetStack {
       if (payload.length < 20) return this.#drop("tcp.truncated");
       // RFC 1122 §4.2.3.10: no TCP to a broadcast or multicast address.
       if (isMulticastOrBroadcast(dst)) return this.#drop("tcp.multicast-destination");
-      if (foldChecksum(sumWords(payload, pseudoHeaderSum(src, dst, 6, payload.length))) !== 0) {
+      if (
+        this.#verifyTcp &&
+        foldChecksum(sumWords(payload, pseudoHeaderSum(src, dst, 6, payload.length))) !== 0
+      ) {
         return this.#drop("tcp.bad-checksum");
       }
       this.#stats.tcpIn++;

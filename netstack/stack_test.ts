@@ -325,6 +325,14 @@ Deno.test("NetStack drops malformed IP and checksums, counted by reason", async 
     assert.equal(tcp.inputs.length, 1);
     assert.deepEqual(tcp.inputs[0].segment, [...seg6]);
   });
+  await t.step("verifyTcpChecksums: false hands such a segment on (an authenticated link)", () => {
+    const { stack, tcp } = makeStack({ verifyTcpChecksums: false });
+    const seg = tcpSegment(CLIENT4, SERVER4, 40000, 80, 0x10);
+    seg[4] ^= 1;
+    stack.input(ip4(CLIENT4, SERVER4, 6, seg), 0);
+    assert.equal(stack.stats().drops["tcp.bad-checksum"], undefined);
+    assert.deepEqual(tcp.inputs.map((i) => i.segment), [[...seg]]);
+  });
   await t.step("martian sources and TCP/UDP to multicast or broadcast", () => {
     const seen = tcp.inputs.length;
     for (const bad of ["0.1.2.3", "127.0.0.1", "224.0.0.5", "255.255.255.255"]) {
