@@ -187,6 +187,34 @@ Deno.test("receiving", async (t) => {
     assert.deepEqual(await readBytes(r, 1000), d.subarray(4000));
   });
 
+  await t.step("a read draws a window update only when the window at least doubles", async () => {
+    const h = new Harness({ receiveBuffer: 8000, maxReceiveBuffer: 8000 });
+    const { conn, iss } = h.open();
+    const send = (from: number, n: number, at: number) =>
+      h.batch(() => {
+        for (let i = 0; i < n; i++) {
+          h.send({ flags: "A", seq: P + from + i * 1000, ack: iss + 1, data: filler(1000) }, at);
+        }
+      });
+    // 2000 bytes: 6000 of the window left. Reading them would offer 8000,
+    // less than twice that: the next ACK carries it, no update of its own.
+    send(0, 2, 1);
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 2000, win: 6000 });
+    assert.equal((await conn.read())?.length, 2000);
+    await settle();
+    h.poll(2);
+    h.expectNothing();
+    // 5000 more; their ACK carries what the read freed: 3000 left. Reading
+    // them offers 8000, more than twice that: an update at once.
+    send(2000, 5, 3);
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 7000, win: 3000 });
+    assert.equal((await conn.read())?.length, 5000);
+    await settle();
+    h.poll(4);
+    h.expect({ flags: "A", seq: iss + 1, ack: P + 7000, win: 8000 });
+    h.expectNothing();
+  });
+
   await t.step("receive buffer grows while the consumer keeps up", async () => {
     const h = new Harness({ receiveBuffer: 4096, maxReceiveBuffer: 65536 });
     const { conn, iss } = h.open();

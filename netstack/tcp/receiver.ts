@@ -365,9 +365,17 @@ export class Receiver {
     return field;
   }
 
-  /** Whether the window could open by enough to be worth an update (SWS avoidance). */
+  /**
+   * Whether the window could open by enough to be worth an update of its
+   * own: by a meaningful amount (SWS avoidance) and to at least twice what
+   * the peer has left (as Linux's tcp_cleanup_rbuf). A read that frees less
+   * waits for the next ACK to carry it: while the window is wide open, as in
+   * a bulk transfer to a reader that keeps up, that is every batch's ACK.
+   */
   updateWorthSending(): boolean {
-    return this.free() - this.window >= Math.min(this.buf >> 1, 2 * this.mss);
+    const free = this.free();
+    const cur = this.window;
+    return free - cur >= Math.min(this.buf >> 1, 2 * this.mss) && free >= 2 * cur;
   }
 
   /** Remembers a duplicate range for the next ACK's first SACK block (RFC 2883). */
