@@ -247,7 +247,14 @@ export interface NetStackSourceUsage {
 export interface NetStackOptions {
   /** Sends one outgoing IP packet. The bytes are valid only during the call. */
   output(packet: Uint8Array): void;
-  /** State changed outside `input`/`poll` (a stream write, a decision): call `poll` soon. */
+  /**
+   * State changed outside `input`/`poll` (a stream write, a decision), or an
+   * `input` left work for the end of the batch (the ACK that in-order TCP
+   * data owes, bytes for a reader): call `poll` soon. A host that delivers
+   * packets in batches polls once after each batch, which then draws one
+   * ACK per connection however many segments it brought. Called after the
+   * `input` returns, never during one.
+   */
   wake?(): void;
   /** A SYN to any address/port arrived. Without this handler SYNs are answered with RST. */
   onTcpConnection?(request: TcpRequest): void;

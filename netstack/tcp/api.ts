@@ -46,8 +46,10 @@ export interface TcpLayerHost {
   segmentBuffer?(src: IpAddress): Uint8Array;
   /**
    * Tells the owner that state changed outside `input`/`poll` (a stream write,
-   * a read that opened the window, a close) so it should call `poll` soon and
-   * re-read `nextDeadline()`.
+   * a read that opened the window, a close), or that an `input` left work
+   * for the end of its batch (the ACK in-order data owes, bytes for a
+   * reader), so it should call `poll` soon (after the batch of input it is
+   * delivering) and re-read `nextDeadline()`.
    */
   wake(): void;
   /**

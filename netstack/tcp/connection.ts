@@ -10,7 +10,8 @@
  * DSACK (RFC 3708)), RFC 6298 (RTO;
  * Karn's rule also for timestamp echoes), RFC 5681 + RFC 9438 (congestion
  * control; BBR in `bbr.ts`, the default) with pacing when the controller sets a rate,
- * delayed ACKs (RFC 1122 §4.2.3.2: every second segment or 40 ms),
+ * delayed ACKs (RFC 1122 §4.2.3.2: every second segment or 40 ms; one ACK
+ * per batch of input, at its end, however many in-order segments it brought),
  * zero-window probing, optional keepalives; and the web-stream face the user
  * sees.
  *

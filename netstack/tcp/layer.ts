@@ -640,6 +640,29 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   }
 
   /**
+   * Ends the batch of input since the last call (`poll` does this first):
+   * each connection that received in-order data in it feeds its reader and
+   * sends one ACK for all of it (or leaves a single segment to the
+   * delayed-ACK timer). Out-of-order data, holes filled, FINs and window
+   * problems are ACKed at once during `input`, not here.
+   */
+  endBatch(now: number): void {
+    const list = this.#batch;
+    if (list.length === 0) return;
+    this.lastNow = now;
+    this.#batch = this.#batchSpare;
+    for (let i = 0; i < list.length; i++) {
+      const c = list[i];
+      c.batched = false;
+      if (c.released) continue;
+      c.endBatch(now);
+      this.#schedule(c);
+    }
+    list.length = 0;
+    this.#batchSpare = list;
+  }
+
+  /**
    * The time `poll` should next run: exact, amortized O(log n) over a heap of
    * connection deadlines. When stream callbacks queued work since the last
    * poll, returns the last `now` (poll at once).
@@ -693,29 +716,6 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   }
 
   // ------------------------------------------------------------ internals
-
-  /**
-   * Ends the batch of input since the last call (`poll` does this first):
-   * each connection that received in-order data in it feeds its reader and
-   * sends one ACK for all of it (or leaves a single segment to the
-   * delayed-ACK timer). Out-of-order data, holes filled, FINs and window
-   * problems are ACKed at once during `input`, not here.
-   */
-  endBatch(now: number): void {
-    const list = this.#batch;
-    if (list.length === 0) return;
-    this.lastNow = now;
-    this.#batch = this.#batchSpare;
-    for (let i = 0; i < list.length; i++) {
-      const c = list[i];
-      c.batched = false;
-      if (c.released) continue;
-      c.endBatch(now);
-      this.#schedule(c);
-    }
-    list.length = 0;
-    this.#batchSpare = list;
-  }
 
   #flushDirty(now: number): void {
     while (this.#dirty.length > 0) {
