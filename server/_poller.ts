@@ -46,6 +46,7 @@ export class Poller {
   #timer: unknown = undefined;
   #timerAt = Infinity;
   #pollQueued = false;
+  #stackQueued = false;
   #armQueued = false;
   #lastPollAt = -Infinity;
   #stopped = false;
@@ -81,13 +82,33 @@ export class Poller {
   }
 
   /**
+   * Runs the stack alone in a microtask (once however often it is asked,
+   * and not when both cores are queued to run), then re-arms: what the
+   * stack asks for with its `wake` (work queued by stream callbacks, the end
+   * of a batch of input: one ACK per connection) needs no turn of the
+   * device, whose `poll` walks every peer.
+   */
+  pollStackSoon(): void {
+    if (this.#stackQueued || this.#pollQueued || this.#stopped) return;
+    this.#stackQueued = true;
+    queueMicrotask(this.#stackTask);
+  }
+
+  readonly #stackTask = (): void => {
+    this.#stackQueued = false;
+    if (this.#stopped) return;
+    this.#stack.poll(this.#now());
+    this.arm();
+  };
+
+  /**
    * Re-arms in a microtask: after a batch of received datagrams, once
    * (`nextDeadline()` scans every peer; socket adapters deliver a batch
    * synchronously, so the microtask runs after its last datagram).
    */
   armSoon(): void {
     // A queued poll re-arms when it has run.
-    if (this.#armQueued || this.#pollQueued) return;
+    if (this.#armQueued || this.#pollQueued || this.#stackQueued) return;
     this.#armQueued = true;
     queueMicrotask(() => {
       this.#armQueued = false;

@@ -98,6 +98,26 @@ Deno.test("Poller", async (t) => {
     assert.deepEqual([timers.armed.size, device.polls.length], [0, 0]);
   });
 
+  await t.step(
+    "pollStackSoon: one run of the stack alone per microtask, then a re-arm",
+    async () => {
+      const { device, stack, timers, poller } = setup();
+      stack.deadline = 1040;
+      poller.pollStackSoon();
+      poller.pollStackSoon();
+      poller.armSoon(); // the stack's turn re-arms
+      assert.deepEqual(stack.polls, []);
+      await Promise.resolve();
+      assert.deepEqual([device.polls, stack.polls], [[], [1000]]);
+      assert.deepEqual(timers.delays(), [40]);
+      // Both cores queued: the stack is not run a second time on its own.
+      poller.pollSoon();
+      poller.pollStackSoon();
+      await Promise.resolve();
+      assert.deepEqual([device.polls, stack.polls], [[1000], [1000, 1000]]);
+    },
+  );
+
   await t.step("armSoon: one re-arm after a batch", async () => {
     const { stack, timers, poller } = setup();
     stack.deadline = 1005;

@@ -174,7 +174,7 @@ class RunningServer implements Server {
           this.#device.send(packet, this.#now());
         }
         : (packet) => this.#device.send(packet, this.#now()),
-      wake: () => this.#poller.pollSoon(),
+      wake: () => this.#poller.pollStackSoon(),
       onTcpConnection: (request) => this.#conns.onTcpRequest(request),
       onUdpFlow: (flow) => this.#conns.onUdpFlow(flow),
     });

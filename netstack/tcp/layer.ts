@@ -168,6 +168,8 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
   /** Connections with work for the end of the current batch of input (see `deferToBatchEnd`). */
   #batch: Connection[] = [];
   #batchSpare: Connection[] = [];
+  /** Inside `input` (which flushes what stream callbacks queue during it). */
+  #inInput = false;
   readonly #in = new TcpRepr();
   readonly #hash: KeyedHash;
   readonly #tsHash: KeyedHash;
@@ -224,7 +226,8 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       conn.dirty = true;
       this.#dirty.push(conn);
     }
-    this.#host.wake();
+    // Inside input the layer flushes the list itself before it returns.
+    if (!this.#inInput) this.#host.wake();
   }
 
   /** @internal */
@@ -325,15 +328,20 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       conn.abandon(new TcpError("ECONNABORTED", "Reused"));
       conn = undefined;
     }
-    if (conn) {
-      const wasHalfOpen = conn.state === TcpState.SYN_RECEIVED;
-      conn.input(seg, now);
-      if (wasHalfOpen && conn.state !== TcpState.SYN_RECEIVED) this.#halfOpenDelete(key);
-      this.#schedule(conn);
-    } else {
-      this.#noConnection(src, dst, key, seg, source);
+    this.#inInput = true;
+    try {
+      if (conn) {
+        const wasHalfOpen = conn.state === TcpState.SYN_RECEIVED;
+        conn.input(seg, now);
+        if (wasHalfOpen && conn.state !== TcpState.SYN_RECEIVED) this.#halfOpenDelete(key);
+        this.#schedule(conn);
+      } else {
+        this.#noConnection(src, dst, key, seg, source);
+      }
+      this.#flushDirty(now);
+    } finally {
+      this.#inInput = false;
     }
-    this.#flushDirty(now);
   }
 
   #noConnection(
