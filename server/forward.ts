@@ -1605,11 +1605,12 @@ class TcpRelay {
   #left: Uint8Array | null = null;
   #downStep = READ;
   #size = READ_MIN;
+  /**
+   * The upstream read buffer, kept across reads (no allocation per read):
+   * the next read starts only once the client's write of the last chunk
+   * resolved, so its bytes are no longer needed; a new one when the size changes.
+   */
   #buf: Uint8Array | null = null;
-  /** The last read buffer, read into again once its write resolved (no allocation per read). */
-  #spare: Uint8Array | null = null;
-  /** The read buffer whose bytes the pending client write holds, if it holds any. */
-  #lent: Uint8Array | null = null;
   #n = 0;
 
   constructor(readonly stream: RelayClient, readonly upstream: UpstreamConn) {}
@@ -1779,9 +1780,8 @@ class TcpRelay {
   // Upstream → client.
 
   #readUpstream(): void {
-    const spare = this.#spare;
-    this.#spare = null;
-    const buf = this.#buf = spare?.length === this.#size ? spare : new Uint8Array(this.#size);
+    let buf = this.#buf;
+    if (buf?.length !== this.#size) buf = this.#buf = new Uint8Array(this.#size);
     this.#downStep = READ;
     try {
       this.upstream.read(buf).then(this.#downOk, this.#downErr);
@@ -1800,17 +1800,15 @@ class TcpRelay {
 
   #downStepDone(value: unknown): void {
     if (this.#downStep === WRITE) {
-      this.#spare = this.#lent;
-      this.#lent = null;
       this.bytesDown += this.#n;
       this.moved(0, this.#n);
       return this.#readUpstream();
     }
     const n = value as number | null;
     const buf = this.#buf!;
-    this.#buf = null;
     if (n === null) {
       // FIN to the client after what was written.
+      this.#buf = null;
       this.halfClosed("down");
       this.stream.close();
       return this.#finished(false);
@@ -1818,10 +1816,7 @@ class TcpRelay {
     this.touch();
     const size = this.#size;
     // A short read keeps only its bytes (no slack held by the stream).
-    const whole = n >= size / 2;
-    const chunk = n === size ? buf : whole ? buf.subarray(0, n) : buf.slice(0, n);
-    if (whole) this.#lent = buf;
-    else this.#spare = buf;
+    const chunk = n === size ? buf : n >= size / 2 ? buf.subarray(0, n) : buf.slice(0, n);
     this.#size = n === size ? Math.min(size * 8, READ_MAX) : n < size / 4 ? READ_MIN : size;
     this.#n = n;
     this.#downStep = WRITE;
@@ -1833,7 +1828,7 @@ class TcpRelay {
   }
 
   #downErr = (error: unknown): void => {
-    this.#buf = this.#spare = this.#lent = null;
+    this.#buf = null;
     if (this.#downStep === WRITE) this.#fail("client reset", error);
     else this.#fail(upstreamEnd(error), error);
     this.#finished(false);
