@@ -2336,6 +2336,15 @@ export class Connection implements TcpConnectionLike {
     this.#terminate(new TcpError("ECONNABORTED", "Connection reset locally"));
   }
 
+  /**
+   * Ends TIME_WAIT now, as its timer would (the layer's TIME_WAIT limit):
+   * the connection already closed both ways, so no error; data the peer
+   * sent and nobody read yet stays readable.
+   */
+  expireTimeWait(): void {
+    if (this.state === S.TIME_WAIT) this.#terminate(null);
+  }
+
   /** Drops the connection without a segment (half-open eviction, layer shutdown). */
   abandon(error: TcpError): void {
     if (this.state === S.CLOSED && (this.#error || this.#readDone)) return;

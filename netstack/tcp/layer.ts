@@ -245,7 +245,7 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
     this.#halfOpenDelete(conn.key);
     const o = this.options;
     if (o.maxTimeWait === 0 || (conn.source !== undefined && o.maxTimeWaitPerSource === 0)) {
-      conn.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
+      conn.expireTimeWait();
       return;
     }
     for (;;) {
@@ -254,11 +254,11 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
       const victim = key === null ? undefined : this.#timeWait.get(key);
       if (!victim) {
         // Nothing of a source holding more: this one does not stay.
-        conn.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
+        conn.expireTimeWait();
         return;
       }
       this.#stats.timeWaitEvicted++;
-      victim.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
+      victim.expireTimeWait();
     }
     this.#timeWait.set(conn.key, conn);
     this.#timeWaitBy.add(conn.source, conn.key);
@@ -433,14 +433,14 @@ export class TcpLayer implements TcpLayerLike, ConnectionOwner {
         return false;
       }
       this.#stats.timeWaitEvicted++;
-      tw.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
+      tw.expireTimeWait();
     }
     if (this.#conns.size < o.maxConnections) return true;
     const twKey = this.#timeWaitBy.oldest(this.#timeWaitBy.heaviest());
     const tw = twKey === undefined ? undefined : this.#timeWait.get(twKey);
     if (tw) {
       this.#stats.timeWaitEvicted++;
-      tw.abandon(new TcpError("ECONNABORTED", "TIME_WAIT limit"));
+      tw.expireTimeWait();
       return true;
     }
     const victim = by.victim(source, o.maxConnectionsPerSource, o.maxConnections);

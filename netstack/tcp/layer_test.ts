@@ -121,6 +121,42 @@ Deno.test("TCP layer", async (t) => {
     assert.equal(h.layer.stats.connections, 3);
   });
 
+  await t.step(
+    "an evicted TIME_WAIT connection keeps its unread data and ends without error",
+    async () => {
+      const h = new Harness({ maxTimeWait: 1 });
+      const conns = [];
+      for (let i = 0; i < 2; i++) {
+        const port = 4100 + i;
+        h.send({ flags: "S", seq: PEER_ISS }, 0, port);
+        const iss = h.out.shift()!.seq;
+        h.send({ flags: "A", seq: PEER_ISS + 1, ack: iss + 1 }, 0, port);
+        const conn = h.accepted[h.accepted.length - 1];
+        conns.push(conn);
+        // The peer sends data nobody reads, then both sides close.
+        h.send(
+          { flags: "PA", seq: PEER_ISS + 1, ack: iss + 1, data: new Uint8Array([1, 2, 3]) },
+          0,
+          port,
+        );
+        h.poll(0);
+        await conn.writable.close();
+        h.poll(0);
+        h.out.length = 0;
+        h.send({ flags: "FA", seq: PEER_ISS + 4, ack: iss + 2 }, 0, port);
+        h.poll(0);
+        h.out.length = 0;
+      }
+      assert.equal(h.layer.stats.timeWaitEvicted, 1);
+      const first = conns[0];
+      assert.equal(first.stats.state, "CLOSED");
+      const reader = first.readable.getReader();
+      assert.deepEqual(await reader.read(), { done: false, value: new Uint8Array([1, 2, 3]) });
+      assert.equal((await reader.read()).done, true);
+      await first.closed;
+    },
+  );
+
   await t.step("closed connections do not stay in the timer heap", async () => {
     // Each open connection has a keepalive deadline 15 min ahead. When most
     // close while others have earlier deadlines (data in flight), their
