@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dialTcpFfi, dialTcpNow, FfiTcpConn, learnTcpConn } from "./_dial_ffi.ts";
+import { dialTcpFfi, dialTcpNow, FfiTcpConn, learnTcpConn, spareSocketCount } from "./_dial_ffi.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -87,6 +87,29 @@ Deno.test("dialTcpFfi", async (t) => {
       used.close();
     },
   );
+
+  await t.step("sockets for the next dials are made after a dial's turn, and used", async () => {
+    const first = dialTcpNow("127.0.0.1", port);
+    if (first === null) return; // no FFI here (see above)
+    // (The echo server serves one connection at a time: let this one end.)
+    await (first as FfiTcpConn).closeWrite();
+    assert.equal(await readAll((first as FfiTcpConn).conn), "echo:");
+    (first as FfiTcpConn).close();
+    await Promise.resolve(); // the refill ran after the dial's synchronous turn
+    const spares = spareSocketCount();
+    assert.ok(spares > 0, "no spare sockets after a dial");
+    const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+    const before = fds();
+    const next = dialTcpNow("127.0.0.1", port) as FfiTcpConn;
+    assert.equal(spareSocketCount(), spares - 1, "the dial took a spare socket");
+    assert.equal(fds(), before, "and made no socket of its own");
+    assert.equal(await next.write(encoder.encode("spare")), 5);
+    await next.closeWrite();
+    assert.equal(await readAll(next.conn), "echo:spare");
+    await Promise.resolve();
+    assert.equal(spareSocketCount(), spares, "refilled");
+    next.close();
+  });
 
   await t.step("a refused port rejects with ConnectionRefused", async () => {
     const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });

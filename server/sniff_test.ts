@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { clientHelloName, sniffHostname, sniffStream } from "./sniff.ts";
+import { clientHelloName, sniffFirstBytes, sniffHostname, sniffStream } from "./sniff.ts";
 import { xorshift32 } from "../tests/_prng.ts";
 import { realClientHello } from "./test_helpers.ts";
 
@@ -189,6 +189,31 @@ Deno.test("sniffStream", async (t) => {
       assert.deepEqual((await first).value, text.encode("late"));
       await w.close();
       assert.equal((await reader.read()).done, true);
+    },
+  );
+
+  await t.step(
+    "silent clients: each wait ends at its own time, in order; answered ones never time out",
+    async () => {
+      // All waits share one timer: one per timeout, whatever their order.
+      const ended: string[] = [];
+      const silent = (name: string, timeoutMs: number) =>
+        sniffFirstBytes(() => new Promise<Uint8Array | null>(() => {}), { timeoutMs }).then((r) => {
+          ended.push(name);
+          assert.ok(r.pending, `${name} ended by its timeout`);
+        });
+      let answer!: (chunk: Uint8Array) => void;
+      const answered = sniffFirstBytes(() => new Promise<Uint8Array | null>((r) => answer = r), {
+        timeoutMs: 5,
+      }).then((r) => {
+        ended.push("answered");
+        assert.equal(r.pending, undefined, "an answered read does not time out");
+        assert.equal(r.hostname, "a.example");
+      });
+      const waits = [silent("late", 60), silent("early", 20), silent("middle", 40)];
+      answer(text.encode("GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"));
+      await Promise.all([...waits, answered]);
+      assert.deepEqual(ended, ["answered", "early", "middle", "late"]);
     },
   );
 
