@@ -517,6 +517,8 @@ interface Results {
   latP99: number;
   connectMedian: number;
   connectP99: number;
+  /** Server CPU per connection of the latency test (connect, request, response, close), µs. */
+  connectCpu: number;
   ping: number;
 }
 
@@ -543,7 +545,11 @@ async function measure(
     r.http = await httpDownload(c, target);
   }
   if (metrics.has("latency")) {
+    // The other server in S is idle meanwhile: the namespace's CPU is this one's.
+    const cpuBefore = await nsCpuSeconds(s);
     const lat = await latency(c, target);
+    const cpu = await nsCpuSeconds(s) - cpuBefore;
+    r.connectCpu = cpu / (latencyPlan.connects + latencyPlan.warmup) * 1e6;
     r.latMedian = lat.median;
     r.latP99 = lat.p99;
     r.connectMedian = lat.connectMedian;
@@ -889,6 +895,7 @@ function printTable(base: Partial<Results> | undefined, ours: Partial<Results> |
     ["connect time p99", "connectP99", "ms", false],
     ["connect+req+resp median", "latMedian", "ms", false],
     ["connect+req+resp p99", "latP99", "ms", false],
+    ["server CPU per connection (all of the latency test)", "connectCpu", "µs", false],
     ["ping RTT median (100 × 20 ms apart)", "ping", "ms", false],
   ];
   const fmt = (v: number | undefined) => v === undefined ? "-" : v.toFixed(v >= 100 ? 0 : 2);
