@@ -1625,12 +1625,23 @@ export class Connection implements TcpConnectionLike {
       sent++;
     }
     const lr = this.#lr;
-    if (
-      lr && lr.lostPending === 0 && this.#unsentBytes() === 0 && this.#pipe() < this.#cc.cwnd
-    ) {
+    if (lr && lr.lostPending === 0 && this.#pipe() < this.#cc.cwnd) {
       // Nothing more to send while the window has room: rate samples from now
-      // on are application-limited (delivery-rate draft §3.4).
-      lr.markAppLimited();
+      // on are application-limited (delivery-rate draft §3.4). So are they
+      // while the peer's window holds back data that cwnd would let go (as
+      // QUIC senders count flow-control blocking): they measure the
+      // receiver, not the path. Measured through wireguard-go at 5 % loss and
+      // 50 ms, a Linux client's window of 64–112 KB kept the first rounds at
+      // 4–5 Mbit/s, and BBR's Startup took that for a full pipe.
+      const unsent = this.#unsentBytes();
+      if (
+        unsent === 0 ||
+        // (The window itself, not room that data above a hole takes up:
+        // loss clogs the window too, and that is the path's doing.)
+        (this.#sndWnd < this.#cc.cwnd && this.#peerWindowRoom() < Math.min(unsent, this.#sndMss))
+      ) {
+        lr.markAppLimited();
+      }
     }
     if (this.#ackNow) this.#sendControl(TCP_ACK, this.#ackSeq(), now);
     // Persist timer: data waiting, peer window zero, nothing in flight.
@@ -1650,6 +1661,11 @@ export class Connection implements TcpConnectionLike {
     ) {
       this.#rtoAt = now + this.#rtt.rto;
     }
+  }
+
+  /** Bytes the peer's window still takes beyond SND.NXT. */
+  #peerWindowRoom(): number {
+    return this.#sndWnd - seqDiff(this.#sndNxt, this.#sndUna);
   }
 
   #unsentBytes(): number {

@@ -1001,3 +1001,59 @@ Deno.test("streams first used after the connection moved on", async (t) => {
     await assert.rejects(conn.writable.getWriter().write(filler(1)), TypeError);
   });
 });
+
+Deno.test("BBR and the peer's window", async (t) => {
+  /**
+   * Sends over a path of 1,000 B/ms (8 Mbit/s) and 50 ms, no loss, whose
+   * receiver advertises `win` bytes, and returns the congestion state after
+   * `ms` and the bytes ACKed by then.
+   */
+  async function run(win: number, ms: number): Promise<{ state: string; acked: number }> {
+    const h = new Harness({
+      congestionControl: "bbr",
+      sendBuffer: 1 << 22,
+      maxSendBuffer: 1 << 22,
+    });
+    // Window scaling (×128): the ACKs carry win / 128.
+    const { conn, iss } = h.open({ mss: 1000, ws: 7 });
+    const field = Math.min(65535, Math.ceil(win / 128));
+    const w = conn.writable.getWriter();
+    w.write(filler(4 << 20)).catch(() => {});
+    await settle();
+    const inFlight: { end: number; ackAt: number }[] = [];
+    let acked = iss + 1;
+    let departure = 0; // when the bottleneck is free again
+    for (let now = 1; now <= ms; now++) {
+      h.poll(now);
+      for (const seg of h.out.splice(0)) {
+        const len = seg.payload.length;
+        if (len === 0) continue;
+        departure = Math.max(departure, now) + len / 1000;
+        inFlight.push({ end: seg.seq + len, ackAt: departure + 50 });
+      }
+      let ack = acked;
+      while (inFlight.length > 0 && inFlight[0].ackAt <= now) ack = inFlight.shift()!.end;
+      if (ack !== acked) {
+        acked = ack;
+        h.send({ flags: "A", seq: P, ack, win: field }, now);
+      }
+      if (now % 10 === 0) await settle();
+    }
+    return { state: stats(conn).congestionState, acked: acked - iss - 1 };
+  }
+
+  await t.step("a window below the path's rate is not taken for a full pipe", async () => {
+    // 32 KB per 50 ms (640 B/ms): the rate stays flat round after round
+    // because of the receiver. Those samples are application-limited, so
+    // Startup goes on, ready to grow when the window opens.
+    const limited = await run(32_000, 1500);
+    assert.equal(limited.state, "startup");
+    assert.ok(limited.acked > 500_000, `${limited.acked} bytes`);
+  });
+
+  await t.step("the path's own rate still ends Startup", async () => {
+    // A window that does not limit: the bottleneck's 1,000 B/ms does.
+    const open = await run(5_000_000, 1500);
+    assert.notEqual(open.state, "startup");
+  });
+});
