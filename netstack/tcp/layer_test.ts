@@ -102,20 +102,27 @@ Deno.test("TCP layer", async (t) => {
     assert.equal(h.layer.stats.synDropped, 6);
   });
 
+  /**
+   * Opens a connection from `port`, lets the peer send `data` (unread), and
+   * closes it both ways, ours first: it ends in TIME_WAIT.
+   */
+  async function toTimeWait(h: Harness, port: number, data = new Uint8Array(0)) {
+    h.send({ flags: "S", seq: PEER_ISS }, 0, port);
+    const iss = h.out.shift()!.seq;
+    h.send({ flags: "A", seq: PEER_ISS + 1, ack: iss + 1 }, 0, port);
+    const conn = h.accepted[h.accepted.length - 1];
+    if (data.length > 0) h.send({ flags: "PA", seq: PEER_ISS + 1, ack: iss + 1, data }, 0, port);
+    await conn.writable.close();
+    h.poll(0);
+    h.out.length = 0;
+    h.send({ flags: "FA", seq: PEER_ISS + 1 + data.length, ack: iss + 2 }, 0, port);
+    h.out.length = 0;
+    return conn;
+  }
+
   await t.step("TIME_WAIT is bounded: the oldest is dropped", async () => {
     const h = new Harness({ maxTimeWait: 3 });
-    for (let i = 0; i < 6; i++) {
-      const port = 4000 + i;
-      h.send({ flags: "S", seq: PEER_ISS }, 0, port);
-      const iss = h.out.shift()!.seq;
-      h.send({ flags: "A", seq: PEER_ISS + 1, ack: iss + 1 }, 0, port);
-      const conn = h.accepted[h.accepted.length - 1];
-      await conn.writable.close();
-      h.poll(0);
-      h.out.length = 0;
-      h.send({ flags: "FA", seq: PEER_ISS + 1, ack: iss + 2 }, 0, port);
-      h.out.length = 0;
-    }
+    for (let i = 0; i < 6; i++) await toTimeWait(h, 4000 + i);
     assert.equal(h.layer.stats.timeWait, 3);
     assert.equal(h.layer.stats.timeWaitEvicted, 3);
     assert.equal(h.layer.stats.connections, 3);
@@ -125,30 +132,10 @@ Deno.test("TCP layer", async (t) => {
     "an evicted TIME_WAIT connection keeps its unread data and ends without error",
     async () => {
       const h = new Harness({ maxTimeWait: 1 });
-      const conns = [];
-      for (let i = 0; i < 2; i++) {
-        const port = 4100 + i;
-        h.send({ flags: "S", seq: PEER_ISS }, 0, port);
-        const iss = h.out.shift()!.seq;
-        h.send({ flags: "A", seq: PEER_ISS + 1, ack: iss + 1 }, 0, port);
-        const conn = h.accepted[h.accepted.length - 1];
-        conns.push(conn);
-        // The peer sends data nobody reads, then both sides close.
-        h.send(
-          { flags: "PA", seq: PEER_ISS + 1, ack: iss + 1, data: new Uint8Array([1, 2, 3]) },
-          0,
-          port,
-        );
-        h.poll(0);
-        await conn.writable.close();
-        h.poll(0);
-        h.out.length = 0;
-        h.send({ flags: "FA", seq: PEER_ISS + 4, ack: iss + 2 }, 0, port);
-        h.poll(0);
-        h.out.length = 0;
-      }
+      const first = await toTimeWait(h, 4100, new Uint8Array([1, 2, 3]));
+      assert.equal(first.stats.state, "TIME_WAIT");
+      await toTimeWait(h, 4101); // evicts the first
       assert.equal(h.layer.stats.timeWaitEvicted, 1);
-      const first = conns[0];
       assert.equal(first.stats.state, "CLOSED");
       const reader = first.readable.getReader();
       assert.deepEqual(await reader.read(), { done: false, value: new Uint8Array([1, 2, 3]) });
