@@ -9,6 +9,7 @@
 import { Device, generatePrivateKey, type Peer, publicKey } from "@wgstack/wireguard";
 import { NetStack, type TcpConnection, type UdpFlow } from "@wgstack/netstack";
 import { openDenoUdpSocket, type UdpSocket } from "../server/udp.ts";
+import { serve, type ServeOptions, type Server } from "../server/serve.ts";
 
 /** Options of {@linkcode startTestClient}. */
 export interface TestClientOptions {
@@ -151,6 +152,61 @@ export function startTestClient(options: TestClientOptions): TestClient {
       } catch {
         // already closed
       }
+    },
+  };
+}
+
+/** Options of {@linkcode startServerWithClient}. */
+export interface ServerWithClientOptions {
+  /** What `serve()` gets besides its key and the one peer (default: 127.0.0.1, any port). */
+  serve?: Partial<ServeOptions>;
+  /** The client's tunnel addresses; they are the peer's AllowedIPs (default 10.7.0.2). */
+  address4?: string;
+  /** The client's IPv6 tunnel address, also allowed when given. */
+  address6?: string;
+  /** The peer's name on the server. */
+  name?: string;
+}
+
+/** A `serve()` with one peer, and our test client as that peer (no handshake yet). */
+export interface ServerWithClient {
+  /** The server. */
+  readonly server: Server;
+  /** The client. */
+  readonly client: TestClient;
+  /** Closes the client, then shuts the server down. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Starts `serve()` on loopback with fresh keys and a test client registered as its peer. */
+export async function startServerWithClient(
+  options: ServerWithClientOptions = {},
+): Promise<ServerWithClient> {
+  const serverKey = generatePrivateKey();
+  const clientKey = generatePrivateKey();
+  const address4 = options.address4 ?? "10.7.0.2";
+  const allowedIps = [`${address4}/32`];
+  if (options.address6) allowedIps.push(`${options.address6}/128`);
+  const server = await serve({
+    privateKey: serverKey,
+    hostname: "127.0.0.1",
+    port: 0,
+    peers: [{ publicKey: publicKey(clientKey), allowedIps, name: options.name }],
+    ...options.serve,
+  });
+  const client = startTestClient({
+    serverPublicKey: publicKey(serverKey),
+    serverPort: server.addr.port,
+    privateKey: clientKey,
+    address4,
+    address6: options.address6,
+  });
+  return {
+    server,
+    client,
+    async [Symbol.asyncDispose]() {
+      client.close();
+      await server.shutdown();
     },
   };
 }

@@ -21,7 +21,7 @@
 import assert from "node:assert/strict";
 import { generatePrivateKey, publicKey } from "@wgstack/wireguard";
 import { serve, type ServeLogRecord, type ServeOptions } from "@wgstack/server";
-import { startTestClient, type TestClient } from "./_client.ts";
+import { startServerWithClient, startTestClient, type TestClient } from "./_client.ts";
 import { createVeth, Netns, requireOrSkip, waitFor } from "./netns.ts";
 import { HOLD_TCP_PY, waitForTcp } from "./_services.ts";
 import { ipv4Syn } from "./_packets.ts";
@@ -193,20 +193,8 @@ Deno.test({
     await waitForTcp("the holding service", host, 9000);
 
     async function start(options: Pick<ServeOptions, "forward" | "tcpKeepAlive">) {
-      const serverKey = generatePrivateKey();
-      const key = generatePrivateKey();
-      const server = await serve({
-        privateKey: serverKey,
-        hostname: "127.0.0.1",
-        port: 0,
-        peers: [{ publicKey: publicKey(key), allowedIps: [`${A4}/32`] }],
-        shutdownTimeout: 200,
-        ...options,
-      });
-      const client = startTestClient({
-        serverPublicKey: publicKey(serverKey),
-        serverPort: server.addr.port,
-        privateKey: key,
+      const { server, client } = await startServerWithClient({
+        serve: { shutdownTimeout: 200, ...options },
         address4: A4,
       });
       await client.handshake();

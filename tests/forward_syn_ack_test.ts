@@ -5,9 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { generatePrivateKey, publicKey } from "@wgstack/wireguard";
-import { type ForwardOptions, serve } from "@wgstack/server";
-import { startTestClient, type TestClient } from "./_client.ts";
+import type { ForwardOptions, Server } from "@wgstack/server";
+import { startServerWithClient, type TestClient } from "./_client.ts";
 import { waitFor } from "./netns.ts";
 
 const CLIENT4 = "10.7.0.2";
@@ -25,31 +24,14 @@ function toLoopback(port: number, gate?: Promise<void>, dials?: number[]) {
 
 async function withServer(
   forward: ForwardOptions,
-  run: (client: TestClient, server: Awaited<ReturnType<typeof serve>>) => Promise<void>,
+  run: (client: TestClient, server: Server) => Promise<void>,
 ): Promise<void> {
-  const serverKey = generatePrivateKey();
-  const clientKey = generatePrivateKey();
-  const server = await serve({
-    privateKey: serverKey,
-    hostname: "127.0.0.1",
-    port: 0,
-    peers: [{ publicKey: publicKey(clientKey), allowedIps: [`${CLIENT4}/32`] }],
-    forward,
-    shutdownTimeout: 200,
-  });
-  const client = startTestClient({
-    serverPublicKey: publicKey(serverKey),
-    serverPort: server.addr.port,
-    privateKey: clientKey,
+  await using pair = await startServerWithClient({
+    serve: { forward, shutdownTimeout: 200 },
     address4: CLIENT4,
   });
-  try {
-    await client.handshake();
-    await run(client, server);
-  } finally {
-    client.close();
-    await server.shutdown();
-  }
+  await pair.client.handshake();
+  await run(pair.client, pair.server);
 }
 
 /** A loopback port nothing listens on. */

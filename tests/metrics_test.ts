@@ -9,9 +9,8 @@
  */
 
 import assert from "node:assert/strict";
-import { generatePrivateKey, publicKey } from "@wgstack/wireguard";
-import { serve, serveMetrics } from "@wgstack/server";
-import { startTestClient } from "./_client.ts";
+import { serveMetrics } from "@wgstack/server";
+import { startServerWithClient } from "./_client.ts";
 import { missingOnPath, run, waitFor } from "./netns.ts";
 import { requirement } from "./_skip.ts";
 
@@ -52,33 +51,22 @@ Deno.test({
       for await (const conn of echo) conn.readable.pipeTo(conn.writable).catch(() => {});
     })().catch(() => {});
 
-    const serverKey = generatePrivateKey();
-    const clientKey = generatePrivateKey();
-    const server = await serve({
-      privateKey: serverKey,
-      hostname: "127.0.0.1",
-      port: 0,
-      peers: [{
-        publicKey: publicKey(clientKey),
-        allowedIps: ["10.7.0.2/32", "fd00:7::2/128"],
-        name: "phone",
-      }],
-      forward: {
-        // Every allowed dial reaches the local echo service.
-        connect: (_host, _port, signal) => {
-          signal.throwIfAborted();
-          return Deno.connect({ hostname: "127.0.0.1", port: echoPort });
+    const { server, client } = stack.use(
+      await startServerWithClient({
+        serve: {
+          forward: {
+            // Every allowed dial reaches the local echo service.
+            connect: (_host, _port, signal) => {
+              signal.throwIfAborted();
+              return Deno.connect({ hostname: "127.0.0.1", port: echoPort });
+            },
+          },
+          shutdownTimeout: 500,
         },
-      },
-      shutdownTimeout: 500,
-    });
-    stack.defer(() => server.shutdown());
-    const client = startTestClient({
-      serverPublicKey: publicKey(serverKey),
-      serverPort: server.addr.port,
-      privateKey: clientKey,
-    });
-    stack.defer(() => client.close());
+        address6: "fd00:7::2",
+        name: "phone",
+      }),
+    );
     const http = await serveMetrics(server, { hostname: "127.0.0.1", port: 0, device: "ua0" });
     stack.defer(() => http.shutdown());
     const base = `http://127.0.0.1:${http.addr.port}`;

@@ -5,10 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { generatePrivateKey, publicKey } from "@wgstack/wireguard";
-import { openUdpSocket, serve, type ServeOptions, type UdpSocket } from "@wgstack/server";
+import { openUdpSocket, type ServeOptions, type UdpSocket } from "@wgstack/server";
 import type { UpstreamConn } from "../server/forward.ts";
-import { startTestClient } from "./_client.ts";
+import { startServerWithClient } from "./_client.ts";
 
 const CLIENT4 = "10.7.0.2";
 
@@ -65,38 +64,23 @@ async function withServer(
   options: (sent: () => number) => Partial<ServeOptions>,
   run: (connect: () => Promise<void>) => Promise<void>,
 ): Promise<void> {
-  const serverKey = generatePrivateKey();
-  const clientKey = generatePrivateKey();
   const { socket, sent } = await countingSocket();
-  const server = await serve({
-    privateKey: serverKey,
-    socket,
-    peers: [{ publicKey: publicKey(clientKey), allowedIps: [`${CLIENT4}/32`] }],
-    shutdownTimeout: 100,
-    ...options(sent),
-  });
-  const client = startTestClient({
-    serverPublicKey: publicKey(serverKey),
-    serverPort: server.addr.port,
-    privateKey: clientKey,
+  await using pair = await startServerWithClient({
+    serve: { socket, shutdownTimeout: 100, ...options(sent) },
     address4: CLIENT4,
   });
-  try {
-    await client.handshake();
-    await run(async () => {
-      const conn = client.connect("198.18.0.77", 80);
-      const reader = conn.readable.getReader();
-      // Established once the writable is usable; nothing more is needed here.
-      const writer = conn.writable.getWriter();
-      await writer.ready;
-      reader.releaseLock();
-      writer.releaseLock();
-      conn.reset();
-    });
-  } finally {
-    client.close();
-    await server.shutdown();
-  }
+  const { client } = pair;
+  await client.handshake();
+  await run(async () => {
+    const conn = client.connect("198.18.0.77", 80);
+    const reader = conn.readable.getReader();
+    // Established once the writable is usable; nothing more is needed here.
+    const writer = conn.writable.getWriter();
+    await writer.ready;
+    reader.releaseLock();
+    writer.releaseLock();
+    conn.reset();
+  });
 }
 
 Deno.test("serve(): the SYN-ACK leaves before the connection is set up", async (t) => {

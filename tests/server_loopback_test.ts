@@ -13,50 +13,33 @@ import {
   publicKey,
 } from "@wgstack/wireguard";
 import type { TcpError } from "@wgstack/netstack";
-import { serve, type ServeOptions, type Server } from "@wgstack/server";
-import { startTestClient, type TestClient } from "./_client.ts";
+import { serve, type ServeOptions } from "@wgstack/server";
+import {
+  type ServerWithClient,
+  startServerWithClient,
+  startTestClient,
+  type TestClient,
+} from "./_client.ts";
 import { xorshift32 } from "./_prng.ts";
 
 const CLIENT4 = "10.7.0.2";
 const CLIENT6 = "fd00:7::2";
 
-async function setup(
-  extra: Partial<ServeOptions> = {},
-): Promise<{ server: Server; client: TestClient; [Symbol.asyncDispose](): Promise<void> }> {
-  const serverKey = generatePrivateKey();
-  const clientKey = generatePrivateKey();
-  const server = await serve({
-    privateKey: serverKey,
-    hostname: "127.0.0.1",
-    port: 0,
-    peers: [{
-      publicKey: publicKey(clientKey),
-      allowedIps: [`${CLIENT4}/32`, `${CLIENT6}/128`],
-      name: "test-client",
-    }],
-    onTcp: (s) => s.readable.pipeTo(s.writable),
-    onUdp: async (flow) => {
-      const writer = flow.writable.getWriter();
-      for await (const d of flow.readable) await writer.write(d);
+function setup(extra: Partial<ServeOptions> = {}): Promise<ServerWithClient> {
+  return startServerWithClient({
+    serve: {
+      onTcp: (s) => s.readable.pipeTo(s.writable),
+      onUdp: async (flow) => {
+        const writer = flow.writable.getWriter();
+        for await (const d of flow.readable) await writer.write(d);
+      },
+      shutdownTimeout: 1000,
+      ...extra,
     },
-    shutdownTimeout: 1000,
-    ...extra,
-  });
-  const client = startTestClient({
-    serverPublicKey: publicKey(serverKey),
-    serverPort: server.addr.port,
-    privateKey: clientKey,
     address4: CLIENT4,
     address6: CLIENT6,
+    name: "test-client",
   });
-  return {
-    server,
-    client,
-    async [Symbol.asyncDispose]() {
-      client.close();
-      await server.shutdown();
-    },
-  };
 }
 
 function pattern(length: number, seed: number): Uint8Array {
