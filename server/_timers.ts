@@ -10,3 +10,10 @@ export function unrefTimer(timer: ReturnType<typeof setTimeout>): void {
   if (deno) deno.unrefTimer(timer as unknown as number);
   else (timer as unknown as { unref?: () => void }).unref?.();
 }
+
+/** Undoes {@linkcode unrefTimer}: `timer` keeps the process alive again. */
+export function refTimer(timer: ReturnType<typeof setTimeout>): void {
+  const deno = (globalThis as { Deno?: { refTimer(id: number): void } }).Deno;
+  if (deno) deno.refTimer(timer as unknown as number);
+  else (timer as unknown as { ref?: () => void }).ref?.();
+}

@@ -11,6 +11,8 @@
  * @module
  */
 
+import { refTimer, unrefTimer } from "./_timers.ts";
+
 /** Where a sniffed hostname came from. */
 export type HostnameSource = "sni" | "http" | "quic" | "dns";
 
@@ -256,11 +258,6 @@ interface Deadline {
   fire: (() => void) | null;
 }
 
-type Timer = number | { ref?(): void; unref?(): void };
-const denoTimers = (globalThis as {
-  Deno?: { refTimer?(id: number): void; unrefTimer?(id: number): void };
-}).Deno;
-
 /**
  * One timer for all waits of {@linkcode sniffFirstBytes}: a timer per wait
  * (`setTimeout` + `clearTimeout`) cost ~6 µs of each forwarded connection
@@ -274,7 +271,7 @@ const denoTimers = (globalThis as {
 class Deadlines {
   /** Waits by time (they mostly come in order: inserted from the end). */
   #list: Deadline[] = [];
-  #timer: Timer | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #pending = 0;
 
@@ -296,21 +293,18 @@ class Deadlines {
     if (--this.#pending === 0) this.#ref(false);
   }
 
+  /** (Re)arms the one timer for `at`, earlier than the one armed. */
   #arm(at: number): void {
-    // An earlier timer may stay armed: its firing finds nothing due.
-    if (this.#timer !== undefined) clearTimeout(this.#timer as number);
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timerAt = at;
-    this.#timer = setTimeout(() => this.#run(), Math.max(0, at - performance.now())) as Timer;
+    this.#timer = setTimeout(() => this.#run(), Math.max(0, at - performance.now()));
   }
 
   #ref(on: boolean): void {
     const timer = this.#timer;
     if (timer === undefined) return;
-    if (typeof timer === "number") {
-      if (on) denoTimers?.refTimer?.(timer);
-      else denoTimers?.unrefTimer?.(timer);
-    } else if (on) timer.ref?.();
-    else timer.unref?.();
+    if (on) refTimer(timer);
+    else unrefTimer(timer);
   }
 
   #run(): void {
