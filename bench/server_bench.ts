@@ -22,7 +22,21 @@
  * WGSTACK_TCP_CC=bbr deno run -A bench/server_bench.ts   # our TCP's congestion controller
  * deno run -A bench/server_bench.ts --only ours --metrics upload --profile /tmp/prof
  *   # our server runs with --cpu-prof; the .cpuprofile lands in /tmp/prof
+ *   # (WGSTACK_BENCH_PROFILE_INTERVAL=50: one sample per 50 µs)
+ * deno run -A bench/server_bench.ts --metrics latency --runs 3 --stages
+ *   # where each connect's time goes, both servers: packet captures at the
+ *   # client's tunnel, the client's veth and the server's (needs tshark;
+ *   # see bench/_connect_stages.ts)
+ * deno run -A bench/server_bench.ts --metrics latency --latency-trace /tmp/t.txt
+ *   # one line per timed connect: start (monotonic ns), connect ns, total ns,
+ *   # start (wall clock ns): to line up with `perf sched record -k mono`
  * ```
+ *
+ * Our server process also reads, for diagnosis: `WGSTACK_BENCH_V8_FLAGS`
+ * (passed as `--v8-flags`, e.g. `--trace-gc`; its output line-buffered),
+ * `WGSTACK_BENCH_SERVER_LOG=FILE` (its whole output, written when it stops),
+ * `WGSTACK_BENCH_TIME_WAIT=N` (the netstack's TIME_WAIT limit) and the heap
+ * signals of `bench/_heap_signals.ts`.
  *
  * Topology (all inside namespaces this script creates, deleted at the end;
  * namespaces and interfaces are named `wgb…`, or `WGSTACK_BENCH_PREFIX…` to
@@ -53,6 +67,14 @@
  */
 
 import type { UdpSocket } from "../server/udp.ts";
+import {
+  captureStages,
+  type StagePoints,
+  type StageReport,
+  STAGES,
+  stagesAvailable,
+} from "./_connect_stages.ts";
+import { installHeapSignals } from "./_heap_signals.ts";
 import { createVeth, Netns, run, waitFor, wgGenKeyPair, WireGuardGo } from "../tests/netns.ts";
 
 /** Namespace/interface prefix (`WGSTACK_BENCH_PREFIX` to run two at once). */
@@ -241,6 +263,7 @@ async function serveMode(config: ServeConfig): Promise<void> {
   const onTerm = () => ac.abort();
   Deno.addSignalListener("SIGTERM", onTerm);
   const cc = Deno.env.get("WGSTACK_TCP_CC");
+  const timeWait = Deno.env.get("WGSTACK_BENCH_TIME_WAIT");
   const server = await serve({
     privateKey: config.privateKey,
     hostname: config.hostname,
@@ -252,7 +275,9 @@ async function serveMode(config: ServeConfig): Promise<void> {
     tcp: cc ? { congestionControl: cc as "cubic" | "newreno" | "bbr" } : undefined,
     signal: ac.signal,
     shutdownTimeout: 500,
+    limits: timeWait === undefined ? undefined : { netstack: { tcpTimeWait: Number(timeWait) } },
   });
+  await installHeapSignals();
   console.log(JSON.stringify({ ready: server.addr }));
   // Counters on stdin EOF / signal help spot drops when a number looks off.
   await server.finished;
@@ -340,6 +365,7 @@ const LATENCY_CLIENT = `
 import socket, sys, time, json
 host, port, n, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]) / 1000
 warmup = int(sys.argv[5])
+trace = open(sys.argv[6], "a") if len(sys.argv) > 6 and sys.argv[6] else None
 times, connects = [], []
 for i in range(n + warmup):
     t0 = time.perf_counter()
@@ -357,6 +383,7 @@ for i in range(n + warmup):
     if i >= warmup:
         times.append((t2 - t0) * 1000)
         connects.append((t1 - t0) * 1000)
+        if trace: trace.write("%d %d %d %d\\n" % (t0 * 1e9, (t1 - t0) * 1e9, (t2 - t0) * 1e9, (time.time() - (time.perf_counter() - t0)) * 1e9))
     if gap and i >= warmup - 1: time.sleep(gap)
 def pct(xs, q):
     xs = sorted(xs)
@@ -486,7 +513,7 @@ async function ping(ns: Netns, target: string, count: number): Promise<number> {
  * VM, SYN → SYN-ACK inside the server: ~115 µs over the first 200, ~75 µs
  * after 1,500); `--warmup 5` measures a server that has just started.
  */
-const latencyPlan = { connects: 200, gapMs: 0, warmup: 1000 };
+const latencyPlan = { connects: 200, gapMs: 0, warmup: 1000, trace: "" };
 
 async function latency(ns: Netns, target: string) {
   const r = await ns.run([
@@ -498,6 +525,7 @@ async function latency(ns: Netns, target: string) {
     String(latencyPlan.connects),
     String(latencyPlan.gapMs),
     String(latencyPlan.warmup),
+    latencyPlan.trace,
   ]);
   return JSON.parse(r.stdout) as {
     median: number;
@@ -531,6 +559,8 @@ async function measure(
   target: string,
   seconds: number,
   metrics: Set<Metric>,
+  stages?: StagePoints,
+  stageReports?: StageReport[],
 ): Promise<Partial<Results>> {
   const r: Partial<Results> = {};
   if (metrics.has("upload")) {
@@ -546,9 +576,28 @@ async function measure(
   }
   if (metrics.has("latency")) {
     // The other server in S is idle meanwhile: the namespace's CPU is this one's.
+    let capture: Awaited<ReturnType<typeof captureStages>> | undefined;
+    let dir: string | undefined;
+    const traceBefore = latencyPlan.trace;
+    if (stages) {
+      dir = await Deno.makeTempDir({ prefix: "wgstack-stages-" });
+      latencyPlan.trace = `${dir}/connects.txt`;
+      capture = await captureStages(stages, dir);
+    }
     const cpuBefore = await nsCpuSeconds(s);
-    const lat = await latency(c, target);
+    let lat;
+    try {
+      lat = await latency(c, target);
+    } finally {
+      latencyPlan.trace = traceBefore;
+    }
     const cpu = await nsCpuSeconds(s) - cpuBefore;
+    if (capture && dir) {
+      const report = await capture.finish(`${dir}/connects.txt`);
+      await Deno.remove(dir, { recursive: true });
+      console.log(`connect stages (µs, median): ${JSON.stringify(report.median)}`);
+      stageReports?.push(report);
+    }
     r.connectCpu = cpu / (latencyPlan.connects + latencyPlan.warmup) * 1e6;
     r.latMedian = lat.median;
     r.latP99 = lat.p99;
@@ -581,6 +630,8 @@ const FLAGS = [
   "--connects",
   "--connect-gap",
   "--warmup",
+  "--latency-trace",
+  "--stages",
 ];
 
 async function main(): Promise<void> {
@@ -590,7 +641,8 @@ async function main(): Promise<void> {
     console.error(
       `usage: deno run -A bench/server_bench.ts [--runs N] [--seconds S] [--only ours|baseline]\n` +
         `  [--metrics upload,download,http,latency,ping] [--breakdown] [--rmem BYTES] [--profile DIR]\n` +
-        `  [--syn-ack after-dial|immediate] [--connects N] [--connect-gap MS] [--warmup N]` +
+        `  [--syn-ack after-dial|immediate] [--connects N] [--connect-gap MS] [--warmup N]\n` +
+        `  [--latency-trace FILE] [--stages]` +
         (unknown.includes("--help") ? "" : `\nunknown: ${unknown.join(" ")}`),
     );
     Deno.exit(unknown.includes("--help") ? 0 : 2);
@@ -620,6 +672,8 @@ async function main(): Promise<void> {
   if (gapIdx >= 0) latencyPlan.gapMs = Number(Deno.args[gapIdx + 1]);
   const warmupIdx = argIdx("--warmup");
   if (warmupIdx >= 0) latencyPlan.warmup = Number(Deno.args[warmupIdx + 1]);
+  const traceIdx = argIdx("--latency-trace");
+  if (traceIdx >= 0) latencyPlan.trace = Deno.args[traceIdx + 1];
   if (!(Number.isInteger(latencyPlan.warmup) && latencyPlan.warmup >= 0)) {
     console.error(`--warmup is an integer ≥ 0`);
     Deno.exit(2);
@@ -630,6 +684,15 @@ async function main(): Promise<void> {
   }
   if (!(latencyPlan.gapMs >= 0 && latencyPlan.gapMs <= 60_000)) {
     console.error(`--connect-gap is 0–60000 ms`);
+    Deno.exit(2);
+  }
+  const stagesWanted = Deno.args.includes("--stages");
+  if (stagesWanted && !metrics.has("latency")) {
+    console.error(`--stages times the latency test's connects: add latency to --metrics`);
+    Deno.exit(2);
+  }
+  if (stagesWanted && !(await stagesAvailable())) {
+    console.error(`--stages needs dumpcap and tshark (apt-get install tshark)`);
     Deno.exit(2);
   }
   if (synAck !== undefined && synAck !== "after-dial" && synAck !== "immediate") {
@@ -756,19 +819,31 @@ async function main(): Promise<void> {
         synAck,
       };
       const denoArgs = ["run", "-A", "--unstable-net"];
-      if (profileDir) denoArgs.push("--cpu-prof", `--cpu-prof-dir=${profileDir}`);
+      if (profileDir) {
+        denoArgs.push("--cpu-prof", `--cpu-prof-dir=${profileDir}`);
+        const interval = Deno.env.get("WGSTACK_BENCH_PROFILE_INTERVAL");
+        if (interval) denoArgs.push(`--cpu-prof-interval=${interval}`);
+      }
+      const v8Flags = Deno.env.get("WGSTACK_BENCH_V8_FLAGS");
+      if (v8Flags) denoArgs.push(`--v8-flags=${v8Flags}`);
       const child = server = new Child([
         "ip",
         "netns",
         "exec",
         s.name,
+        // (Line-buffered, so that V8's traces are not lost at exit.)
+        ...(v8Flags ? ["stdbuf", "-oL"] : []),
         Deno.execPath(),
         ...denoArgs,
         new URL(import.meta.url).pathname,
         "--serve",
         JSON.stringify(config),
       ]);
-      cleanup.push(() => child.stop());
+      const logFile = Deno.env.get("WGSTACK_BENCH_SERVER_LOG");
+      cleanup.push(async () => {
+        await child.stop();
+        if (logFile) await Deno.writeTextFile(logFile, child.output);
+      });
       await waitFor("our server to be ready", () => {
         if (child.output.includes('"ready"')) return true;
         if (child.output.includes("error")) throw new Error(child.output);
@@ -778,11 +853,20 @@ async function main(): Promise<void> {
     // Alternating runs (baseline, ours, baseline, ...); the table shows medians.
     const baseRuns: Partial<Results>[] = [];
     const ourRuns: Partial<Results>[] = [];
+    const baseStages: StageReport[] = [];
+    const ourStages: StageReport[] = [];
+    /** One server's metrics; `tunnel` is the client's interface towards it. */
+    const measureOne = (target: string, tunnel: string, stageReports: StageReport[]) => {
+      const points: StagePoints | undefined = stagesWanted
+        ? { client: c, server: s, tunnel, clientLink: cs.a.ifname, serverLink: cs.b.ifname }
+        : undefined;
+      return measure(c, s, target, seconds, metrics, points, stageReports);
+    };
     for (let run = 1; run <= runs; run++) {
       if (only !== "ours") {
         console.log(`run ${run}/${runs}: measuring wireguard-go + kernel forwarding …`);
         const udpBefore = await udpSnmp(s);
-        const base = await measure(c, s, TARGET_BASE, seconds, metrics);
+        const base = await measureOne(TARGET_BASE, `${IFACE_PREFIX}w0`, baseStages);
         const udpAfter = await udpSnmp(s);
         console.log(
           `wireguard-go in S: UDP RcvbufErrors +${
@@ -797,7 +881,7 @@ async function main(): Promise<void> {
         console.log(`run ${run}/${runs}: measuring ours (serve + Forwarder) …`);
         try {
           const udpBefore = await udpSnmp(s);
-          const ours = await measure(c, s, TARGET_OURS, seconds, metrics);
+          const ours = await measureOne(TARGET_OURS, `${IFACE_PREFIX}w1`, ourStages);
           const udpAfter = await udpSnmp(s);
           console.log(
             `ours in S: UDP RcvbufErrors +${udpAfter.RcvbufErrors - udpBefore.RcvbufErrors}, ` +
@@ -856,6 +940,7 @@ async function main(): Promise<void> {
         }
       }
     }
+    if (stagesWanted) printStages(baseStages, ourStages);
     const base = medians(baseRuns);
     const ours = medians(ourRuns);
     if (runs > 1) console.log(`\nmedians of ${runs} alternating runs:`);
@@ -864,6 +949,38 @@ async function main(): Promise<void> {
   } finally {
     for (const fn of cleanup.reverse()) await fn().catch((e) => console.error(String(e)));
   }
+}
+
+/** The connect stages of both servers: per stage, the median over runs of each run's median and p99. */
+function printStages(base: StageReport[], ours: StageReport[]): void {
+  const mid = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  const cell = (reports: StageReport[], k: typeof STAGES[number] | "total", q: "median" | "p99") =>
+    reports.length ? mid(reports.map((r) => r[q][k])).toFixed(0) : "-";
+  const matched = (reports: StageReport[]) =>
+    reports.map((r) => `${r.matched}/${r.connects}`).join(", ") || "-";
+  console.log(
+    `\nwhere a connect's time goes (µs; median over runs of each run's median | p99; ` +
+      `connects matched to packets: wireguard-go ${matched(base)}, ours ${matched(ours)}):\n`,
+  );
+  console.log("| stage | wireguard-go median | ours median | wireguard-go p99 | ours p99 |");
+  console.log("|---|---|---|---|---|");
+  for (const k of [...STAGES, "total"] as const) {
+    console.log(
+      `| ${k} | ${cell(base, k, "median")} | ${cell(ours, k, "median")} | ${
+        cell(base, k, "p99")
+      } | ${cell(ours, k, "p99")} |`,
+    );
+  }
+  const sum = (reports: StageReport[]) => {
+    const out: Record<string, number> = {};
+    for (const k of STAGES) out[k] = reports.reduce((n, r) => n + r.slowestBy[k], 0);
+    return JSON.stringify(out);
+  };
+  console.log(
+    `\nthe slowest 2 % of connects, by their largest stage: wireguard-go ${sum(base)}, ours ${
+      sum(ours)
+    }`,
+  );
 }
 
 /** Per metric, the median over runs (undefined when there were no runs). */
