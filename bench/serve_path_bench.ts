@@ -24,6 +24,7 @@
  * ```sh
  * deno run -A bench/serve_path_bench.ts            # 5 rounds: medians and best rounds, µs
  * deno run -A bench/serve_path_bench.ts --rounds 9
+ * deno run -A bench/serve_path_bench.ts --udp-bytes 1200   # QUIC-sized datagrams
  * ```
  *
  * @module
@@ -41,6 +42,8 @@ function arg(name: string, fallback: number): number {
 }
 
 const ROUNDS = arg("--rounds", 5);
+/** UDP payload bytes (`--udp-bytes`; 1200 is a QUIC packet's size). */
+const UDP_BYTES = arg("--udp-bytes", 64);
 const TCP_OPENS = 300;
 const UDP_FLOWS = 1500;
 const UDP_DATAGRAMS = 5000;
@@ -109,7 +112,7 @@ async function round(): Promise<Record<string, number>> {
     },
   });
   const result: Record<string, number> = {};
-  const payload = new Uint8Array(64);
+  const payload = new Uint8Array(UDP_BYTES);
   const target = { address: "192.0.2.53", port: 53 };
 
   let t = cpuMs();

@@ -283,6 +283,12 @@ export interface NetStackOptions {
    * (Linux's WireGuard likewise marks decrypted packets CHECKSUM_UNNECESSARY).
    */
   verifyTcpChecksums?: boolean;
+  /**
+   * Verify the checksum of UDP datagrams (default true), for the same
+   * reason as {@linkcode verifyTcpChecksums}. IPv6 datagrams without a
+   * checksum (zero) are dropped either way (RFC 8200 §8.1).
+   */
+  verifyUdpChecksums?: boolean;
   /** Table and rate limits. */
   limits?: NetStackLimits;
   /**
@@ -366,6 +372,7 @@ export class NetStack {
   #mtu: number;
   #icmpEcho: boolean;
   #verifyTcp: boolean;
+  #verifyUdp: boolean;
   #random: (bytes: Uint8Array) => void;
   #tcp: TcpLayerLike;
   #udp: UdpFlowTable;
@@ -474,6 +481,7 @@ export class NetStack {
     this.#frag = new Uint8Array(mtu);
     this.#icmpEcho = options.icmpEcho ?? true;
     this.#verifyTcp = options.verifyTcpChecksums ?? true;
+    this.#verifyUdp = options.verifyUdpChecksums ?? true;
     this.#random = options.random ?? ((b) => crypto.getRandomValues(b));
     const limits = options.limits ?? {};
     this.#rate = limits.icmpErrorsPerSecond ?? 100;
@@ -890,7 +898,7 @@ export class NetStack {
     payload: Uint8Array,
     now: number,
   ): void {
-    const udp = UdpPacket.parse(payload, src, dst);
+    const udp = UdpPacket.parse(payload, src, dst, this.#verifyUdp);
     if (typeof udp === "string") return this.#drop(`udp.${udp}`);
     if (udp.srcPort === 0 || udp.dstPort === 0) return this.#drop("udp.zero-port");
     // A flow answers from its local address, which must be unicast.

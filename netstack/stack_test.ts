@@ -303,13 +303,17 @@ Deno.test("NetStack drops malformed IP and checksums, counted by reason", async 
     stack.input(p, 0);
     assert.equal(stack.stats().drops["ipv4.bad-checksum"], 1);
   });
-  await t.step("UDP checksum (v4 and v6) and v6 zero checksum", () => {
+  /** An IPv4 datagram whose checksum is wrong, then an IPv6 one without a checksum. */
+  const badUdpChecksums = (to: NetStack) => {
     const u = udp(CLIENT4, SERVER4, 1, 2, bytes("x"));
     u[8] ^= 1;
-    stack.input(ip4(CLIENT4, SERVER4, 17, u), 0);
+    to.input(ip4(CLIENT4, SERVER4, 17, u), 0);
     const u6 = udp(CLIENT6, SERVER6, 1, 2, bytes("x"));
     u6[6] = u6[7] = 0;
-    stack.input(ip6(CLIENT6, SERVER6, 17, u6), 0);
+    to.input(ip6(CLIENT6, SERVER6, 17, u6), 0);
+  };
+  await t.step("UDP checksum (v4 and v6) and v6 zero checksum", () => {
+    badUdpChecksums(stack);
     assert.equal(stack.stats().drops["udp.bad-checksum"], 1);
     assert.equal(stack.stats().drops["udp.zero-checksum-v6"], 1);
   });
@@ -332,6 +336,13 @@ Deno.test("NetStack drops malformed IP and checksums, counted by reason", async 
     stack.input(ip4(CLIENT4, SERVER4, 6, seg), 0);
     assert.equal(stack.stats().drops["tcp.bad-checksum"], undefined);
     assert.deepEqual(tcp.inputs.map((i) => i.segment), [[...seg]]);
+  });
+  await t.step("verifyUdpChecksums: false delivers such a datagram; v6 zero still drops", () => {
+    const { stack } = makeStack({ verifyUdpChecksums: false, onUdpFlow: () => {} });
+    badUdpChecksums(stack);
+    assert.equal(stack.stats().drops["udp.bad-checksum"], undefined);
+    assert.equal(stack.stats().drops["udp.zero-checksum-v6"], 1);
+    assert.equal(stack.stats().udp.datagramsIn, 1);
   });
   await t.step("martian sources and TCP/UDP to multicast or broadcast", () => {
     const seen = tcp.inputs.length;

@@ -158,8 +158,9 @@ class RunningServer implements Server {
     this.#stack = new NetStack({
       mtu: options.mtu,
       // Every packet came through the tunnel: the AEAD authenticated all of
-      // it, so a TCP checksum can only be wrong if the peer made it so.
+      // it, so a TCP or UDP checksum can only be wrong if the peer made it so.
       verifyTcpChecksums: false,
+      verifyUdpChecksums: false,
       limits: {
         // With forwarding, the fair dial table (per-peer quotas) decides which
         // SYN waits; the stack's global half-open table must not fill first.

@@ -27,14 +27,22 @@ export class UdpPacket {
    * and `dst`, which are both 4 or both 16 bytes). Over IPv4 a zero checksum
    * means "not computed" (RFC 768); over IPv6 it is invalid (RFC 8200 §8.1).
    */
-  static parse(bytes: Uint8Array, src: Uint8Array, dst: Uint8Array): UdpPacket | UdpParseError {
+  static parse(
+    bytes: Uint8Array,
+    src: Uint8Array,
+    dst: Uint8Array,
+    verifyChecksum = true,
+  ): UdpPacket | UdpParseError {
     if (bytes.length < UDP_HEADER_LEN) return "truncated";
     const length = (bytes[4] << 8) | bytes[5];
     if (length < UDP_HEADER_LEN || length > bytes.length) return "bad-length";
     const datagram = length === bytes.length ? bytes : bytes.subarray(0, length);
     if (bytes[6] === 0 && bytes[7] === 0) {
       if (src.length === 16) return "zero-checksum-v6";
-    } else if (foldChecksum(sumWords(datagram, pseudoHeaderSum(src, dst, 17, length))) !== 0) {
+    } else if (
+      verifyChecksum &&
+      foldChecksum(sumWords(datagram, pseudoHeaderSum(src, dst, 17, length))) !== 0
+    ) {
       return "bad-checksum";
     }
     return new UdpPacket(datagram);
