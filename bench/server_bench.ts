@@ -27,6 +27,9 @@
  *   # where each connect's time goes, both servers: packet captures at the
  *   # client's tunnel, the client's veth and the server's (needs tshark;
  *   # see bench/_connect_stages.ts)
+ * deno run -A bench/server_bench.ts --metrics latency,ping --runs 5 --pin
+ *   # the client's processes on CPU 1, the server's and the target's on CPU 0
+ *   # (as if the client had a machine of its own)
  * deno run -A bench/server_bench.ts --metrics latency --latency-trace /tmp/t.txt
  *   # one line per timed connect: start (monotonic ns), connect ns, total ns,
  *   # start (wall clock ns): to line up with `perf sched record -k mono`
@@ -439,7 +442,7 @@ async function iperf(
   const args = ["iperf3", "-c", target, "-t", String(seconds), "-J", "-O", "1"];
   if (reverse) args.push("-R");
   const cpuBefore = await nsCpuSeconds(server);
-  const r = await ns.run(args, { check: false });
+  const r = await ns.run(pinned(args), { check: false });
   const cpu = await nsCpuSeconds(server) - cpuBefore;
   let json;
   try {
@@ -453,7 +456,7 @@ async function iperf(
 }
 
 async function httpDownload(ns: Netns, target: string): Promise<number> {
-  const r = await ns.run([
+  const r = await ns.run(pinned([
     "curl",
     "-sS",
     "-o",
@@ -463,7 +466,7 @@ async function httpDownload(ns: Netns, target: string): Promise<number> {
     "-w",
     "%{time_total} %{size_download}",
     `http://${target}:${HTTP_PORT}/blob`,
-  ]);
+  ]));
   const [time, size] = r.stdout.trim().split(" ").map(Number);
   if (size !== HTTP_SIZE) {
     throw new Error(`curl from ${target} got ${size} bytes, not ${HTTP_SIZE}`);
@@ -501,7 +504,7 @@ print(times[len(times) // 2])
 
 /** Median ping RTT (ms) of `count` echo requests 20 ms apart (after one unmeasured). */
 async function ping(ns: Netns, target: string, count: number): Promise<number> {
-  const r = await ns.run(["python3", "-c", PING_CLIENT, target, String(count)]);
+  const r = await ns.run(pinned(["python3", "-c", PING_CLIENT, target, String(count)]));
   return Number(r.stdout.trim());
 }
 
@@ -515,8 +518,28 @@ async function ping(ns: Netns, target: string, count: number): Promise<number> {
  */
 const latencyPlan = { connects: 200, gapMs: 0, warmup: 1000, trace: "" };
 
+/**
+ * `--pin`: the client's processes run on CPU 1 only, the server's and the
+ * target's on CPU 0 (both servers alike), so the client never waits for a
+ * core the server or the target holds, as with a client on its own machine.
+ */
+let clientCpu: string | undefined;
+
+/** `argv` of a client program, pinned to the client's CPU with `--pin`. */
+function pinned(argv: string[]): string[] {
+  return clientCpu === undefined ? argv : ["taskset", "-c", clientCpu, ...argv];
+}
+
+/** Pins every thread of every process in `ns` (with `--pin`) to `cpu`. */
+async function pinNamespace(ns: Netns, cpu: string): Promise<void> {
+  const pids = (await run(["ip", "netns", "pids", ns.name])).stdout.trim().split(/\s+/);
+  for (const pid of pids.filter((p) => p)) {
+    await run(["taskset", "-a", "-p", "-c", cpu, pid], { check: false });
+  }
+}
+
 async function latency(ns: Netns, target: string) {
-  const r = await ns.run([
+  const r = await ns.run(pinned([
     "python3",
     "-c",
     LATENCY_CLIENT,
@@ -526,7 +549,7 @@ async function latency(ns: Netns, target: string) {
     String(latencyPlan.gapMs),
     String(latencyPlan.warmup),
     latencyPlan.trace,
-  ]);
+  ]));
   return JSON.parse(r.stdout) as {
     median: number;
     p99: number;
@@ -632,6 +655,7 @@ const FLAGS = [
   "--warmup",
   "--latency-trace",
   "--stages",
+  "--pin",
 ];
 
 async function main(): Promise<void> {
@@ -642,7 +666,7 @@ async function main(): Promise<void> {
       `usage: deno run -A bench/server_bench.ts [--runs N] [--seconds S] [--only ours|baseline]\n` +
         `  [--metrics upload,download,http,latency,ping] [--breakdown] [--rmem BYTES] [--profile DIR]\n` +
         `  [--syn-ack after-dial|immediate] [--connects N] [--connect-gap MS] [--warmup N]\n` +
-        `  [--latency-trace FILE] [--stages]` +
+        `  [--latency-trace FILE] [--stages] [--pin]` +
         (unknown.includes("--help") ? "" : `\nunknown: ${unknown.join(" ")}`),
     );
     Deno.exit(unknown.includes("--help") ? 0 : 2);
@@ -687,6 +711,13 @@ async function main(): Promise<void> {
     Deno.exit(2);
   }
   const stagesWanted = Deno.args.includes("--stages");
+  if (Deno.args.includes("--pin")) {
+    if (navigator.hardwareConcurrency < 2) {
+      console.error(`--pin needs two CPUs`);
+      Deno.exit(2);
+    }
+    clientCpu = "1";
+  }
   if (stagesWanted && !metrics.has("latency")) {
     console.error(`--stages times the latency test's connects: add latency to --metrics`);
     Deno.exit(2);
@@ -849,6 +880,12 @@ async function main(): Promise<void> {
         if (child.output.includes("error")) throw new Error(child.output);
         return undefined;
       }, { timeoutMs: 60_000 });
+    }
+    if (clientCpu !== undefined) {
+      await pinNamespace(c, clientCpu);
+      await pinNamespace(s, "0");
+      await pinNamespace(t, "0");
+      console.log("pinned: client processes to CPU 1, server and target processes to CPU 0");
     }
     // Alternating runs (baseline, ours, baseline, ...); the table shows medians.
     const baseRuns: Partial<Results>[] = [];
