@@ -187,7 +187,10 @@ export interface TcpOptions {
   maxConnections?: number;
   /** Most half-open connections (SYNs awaiting a decision or the final ACK). Default 1024. */
   maxHalfOpen?: number;
-  /** Most connections in TIME_WAIT; the oldest is dropped beyond it. Default 4096. */
+  /**
+   * Most connections in TIME_WAIT; the oldest is dropped beyond it. Default 4096. Each keeps
+   * about 2.4 KB of heap there (`bench/time_wait_memory_bench.ts`).
+   */
   maxTimeWait?: number;
   /**
    * Most connections of one source (the `source` passed with its packets,
@@ -417,6 +420,46 @@ const WC_DEL_ACK = 200;
 const PACING_QUANTUM_MS = 4;
 /** Largest learned duplicate-ACK threshold (Linux caps tp->reordering at 300). */
 const MAX_DUP_THRESH = 64;
+
+/**
+ * What a connection in TIME_WAIT keeps of its congestion controller and its
+ * loss recovery: their last figures, for `stats`, and no state (nothing is
+ * sent any more but ACKs). The controllers' objects (BBR's model and
+ * filters, the recovery's scoreboard) were about half of what each of up
+ * to `maxTimeWait` connections kept alive there (measured in
+ * `bench/time_wait_memory_bench.ts`).
+ */
+class SettledCc implements CongestionControl {
+  readonly name: string;
+  readonly pacingRate: number;
+  readonly modelBased = false;
+  cwnd: number;
+  ssthresh: number;
+  constructor(
+    cc: CongestionControl,
+    /** `stats.congestionState` at the end. */
+    readonly state: string,
+    /** `stats.bottleneckBandwidth` at the end. */
+    readonly bw: number,
+    /** `stats.dsacksReceived` at the end. */
+    readonly dsacks: number,
+    /** `stats.reorderingWindowMultiplier` at the end. */
+    readonly reoWndMult: number,
+    /** `stats.minRtt` at the end. */
+    readonly minRtt: number,
+  ) {
+    this.name = cc.name;
+    this.pacingRate = cc.pacingRate;
+    this.cwnd = cc.cwnd;
+    this.ssthresh = cc.ssthresh;
+  }
+  onRateSample(): void {}
+  onRecoveryEnd(): void {}
+  setMss(): void {}
+  onAck(): void {}
+  onCongestion(): void {}
+  onTimeout(): void {}
+}
 
 function newCongestionControl(
   name: TcpCongestionControl,
@@ -1587,11 +1630,33 @@ export class Connection implements TcpConnectionLike {
     this.#rtoAt = this.#persistAt = this.#keepaliveAt = Infinity;
     this.#freeSendBuffer();
     this.#rcv.dropReassembly();
-    this.#lr?.clear(); // counters stay for stats
+    this.#settle();
     this.#tlpAt = this.#reoAt = this.#paceAt = Infinity;
     this.#finishStreams();
     this.#resolveClosed();
     this.#owner.enteredTimeWait(this);
+  }
+
+  /** Keeps only the last figures of the congestion controller and the loss recovery (TIME_WAIT). */
+  #settle(): void {
+    const cc = this.#cc;
+    if (cc instanceof SettledCc) return;
+    const lr = this.#lr;
+    this.#cc = new SettledCc(
+      cc,
+      this.#congestionState(),
+      cc instanceof Bbr ? cc.bw : 0,
+      lr ? lr.dsacks : 0,
+      lr ? lr.reoWndMult : 1,
+      lr ? lr.minRtt : 0,
+    );
+    this.#lr = null;
+  }
+
+  #congestionState(): string {
+    const cc = this.#cc;
+    if (cc instanceof Bbr || cc instanceof SettledCc) return cc.state;
+    return this.#inRecovery ? "recovery" : this.#inLoss ? "loss" : "open";
   }
 
   // ---------------------------------------------------------------- output
@@ -2460,6 +2525,9 @@ export class Connection implements TcpConnectionLike {
 
   /** Counters, estimates and windows. */
   get stats(): TcpConnectionStats {
+    const cc = this.#cc;
+    const settled = cc instanceof SettledCc ? cc : null;
+    const lr = this.#lr;
     return {
       state: STATE_NAMES[this.state],
       bytesIn: this.#bytesIn,
@@ -2471,26 +2539,20 @@ export class Connection implements TcpConnectionLike {
       fastRecoveries: this.#fastRecoveries,
       spuriousRecoveries: this.#spuriousRecoveries,
       spuriousRetransmits: this.#spuriousRetransmits,
-      dsacksReceived: this.#lr ? this.#lr.dsacks : 0,
+      dsacksReceived: lr ? lr.dsacks : settled ? settled.dsacks : 0,
       tailLossProbes: this.#tailLossProbes,
-      reorderingWindowMultiplier: this.#lr ? this.#lr.reoWndMult : 1,
-      minRtt: this.#lr ? this.#lr.minRtt : 0,
+      reorderingWindowMultiplier: lr ? lr.reoWndMult : settled ? settled.reoWndMult : 1,
+      minRtt: lr ? lr.minRtt : settled ? settled.minRtt : 0,
       dupAckThreshold: this.#dupThresh,
-      pacingRate: this.#cc.pacingRate,
-      congestionControl: this.#cc.name,
-      congestionState: this.#cc instanceof Bbr
-        ? this.#cc.state
-        : this.#inRecovery
-        ? "recovery"
-        : this.#inLoss
-        ? "loss"
-        : "open",
-      bottleneckBandwidth: this.#cc instanceof Bbr ? this.#cc.bw : 0,
+      pacingRate: cc.pacingRate,
+      congestionControl: cc.name,
+      congestionState: this.#congestionState(),
+      bottleneckBandwidth: cc instanceof Bbr ? cc.bw : settled ? settled.bw : 0,
       srtt: this.#rtt.srtt,
       rttvar: this.#rtt.rttvar,
       rto: this.#rtt.rto,
-      cwnd: this.#cc.cwnd,
-      ssthresh: this.#cc.ssthresh,
+      cwnd: cc.cwnd,
+      ssthresh: cc.ssthresh,
       sendWindow: this.#sndWnd,
       receiveBuffer: this.#rcv.buf,
       mss: this.#sndMss,

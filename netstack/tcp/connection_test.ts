@@ -519,6 +519,47 @@ Deno.test("closing", async (t) => {
     assert.equal(new TextDecoder().decode(await readBytes(r, 10)), "late");
   });
 
+  await t.step(
+    "in TIME_WAIT the congestion and recovery figures stay as they were (the controller settled)",
+    async () => {
+      for (const congestionControl of ["bbr", "cubic"] as const) {
+        const h = new Harness({ timeWait: 5000, congestionControl });
+        const { conn, iss } = h.open();
+        const w = conn.writable.getWriter();
+        await w.write(new TextEncoder().encode("hello"));
+        h.poll(1);
+        h.expect({ flags: "PA", seq: iss + 1, ack: P, data: "hello" });
+        h.send({ flags: "A", seq: P, ack: iss + 6 }, 11);
+        const figures = (c: unknown) => {
+          const { state: _state, ...rest } = stats(c);
+          return rest;
+        };
+        await w.close();
+        h.poll(12);
+        h.expect({ flags: "FA", seq: iss + 6, ack: P });
+        h.send({ flags: "A", seq: P, ack: iss + 7 }, 22);
+        assert.equal(stats(conn).state, "FIN_WAIT_2");
+        const before = figures(conn);
+        assert.equal(before.minRtt, 10, congestionControl);
+        h.send({ flags: "FA", seq: P, ack: iss + 7 }, 23);
+        h.expect({ flags: "A", seq: iss + 7, ack: P + 1 });
+        assert.equal(stats(conn).state, "TIME_WAIT");
+        const after = figures(conn);
+        // The peer's FIN and our ACK of it count as segments.
+        assert.equal(after.segmentsIn, before.segmentsIn + 1);
+        assert.equal(after.segmentsOut, before.segmentsOut + 1);
+        assert.deepEqual(
+          { ...after, segmentsIn: 0, segmentsOut: 0 },
+          { ...before, segmentsIn: 0, segmentsOut: 0 },
+          congestionControl,
+        );
+        // Still answers as TIME_WAIT does.
+        h.send({ flags: "FA", seq: P, ack: iss + 7 }, 1000);
+        h.expect({ flags: "A", seq: iss + 7, ack: P + 1 });
+      }
+    },
+  );
+
   await t.step("a RST in TIME_WAIT is ignored: unread data stays readable (RFC 1337)", async () => {
     const h = new Harness({ timeWait: 5000 });
     const { conn, iss } = h.open();
