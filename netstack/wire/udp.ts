@@ -26,6 +26,8 @@ export class UdpPacket {
    * Checks the Length field and the checksum (with the pseudo-header of `src`
    * and `dst`, which are both 4 or both 16 bytes). Over IPv4 a zero checksum
    * means "not computed" (RFC 768); over IPv6 it is invalid (RFC 8200 §8.1).
+   * With `verifyChecksum` false a checksum is not checked (a link that
+   * authenticates its packets; the IPv6 zero-checksum rule still holds).
    */
   static parse(
     bytes: Uint8Array,
