@@ -181,7 +181,8 @@ const after = (xs: number[], t: number): number | undefined => xs[bound(xs, t, t
 /** The last value in sorted `xs` at or before `t`, or undefined. */
 const before = (xs: number[], t: number): number | undefined => xs[bound(xs, t, false) - 1];
 
-function quantile(xs: number[], q: number): number {
+/** The `q` quantile of `xs` (the value at index ⌊n·q⌋ of the sorted list, as the latency client's `pct`); NaN when empty. */
+export function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(s.length * q))] ?? NaN;
 }

@@ -33,6 +33,7 @@
  * deno run -A bench/server_bench.ts --metrics latency --latency-trace /tmp/t.txt
  *   # one line per timed connect: start (monotonic ns), connect ns, total ns,
  *   # start (wall clock ns): to line up with `perf sched record -k mono`
+ *   # (appended: every run of both servers in turn; `--only` for one of them)
  * ```
  *
  * Our server process also reads, for diagnosis: `WGSTACK_BENCH_V8_FLAGS`
@@ -72,6 +73,7 @@
 import type { UdpSocket } from "../server/udp.ts";
 import {
   captureStages,
+  quantile,
   type StagePoints,
   type StageReport,
   STAGES,
@@ -1013,9 +1015,8 @@ async function main(): Promise<void> {
 
 /** The connect stages of both servers: per stage, the median over runs of each run's median and p99. */
 function printStages(base: StageReport[], ours: StageReport[]): void {
-  const mid = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
   const cell = (reports: StageReport[], k: typeof STAGES[number] | "total", q: "median" | "p99") =>
-    reports.length ? mid(reports.map((r) => r[q][k])).toFixed(0) : "-";
+    reports.length ? quantile(reports.map((r) => r[q][k]), 0.5).toFixed(0) : "-";
   const matched = (reports: StageReport[]) =>
     reports.map((r) => `${r.matched}/${r.connects}`).join(", ") || "-";
   console.log(
@@ -1050,13 +1051,9 @@ function printStages(base: StageReport[], ours: StageReport[]): void {
  */
 function printPooledConnects(base: number[], ours: number[]): void {
   if (base.length === 0 && ours.length === 0) return;
-  const q = (xs: number[], p: number) => {
-    const sorted = [...xs].sort((a, b) => a - b);
-    return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
-  };
-  const cell = (xs: number[], p: number) => xs.length ? q(xs, p).toFixed(2) : "-";
+  const cell = (xs: number[], p: number) => xs.length ? quantile(xs, p).toFixed(2) : "-";
   const ratio = (p: number) =>
-    base.length && ours.length ? `${(q(base, p) / q(ours, p)).toFixed(2)}×` : "-";
+    base.length && ours.length ? `${(quantile(base, p) / quantile(ours, p)).toFixed(2)}×` : "-";
   console.log(
     `| connect time median, all runs pooled (${ours.length} / ${base.length} connects) | ms | ${
       cell(ours, 0.5)
